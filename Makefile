@@ -1,0 +1,66 @@
+# vlmdata: `make demo` runs the whole chain on the embedded default data; `make test` runs every test.
+# Both install what they need on a fresh Debian machine (run as root): Debian -dev packages, a Python venv.
+
+SWIFT      ?= swift
+VENV       ?= .venv
+PYTHON     := $(VENV)/bin/python
+RELEASE    := .build/release/vlmdata
+DEMO_WS    ?= vlmdata-work/demo
+# Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
+DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
+              libsqlite3-dev nginx-light sqlite3 python3-venv
+PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3
+
+.PHONY: all deps venv build debug test test-swift test-parity demo bench clean
+
+all: build
+
+## deps: install the Debian -dev packages when pkg-config cannot find them
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
+	for p in $(PKGCONFIG); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: missing:$$missing; installing Debian packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	else echo "deps: all present"; fi
+
+## venv: the Python reference tools (tokenizers, pillow, transformers, webdataset, numpy, tiktoken)
+venv: $(VENV)/.installed
+$(VENV)/.installed: scripts/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+	touch $@
+
+build: deps
+	$(SWIFT) build -c release --product vlmdata
+
+debug: deps
+	$(SWIFT) build
+
+## test: Swift unit tests, then the parity and end-to-end tests against the reference tools
+test: deps venv build test-swift test-parity
+
+test-swift:
+	VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_PYTHON=$(CURDIR)/$(PYTHON) $(SWIFT) test --parallel --num-workers 2
+
+test-parity:
+	VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity
+
+## demo: synthetic shapes → ingest → instructions → tokenizer → tokenize → patchify → shard → train-smoke
+demo: deps build
+	rm -rf $(DEMO_WS)
+	$(RELEASE) synth shapes --count 200 --seed 1 --out $(DEMO_WS)/shapes
+	$(RELEASE) ingest coco --workspace $(DEMO_WS) --captions $(DEMO_WS)/shapes/annotations/captions_train.json \
+		--instances $(DEMO_WS)/shapes/annotations/instances_train.json --images $(DEMO_WS)/shapes/train --split train
+	$(RELEASE) stats --workspace $(DEMO_WS)
+
+## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
+bench: deps venv build
+	$(PYTHON) Benchmarks/run.py --bin $(RELEASE)
+
+clean:
+	rm -rf .build vlmdata-work

@@ -1,0 +1,61 @@
+// swift-tools-version: 6.0
+// vlmdata: LLaVA-style vision-language training data, built and streamed.
+// Module layout (each may import only those above it): see ../shared/DESIGN.md.
+import PackageDescription
+
+let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
+
+let package = Package(
+    name: "vlmdata",
+    products: [
+        .executable(name: "vlmdata", targets: ["vlmdata"]),
+        .library(name: "VLMData", targets: [
+            "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
+            "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline",
+        ]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // System libraries: one target per C library, module.modulemap + shim.h only.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        .target(name: "VLMCore"),
+        .target(name: "VLMIO", dependencies: ["VLMCore", "CArchive", "CCurl", "CTurboJPEG", "CPNG", crypto]),
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", grdb]),
+        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO"]),
+        .target(name: "VLMText", dependencies: ["VLMCore", "VLMIO"]),
+        .target(name: "VLMInstruct", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
+        .target(name: "VLMShard", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
+        .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMShard"]),
+        .target(name: "VLMTrain", dependencies: ["VLMCore", "COpenBLAS", "VLMLoader"]),
+        .target(name: "VLMPipeline", dependencies: [
+            "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
+            "VLMShard", "VLMLoader", "VLMTrain", yams,
+        ]),
+        .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", argumentParser]),
+
+        .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
+        .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
+        .testTarget(name: "VLMCatalogTests", dependencies: ["VLMCatalog"]),
+        .testTarget(name: "VLMImageTests", dependencies: ["VLMImage", "VLMIO"]),
+        .testTarget(name: "VLMTextTests", dependencies: ["VLMText"]),
+        .testTarget(name: "VLMInstructTests", dependencies: ["VLMInstruct", "VLMCatalog"]),
+        .testTarget(name: "VLMShardTests", dependencies: ["VLMShard", "VLMCatalog"]),
+        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard"]),
+        .testTarget(name: "VLMTrainTests", dependencies: ["VLMTrain"]),
+        .testTarget(name: "VLMPipelineTests", dependencies: ["VLMPipeline"]),
+        .testTarget(name: "CLITests", dependencies: ["VLMCore"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// VLMImage: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// VLMInstruct: see ../shared/DESIGN.md. Filled in by its issue.

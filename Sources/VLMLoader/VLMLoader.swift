@@ -1,0 +1,1 @@
+// VLMLoader: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// VLMShard: see ../shared/DESIGN.md. Filled in by its issue.

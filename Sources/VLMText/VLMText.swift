@@ -1,0 +1,1 @@
+// VLMText: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// VLMTrain: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,6 @@
+import ArgumentParser
+
+struct PreprocessCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "preprocess", abstract: "(not built yet)")
+    func run() throws { throw ValidationError("'preprocess' is not built yet") }
+}
