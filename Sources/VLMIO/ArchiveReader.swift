@@ -71,7 +71,7 @@ public final class ArchiveReader {
             }
             let name = archive_entry_pathname(entryPointer).map { String(cString: $0) } ?? ""
             let size = Int(archive_entry_size(entryPointer))
-            let isFile = archive_entry_filetype(entryPointer) == UInt32(S_IFREG)
+            let isFile = archive_entry_filetype(entryPointer) == 0o100000
             last = name
             switch try body(Entry(name: name, size: size, isRegularFile: isFile, reader: self)) {
             case .stop: return
