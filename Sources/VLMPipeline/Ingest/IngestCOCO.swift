@@ -119,9 +119,9 @@ public struct IngestCOCO {
                 """, arguments: [split, files.joined(separator: ","), imageSource.location, fingerprint, Catalog.now()])
             let id = try Int64.fetchOne(db, sql: "SELECT id FROM sources WHERE kind = 'coco' AND name = ?", arguments: [split])!
             for (externalID, category) in categories.sorted(by: { $0.key < $1.key }) {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT OR IGNORE INTO categories (source_id, external_id, name, supercategory) VALUES (?, ?, ?, ?)
-                    """, arguments: [id, externalID, category.name, category.supercategory])
+                    """).execute(arguments: [id, externalID, category.name, category.supercategory])
             }
             return id
         }
@@ -144,7 +144,7 @@ public struct IngestCOCO {
         try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
             try catalog.write { db in
                 for (image, probe, location, member) in batch {
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT INTO images (source_id, key, external_id, file_name, location, member, sha256, byte_size,
                                             width, height, format, status, error)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -152,7 +152,7 @@ public struct IngestCOCO {
                             location = excluded.location, member = excluded.member, sha256 = excluded.sha256,
                             byte_size = excluded.byte_size, width = excluded.width, height = excluded.height,
                             format = excluded.format, status = excluded.status, error = excluded.error
-                        """, arguments: [sourceID, image.key, image.externalID, image.fileName, location, member,
+                        """).execute(arguments: [sourceID, image.key, image.externalID, image.fileName, location, member,
                                          probe.sha256, probe.byteSize, probe.width, probe.height, probe.format,
                                          probe.status.rawValue, probe.error])
                 }
@@ -186,11 +186,12 @@ public struct IngestCOCO {
                 let pendingBatch = batch
                 batch.removeAll(keepingCapacity: true)
                 try catalog.write { db in
-                    for statement in pendingBatch { try db.execute(sql: statement.sql, arguments: statement.arguments) }
+                    for statement in pendingBatch { try db.cachedStatement(sql: statement.sql).execute(arguments: statement.arguments) }
                 }
             }
             do {
                 let reader = try JSONStreamReader(path: file)
+                reader.elementSkipKeys = ["segmentation"]
                 try reader.forEachTopLevelMember { key in
                     guard key == "annotations" else { return .skip }
                     return .eachElement { value, index in

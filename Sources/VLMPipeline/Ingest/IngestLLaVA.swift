@@ -121,7 +121,7 @@ public struct IngestLLaVA {
         try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
             try catalog.write { db in
                 for (image, probe, location, member) in batch {
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT INTO images (source_id, key, file_name, location, member, sha256, byte_size, width, height,
                                             format, status, error)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -129,7 +129,7 @@ public struct IngestLLaVA {
                             location = excluded.location, member = excluded.member, sha256 = excluded.sha256,
                             byte_size = excluded.byte_size, width = excluded.width, height = excluded.height,
                             format = excluded.format, status = excluded.status, error = excluded.error
-                        """, arguments: [sourceID, image.key, image.fileName, location, member, probe.sha256,
+                        """).execute(arguments: [sourceID, image.key, image.fileName, location, member, probe.sha256,
                                          probe.byteSize, probe.width, probe.height, probe.format,
                                          probe.status.rawValue, probe.error])
                 }
@@ -154,10 +154,10 @@ public struct IngestLLaVA {
                 for record in chunk {
                     let turns = String(decoding: try encoder.encode(record.conversation.conversations), as: UTF8.self)
                     let meta = String(decoding: try encoder.encode(["id": record.conversation.id, "image": record.image ?? ""]), as: UTF8.self)
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT OR IGNORE INTO instructions (key, image_id, source_id, generator, kind, conversations, meta, created_at)
                         VALUES (?, ?, ?, 'import', 'llava', ?, ?, ?)
-                        """, arguments: [record.key, record.image.flatMap { imageRows[$0] }, sourceID, turns, meta, now])
+                        """).execute(arguments: [record.key, record.image.flatMap { imageRows[$0] }, sourceID, turns, meta, now])
                 }
             }
         }
