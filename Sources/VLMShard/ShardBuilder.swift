@@ -260,6 +260,7 @@ public final class ShardBuilder {
         var counts: [String: Int] = plan.skipped.mapValues { $0 }.reduce(into: [:]) { $0["skipped_\($1.key)"] = $1.value }
 
         let existing = try committedShards()
+        try checkNoForeignSamples(plan: plan, ours: existing)
         let allCurrent = existing.allSatisfy { $0.paramsHash == shardParamsHash }
         if let done = try catalog.completedRun(stage: Self.stage, paramsHash: paramsHash, inputFingerprint: plan.fingerprint),
            allCurrent, !existing.isEmpty || plan.items.isEmpty,
@@ -317,6 +318,24 @@ public final class ShardBuilder {
                 guard options.shardIndex(of: name) != nil else { return nil }
                 return CommittedShard(id: row["id"], name: name, path: row["path"], paramsHash: row["params_hash"])
             }
+        }
+    }
+
+    /// Sample keys are unique in the index: refuse to write a key that another shard set already holds.
+    func checkNoForeignSamples(plan: Plan, ours: [CommittedShard]) throws {
+        let ourIDs = Set(ours.map(\.id))
+        let foreign = try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT s.key, h.id, h.name FROM samples s JOIN shards h ON h.id = s.shard_id")
+                .filter { !ourIDs.contains($0["id"] as Int64) }
+                .map { ($0["key"] as String, $0["name"] as String) }
+        }
+        guard !foreign.isEmpty else { return }
+        let byKey = Dictionary(foreign, uniquingKeysWith: { a, _ in a })
+        let clashes = plan.items.compactMap { item in byKey[item.key].map { "\(item.key) (in \($0))" } }
+        guard clashes.isEmpty else {
+            throw VLMError(.conflict, file: catalog.workspace.catalogPath,
+                           "\(clashes.count) samples are already indexed in other shards, e.g. \(clashes.prefix(3).joined(separator: ", ")); "
+                           + "shard into another workspace, or pick other inputs")
         }
     }
 
@@ -448,7 +467,7 @@ public final class ShardBuilder {
             written += rows.count
             shardNumber += 1
         }
-        progress.finish("shard: \(written) samples in \(shardNumber - startShard) shards written")
+        progress.finish("\(written) samples in \(shardNumber - startShard) shards written")
         return (shardNumber - startShard, written)
     }
 

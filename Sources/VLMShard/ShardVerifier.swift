@@ -117,7 +117,7 @@ public struct ShardVerifier {
                 problem("member \(member) belongs to no indexed sample")
             }
         }
-        progress.finish("verify: \(summary.shards) shards, \(summary.samples) samples, \(summary.problems.count) problems")
+        progress.finish("\(summary.shards) shards, \(summary.samples) samples, \(summary.problems.count) problems")
         return summary
     }
 
