@@ -433,12 +433,20 @@ public final class ShardBuilder {
         let batchSize = 256
         var tokens: [Int64: TokenRow] = [:]
         var buffer = [UInt8]()
+        // Finishing a shard (fsync, rename, sha256, index commit) runs on a second thread while the next one is
+        // written; at most two shards wait, and they are committed strictly in order.
+        let finisher = ShardFinisher(maxPending: 2)
+        defer { try? finisher.wait() }   // on an error, let the shards already written finish committing
         while position < items.count {
+            try finisher.check()
             let name = options.shardName(shardNumber)
             let path = catalog.workspace.shardsDirectory + "/" + name
-            let rows: [SampleIndexRow] = try AtomicFile.withWriter(to: path) { file in
+            let tmp = AtomicFile.temporaryPath(for: path)
+            let file = try FileWriter(path: tmp)
+            let rows: [SampleIndexRow]
+            do {
                 let tar = TarWriter(file)
-                var rows: [SampleIndexRow] = []
+                var shardRows: [SampleIndexRow] = []
                 while position < items.count {
                     if tokens[items[position].tokenizedID] == nil {
                         let batch = items[position ..< min(items.count, position + batchSize)]
@@ -450,23 +458,46 @@ public final class ShardBuilder {
                         throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
                                        "tokenized row \(item.tokenizedID) disappeared while sharding")
                     }
-                    let row = try writeSample(item, token, params: plan.params, tar: tar, index: rows.count,
+                    let row = try writeSample(item, token, params: plan.params, tar: tar, index: shardRows.count,
                                               pixelReaders: &pixelReaders, imageCache: &imageCache, buffer: &buffer)
-                    rows.append(row)
+                    shardRows.append(row)
                     position += 1
                     progress.advance(by: 1)
                     if file.offset >= options.targetBytes { break }
-                    if let max = options.maxSamplesPerShard, rows.count >= max { break }
+                    if let max = options.maxSamplesPerShard, shardRows.count >= max { break }
                 }
                 try tar.finish()
-                return rows
+                try file.flush()
+                rows = shardRows
+            } catch {
+                try? file.close()
+                unlink(tmp)
+                throw error
             }
-            let sha = try Hashing.sha256(file: path)
-            let bytes = Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)??.intValue ?? 0)
-            try commit(shardName: name, sha256: sha, bytes: bytes, rows: rows, paramsHash: shardParamsHash)
+            let pending = PendingShard(file: file, temporaryPath: tmp, path: path, name: name, rows: rows)
+            let catalog = self.catalog, part = options.part
+            finisher.submit {
+                do {
+                    try pending.file.sync()
+                    try pending.file.close()
+                } catch {
+                    unlink(pending.temporaryPath)
+                    throw error
+                }
+                guard rename(pending.temporaryPath, pending.path) == 0 else {
+                    unlink(pending.temporaryPath)
+                    throw VLMError.io(file: pending.path, "rename failed: \(String(cString: strerror(errno)))")
+                }
+                AtomicFile.syncDirectory(of: pending.path)
+                let sha = try Hashing.sha256(file: pending.path)
+                let bytes = (try? FileManager.default.attributesOfItem(atPath: pending.path)[.size] as? NSNumber)?.intValue ?? 0
+                try ShardBuilder.commit(catalog: catalog, part: part, shardName: pending.name, sha256: sha, bytes: bytes,
+                                        rows: pending.rows, paramsHash: shardParamsHash)
+            }
             written += rows.count
             shardNumber += 1
         }
+        try finisher.wait()
         progress.finish("\(written) samples in \(shardNumber - startShard) shards written")
         return (shardNumber - startShard, written)
     }
@@ -543,11 +574,12 @@ public final class ShardBuilder {
         }
     }
 
-    func commit(shardName: String, sha256: String, bytes: Int, rows: [SampleIndexRow], paramsHash: String) throws {
+    static func commit(catalog: Catalog, part: WorkPart?, shardName: String, sha256: String, bytes: Int,
+                       rows: [SampleIndexRow], paramsHash: String) throws {
         try catalog.write { db in
             try db.execute(sql: """
                 INSERT INTO shards (name, path, sha256, bytes, samples, params_hash, part) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [shardName, "shards/" + shardName, sha256, bytes, rows.count, paramsHash, options.part?.description])
+                """, arguments: [shardName, "shards/" + shardName, sha256, bytes, rows.count, paramsHash, part?.description])
             let shardID = db.lastInsertedRowID
             let insertSample = try db.makeStatement(sql: """
                 INSERT INTO samples (key, shard_id, index_in_shard, offset, size, tokens, supervised, image_tokens,
@@ -608,5 +640,54 @@ struct ImageBytesCache {
             throw VLMError(.notFound, file: path, record: image.key, "cannot read the original image")
         }
         return Array(data)
+    }
+}
+
+/// A written shard waiting to be fsynced, renamed, hashed and committed.
+final class PendingShard: @unchecked Sendable {
+    let file: FileWriter
+    let temporaryPath: String
+    let path: String
+    let name: String
+    let rows: [ShardBuilder.SampleIndexRow]
+
+    init(file: FileWriter, temporaryPath: String, path: String, name: String, rows: [ShardBuilder.SampleIndexRow]) {
+        self.file = file
+        self.temporaryPath = temporaryPath
+        self.path = path
+        self.name = name
+        self.rows = rows
+    }
+}
+
+/// Runs shard-finishing work on one serial background thread, in order, with at most `maxPending` queued.
+/// After the first failure the remaining work is dropped and `check()`/`wait()` throw that error.
+final class ShardFinisher: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "vlmdata.shard.finish")
+    private let group = DispatchGroup()
+    private let slots: DispatchSemaphore
+    private let lock = NSLock()
+    private var failure: (any Error)?
+
+    init(maxPending: Int) {
+        slots = DispatchSemaphore(value: maxPending)
+    }
+
+    func submit(_ work: @escaping @Sendable () throws -> Void) {
+        slots.wait()
+        queue.async(group: group) {
+            defer { self.slots.signal() }
+            if self.lock.withLock({ self.failure != nil }) { return }
+            do { try work() } catch { self.lock.withLock { self.failure = self.failure ?? error } }
+        }
+    }
+
+    func check() throws {
+        if let failure = lock.withLock({ failure }) { throw failure }
+    }
+
+    func wait() throws {
+        group.wait()
+        try check()
     }
 }

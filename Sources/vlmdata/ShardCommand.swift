@@ -50,6 +50,9 @@ struct ShardCommand: ParsableCommand {
     @Option(help: .hidden)
     var synthetic: Int?
 
+    @Flag(help: .hidden)
+    var syntheticOnly = false
+
     @Option(help: .hidden)
     var syntheticTokens = 600
 
@@ -89,6 +92,7 @@ struct ShardCommand: ParsableCommand {
                 inputs.patches = syntheticPatches
                 inputs.patchDim = syntheticPatchDim
                 _ = try ShardStage.fillSynthetic(workspace: ws, inputs: inputs)
+                if syntheticOnly { return StageReport(stage: "synthetic shard inputs", counts: ["instructions": synthetic]) }
             }
             return try ShardStage.run(workspace: ws, options: options, progress: workspace.progress())
         }
