@@ -55,6 +55,19 @@ public enum ShardStage {
             case indexInShard = "index_in_shard", inputIDs = "input_ids", pixelsShape = "pixels_shape"
             case pixelsSHA256 = "pixels_sha256"
         }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(key, forKey: .key)
+            try c.encode(shard, forKey: .shard)
+            try c.encode(indexInShard, forKey: .indexInShard)
+            try c.encode(metadata, forKey: .metadata)
+            try c.encode(inputIDs, forKey: .inputIDs)
+            try c.encode(labels, forKey: .labels)
+            try c.encode(pixelsShape, forKey: .pixelsShape)
+            try c.encode(pixelsSHA256, forKey: .pixelsSHA256)
+            try c.encode(members, forKey: .members)
+        }
     }
 
     /// Reads one sample by key through the index; with `pngPath`, writes its pixels (unpatchified) as a PNG.

@@ -85,6 +85,32 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         case imageTokens = "image_tokens", pixelsConfig = "pixels_config", pixelsShape = "pixels_shape"
         case imageMember = "image_member"
     }
+
+    /// Absent values are written as `null`, so every sample's json has the same keys.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(key, forKey: .key)
+        try c.encode(source, forKey: .source)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(generator, forKey: .generator)
+        try c.encode(image, forKey: .image)
+        try c.encode(imageID, forKey: .imageID)
+        try c.encode(imageFile, forKey: .imageFile)
+        try c.encode(imageSHA256, forKey: .imageSHA256)
+        try c.encode(conversations, forKey: .conversations)
+        try c.encode(template, forKey: .template)
+        try c.encode(tokenizerSHA256, forKey: .tokenizerSHA256)
+        try c.encode(tokenizedConfig, forKey: .tokenizedConfig)
+        try c.encode(status, forKey: .status)
+        try c.encode(length, forKey: .length)
+        try c.encode(tokens, forKey: .tokens)
+        try c.encode(supervised, forKey: .supervised)
+        try c.encode(imageTokens, forKey: .imageTokens)
+        try c.encode(pixelsConfig, forKey: .pixelsConfig)
+        try c.encode(pixelsShape, forKey: .pixelsShape)
+        try c.encode(grid, forKey: .grid)
+        try c.encode(imageMember, forKey: .imageMember)
+    }
 }
 
 /// Writes WebDataset training shards from the catalog and indexes them (`shards`, `samples`, `sample_parts`).
