@@ -6,9 +6,9 @@ import VLMCore
 /// ISLOW IDCT and fancy upsampling (flags 0), gray replicated to RGB, 4-channel JPEGs (CMYK and YCCK) decoded
 /// to CMYK, inverted as PIL's "CMYK;I" rawmode does and converted with PIL's `cmyk2rgb`.
 ///
-/// Truncation follows PIL with `LOAD_TRUNCATED_IMAGES = False`: when the data runs out before the image is
-/// complete the decode fails. A sequential JPEG whose scan is complete but which lacks only its EOI marker is
-/// accepted (PIL tolerates that); other libjpeg warnings are ignored, as PIL ignores them.
+/// Truncation follows PIL with `LOAD_TRUNCATED_IMAGES = False`: when the data runs out before the end-of-image
+/// marker the decode fails; other libjpeg warnings (which make tjDecompress2 return -1 with complete output) are
+/// ignored, as PIL ignores them.
 final class JPEGDecoder {
     private let handle: tjhandle
 
@@ -75,22 +75,9 @@ final class JPEGDecoder {
             initialized = count
         }
         guard warning != nil, Self.dataRanOut(bytes) else { return pixels }
-        // The data ended before an EOI marker. PIL accepts this only when every row was decoded from real data,
-        // i.e. a sequential JPEG whose scan is complete: decoding again with the EOI appended then warns no more.
-        if !Self.isProgressive(bytes) {
-            var completed = Array(bytes)
-            completed.append(contentsOf: [0xFF, 0xD9])
-            let clean: [UInt8]? = completed.withUnsafeBytes { raw in
-                [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
-                    let status = tjDecompress2(handle, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt(raw.count),
-                                               out.baseAddress, Int32(width), 0, Int32(height), format.rawValue, 0)
-                    initialized = count
-                    if status != 0 { initialized = 0 }
-                }
-            }.nilIfEmpty
-            if let clean { return clean }
-        }
-        throw VLMError(.corrupt, file: name, "image file is truncated: the JPEG data ends before the image is complete (\(warning!))")
+        // The data ended before an EOI marker: PIL (LOAD_TRUNCATED_IMAGES = False) raises "image file is
+        // truncated", even when only the EOI itself is missing (checked against Pillow 13).
+        throw VLMError(.corrupt, file: name, "image file is truncated: the JPEG data ends before its end-of-image marker (\(warning!))")
     }
 
     /// True when no EOI marker follows the last start-of-scan: the decoder ran out of data.
@@ -108,22 +95,6 @@ final class JPEGDecoder {
             i += 1
         }
         return true
-    }
-
-    /// True for SOF2/SOF6/SOF10/SOF14 (progressive) frames; PIL treats a missing EOI there as truncation.
-    static func isProgressive(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var i = 2
-        let n = bytes.count
-        while i + 3 < n {
-            guard bytes[i] == 0xFF else { i += 1; continue }
-            let marker = bytes[i + 1]
-            if marker == 0xFF || marker == 0x00 || (0xD0...0xD7).contains(marker) || marker == 0x01 { i += 1; continue }
-            if [0xC2, 0xC6, 0xCA, 0xCE].contains(marker) { return true }
-            if [0xC0, 0xC1, 0xC3, 0xC5, 0xC7, 0xC9, 0xCB, 0xCD, 0xCF].contains(marker) || marker == 0xDA { return false }
-            let length = Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
-            i += 2 + length
-        }
-        return false
     }
 
     /// PIL: "CMYK;I" inverts the four bytes libjpeg gives, then `cmyk2rgb`:
@@ -144,8 +115,4 @@ final class JPEGDecoder {
             initialized = pixels * 3
         }
     }
-}
-
-extension Array {
-    fileprivate var nilIfEmpty: Array? { isEmpty ? nil : self }
 }
