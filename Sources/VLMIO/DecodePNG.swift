@@ -242,6 +242,12 @@ package enum PNGDecoder {
         guard let uncompress = Zlib.uncompress else {
             throw VLMError(.unsupported, file: name, "cannot decode PNG: zlib (libz.so.1) could not be loaded")
         }
+        // Deflate expands at most ~1032:1; refuse before allocating when the data cannot possibly be enough
+        // (a huge header over a few bytes of IDAT, with the pixel limit switched off).
+        guard expected <= data.count * 1040 + 1024 else {
+            throw VLMError(.corrupt, file: name,
+                           "image file is truncated: \(data.count) bytes of PNG image data cannot inflate to the \(expected) bytes needed")
+        }
         var produced: UInt = 0
         let out = [UInt8](unsafeUninitializedCapacity: expected) { buffer, initialized in
             var length = UInt(expected)

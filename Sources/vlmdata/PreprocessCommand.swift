@@ -243,9 +243,9 @@ enum NPYFile {
     }
 }
 
-/// PNG bytes of a tile (the encoder lives in VLMIO's ImageEncode).
+/// PNG bytes of a tile (libpng through VLMIO's ImageEncode).
 func encodePNG(_ tile: PixelBuffer) throws -> [UInt8] {
-    throw VLMError(.unsupported, "PNG output is not available in this build")
+    try ImageEncode.png(rgb: tile.pixels, width: tile.width, height: tile.height)
 }
 
 /// In-process throughput of decode and of the whole pipeline (hidden `preprocess --bench-seconds`), so that
