@@ -27,6 +27,7 @@ public final class AdamW<T: TrainScalar> {
     }
 
     /// Applies one update with the learning rate of `step` (0-based) and returns that rate.
+    @_specialize(exported: true, where T == Float)
     @discardableResult
     public func step(model: RefVLM<T>, step: Int) -> Double {
         t += 1

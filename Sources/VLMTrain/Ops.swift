@@ -192,27 +192,33 @@ public enum Ops {
 
     // MARK: GELU (tanh approximation, as GPT-2)
 
+    /// `out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`; when `tanhOut` is given, the tanh values are kept there
+    /// so the backward pass need not recompute them.
     @inlinable
-    public static func geluForward<T: TrainScalar>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>, count: Int) {
+    public static func geluForward<T: TrainScalar>(
+        _ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>, count: Int, tanhOut: UnsafeMutablePointer<T>? = nil
+    ) {
         let k = T(0.7978845608028654)  // √(2/π)
         let a = T(0.044715)
         for i in 0..<count {
             let x = inp[i]
-            out[i] = 0.5 * x * (1 + T.tanh(k * (x + a * x * x * x)))
+            let th = T.tanh(k * (x + a * x * x * x))
+            tanhOut?[i] = th
+            out[i] = 0.5 * x * (1 + th)
         }
     }
 
-    /// `dinp += gelu'(inp) · dout`.
+    /// `dinp += gelu'(inp) · dout`, from the tanh values the forward pass kept (or recomputed when nil).
     @inlinable
     public static func geluBackward<T: TrainScalar>(
-        _ dinp: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>, _ dout: UnsafePointer<T>, count: Int
+        _ dinp: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>, _ dout: UnsafePointer<T>, count: Int,
+        tanhIn: UnsafePointer<T>? = nil
     ) {
         let k = T(0.7978845608028654)
         let a = T(0.044715)
         for i in 0..<count {
             let x = inp[i]
-            let u = k * (x + a * x * x * x)
-            let th = T.tanh(u)
+            let th = tanhIn?[i] ?? T.tanh(k * (x + a * x * x * x))
             let sech2 = 1 - th * th
             let local = 0.5 * (1 + th) + 0.5 * x * sech2 * k * (1 + 3 * a * x * x)
             dinp[i] += local * dout[i]

@@ -63,6 +63,7 @@ public final class RefVLM<T: TrainScalar> {
 
     /// Runs the model on `batch`, keeping the activations for `backward`; returns the mean loss over supervised
     /// positions and how many there were.
+    @_specialize(exported: true, where T == Float)
     @discardableResult
     public func forward(_ batch: ExpandedBatch) -> (loss: T, count: Int) {
         let cfg = config, L = layout
@@ -73,10 +74,21 @@ public final class RefVLM<T: TrainScalar> {
         let p = params.pointer
 
         // pixels: uint8 → (x/255 − mean) / std per channel, or zeros for the blind control
-        let mean = cfg.pixelMean.map { T($0) }, invStd = cfg.pixelStd.map { 1 / T($0) }
-        batch.pixels.withUnsafeBufferPointer { px in
-            for i in 0..<(BP * PD) {
-                a.pixels[i] = blind ? 0 : (T(px[i]) / 255 - mean[i % 3]) * invStd[i % 3]
+        if blind {
+            a.pixels.zero()
+        } else {
+            // x·scale[k] + shift[k] = (x/255 − mean) / std, per value of a patch (channel k mod 3)
+            let scale = (0..<PD).map { T(1 / (255 * cfg.pixelStd[$0 % 3])) }
+            let shift = (0..<PD).map { T(-cfg.pixelMean[$0 % 3] / cfg.pixelStd[$0 % 3]) }
+            batch.pixels.withUnsafeBufferPointer { px in
+                scale.withUnsafeBufferPointer { sc in
+                    shift.withUnsafeBufferPointer { sh in
+                        for row in 0..<BP {
+                            let src = px.baseAddress! + row * PD, dst = a.pixels.pointer + row * PD
+                            for k in 0..<PD { dst[k] = T(src[k]) * sc[k] + sh[k] }
+                        }
+                    }
+                }
             }
         }
         Ops.linearForward(a.patch.pointer, a.pixels.pointer, p + L.patchW, p + L.patchB,
@@ -116,7 +128,7 @@ public final class RefVLM<T: TrainScalar> {
             Ops.residualForward(s.res2.pointer, residual, s.attproj.pointer, count: BT * C)
             Ops.layerNormForward(s.ln2.pointer, s.ln2Mean.pointer, s.ln2Rstd.pointer, s.res2.pointer, p + w.ln2w, p + w.ln2b, n: BT, c: C)
             Ops.linearForward(s.fch.pointer, s.ln2.pointer, p + w.fcw, p + w.fcb, n: BT, inFeatures: C, outFeatures: 4 * C, backend: backend)
-            Ops.geluForward(s.fchGelu.pointer, s.fch.pointer, count: BT * 4 * C)
+            Ops.geluForward(s.fchGelu.pointer, s.fch.pointer, count: BT * 4 * C, tanhOut: s.fchTanh.pointer)
             Ops.linearForward(s.fcproj.pointer, s.fchGelu.pointer, p + w.fcprojw, p + w.fcprojb, n: BT, inFeatures: 4 * C, outFeatures: C, backend: backend)
             Ops.residualForward(s.res3.pointer, s.res2.pointer, s.fcproj.pointer, count: BT * C)
             residual = s.res3.pointer
@@ -139,6 +151,7 @@ public final class RefVLM<T: TrainScalar> {
     // MARK: Backward
 
     /// Fills `grads` (overwriting them) with the gradient of the last `forward`'s loss.
+    @_specialize(exported: true, where T == Float)
     public func backward() {
         guard let batch = current, let a = acts else { preconditionFailure("backward() before forward()") }
         let cfg = config, L = layout
@@ -167,7 +180,7 @@ public final class RefVLM<T: TrainScalar> {
             Ops.residualBackward(ds.res2.pointer, ds.fcproj.pointer, ds.res3.pointer, count: BT * C)
             Ops.linearBackward(ds.fchGelu.pointer, g + w.fcprojw, g + w.fcprojb, ds.fcproj.pointer, s.fchGelu.pointer, p + w.fcprojw,
                                n: BT, inFeatures: 4 * C, outFeatures: C, backend: backend)
-            Ops.geluBackward(ds.fch.pointer, s.fch.pointer, ds.fchGelu.pointer, count: BT * 4 * C)
+            Ops.geluBackward(ds.fch.pointer, s.fch.pointer, ds.fchGelu.pointer, count: BT * 4 * C, tanhIn: s.fchTanh.pointer)
             Ops.linearBackward(ds.ln2.pointer, g + w.fcw, g + w.fcb, ds.fch.pointer, s.ln2.pointer, p + w.fcw,
                                n: BT, inFeatures: C, outFeatures: 4 * C, backend: backend)
             Ops.layerNormBackward(ds.res2.pointer, g + w.ln2w, g + w.ln2b, ds.ln2.pointer, s.res2.pointer, p + w.ln2w,
@@ -231,16 +244,16 @@ public final class RefVLM<T: TrainScalar> {
 final class Activations<T: TrainScalar> {
     final class LayerActs {
         let ln1, ln1Mean, ln1Rstd, qkv, att, atty, attproj, res2: Buffer<T>
-        let ln2, ln2Mean, ln2Rstd, fch, fchGelu, fcproj, res3: Buffer<T>
+        let ln2, ln2Mean, ln2Rstd, fch, fchGelu, fchTanh, fcproj, res3: Buffer<T>
         init(bt: Int, c: Int, heads: Int, batch: Int, seq: Int) {
             ln1 = Buffer(count: bt * c); ln1Mean = Buffer(count: bt); ln1Rstd = Buffer(count: bt)
             qkv = Buffer(count: bt * 3 * c); att = Buffer(count: batch * heads * seq * seq)
             atty = Buffer(count: bt * c); attproj = Buffer(count: bt * c); res2 = Buffer(count: bt * c)
             ln2 = Buffer(count: bt * c); ln2Mean = Buffer(count: bt); ln2Rstd = Buffer(count: bt)
-            fch = Buffer(count: bt * 4 * c); fchGelu = Buffer(count: bt * 4 * c)
+            fch = Buffer(count: bt * 4 * c); fchGelu = Buffer(count: bt * 4 * c); fchTanh = Buffer(count: bt * 4 * c)
             fcproj = Buffer(count: bt * c); res3 = Buffer(count: bt * c)
         }
-        var all: [Buffer<T>] { [ln1, ln1Mean, ln1Rstd, qkv, att, atty, attproj, res2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, fcproj, res3] }
+        var all: [Buffer<T>] { [ln1, ln1Mean, ln1Rstd, qkv, att, atty, attproj, res2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, fchTanh, fcproj, res3] }
     }
 
     let batch: Int, seq: Int

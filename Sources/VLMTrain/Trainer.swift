@@ -36,6 +36,7 @@ public final class Trainer<T: TrainScalar> {
         try step(model.expand(batch))
     }
 
+    @_specialize(exported: true, where T == Float)
     @discardableResult
     public func step(_ batch: ExpandedBatch) -> StepStats {
         let (loss, count) = model.forward(batch)
@@ -52,6 +53,7 @@ public final class Trainer<T: TrainScalar> {
 extension RefVLM {
     /// Greedy decoding: extends each prompt (token ids with one `-200` for its image) by the most likely next token
     /// until `stopToken` (included in the answer) or `maxNewTokens`. `pixels` holds one image per prompt.
+    @_specialize(exported: true, where T == Float)
     public func generate(
         prompts: [[Int32]], pixels: [UInt8], maxNewTokens: Int, stopToken: Int32? = nil
     ) throws -> [[Int32]] {

@@ -4,7 +4,8 @@
 /// answered by the three tokens "colour shape side" (LLaVA's plain template: BOS, <image>, answer, EOS).
 enum SyntheticShapes {
     static let colours: [(name: String, rgb: (Int, Int, Int))] = [
-        ("red", (220, 40, 40)), ("green", (40, 190, 60)), ("blue", (50, 70, 220)), ("yellow", (230, 210, 40)),
+        ("red", (220, 40, 40)), ("green", (40, 170, 60)), ("blue", (40, 80, 225)),
+        ("yellow", (235, 215, 40)), ("purple", (140, 50, 190)), ("orange", (245, 135, 25)),
     ]
     static let shapes = ["circle", "square", "triangle"]
     static let sides = ["left", "right"]
@@ -27,29 +28,41 @@ enum SyntheticShapes {
         var labels: [Int32] { [TrainBatch.ignoreIndex, TrainBatch.ignoreIndex, colourToken(colour), shapeToken(shape), sideToken(side), eos] }
     }
 
+    /// The same geometry as `synth shapes --size 32` with one shape: radius 14–24 % of the side, centre clearly left
+    /// or right of the midline, square half-side 0.9·r, upward triangle, light noisy background.
     static func make(count: Int, seed: UInt64) -> [Sample] {
         var rng = SeededRNG(seed: seed)
         func int(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
+        let s = Double(size)
         return (0..<count).map { _ in
-            let colour = int(colours.count), shape = int(shapes.count), side = int(sides.count)
-            let r = 5 + int(4)
-            let cx = side == 0 ? r + int(16 - 2 * r + 1) : 16 + r + int(16 - 2 * r + 1) - 1
-            let cy = r + int(size - 2 * r)
-            let bg = 90 + int(60)
             var image = [UInt8](repeating: 0, count: size * size * 3)
+            for i in 0..<(size * size) {
+                let base = 232 + int(17) - 8
+                for ch in 0..<3 { image[i * 3 + ch] = UInt8(clamping: base + int(5) - 2) }
+            }
+            let colour = int(colours.count), shape = int(shapes.count), side = int(sides.count)
+            let r = s * (0.14 + 0.10 * rng.uniform())
+            let lo = side == 0 ? r + 1 : s * 0.62, hi = side == 0 ? s * 0.38 : s - r - 1
+            let cx = lo + (hi - lo) * rng.uniform()
+            let cy = r + 1 + (s - 2 * r - 2) * rng.uniform()
             let rgb = colours[colour].rgb
             for y in 0..<size {
                 for x in 0..<size {
-                    let dx = x - cx, dy = y - cy
+                    let px = Double(x) + 0.5, py = Double(y) + 0.5
                     let inside: Bool
                     switch shape {
-                    case 0: inside = dx * dx + dy * dy <= r * r
-                    case 1: inside = abs(dx) <= r - 1 && abs(dy) <= r - 1
-                    default: inside = dy <= r - 1 && dy >= -r && 2 * abs(dx) <= dy + r  // apex up
+                    case 0: inside = (px - cx) * (px - cx) + (py - cy) * (py - cy) <= r * r
+                    case 1: inside = abs(px - cx) <= r * 0.9 && abs(py - cy) <= r * 0.9
+                    default:
+                        let t = (py - (cy - r)) / (2 * r)
+                        inside = t >= 0 && t <= 1 && abs(px - cx) <= r * t
                     }
-                    let noise = int(21) - 10
-                    let px = inside ? [rgb.0, rgb.1, rgb.2] : [bg, bg, bg]
-                    for ch in 0..<3 { image[(y * size + x) * 3 + ch] = UInt8(clamping: px[ch] + noise) }
+                    guard inside else { continue }
+                    let jitter = int(9) - 4
+                    let i = (y * size + x) * 3
+                    image[i] = UInt8(clamping: rgb.0 + jitter)
+                    image[i + 1] = UInt8(clamping: rgb.1 + jitter)
+                    image[i + 2] = UInt8(clamping: rgb.2 + jitter)
                 }
             }
             return Sample(colour: colour, shape: shape, side: side, patches: patchify(image))
