@@ -33,18 +33,24 @@ package final class BPEModel: Sendable {
     /// Token text by id (model vocabulary only).
     package let idToToken: [[UInt8]?]
     package let vocabSize: Int
-    let merges: TextIntMap
+    let merges: PairTable
     package let mergeCount: Int
     /// id of the one-character token of each byte's byte-level character, or -1.
     let byteLevelIds: [Int32]
     /// id of `<0xHH>` for each byte, or -1.
     let fallbackIds: [Int32]
+    /// id of the one-character token of each ASCII byte (as itself), or -1.
+    let asciiIds: [Int32]
     let byteFallback: Bool
     package let unkId: UInt32?
     let fuseUnk: Bool
     let prefix: [UInt8]?
     let suffix: [UInt8]?
     let ignoreMerges: Bool
+    /// True when no token holds "▁" (U+2581) right after another character and "▁" itself is a token: then no merge
+    /// can cross the start of a "▁"-word, so a long SentencePiece-style piece is split there and each part goes
+    /// through the per-word cache, with the same result.
+    package let splitsAtMetaspace: Bool
 
     init(json: JSONObject) throws {
         if let dropout = json.double("dropout"), dropout > 0 {
@@ -92,11 +98,29 @@ package final class BPEModel: Sendable {
             if let (id, _) = vocab.get(Array(name.utf8)) { fallbackIds[b] = Int32(id) }
         }
         self.byteLevelIds = byteLevelIds
+        let meta: [UInt8] = [0xE2, 0x96, 0x81]
+        var safe = prefix == nil && suffix == nil && !ignoreMerges && vocab.get(meta) != nil
+        if safe {
+            outer: for case let token? in idToToken where token.count > 3 {
+                var i = 3
+                while i + 3 <= token.count {
+                    if token[i] == 0xE2, token[i + 1] == 0x96, token[i + 2] == 0x81,
+                       !(token[i - 3] == 0xE2 && token[i - 2] == 0x96 && token[i - 1] == 0x81) {
+                        safe = false
+                        break outer
+                    }
+                    i += 1
+                }
+            }
+        }
+        splitsAtMetaspace = safe
+        asciiIds = (0..<128).map { b in vocab.get([UInt8(b)]).map { Int32($0.0) } ?? -1 }
         self.fallbackIds = fallbackIds
 
         // Merges: "a b" strings or [a, b] pairs; rank = line index; a duplicate pair keeps the later line.
         let mergeList = json.dict["merges"] as? [Any] ?? []
-        var merges = TextIntMap(capacity: mergeList.count + 16)
+        var mergeEntries: [(UInt32, UInt32, UInt32, UInt32)] = []
+        mergeEntries.reserveCapacity(mergeList.count)
         let prefixLength = prefix?.count ?? 0
         for (rank, item) in mergeList.enumerated() {
             let a: String, b: String
@@ -118,14 +142,35 @@ package final class BPEModel: Sendable {
             guard let (newId, _) = vocab.get(merged) else {
                 throw json.error("merge \(rank): '\(String(decoding: merged, as: UTF8.self))' is not in the vocabulary")
             }
-            merges.set(UInt64(idA) << 32 | UInt64(idB), UInt64(rank) << 32 | UInt64(newId))
+            mergeEntries.append((idA, idB, UInt32(rank), newId))
         }
-        self.merges = merges
+        merges = PairTable(entries: mergeEntries, maxID: maxId)
         mergeCount = mergeList.count
     }
 
     package func tokenID(_ token: String) -> UInt32? {
         vocab.get(Array(token.utf8))?.0
+    }
+
+    /// Appends the ids of a piece the model sees whole (no pre-tokenizer): split before each "▁"-word when that
+    /// cannot change the result (`splitsAtMetaspace`), so the parts hit the per-word cache.
+    @inline(__always)
+    package func tokenizeWhole(_ word: UnsafeBufferPointer<UInt8>, scratch: inout BPEScratch, into out: inout [Int32]) {
+        guard splitsAtMetaspace, word.count > 3 else { return tokenize(word, byteLevel: false, scratch: &scratch, into: &out) }
+        var start = 0
+        var i = 1
+        let n = word.count
+        while i + 3 <= n {
+            if word[i] == 0xE2, word[i + 1] == 0x96, word[i + 2] == 0x81,
+               !(i >= 3 && word[i - 3] == 0xE2 && word[i - 2] == 0x96 && word[i - 1] == 0x81) {
+                tokenize(UnsafeBufferPointer(rebasing: word[start..<i]), byteLevel: false, scratch: &scratch, into: &out)
+                start = i
+                i += 3
+            } else {
+                i += 1
+            }
+        }
+        tokenize(UnsafeBufferPointer(rebasing: word[start..<n]), byteLevel: false, scratch: &scratch, into: &out)
     }
 
     /// Appends the ids of one pre-token.
@@ -203,6 +248,13 @@ package final class BPEModel: Sendable {
             var found: UInt32?
             var piece: UnsafeRawBufferPointer
             if prefix == nil, suffix == nil {
+                if n == 1, asciiIds[Int(word[i])] >= 0 {
+                    if pendingUnk, let unkId { scratch.ids.append(unkId) }
+                    pendingUnk = false
+                    scratch.ids.append(UInt32(asciiIds[Int(word[i])]))
+                    i = end
+                    continue
+                }
                 piece = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(word)[i..<end])
                 found = vocab.get(piece, hash: textHashBytes(piece))?.0
                 if found == nil, byteFallback, appendFallback(piece, scratch: &scratch) {
@@ -246,6 +298,7 @@ package final class BPEModel: Sendable {
     private func mergeAll(scratch: inout BPEScratch) {
         let n = scratch.ids.count
         if n < 2 { return }
+        if n <= 256 { return mergeShort(scratch: &scratch) }
         scratch.next.removeAll(keepingCapacity: true)
         scratch.prev.removeAll(keepingCapacity: true)
         scratch.heap.removeAll(keepingCapacity: true)
@@ -255,7 +308,7 @@ package final class BPEModel: Sendable {
         }
         let merges = self.merges
         for i in 0..<(n - 1) {
-            if let m = merges.get(UInt64(scratch.ids[i]) << 32 | UInt64(scratch.ids[i + 1])) {
+            if let m = merges.get(scratch.ids[i], scratch.ids[i + 1]) {
                 heapPush(&scratch.heap, (m & 0xFFFF_FFFF_0000_0000) | UInt64(i))
             }
         }
@@ -266,7 +319,7 @@ package final class BPEModel: Sendable {
             if left == .max { continue }
             let nx = Int(scratch.next[pos])
             if nx < 0 { continue }
-            guard let m = merges.get(UInt64(left) << 32 | UInt64(scratch.ids[nx])), m >> 32 == rank else { continue }
+            guard let m = merges.get(left, scratch.ids[nx]), m >> 32 == rank else { continue }
             let newId = UInt32(truncatingIfNeeded: m)
             scratch.ids[pos] = newId
             scratch.ids[nx] = .max
@@ -274,13 +327,62 @@ package final class BPEModel: Sendable {
             scratch.next[pos] = after
             if after >= 0 { scratch.prev[Int(after)] = Int32(pos) }
             let pv = Int(scratch.prev[pos])
-            if pv >= 0, let m2 = merges.get(UInt64(scratch.ids[pv]) << 32 | UInt64(newId)) {
+            if pv >= 0, let m2 = merges.get(scratch.ids[pv], newId) {
                 heapPush(&scratch.heap, (m2 & 0xFFFF_FFFF_0000_0000) | UInt64(pv))
             }
-            if after >= 0, let m3 = merges.get(UInt64(newId) << 32 | UInt64(scratch.ids[Int(after)])) {
+            if after >= 0, let m3 = merges.get(newId, scratch.ids[Int(after)]) {
                 heapPush(&scratch.heap, (m3 & 0xFFFF_FFFF_0000_0000) | UInt64(pos))
             }
         }
+    }
+}
+
+extension BPEModel {
+    /// The same merge order for short words without a heap: ranks of adjacent pairs in an array, the lowest
+    /// (leftmost on ties) merged and the array compacted, as tiktoken does. Equivalent to the heap: at every step
+    /// both pick the lowest (rank, position) among the current pairs.
+    @inline(__always)
+    func mergeShort(scratch: inout BPEScratch) {
+        let merges = self.merges
+        var n = scratch.ids.count
+        scratch.heap.removeAll(keepingCapacity: true) // reused as the rank array: (rank << 32 | new id) or max
+        for i in 0..<(n - 1) {
+            scratch.heap.append(merges.get(scratch.ids[i], scratch.ids[i + 1]) ?? .max)
+        }
+        scratch.ids.withUnsafeMutableBufferPointer { ids in
+            scratch.heap.withUnsafeMutableBufferPointer { ranks in
+                while n > 1 {
+                    var best = UInt64.max
+                    var at = -1
+                    for i in 0..<(n - 1) where ranks[i] < best {
+                        best = ranks[i]
+                        at = i
+                    }
+                    if at < 0 { break }
+                    let newId = UInt32(truncatingIfNeeded: best)
+                    ids[at] = newId
+                    // Remove symbol at+1 and the rank of pair (at+1, at+2).
+                    var k = at + 1
+                    while k < n - 1 {
+                        ids[k] = ids[k + 1]
+                        k += 1
+                    }
+                    k = at + 1
+                    while k < n - 2 {
+                        ranks[k] = ranks[k + 1]
+                        k += 1
+                    }
+                    n -= 1
+                    if at + 1 < n {
+                        ranks[at] = merges.get(newId, ids[at + 1]) ?? .max
+                    }
+                    if at > 0 {
+                        ranks[at - 1] = merges.get(ids[at - 1], newId) ?? .max
+                    }
+                }
+            }
+        }
+        scratch.ids.removeLast(scratch.ids.count - n)
     }
 }
 

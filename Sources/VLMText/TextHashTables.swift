@@ -4,8 +4,8 @@
 /// `UInt64 → UInt64`, linear probing, multiplicative hash. `UInt64.max` marks an empty slot (never a valid key:
 /// merge keys are `(left << 32) | right` with ids below `UInt32.max`).
 package struct TextIntMap: Sendable {
-    @usableFromInline var keys: [UInt64]
-    @usableFromInline var values: [UInt64]
+    /// Interleaved (key, value) slots: one cache line holds both.
+    @usableFromInline var slots: [UInt64]
     @usableFromInline var shift: UInt64
     @usableFromInline var mask: Int
     package private(set) var count = 0
@@ -13,8 +13,7 @@ package struct TextIntMap: Sendable {
     package init(capacity: Int) {
         var size = 16
         while size < capacity * 2 { size <<= 1 }
-        keys = Array(repeating: .max, count: size)
-        values = Array(repeating: 0, count: size)
+        slots = [UInt64](repeating: .max, count: size * 2)
         mask = size - 1
         shift = UInt64(64 - size.trailingZeroBitCount)
     }
@@ -26,30 +25,30 @@ package struct TextIntMap: Sendable {
 
     /// Inserts or overwrites.
     package mutating func set(_ key: UInt64, _ value: UInt64) {
-        if (count + 1) * 2 > keys.count { grow() }
+        if (count + 1) * 2 > mask + 1 { grow() }
         var i = slot(key)
         while true {
-            if keys[i] == .max {
-                keys[i] = key
-                values[i] = value
+            if slots[2 * i] == .max {
+                slots[2 * i] = key
+                slots[2 * i + 1] = value
                 count += 1
                 return
             }
-            if keys[i] == key {
-                values[i] = value
+            if slots[2 * i] == key {
+                slots[2 * i + 1] = value
                 return
             }
             i = (i + 1) & mask
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     package func get(_ key: UInt64) -> UInt64? {
-        keys.withUnsafeBufferPointer { k in
+        slots.withUnsafeBufferPointer { s in
             var i = slot(key)
             while true {
-                let found = k[i]
-                if found == key { return values[i] }
+                let found = s[2 * i]
+                if found == key { return s[2 * i + 1] }
                 if found == .max { return nil }
                 i = (i + 1) & mask
             }
@@ -57,8 +56,8 @@ package struct TextIntMap: Sendable {
     }
 
     private mutating func grow() {
-        var bigger = TextIntMap(capacity: keys.count)
-        for i in 0..<keys.count where keys[i] != .max { bigger.set(keys[i], values[i]) }
+        var bigger = TextIntMap(capacity: mask + 1)
+        for i in 0...mask where slots[2 * i] != .max { bigger.set(slots[2 * i], slots[2 * i + 1]) }
         self = bigger
     }
 }
@@ -202,4 +201,54 @@ package func memcmpEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int)
         i += 1
     }
     return true
+}
+
+/// The BPE merge table: (left id, right id) → (rank << 32 | merged id). When every id and rank fits in 16 bits
+/// (GPT-2, LLaMA/Mistral) slots are 32-bit key + 32-bit value, so the whole table stays in L2.
+package struct PairTable: Sendable {
+    @usableFromInline let compact: Bool
+    @usableFromInline var small: [UInt32] = []
+    @usableFromInline var wide: TextIntMap
+    @usableFromInline var mask = 0
+    @usableFromInline var shift: UInt32 = 0
+
+    package init(entries: [(UInt32, UInt32, UInt32, UInt32)], maxID: Int) {
+        // entries: (left, right, rank, new id); later entries overwrite earlier ones.
+        compact = maxID < 0xFFFF && entries.count < 0xFFFF
+        wide = TextIntMap(capacity: compact ? 1 : entries.count + 16)
+        if compact {
+            var size = 16
+            while size < entries.count * 2 { size <<= 1 }
+            small = [UInt32](repeating: .max, count: size * 2)
+            mask = size - 1
+            shift = UInt32(32 - size.trailingZeroBitCount)
+            for (a, b, rank, id) in entries {
+                let key = a << 16 | b
+                var i = Int((key &* 0x9E37_79B1) >> shift)
+                while small[2 * i] != .max, small[2 * i] != key { i = (i + 1) & mask }
+                small[2 * i] = key
+                small[2 * i + 1] = rank << 16 | id
+            }
+        } else {
+            for (a, b, rank, id) in entries { wide.set(UInt64(a) << 32 | UInt64(b), UInt64(rank) << 32 | UInt64(id)) }
+        }
+    }
+
+    @inlinable @inline(__always)
+    package func get(_ a: UInt32, _ b: UInt32) -> UInt64? {
+        if !compact { return wide.get(UInt64(a) << 32 | UInt64(b)) }
+        let key = a << 16 | b
+        return small.withUnsafeBufferPointer { s -> UInt64? in
+            var i = Int((key &* 0x9E37_79B1) >> shift)
+            while true {
+                let found = s[2 * i]
+                if found == key {
+                    let v = s[2 * i + 1]
+                    return UInt64(v >> 16) << 32 | UInt64(v & 0xFFFF)
+                }
+                if found == .max { return nil }
+                i = (i + 1) & mask
+            }
+        }
+    }
 }

@@ -213,7 +213,7 @@ public final class TokenizerSession {
         let model = tokenizer.model
         let flags = PieceFlags(atStart: atStart, byteLevel: false)
         guard let pre = tokenizer.preTokenizer else {
-            return model.tokenize(piece, byteLevel: false, scratch: &scratch, into: &out)
+            return model.tokenizeWhole(piece, scratch: &scratch, into: &out)
         }
         withoutActuallyEscaping({ (word: UnsafeBufferPointer<UInt8>, f: PieceFlags) in
             model.tokenize(word, byteLevel: f.byteLevel, scratch: &self.scratch, into: &out)
