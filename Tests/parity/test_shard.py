@@ -162,13 +162,21 @@ def test_sigkill_then_rerun_gives_the_clean_hashes(vlmdata_bin, tmp_path):
     expected = shard_hashes(clean)
     assert len(expected) > 20
     kills = 0
-    for wait in (0.3, 0.6, 0.9):
+    # Kill three times, each once a few more shards are committed (polling the index), so the kills land
+    # mid-run at different points whatever the machine's speed.
+    for threshold in (3, len(expected) // 3, 2 * len(expected) // 3):
         proc = subprocess.Popen([vlmdata_bin, "shard", "--workspace", killed, *shard_args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wait)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        while proc.poll() is None:
+            try:
+                committed = len(shard_hashes(killed))
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed >= threshold:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
         proc.wait()
     partial = shard_hashes(killed)
     assert kills >= 1 and len(partial) < len(expected), "the run finished before it could be killed"
