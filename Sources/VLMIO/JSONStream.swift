@@ -54,6 +54,9 @@ public final class JSONStreamReader {
     private var limit = 0
     private var consumedBefore = 0
     private var eof = false
+    /// Members of array elements (objects at the top of an element) to skip without materializing, e.g.
+    /// COCO's "segmentation" polygons when only boxes are wanted.
+    public var elementSkipKeys: Set<String> = []
     /// Where the parser is, for errors: e.g. "annotations[12]".
     public private(set) var context = ""
 
@@ -189,7 +192,11 @@ public final class JSONStreamReader {
                 guard try peek() == UInt8(ascii: "\"") else { throw error("expected a member name") }
                 let key = try readString()
                 try expect(UInt8(ascii: ":"))
-                dict[key] = try readValue(depth: depth + 1)
+                if depth == 0, elementSkipKeys.contains(key) {
+                    try skipValue()
+                } else {
+                    dict[key] = try readValue(depth: depth + 1)
+                }
                 try skipWhitespace()
                 let c = try next()
                 if c == UInt8(ascii: "}") { return .object(dict) }
