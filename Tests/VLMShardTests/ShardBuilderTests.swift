@@ -193,6 +193,31 @@ func smallShards() -> ShardOptions {
         #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
     }
 
+    @Test func includesImageBytesFromAnArchive() throws {
+        let catalog = try makeCatalog()
+        // Move the original images into a tar and point the catalog at its members.
+        let archive = catalog.workspace.root + "/images.tar"
+        let dir = catalog.workspace.root + "/synthetic-images"
+        try AtomicFile.withWriter(to: archive) { file in
+            let tar = TarWriter(file)
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() {
+                try tar.add(name: "val/" + name, bytes: readFile(dir + "/" + name))
+            }
+            try tar.finish()
+        }
+        let expected = try readFile(dir + "/img_7.jpg")
+        try FileManager.default.removeItem(atPath: dir)
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE images SET location = ?, member = 'val/' || file_name", arguments: [archive])
+        }
+        var options = smallShards()
+        options.includeImageBytes = true
+        _ = try ShardBuilder(catalog: catalog, options: options).run()
+        let sample = try ShardIndex(catalog: catalog).sample(key: SyntheticShardInputs.key(15))
+        #expect(sample.members["jpg"] == expected)
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
+    }
+
     @Test func partsSplitTheSamplesDisjointly() throws {
         var all: [String] = []
         for i in 1 ... 3 {

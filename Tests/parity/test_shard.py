@@ -216,6 +216,15 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
         b = json.loads(run(vlmdata_bin, "show", "--workspace", whole, key, "--json").stdout)
         for field in ("metadata", "input_ids", "labels", "pixels_sha256"):
             assert a[field] == b[field]
+    # --reference indexes the parts' shard files where they are.
+    referenced = str(tmp_path / "referenced")
+    run(vlmdata_bin, "catalog", "merge", referenced, *parts, "--reference", "--quiet")
+    assert not glob.glob(os.path.join(referenced, "shards", "*.tar"))
+    with sqlite3.connect(os.path.join(referenced, "catalog.sqlite")) as db:
+        paths = [p for (p,) in db.execute("SELECT path FROM shards")]
+    assert paths and all(p.startswith(str(tmp_path / "part")) for p in paths)
+    assert sorted(index_keys(referenced)) == sorted(index_keys(whole))
+    run(vlmdata_bin, "verify", "--workspace", referenced, "--deep")
     # Overlap: the same part twice, or a part already merged, is refused.
     twice = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m2"), parts[0], parts[0], check=False)
     assert twice.returncode != 0 and "twice" in twice.stderr
