@@ -41,6 +41,11 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     }
 }
 
+/// Letters, digits, `_` and `-`: the bytes a sample key may hold.
+func isKeyByte(_ b: UInt8) -> Bool {
+    (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x5F || b == 0x2D
+}
+
 extension String {
     func leftPadded(to width: Int, with pad: Character = "0") -> String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
@@ -243,6 +248,10 @@ public final class ShardBuilder {
             var hasher = StreamingSHA256()
             while let row = try cursor.next() {
                 let key: String = row["key"]
+                guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
+                    throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
+                                   "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
+                }
                 if let part = options.part, !part.contains(key: key) { continue }
                 if let limit = options.limit, items.count >= limit { break }
                 var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],

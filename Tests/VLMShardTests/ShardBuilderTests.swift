@@ -171,6 +171,14 @@ func smallShards() -> ShardOptions {
         #expect { try ShardBuilder(catalog: catalog, options: options).run() } throws: { "\($0)".contains("no tokenization with config nope") }
     }
 
+    @Test func keysWithDotsAreRefused() throws {
+        let catalog = try makeCatalog()
+        try catalog.write { db in try db.execute(sql: "UPDATE instructions SET key = 'bad.key' WHERE id = 3") }
+        #expect {
+            try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        } throws: { "\($0)".contains("'bad.key'") && "\($0)".contains("first dot") }
+    }
+
     @Test func imagesWithoutPixelsAreSkippedAndCounted() throws {
         let catalog = try makeCatalog()
         try catalog.write { db in
