@@ -1,6 +1,71 @@
 import ArgumentParser
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMIO
+import VLMPipeline
 
 struct CatalogCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "catalog", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'catalog' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "catalog",
+        abstract: "Catalog utilities: merge part catalogs, print the schema.",
+        discussion: """
+        The catalog is plain SQLite; the shard index answers questions with the sqlite3 CLI, e.g. where a sample
+        lives and how to read one member with a single ranged read:
+
+          sqlite3 WS/catalog.sqlite "SELECT h.path, p.offset, p.size FROM samples s JOIN shards h ON h.id = s.shard_id
+                                     JOIN sample_parts p ON p.sample_id = s.id WHERE s.key = 'KEY' AND p.name = 'labels.npy'"
+          dd if=WS/PATH bs=1 skip=OFFSET count=SIZE        # the .npy bytes; or: tail -c +$((OFFSET+1)) | head -c SIZE
+
+        More queries in docs/shards.md.
+        """,
+        subcommands: [Merge.self, SchemaText.self])
+
+    struct Merge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "merge",
+            abstract: "Join the workspaces of a partitioned run (--part I/N) into one.",
+            discussion: """
+            Copies every part's catalog rows into OUT (matched by key, not row id) and hard-links (or copies) its
+            shard files into OUT/shards/. Overlapping sample keys, shards of the same part twice, parts of
+            different splits, shard runs with different parameters, and equal keys with different content are
+            refused with an error naming them; nothing is merged from a refused part.
+            """)
+
+        @Argument(help: "Output workspace (created if needed).")
+        var out: String
+
+        @Argument(help: "Part workspaces, each holding a catalog.sqlite.")
+        var parts: [String]
+
+        @Flag(help: "Index the parts' training shards where they are (absolute paths) instead of linking them into OUT.")
+        var reference = false
+
+        @Flag(help: "Print the report as one JSON object.")
+        var json = false
+
+        @Flag(name: .long, help: "Print no progress.")
+        var quiet = false
+
+        func validate() throws {
+            if parts.isEmpty { throw ValidationError("give at least one part workspace to merge into \(out).") }
+        }
+
+        func run() throws {
+            let report = try runOrExit {
+                try CatalogMerge.merge(into: Workspace(root: out), parts: parts.map { Workspace(root: $0) },
+                                       referenceShards: reference, progress: TerminalProgress(quiet: quiet))
+            }
+            printReport(report, json: json)
+        }
+    }
+
+    struct SchemaText: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "schema", abstract: "Print the catalog's SQL schema (Schemas/catalog.sql).")
+
+        func run() throws {
+            print(Schema.sqlText, terminator: "")
+        }
+    }
 }

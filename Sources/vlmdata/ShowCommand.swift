@@ -1,6 +1,43 @@
 import ArgumentParser
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMPipeline
 
 struct ShowCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "show", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'show' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print one training sample by key, read from its shard through the index.",
+        discussion: """
+        Shows the conversation, the token ids with masked ones (label -100) in brackets and the image position as
+        <image>, and the lengths. --pixels-png writes the sample's pixels back as an image (tiles side by side).
+        --json prints the metadata, input_ids, labels, pixel shape and the sha256 of the pixel bytes.
+        """)
+
+    @OptionGroup var workspace: WorkspaceOptions
+
+    @Argument(help: "Sample key (as in the shards and the samples table).")
+    var key: String
+
+    @Option(help: ArgumentHelp("Write the sample's pixels as a PNG to this file.", valueName: "file"))
+    var pixelsPng: String?
+
+    @Flag(help: "Print the sample as one JSON object.")
+    var json = false
+
+    func run() throws {
+        let ws = Workspace(root: workspace.path)
+        guard FileManager.default.fileExists(atPath: ws.catalogPath) else {
+            throw ValidationError("no catalog at \(ws.catalogPath); give --workspace.")
+        }
+        let view = try runOrExit { try ShardStage.show(workspace: ws, key: key, pngPath: pixelsPng) }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(view), as: UTF8.self))
+        } else {
+            print(ShardStage.render(view))
+            if let pixelsPng { print("pixels written to \(pixelsPng)") }
+        }
+    }
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Shard writing: `vlmdata shard` against Python `webdataset.ShardWriter` on the same samples.
+
+Both write the same N samples (uint8 pixels [1, 576, 588], ~600 int32 tokens + labels, a json) into
+~256 MB tar shards. vlmdata's time is the whole command: planning from the catalog, reading token blobs
+from SQLite and pixel npy bytes from the pixel shard, writing, fsync, sha256 of every shard and the
+index transaction. webdataset's time is only its write loop over samples already decoded into numpy
+arrays in memory (it does not fsync or index). Runs alternate; medians over --repeat runs.
+
+    Benchmarks/bench_shard.py --bin .build/release/vlmdata --work /tmp/bench-shard [--quick]
+"""
+import argparse
+import glob
+import io
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def clear_shards(ws):
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        db.execute("DELETE FROM sample_parts")
+        db.execute("DELETE FROM samples")
+        db.execute("DELETE FROM shards")
+        db.execute("DELETE FROM runs WHERE stage = 'shard'")
+    for path in glob.glob(os.path.join(ws, "shards", "*.tar")) + glob.glob(os.path.join(ws, "shards", ".*.tar.tmp-*")):
+        os.unlink(path)
+
+
+def load_samples(ws):
+    """The samples as a Python user would hand them to ShardWriter: numpy arrays and a metadata dict."""
+    db = sqlite3.connect(os.path.join(ws, "catalog.sqlite"))
+    rows = db.execute("""
+        SELECT i.key, i.conversations, t.input_ids, t.labels, t.n_tokens, t.n_supervised, ps.name, p.offset, p.size
+        FROM tokenized t JOIN instructions i ON i.id = t.instruction_id
+        LEFT JOIN images img ON img.id = i.image_id LEFT JOIN pixels p ON p.sha256 = img.sha256
+        LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id ORDER BY i.key""").fetchall()
+    files = {}
+    samples = []
+    for key, conv, ids, labels, n_tokens, n_sup, shard, offset, size in rows:
+        sample = {
+            "__key__": key,
+            "json": {"key": key, "conversations": json.loads(conv), "tokens": n_tokens, "supervised": n_sup},
+            "input_ids.npy": np.frombuffer(ids, dtype="<i4"),
+            "labels.npy": np.frombuffer(labels, dtype="<i4"),
+        }
+        if shard is not None:
+            f = files.setdefault(shard, open(os.path.join(ws, "shards", "pixels", shard), "rb"))
+            f.seek(offset)
+            sample["pixels.npy"] = np.load(io.BytesIO(f.read(size)))
+        samples.append(sample)
+    return samples
+
+
+def run_ours(bin_path, ws):
+    clear_shards(ws)
+    start = time.perf_counter()
+    subprocess.run([bin_path, "shard", "--workspace", ws, "--target-size", "256MB", "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(ws, "shards", "train-*.tar")))
+    return seconds, size
+
+
+def run_peer(samples, out_dir):
+    import webdataset as wds
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    start = time.perf_counter()
+    with wds.ShardWriter(os.path.join(out_dir, "train-%06d.tar"), maxsize=256e6, maxcount=10**9, verbose=0) as sink:
+        for sample in samples:
+            sink.write(sample)
+    seconds = time.perf_counter() - start
+    size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out_dir, "*.tar")))
+    return seconds, size
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="300 samples, one run each")
+    args = parser.parse_args()
+    if args.quick:
+        args.samples, args.repeat = 300, 1
+    ws = os.path.join(args.work, f"ws-{args.samples}")
+    os.makedirs(args.work, exist_ok=True)
+    subprocess.run([args.bin, "shard", "--workspace", ws, "--synthetic", str(args.samples), "--synthetic-only",
+                    "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    samples = load_samples(ws)
+    ours, peer = [], []
+    for _ in range(args.repeat):
+        ours.append(run_ours(args.bin, ws))
+        peer.append(run_peer(samples, os.path.join(args.work, "peer")))
+    n = len(samples)
+
+    def summary(name, runs):
+        t = statistics.median(s for s, _ in runs)
+        size = runs[0][1]
+        print(f"{name:<28} {t:8.3f} s  {n / t:9.0f} samples/s  {size / t / 1e6:8.0f} MB/s  ({size / 1e6:.0f} MB)")
+        return t
+
+    print(f"shard writing: {n} samples (pixels [1, 576, 588] uint8 on {n - n // 10}, ~600 tokens), "
+          f"{args.repeat} run(s) each, medians; {os.cpu_count()} cores")
+    t_ours = summary("vlmdata shard", ours)
+    t_peer = summary("webdataset.ShardWriter", peer)
+    print(f"ratio (webdataset time / vlmdata time): {t_peer / t_ours:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+-- vlmdata catalog schema (generated from VLMCatalog/Schema.swift; a test keeps them identical).
+-- The catalog is SQLite in WAL mode; each block below is one migration, applied in order.
+
+-- migration: v1_foundation
+-- Where records came from: one row per ingested annotation file (or LLaVA JSON, or synth run).
+CREATE TABLE sources (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                 -- coco | llava | synth
+    name TEXT NOT NULL,                 -- split name, e.g. train2017; prefixes image keys
+    uri TEXT NOT NULL,                  -- annotation file path
+    images_root TEXT,                   -- image folder, zip or tar
+    fingerprint TEXT NOT NULL,          -- sha256 of the annotation file
+    created_at TEXT NOT NULL,
+    UNIQUE (kind, name)
+);
+
+-- One row per image named by an annotation file, found or not.
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    key TEXT NOT NULL UNIQUE,           -- stable sample-key prefix: letters, digits, _ and - only
+    external_id INTEGER,                -- COCO image id
+    file_name TEXT NOT NULL,            -- as the annotation names it
+    location TEXT,                      -- file path, or the archive holding it
+    member TEXT,                        -- member name inside the archive (NULL for a plain file)
+    sha256 TEXT,                        -- of the image bytes; equal bytes are processed once
+    byte_size INTEGER,
+    width INTEGER,                      -- from the image header (the annotation's when missing)
+    height INTEGER,
+    format TEXT,                        -- jpeg | png | ...
+    status TEXT NOT NULL CHECK (status IN ('ok', 'missing', 'corrupt', 'size_mismatch', 'too_large')),
+    error TEXT,
+    UNIQUE (source_id, external_id)
+);
+CREATE INDEX images_sha256 ON images(sha256);
+CREATE INDEX images_status ON images(status);
+
+CREATE TABLE categories (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    external_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    supercategory TEXT,
+    UNIQUE (source_id, external_id)
+);
+
+CREATE TABLE captions (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    external_id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (image_id, external_id)
+);
+CREATE INDEX captions_image ON captions(image_id);
+
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    category_id INTEGER NOT NULL REFERENCES categories(id),
+    external_id INTEGER NOT NULL,
+    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,   -- COCO bbox, pixels
+    area REAL,
+    iscrowd INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (image_id, external_id)
+);
+CREATE INDEX objects_image ON objects(image_id);
+
+-- LLaVA conversations, imported or generated. image_id is NULL for text-only records.
+CREATE TABLE instructions (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,           -- sample key: letters, digits, _ and - only
+    image_id INTEGER REFERENCES images(id),
+    source_id INTEGER REFERENCES sources(id),
+    generator TEXT NOT NULL,            -- import | templates | llm
+    kind TEXT NOT NULL,                 -- caption, detail, grounding, ..., conversation, complex
+    group_id TEXT,                      -- links circular MCQ rotations, yes/no pairs
+    conversations TEXT NOT NULL,        -- JSON array of {"from", "value"}
+    meta TEXT,                          -- JSON: answer facts used by checks (box, count, letter, ...)
+    params_hash TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX instructions_image ON instructions(image_id);
+CREATE INDEX instructions_kind ON instructions(generator, kind);
+
+-- One row per stage run: what ran, with which parameters, on which inputs, and what it produced.
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,               -- canonical JSON
+    input_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    counts TEXT,                        -- JSON object
+    error TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE INDEX runs_stage ON runs(stage, params_hash, input_fingerprint, status);
+
+-- migration: v2_pixels
+-- Preprocessed pixels live in pixel shards (tar of KEY.npy members); these rows index them.
+CREATE TABLE pixel_shards (
+    id INTEGER PRIMARY KEY,
+    config_hash TEXT NOT NULL,
+    name TEXT NOT NULL UNIQUE,          -- file name under shards/pixels/
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    records INTEGER NOT NULL
+);
+
+-- One row per (image bytes, preprocessing config). status 'error' rows keep the reason and no pixels.
+CREATE TABLE pixels (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL,               -- images.sha256
+    config_hash TEXT NOT NULL,
+    config TEXT NOT NULL,               -- canonical JSON: size, patch, mode, resample, fast_decode, ...
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+    error TEXT,
+    pixel_shard_id INTEGER REFERENCES pixel_shards(id),
+    offset INTEGER,                     -- byte offset of the .npy member's content in the pixel shard
+    size INTEGER,                       -- byte size of that content (npy header + data)
+    tiles INTEGER,
+    patches INTEGER,                    -- per tile
+    patch_dim INTEGER,                  -- P*P*3
+    grid_rows INTEGER,                  -- anyres: tile grid of the chosen resolution (1x1 otherwise)
+    grid_cols INTEGER,
+    UNIQUE (sha256, config_hash)
+);
+
+-- migration: v3_tokenized
+-- One row per (instruction, tokenization config). Token arrays are little-endian int32 blobs.
+CREATE TABLE tokenized (
+    id INTEGER PRIMARY KEY,
+    instruction_id INTEGER NOT NULL REFERENCES instructions(id),
+    config_hash TEXT NOT NULL,          -- tokenizer sha256 + template + limits
+    tokenizer_sha256 TEXT NOT NULL,
+    template TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'truncated', 'dropped', 'error')),
+    error TEXT,
+    input_ids BLOB,                     -- int32 LE; -200 at the image position
+    labels BLOB,                        -- int32 LE; -100 where not supervised
+    n_tokens INTEGER,                   -- text tokens (the image counts as 1 here)
+    n_image_tokens INTEGER,             -- positions the image takes in the model (0 if text-only)
+    n_supervised INTEGER,
+    UNIQUE (instruction_id, config_hash)
+);
+CREATE INDEX tokenized_config ON tokenized(config_hash);
+
+-- migration: v4_llm_calls
+-- The LLM cache: every request keyed by the sha256 of its canonical body (no API key in it, ever).
+CREATE TABLE llm_calls (
+    request_hash TEXT PRIMARY KEY,
+    image_id INTEGER REFERENCES images(id),
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,              -- canonical JSON body
+    status TEXT NOT NULL CHECK (status IN ('ok', 'rejected', 'failed')),
+    response TEXT,                      -- raw reply body
+    reason TEXT,                        -- why rejected or failed
+    http_status INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    created_at TEXT NOT NULL
+);
+
+-- migration: v5_shards
+-- Training shards (WebDataset tar) and the per-sample index into them, as Megatron-Energon keeps one.
+CREATE TABLE shards (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,          -- e.g. train-000000.tar
+    path TEXT NOT NULL,                 -- relative to the workspace
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    params_hash TEXT NOT NULL,
+    part TEXT                           -- I/N of a partitioned run, NULL for a whole run
+);
+
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    shard_id INTEGER NOT NULL REFERENCES shards(id),
+    index_in_shard INTEGER NOT NULL,
+    offset INTEGER NOT NULL,            -- byte offset of the sample's first tar header
+    size INTEGER NOT NULL,              -- bytes from that header to the end of its last member
+    tokens INTEGER NOT NULL,            -- text tokens
+    supervised INTEGER NOT NULL,
+    image_tokens INTEGER NOT NULL,
+    has_image INTEGER NOT NULL,
+    source TEXT,
+    instruction_id INTEGER REFERENCES instructions(id),
+    UNIQUE (shard_id, index_in_shard)
+);
+
+CREATE TABLE sample_parts (
+    sample_id INTEGER NOT NULL REFERENCES samples(id),
+    name TEXT NOT NULL,                 -- member suffix: json, input_ids.npy, labels.npy, pixels.npy, jpg
+    offset INTEGER NOT NULL,            -- byte offset of the member's content
+    size INTEGER NOT NULL,
+    PRIMARY KEY (sample_id, name)
+);

@@ -1,0 +1,118 @@
+import CTurboJPEG
+import Foundation
+import VLMCore
+
+/// JPEG decoding through TurboJPEG, matching PIL's `Image.open(f).convert("RGB")`:
+/// ISLOW IDCT and fancy upsampling (flags 0), gray replicated to RGB, 4-channel JPEGs (CMYK and YCCK) decoded
+/// to CMYK, inverted as PIL's "CMYK;I" rawmode does and converted with PIL's `cmyk2rgb`.
+///
+/// Truncation follows PIL with `LOAD_TRUNCATED_IMAGES = False`: when the data runs out before the end-of-image
+/// marker the decode fails; other libjpeg warnings (which make tjDecompress2 return -1 with complete output) are
+/// ignored, as PIL ignores them.
+final class JPEGDecoder {
+    private let handle: tjhandle
+
+    init() {
+        // tjInitDecompress only fails when out of memory.
+        handle = tjInitDecompress()!
+    }
+
+    deinit { tjDestroy(handle) }
+
+    private var message: String { String(cString: tjGetErrorStr2(handle)) }
+
+    func decode(_ bytes: UnsafeRawBufferPointer, name: String, options: DecodeOptions) throws -> DecodedImage {
+        let base = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var width: Int32 = 0, height: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, base, UInt(bytes.count), &width, &height, &subsamp, &colorspace) == 0 else {
+            throw VLMError(.corrupt, file: name, "cannot identify image file: bad JPEG header (\(message))")
+        }
+        try ImageDecoder.checkPixelLimit(width: Int(width), height: Int(height), name: name, options: options)
+
+        // DCT-domain downscaling for --fast-decode: the smallest scale still at least the requested size.
+        var outW = Int(width), outH = Int(height)
+        var reduced = false
+        if let minimum = options.minimumSize {
+            for denominator in [8, 4, 2] {
+                let w = (Int(width) + denominator - 1) / denominator
+                let h = (Int(height) + denominator - 1) / denominator
+                if w >= minimum.width, h >= minimum.height {
+                    outW = w
+                    outH = h
+                    reduced = true
+                    break
+                }
+            }
+        }
+
+        let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
+        let orientation = options.readOrientation ? EXIFOrientation.fromJPEG(bytes) : 1
+        let rgb: [UInt8]
+        if isCMYK {
+            let cmyk = try run(bytes, name: name, width: outW, height: outH, channels: 4, format: TJPF_CMYK, reduced: reduced)
+            rgb = Self.invertedCMYKToRGB(cmyk, pixels: outW * outH)
+        } else {
+            rgb = try run(bytes, name: name, width: outW, height: outH, channels: 3, format: TJPF_RGB, reduced: reduced)
+        }
+        return DecodedImage(width: outW, height: outH, rgb: rgb, orientation: orientation, reducedScale: reduced)
+    }
+
+    /// One tjDecompress2 call into a fresh buffer, with PIL's truncation rule applied to warnings.
+    private func run(_ bytes: UnsafeRawBufferPointer, name: String, width: Int, height: Int, channels: Int,
+                     format: TJPF, reduced: Bool) throws -> [UInt8] {
+        let count = width * height * channels
+        var warning: String?
+        let pixels = try [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
+            let status = tjDecompress2(handle, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt(bytes.count),
+                                       out.baseAddress, Int32(width), 0, Int32(height), format.rawValue, 0)
+            if status != 0 {
+                if tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue) {
+                    warning = message
+                } else {
+                    throw VLMError(.corrupt, file: name, "cannot decode JPEG: \(message)")
+                }
+            }
+            initialized = count
+        }
+        guard warning != nil, Self.dataRanOut(bytes) else { return pixels }
+        // The data ended before an EOI marker: PIL (LOAD_TRUNCATED_IMAGES = False) raises "image file is
+        // truncated", even when only the EOI itself is missing (checked against Pillow 13).
+        throw VLMError(.corrupt, file: name, "image file is truncated: the JPEG data ends before its end-of-image marker (\(warning!))")
+    }
+
+    /// True when no EOI marker follows the last start-of-scan: the decoder ran out of data.
+    /// (Entropy-coded data never holds `FF D9`: a data byte FF is always followed by 00.)
+    static func dataRanOut(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var lastSOS = -1
+        var i = 0
+        let n = bytes.count
+        while i + 1 < n {
+            if bytes[i] == 0xFF {
+                let marker = bytes[i + 1]
+                if marker == 0xDA { lastSOS = i }
+                if marker == 0xD9, lastSOS >= 0 { return false }
+            }
+            i += 1
+        }
+        return true
+    }
+
+    /// PIL: "CMYK;I" inverts the four bytes libjpeg gives, then `cmyk2rgb`:
+    /// nk = 255 − K; channel = CLIP8(nk − MULDIV255(C, nk)). With the inversion this is k − MULDIV255(255 − c, k).
+    static func invertedCMYKToRGB(_ cmyk: [UInt8], pixels: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: pixels * 3) { out, initialized in
+            cmyk.withUnsafeBufferPointer { src in
+                for p in 0..<pixels {
+                    let k = Int32(src[p * 4 + 3])   // nk = 255 - (255 - k)
+                    for c in 0..<3 {
+                        let inverted = 255 - Int32(src[p * 4 + c])
+                        let t = inverted * k + 128
+                        let muldiv = ((t >> 8) + t) >> 8
+                        out[p * 3 + c] = UInt8(clamping: k - muldiv)
+                    }
+                }
+            }
+            initialized = pixels * 3
+        }
+    }
+}

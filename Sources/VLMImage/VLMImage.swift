@@ -1,1 +1,0 @@
-// VLMImage: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,258 @@
+import Foundation
+import VLMCatalog
+import VLMCore
+
+/// What to do when a shard cannot be found (a file gone, an HTTP 404).
+public enum MissingPolicy: String, Sendable, Codable, CaseIterable {
+    /// Stop with an error naming the shard.
+    case error
+    /// Skip that shard's samples, counting them in the stream's report.
+    case skip
+}
+
+/// How a loader orders, splits and reads.
+public struct LoaderOptions: Sendable {
+    public var order: OrderSpec
+    public var topology: Topology
+    /// Background decode threads per rank; 0 decodes on the calling thread.
+    public var workers: Int
+    /// Samples each worker may decode ahead (the memory bound: about `workers × prefetch` samples).
+    public var prefetch: Int
+    /// Every rank gets a multiple of this many samples per epoch (the batch size).
+    public var unit: Int
+    public var remainder: RemainderPolicy
+    public var onMissing: MissingPolicy
+    /// A mixture's epoch size for its `.weight` datasets (default: their total size).
+    public var epochSize: Int?
+
+    public init(order: OrderSpec = OrderSpec(), topology: Topology = Topology(), workers: Int = 2, prefetch: Int = 32,
+                unit: Int = 1, remainder: RemainderPolicy = .pad, onMissing: MissingPolicy = .error, epochSize: Int? = nil) {
+        self.order = order
+        self.topology = topology
+        self.workers = workers
+        self.prefetch = prefetch
+        self.unit = unit
+        self.remainder = remainder
+        self.onMissing = onMissing
+        self.epochSize = epochSize
+    }
+}
+
+/// One dataset a loader reads: its index, where its bytes come from, and its share of a mixture.
+public struct LoaderDataset: Sendable {
+    public var index: DatasetIndex
+    public var source: any ShardSource
+    public var policy: MixPolicy
+
+    public init(index: DatasetIndex, source: any ShardSource, policy: MixPolicy = .repeat(1)) {
+        self.index = index
+        self.source = source
+        self.policy = policy
+    }
+}
+
+/// The streaming loader: a deterministic, resumable, rank-aware sample stream over training shards.
+///
+/// ```swift
+/// let loader = try Loader(workspace: "./vlmdata-work",
+///                         options: LoaderOptions(order: OrderSpec(seed: 42), topology: try .fromEnvironment(env)))
+/// let stream = try loader.samples(epoch: 0)          // or loader.samples(resuming: savedState)
+/// while let sample = try stream.next() { train(sample) }
+/// try stream.state().save(to: "loader-state.json")
+/// ```
+public final class Loader: Sendable {
+    public let datasets: [LoaderDataset]
+    public let options: LoaderOptions
+    private let components: [PlanComponent]
+
+    public init(datasets: [LoaderDataset], options: LoaderOptions) throws {
+        guard !datasets.isEmpty else { throw VLMError(.invalidArgument, "a loader needs at least one dataset") }
+        try options.order.validate()
+        try options.topology.validate()
+        guard options.workers >= 0 else { throw VLMError(.invalidArgument, "the worker count cannot be negative") }
+        guard options.prefetch >= 1 else { throw VLMError(.invalidArgument, "prefetch must be at least 1 sample") }
+        guard options.unit >= 1 else { throw VLMError(.invalidArgument, "the batch size must be at least 1") }
+        self.datasets = datasets
+        self.options = options
+        components = datasets.map { PlanComponent(index: $0.index, policy: $0.policy) }
+    }
+
+    /// A loader over a workspace's training shards, read from its `shards/` folder.
+    public convenience init(workspace: String, options: LoaderOptions) throws {
+        let catalog = try Catalog(workspace: Workspace(root: workspace))
+        let index = try DatasetIndex.load(catalog: catalog)
+        try self.init(datasets: [LoaderDataset(index: index, source: LocalShardSource(root: catalog.workspace.root))],
+                      options: options)
+    }
+
+    /// The dataset (or mixture) fingerprint the resume state is checked against.
+    public var fingerprint: String { plan(epoch: 0).fingerprint }
+
+    /// The global order of an epoch (every rank computes the same).
+    public func plan(epoch: Int) -> EpochPlan {
+        EpochPlan(components: components, epoch: epoch, spec: options.order, epochSize: options.epochSize)
+    }
+
+    /// This rank's stream from the start of `epoch`.
+    public func samples(epoch: Int) throws -> SampleStream {
+        let plan = plan(epoch: epoch)
+        return SampleStream(loader: self, plan: plan, consumed: 0)
+    }
+
+    /// This rank's stream continuing exactly where `state` stopped (any world size or worker count).
+    public func samples(resuming state: LoaderState) throws -> SampleStream {
+        let plan = plan(epoch: state.epoch)
+        try state.check(fingerprint: plan.fingerprint, spec: options.order)
+        guard state.consumed >= 0 else { throw VLMError(.badInput, record: "resume state", "negative consumed count") }
+        if state.consumed >= plan.count {
+            return SampleStream(loader: self, plan: self.plan(epoch: state.epoch + 1), consumed: 0)
+        }
+        return SampleStream(loader: self, plan: plan, consumed: state.consumed)
+    }
+
+    /// This rank's stream from `state` when given, else from the start of `epoch`.
+    public func samples(epoch: Int, resuming state: LoaderState?) throws -> SampleStream {
+        if let state { return try samples(resuming: state) }
+        return try samples(epoch: epoch)
+    }
+
+    func readSample(_ ref: SampleRef, isPad: Bool) throws -> LoadedSample {
+        let dataset = datasets[Int(ref.dataset)]
+        let info = dataset.index.samples[Int(ref.sample)]
+        return try SampleDecoder.read(info, shard: dataset.index.shards[info.shard], source: dataset.source,
+                                      dataset: Int(ref.dataset), isPad: isPad)
+    }
+
+    func shardName(_ ref: SampleRef) -> String {
+        let dataset = datasets[Int(ref.dataset)]
+        return dataset.index.shards[dataset.index.samples[Int(ref.sample)].shard].name
+    }
+}
+
+/// Counts a stream reports: what was padded, dropped or skipped.
+public struct StreamReport: Sendable, Codable, Equatable {
+    public var delivered = 0
+    /// Padding samples this rank delivered (repeats, `RemainderPolicy.pad`).
+    public var padded = 0
+    /// Samples of the epoch no rank gets (`RemainderPolicy.dropLast`), and padded positions over all ranks.
+    public var droppedGlobal = 0
+    public var paddedGlobal = 0
+    /// Samples skipped because their shard was missing (`MissingPolicy.skip`), and those shards.
+    public var skipped = 0
+    public var missingShards: [String] = []
+}
+
+/// One rank's samples for the rest of an epoch, decoded ahead on background threads, delivered in order.
+///
+/// Not thread-safe: one consumer calls `next()`. `state()` is where a restart would continue after the samples
+/// delivered so far. Call `close()` (or let it deinit) to stop the workers early.
+public final class SampleStream: @unchecked Sendable {
+    enum Item {
+        case sample(LoadedSample)
+        case skipped(shard: String)
+        case failed(any Error)
+    }
+
+    public let plan: EpochPlan
+    public let slice: RankSlice
+    public private(set) var report = StreamReport()
+    private let loader: Loader
+    private let startConsumed: Int
+    private var taken = 0
+    private var queues: [BoundedQueue<Item>] = []
+    private var failed = false
+
+    init(loader: Loader, plan: EpochPlan, consumed: Int) {
+        self.loader = loader
+        self.plan = plan
+        startConsumed = consumed
+        let options = loader.options
+        slice = RankSlice(epochLength: plan.count, consumed: consumed, topology: options.topology, unit: options.unit,
+                          remainder: options.remainder)
+        report.droppedGlobal = slice.dropped
+        report.paddedGlobal = slice.padded
+        guard options.workers > 0 else { return }
+        for k in 0..<options.workers {
+            let queue = BoundedQueue<Item>(capacity: options.prefetch)
+            queues.append(queue)
+            let slice = self.slice
+            let workers = options.workers
+            let thread = Thread { [loader, plan] in
+                for j in slice.workerIndices(k, of: workers) {
+                    if queue.isClosed { return }
+                    let item = SampleStream.produce(j, loader: loader, plan: plan, slice: slice)
+                    if !queue.push(item) { return }
+                    if case .failed = item { break }
+                }
+                queue.close()
+            }
+            thread.name = "vlmdata-loader-\(k)"
+            thread.start()
+        }
+    }
+
+    deinit { close() }
+
+    /// Samples this rank takes in the rest of the epoch (skipped ones included).
+    public var count: Int { slice.count }
+
+    /// The next sample, nil at the end of the epoch's share. Throws the first read or decode error.
+    public func next() throws -> LoadedSample? {
+        while true {
+            guard !failed, taken < slice.count else { return nil }
+            let j = taken
+            let item: Item
+            if queues.isEmpty {
+                item = SampleStream.produce(j, loader: loader, plan: plan, slice: slice)
+            } else {
+                guard let popped = queues[j % queues.count].pop() else {
+                    failed = true
+                    throw VLMError(.io, "loader worker \(j % queues.count) stopped early")
+                }
+                item = popped
+            }
+            switch item {
+            case .sample(let sample):
+                taken += 1
+                report.delivered += 1
+                if sample.isPad { report.padded += 1 }
+                return sample
+            case .skipped(let shard):
+                taken += 1
+                report.skipped += 1
+                if !report.missingShards.contains(shard) { report.missingShards.append(shard) }
+            case .failed(let error):
+                failed = true
+                close()
+                throw error
+            }
+        }
+    }
+
+    /// Where a restart continues: the epoch and the global positions consumed once every rank has taken as many
+    /// samples as this one (ranks advance in lockstep). At the end of the epoch: the next epoch, 0 consumed.
+    public func state() -> LoaderState {
+        let consumed = startConsumed + taken * slice.topology.worldSize
+        if taken >= slice.count || consumed >= plan.count {
+            return LoaderState(epoch: plan.epoch + 1, consumed: 0, fingerprint: plan.fingerprint, spec: plan.spec)
+        }
+        return LoaderState(epoch: plan.epoch, consumed: consumed, fingerprint: plan.fingerprint, spec: plan.spec)
+    }
+
+    /// Stops the background workers; `next()` returns nil afterwards.
+    public func close() {
+        for queue in queues { queue.close() }
+    }
+
+    static func produce(_ j: Int, loader: Loader, plan: EpochPlan, slice: RankSlice) -> Item {
+        let (position, isPad) = slice.globalPosition(j)
+        let ref = plan.refs[position]
+        do {
+            return .sample(try loader.readSample(ref, isPad: isPad))
+        } catch let error as VLMError where error.kind == .notFound && loader.options.onMissing == .skip {
+            return .skipped(shard: loader.shardName(ref))
+        } catch {
+            return .failed(error)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import VLMCore
+import VLMShard
+
+/// One decoded training sample, as the loader delivers it.
+public struct LoadedSample: Sendable {
+    public var key: String
+    /// Which dataset of a mixture (0 for a single dataset).
+    public var dataset: Int
+    /// True for a sample repeated to pad the end of an epoch (`RemainderPolicy.pad`).
+    public var isPad: Bool
+    /// int32 ids; LLaVA's `-200` marks where the image goes.
+    public var inputIds: [Int32]
+    /// int32 labels; `-100` where not supervised.
+    public var labels: [Int32]
+    /// uint8 patches `[tiles, patches, patch*patch*3]`, unnormalized; empty for a text-only sample.
+    public var pixels: [UInt8]
+    public var pixelShape: [Int]
+    /// Positions the image takes in the model (0 if text-only).
+    public var imageTokens: Int
+    /// The raw `KEY.json` metadata.
+    public var meta: [UInt8]
+
+    /// Positions in the model: text ids with each `-200` replaced by the image's tokens.
+    public var modelLength: Int {
+        let placeholders = inputIds.reduce(0) { $0 + ($1 == imageTokenId ? 1 : 0) }
+        return inputIds.count - placeholders + (placeholders > 0 ? imageTokens : 0)
+    }
+
+    /// Bytes held (for memory accounting).
+    public var byteCount: Int { inputIds.count * 4 + labels.count * 4 + pixels.count + meta.count + key.utf8.count }
+}
+
+/// LLaVA's `IMAGE_TOKEN_INDEX`.
+public let imageTokenId: Int32 = -200
+/// LLaVA's `IGNORE_INDEX`.
+public let ignoreIndex: Int32 = -100
+
+/// Reads bytes of shards: from local files, or through an HTTP cache.
+public protocol ShardSource: Sendable {
+    /// Fills `buffer` with the bytes at `offset` of `shard`.
+    func read(_ shard: ShardInfo, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws
+}
+
+/// Shards as files under a workspace (or any folder): one `pread` per sample on a descriptor kept open.
+///
+/// ```swift
+/// let source = LocalShardSource(root: "/ws")
+/// ```
+public final class LocalShardSource: ShardSource, @unchecked Sendable {
+    public let root: String
+    private let lock = NSLock()
+    private var descriptors: [String: Int32] = [:]
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    deinit {
+        for fd in descriptors.values { close(fd) }
+    }
+
+    func path(of shard: ShardInfo) -> String {
+        shard.path.hasPrefix("/") ? shard.path : root + "/" + shard.path
+    }
+
+    public func read(_ shard: ShardInfo, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let path = path(of: shard)
+        let fd = try descriptor(path)
+        try preadFully(fd, buffer, offset: offset, file: path)
+    }
+
+    private func descriptor(_ path: String) throws -> Int32 {
+        lock.lock()
+        defer { lock.unlock() }
+        if let fd = descriptors[path] { return fd }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw VLMError(errno == ENOENT ? .notFound : .io, file: path, "cannot open shard: \(String(cString: strerror(errno)))")
+        }
+        descriptors[path] = fd
+        return fd
+    }
+}
+
+/// `pread` until `buffer` is full; a short file is `corrupt`.
+func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int, file: String) throws {
+    var done = 0
+    while done < buffer.count {
+        let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw VLMError.io(file: file, "read at \(offset + done) failed: \(String(cString: strerror(errno)))")
+        }
+        if n == 0 { throw VLMError(.corrupt, file: file, record: "offset \(offset + done)", "the shard ends early") }
+        done += n
+    }
+}
+
+/// Decodes a sample from the bytes of its tar members (one read of `SampleInfo.offset ..< offset + size`).
+enum SampleDecoder {
+    static func read(_ info: SampleInfo, shard: ShardInfo, source: ShardSource, dataset: Int, isPad: Bool) throws -> LoadedSample {
+        var bytes = [UInt8](unsafeUninitializedCapacity: info.size) { buffer, initialized in
+            initialized = info.size
+        }
+        try bytes.withUnsafeMutableBytes { raw in try source.read(shard, at: info.offset, into: raw) }
+        return try bytes.withUnsafeBytes { raw in try decode(raw, info: info, shard: shard, dataset: dataset, isPad: isPad) }
+    }
+
+    static func decode(_ raw: UnsafeRawBufferPointer, info: SampleInfo, shard: ShardInfo, dataset: Int,
+                       isPad: Bool) throws -> LoadedSample {
+        var sample = LoadedSample(key: info.key, dataset: dataset, isPad: isPad, inputIds: [], labels: [], pixels: [],
+                                  pixelShape: [], imageTokens: info.imageTokens, meta: [])
+        var haveIds = false
+        for part in info.parts {
+            guard part.offset >= 0, part.offset + part.size <= raw.count else {
+                throw VLMError(.corrupt, file: shard.name, record: "\(info.key).\(part.name)",
+                               "the index puts this member outside the sample's bytes")
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[part.offset ..< part.offset + part.size])
+            let name = "\(shard.name): \(info.key).\(part.name)"
+            switch part.name {
+            case "input_ids.npy":
+                sample.inputIds = try array(bytes, name: name, as: Int32.self).values
+                haveIds = true
+            case "labels.npy":
+                sample.labels = try array(bytes, name: name, as: Int32.self).values
+            case "pixels.npy":
+                let (shape, values) = try array(bytes, name: name, as: UInt8.self)
+                sample.pixels = values
+                sample.pixelShape = shape
+            case "json":
+                sample.meta = Array(bytes)
+            default:
+                continue
+            }
+        }
+        guard haveIds else {
+            throw VLMError(.corrupt, file: shard.name, record: info.key, "the sample has no input_ids.npy member")
+        }
+        if sample.labels.isEmpty { sample.labels = [Int32](repeating: ignoreIndex, count: sample.inputIds.count) }
+        guard sample.labels.count == sample.inputIds.count else {
+            throw VLMError(.corrupt, file: shard.name, record: info.key,
+                           "labels hold \(sample.labels.count) values but input_ids \(sample.inputIds.count)")
+        }
+        return sample
+    }
+
+    static func array<T: NpyElement>(_ bytes: UnsafeRawBufferPointer, name: String, as: T.Type) throws -> (shape: [Int], values: [T]) {
+        try Npy.withData(bytes, name: name) { header, data in
+            guard header.dtype == T.npyDType else {
+                throw VLMError(.corrupt, record: name, "holds \(header.dtype), expected \(T.npyDType)")
+            }
+            let values = [T](unsafeUninitializedCapacity: header.count) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: data)
+                initialized = header.count
+            }
+            return (header.shape, values)
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// VLMLoader: see ../shared/DESIGN.md. Filled in by its issue.

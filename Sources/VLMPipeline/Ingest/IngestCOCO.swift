@@ -1,0 +1,279 @@
+import Foundation
+import GRDB
+import VLMCatalog
+import VLMCore
+import VLMIO
+
+/// `vlmdata ingest coco`: COCO captions and instances files (streamed, bounded memory) plus their images
+/// (folder, zip or tar) into the catalog.
+///
+/// Idempotent: every row is keyed (images by source + COCO id, captions and objects by COCO annotation id), so a
+/// rerun — also after a kill — adds only what is missing. Images already `ok` are not read again.
+///
+/// ```swift
+/// let report = try IngestCOCO(options: .init(captions: "captions_train2017.json", images: "train2017/", split: "train2017"))
+///     .run(catalog: catalog, progress: SilentProgress())
+/// ```
+public struct IngestCOCO {
+    public struct Options: Codable, Sendable {
+        public var captions: String?
+        public var instances: String?
+        public var images: String?
+        public var split: String
+        public var part: PartSpec?
+
+        public init(captions: String? = nil, instances: String? = nil, images: String? = nil, split: String = "train", part: PartSpec? = nil) {
+            self.captions = captions
+            self.instances = instances
+            self.images = images
+            self.split = split
+            self.part = part
+        }
+    }
+
+    public var options: Options
+
+    public init(options: Options) { self.options = options }
+
+    struct ImageMeta {
+        var fileName: String
+        var width: Int?
+        var height: Int?
+    }
+
+    struct CategoryMeta {
+        var name: String
+        var supercategory: String?
+    }
+
+    public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let files = [options.captions, options.instances].compactMap { $0 }
+        guard !files.isEmpty else {
+            throw VLMError(.invalidArgument, "give --captions and/or --instances")
+        }
+        guard SampleKey.sanitize(options.split) == options.split, !options.split.isEmpty else {
+            throw VLMError(.invalidArgument, "--split '\(options.split)' may contain only letters, digits, '_' and '-'")
+        }
+        for file in files where !FileManager.default.fileExists(atPath: file) {
+            throw VLMError(.notFound, file: file, "annotation file does not exist")
+        }
+        let imageSource = try ImageSource(options.images)
+        var problems: [String] = []
+        var fatal: VLMError?
+        let fingerprint = try files.map { try Hashing.sha256(file: $0) }.joined(separator: "+")
+        let runID = try catalog.beginRun(stage: "ingest-coco", params: options, inputFingerprint: fingerprint)
+
+        // Pass 1: images and categories from every file (annotations are skipped without materializing).
+        var images: [Int64: ImageMeta] = [:]
+        var imageOrder: [Int64] = []
+        var categories: [Int64: CategoryMeta] = [:]
+        for file in files {
+            progress.start("reading images of \(file)", total: nil)
+            do {
+                let reader = try JSONStreamReader(path: file)
+                try reader.forEachTopLevelMember { key in
+                    switch key {
+                    case "images":
+                        return .eachElement { value, index in
+                            do {
+                                let record = "images[\(index)]"
+                                let id = try value.int("id", file: file, record: record)
+                                let name = try value.string("file_name", file: file, record: record)
+                                let width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record)) }
+                                let height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record)) }
+                                if images[id] == nil { imageOrder.append(id) }
+                                images[id] = ImageMeta(fileName: name, width: width, height: height)
+                                progress.advance(by: 1)
+                            } catch let error as VLMError {
+                                problems.append(error.description)
+                            }
+                        }
+                    case "categories":
+                        return .eachElement { value, index in
+                            do {
+                                let record = "categories[\(index)]"
+                                let id = try value.int("id", file: file, record: record)
+                                let name = try value.string("name", file: file, record: record)
+                                let superName = try value.optionalString("supercategory", file: file, record: record)
+                                categories[id] = CategoryMeta(name: name, supercategory: superName)
+                            } catch let error as VLMError {
+                                problems.append(error.description)
+                            }
+                        }
+                    default:
+                        return .skip
+                    }
+                }
+            } catch let error as VLMError {
+                fatal = fatal ?? error
+            }
+            progress.finish("\(images.count) images, \(categories.count) categories")
+        }
+
+        // Source, categories, images.
+        let split = options.split
+        let sourceID: Int64 = try catalog.write { db in
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO sources (kind, name, uri, images_root, fingerprint, created_at)
+                VALUES ('coco', ?, ?, ?, ?, ?)
+                """, arguments: [split, files.joined(separator: ","), imageSource.location, fingerprint, Catalog.now()])
+            let id = try Int64.fetchOne(db, sql: "SELECT id FROM sources WHERE kind = 'coco' AND name = ?", arguments: [split])!
+            for (externalID, category) in categories.sorted(by: { $0.key < $1.key }) {
+                try db.cachedStatement(sql: """
+                    INSERT OR IGNORE INTO categories (source_id, external_id, name, supercategory) VALUES (?, ?, ?, ?)
+                    """).execute(arguments: [id, externalID, category.name, category.supercategory])
+            }
+            return id
+        }
+        let done: Set<Int64> = try catalog.read { db in
+            Set(try Int64.fetchAll(db, sql: "SELECT external_id FROM images WHERE source_id = ? AND status = 'ok'", arguments: [sourceID]))
+        }
+        var pending: [PendingImage] = []
+        var inPart = Set<Int64>()
+        for id in imageOrder {
+            let meta = images[id]!
+            let stem = (meta.fileName as NSString).deletingPathExtension
+            let key = "\(split)_\(SampleKey.sanitize(stem))"
+            guard options.part?.contains(key: key) ?? true else { continue }
+            inPart.insert(id)
+            if done.contains(id) { continue }
+            let expected = meta.width.flatMap { w in meta.height.map { h in (width: w, height: h) } }
+            pending.append(PendingImage(externalID: id, fileName: meta.fileName, key: key, expected: expected))
+        }
+        progress.start("checking images", total: pending.count)
+        try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
+            try catalog.write { db in
+                for (image, probe, location, member) in batch {
+                    try db.cachedStatement(sql: """
+                        INSERT INTO images (source_id, key, external_id, file_name, location, member, sha256, byte_size,
+                                            width, height, format, status, error)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (source_id, external_id) DO UPDATE SET
+                            location = excluded.location, member = excluded.member, sha256 = excluded.sha256,
+                            byte_size = excluded.byte_size, width = excluded.width, height = excluded.height,
+                            format = excluded.format, status = excluded.status, error = excluded.error
+                        """).execute(arguments: [sourceID, image.key, image.externalID, image.fileName, location, member,
+                                         probe.sha256, probe.byteSize, probe.width, probe.height, probe.format,
+                                         probe.status.rawValue, probe.error])
+                }
+            }
+        }
+        progress.finish("\(pending.count) checked")
+
+        // Row ids for pass 2.
+        let imageRows: [Int64: Int64] = try catalog.read { db in
+            var map: [Int64: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT external_id, id FROM images WHERE source_id = ?", arguments: [sourceID]) {
+                map[row[0]] = row[1]
+            }
+            return map
+        }
+        let categoryRows: [Int64: Int64] = try catalog.read { db in
+            var map: [Int64: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT external_id, id FROM categories WHERE source_id = ?", arguments: [sourceID]) {
+                map[row[0]] = row[1]
+            }
+            return map
+        }
+
+        // Pass 2: annotations (captions or objects), streamed and written in batches.
+        var captionCount = 0, objectCount = 0
+        for file in files {
+            progress.start("reading annotations of \(file)", total: nil)
+            var batch: [(sql: String, arguments: StatementArguments)] = []
+            func flush() throws {
+                guard !batch.isEmpty else { return }
+                let pendingBatch = batch
+                batch.removeAll(keepingCapacity: true)
+                try catalog.write { db in
+                    for statement in pendingBatch { try db.cachedStatement(sql: statement.sql).execute(arguments: statement.arguments) }
+                }
+            }
+            do {
+                let reader = try JSONStreamReader(path: file)
+                reader.elementSkipKeys = ["segmentation"]
+                try reader.forEachTopLevelMember { key in
+                    guard key == "annotations" else { return .skip }
+                    return .eachElement { value, index in
+                        let record = "annotations[\(index)]"
+                        do {
+                            let id = try value.int("id", file: file, record: record)
+                            let imageExternal = try value.int("image_id", file: file, record: record)
+                            guard images[imageExternal] != nil else {
+                                throw VLMError.badInput(file: file, record: record, "image_id \(imageExternal) is not in 'images'")
+                            }
+                            guard inPart.contains(imageExternal), let imageRow = imageRows[imageExternal] else { return }
+                            if value["caption"] != nil {
+                                let text = try value.string("caption", file: file, record: record)
+                                batch.append((
+                                    "INSERT OR IGNORE INTO captions (image_id, external_id, text) VALUES (?, ?, ?)",
+                                    [imageRow, id, text]))
+                                captionCount += 1
+                            } else if value["bbox"] != nil {
+                                let categoryExternal = try value.int("category_id", file: file, record: record)
+                                guard let categoryRow = categoryRows[categoryExternal] else {
+                                    throw VLMError.badInput(file: file, record: record, "category_id \(categoryExternal) is not in 'categories'")
+                                }
+                                guard case .array(let box)? = value["bbox"], box.count == 4 else {
+                                    throw VLMError.badInput(file: file, record: record, "field 'bbox' must be an array of 4 numbers")
+                                }
+                                let numbers = try box.enumerated().map { i, v -> Double in
+                                    switch v {
+                                    case .int(let n): return Double(n)
+                                    case .double(let d): return d
+                                    default: throw VLMError.badInput(file: file, record: record, "bbox[\(i)] is \(v.typeName), expected a number")
+                                    }
+                                }
+                                guard numbers[2] >= 0, numbers[3] >= 0 else {
+                                    throw VLMError.badInput(file: file, record: record, "bbox has a negative width or height")
+                                }
+                                let area = try value["area"].map { _ in try value.double("area", file: file, record: record) }
+                                let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record) } ?? 0
+                                batch.append((
+                                    "INSERT OR IGNORE INTO objects (image_id, category_id, external_id, x, y, w, h, area, iscrowd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    [imageRow, categoryRow, id, numbers[0], numbers[1], numbers[2], numbers[3], area, crowd]))
+                                objectCount += 1
+                            } else {
+                                throw VLMError.badInput(file: file, record: record, "annotation has neither 'caption' nor 'bbox'")
+                            }
+                            progress.advance(by: 1)
+                            if batch.count >= 5000 { try flush() }
+                        } catch let error as VLMError {
+                            problems.append(error.description)
+                        }
+                    }
+                }
+            } catch let error as VLMError {
+                fatal = fatal ?? error
+            }
+            try flush()
+            progress.finish("done")
+        }
+
+        let counts = try catalog.read { db -> [String: Int] in
+            var counts: [String: Int] = [:]
+            for status in ImageStatus.allCases {
+                counts["images_\(status.rawValue)"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ? AND status = ?", arguments: [sourceID, status.rawValue]) ?? 0
+            }
+            counts["images"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ?", arguments: [sourceID]) ?? 0
+            counts["captions"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM captions JOIN images ON images.id = captions.image_id WHERE images.source_id = ?", arguments: [sourceID]) ?? 0
+            counts["objects"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM objects JOIN images ON images.id = objects.image_id WHERE images.source_id = ?", arguments: [sourceID]) ?? 0
+            counts["categories"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM categories WHERE source_id = ?", arguments: [sourceID]) ?? 0
+            return counts
+        }
+        var report = StageReport(stage: "ingest coco", counts: counts, problems: problems)
+        report.counts["problems"] = problems.count
+        try catalog.endRun(runID, counts: report.counts, error: fatal?.description)
+        if let fatal {
+            throw IngestFailure(report: report, error: fatal)
+        }
+        return report
+    }
+}
+
+/// A stage that kept its good records but hit an error it could not go past (truncated JSON, unreadable file).
+public struct IngestFailure: Error, CustomStringConvertible {
+    public var report: StageReport
+    public var error: VLMError
+    public var description: String { error.description }
+}

@@ -1,0 +1,719 @@
+import Foundation
+import GRDB
+import VLMCatalog
+import VLMCore
+import VLMIO
+
+/// What `vlmdata shard` was asked for.
+public struct ShardOptions: Codable, Hashable, Sendable {
+    /// Shard file prefix: `NAME-000000.tar` (`NAME-part1of4-000000.tar` for a part).
+    public var name = "train"
+    /// A shard closes once it holds at least this many bytes.
+    public var targetBytes = 256_000_000
+    /// A shard closes once it holds this many samples (WebDataset `ShardWriter`'s `maxcount`).
+    public var maxSamplesPerShard: Int?
+    /// Write at most this many samples in all (the first ones in key order).
+    public var limit: Int?
+    /// Also store the original image file (`KEY.jpg` / `KEY.png`).
+    public var includeImageBytes = false
+    /// Tokenization config hash; required when the catalog holds several.
+    public var tokenizedConfig: String?
+    /// Pixel config hash; required when the catalog holds several.
+    public var pixelsConfig: String?
+    public var part: WorkPart?
+
+    public init() {}
+
+    /// The shard file name for shard number `index`.
+    public func shardName(_ index: Int) -> String {
+        let number = String(index).leftPadded(to: 6)
+        if let part { return "\(name)-part\(part.index)of\(part.count)-\(number).tar" }
+        return "\(name)-\(number).tar"
+    }
+
+    /// The shard number of `file` if it is one of ours, nil otherwise.
+    public func shardIndex(of file: String) -> Int? {
+        let prefix = String(shardName(0).dropLast("000000.tar".count))
+        guard file.hasPrefix(prefix), file.hasSuffix(".tar") else { return nil }
+        let digits = file.dropFirst(prefix.count).dropLast(4)
+        guard digits.count == 6, digits.allSatisfy(\.isASCII), let n = Int(digits) else { return nil }
+        return n
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}
+
+/// The `KEY.json` member of a training sample. Keys are snake_case and written sorted, so equal samples give
+/// equal bytes.
+public struct SampleMetadata: Codable, Hashable, Sendable {
+    public var key: String
+    public var source: String?
+    public var kind: String
+    public var generator: String
+    /// Image key in the catalog (`images.key`), its annotation id (COCO image id) and file name; nil when text-only.
+    public var image: String?
+    public var imageID: Int?
+    public var imageFile: String?
+    public var imageSHA256: String?
+    public var conversations: [[String: String]]
+    public var template: String
+    public var tokenizerSHA256: String
+    public var tokenizedConfig: String
+    /// `ok`, or `truncated` when the conversation was cut to the length limit.
+    public var status: String
+    /// Length of `input_ids` (the image placeholder counts as one).
+    public var length: Int
+    public var tokens: Int
+    public var supervised: Int
+    public var imageTokens: Int
+    public var pixelsConfig: String?
+    /// `[tiles, patches, patch_dim]` of `KEY.pixels.npy`.
+    public var pixelsShape: [Int]?
+    /// `[rows, cols]` of the anyres tile grid.
+    public var grid: [Int]?
+    /// Member suffix of the original image bytes when stored (`jpg`, `png`).
+    public var imageMember: String?
+
+    enum CodingKeys: String, CodingKey {
+        case key, source, kind, generator, image, conversations, template, status, length, tokens, supervised, grid
+        case imageID = "image_id", imageFile = "image_file", imageSHA256 = "image_sha256"
+        case tokenizerSHA256 = "tokenizer_sha256", tokenizedConfig = "tokenized_config"
+        case imageTokens = "image_tokens", pixelsConfig = "pixels_config", pixelsShape = "pixels_shape"
+        case imageMember = "image_member"
+    }
+
+    /// Absent values are written as `null`, so every sample's json has the same keys.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(key, forKey: .key)
+        try c.encode(source, forKey: .source)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(generator, forKey: .generator)
+        try c.encode(image, forKey: .image)
+        try c.encode(imageID, forKey: .imageID)
+        try c.encode(imageFile, forKey: .imageFile)
+        try c.encode(imageSHA256, forKey: .imageSHA256)
+        try c.encode(conversations, forKey: .conversations)
+        try c.encode(template, forKey: .template)
+        try c.encode(tokenizerSHA256, forKey: .tokenizerSHA256)
+        try c.encode(tokenizedConfig, forKey: .tokenizedConfig)
+        try c.encode(status, forKey: .status)
+        try c.encode(length, forKey: .length)
+        try c.encode(tokens, forKey: .tokens)
+        try c.encode(supervised, forKey: .supervised)
+        try c.encode(imageTokens, forKey: .imageTokens)
+        try c.encode(pixelsConfig, forKey: .pixelsConfig)
+        try c.encode(pixelsShape, forKey: .pixelsShape)
+        try c.encode(grid, forKey: .grid)
+        try c.encode(imageMember, forKey: .imageMember)
+    }
+}
+
+/// Writes WebDataset training shards from the catalog and indexes them (`shards`, `samples`, `sample_parts`).
+///
+/// Each tokenized instruction (status ok or truncated) is joined with its image's pixel record and written as
+/// `KEY.json`, `KEY.input_ids.npy`, `KEY.labels.npy`, `KEY.pixels.npy` (copied by byte range from the pixel
+/// shard) and optionally the original image bytes, in key order. A shard is written under a temporary name,
+/// fsynced, renamed, and only then committed to the catalog in one transaction; a rerun after a crash
+/// continues after the last committed shard and ends with the same bytes as a clean run.
+///
+/// ```swift
+/// var options = ShardOptions()
+/// options.targetBytes = 64 << 20
+/// let report = try ShardBuilder(catalog: catalog, options: options).run()
+/// ```
+public final class ShardBuilder {
+    public static let stage = "shard"
+    public let catalog: Catalog
+    public let options: ShardOptions
+    let progress: any ProgressSink
+
+    public init(catalog: Catalog, options: ShardOptions, progress: any ProgressSink = SilentProgress()) {
+        self.catalog = catalog
+        self.options = options
+        self.progress = progress
+    }
+
+    /// The resolved parameters that define the output (hashed into the run row and `shards.params_hash`).
+    struct Params: Codable {
+        var format = 1
+        var name: String
+        var targetBytes: Int
+        var maxSamplesPerShard: Int?
+        var limit: Int?
+        var includeImageBytes: Bool
+        var tokenizedConfig: String
+        var pixelsConfig: String?
+        var part: String?
+    }
+
+    struct PixelRef {
+        var shardName: String
+        var offset: Int
+        var size: Int
+        var tiles: Int
+        var patches: Int
+        var patchDim: Int
+        var gridRows: Int?
+        var gridCols: Int?
+    }
+
+    struct ImageRef {
+        var key: String
+        var externalID: Int?
+        var fileName: String
+        var sha256: String?
+        var location: String?
+        var member: String?
+        var format: String?
+    }
+
+    struct PlanItem {
+        var key: String
+        var instructionID: Int64
+        var tokenizedID: Int64
+        var source: String?
+        var kind: String
+        var generator: String
+        var image: ImageRef?
+        var pixels: PixelRef?
+    }
+
+    // MARK: - Planning
+
+    /// Picks the one config hash of `table`, or the requested one; a clear error otherwise.
+    static func resolveConfig(_ db: Database, table: String, flag: String, requested: String?, what: String) throws -> String? {
+        let rows = try Row.fetchAll(db, sql: "SELECT config_hash, COUNT(*) AS n FROM \(table) GROUP BY config_hash ORDER BY config_hash")
+        let available = rows.map { "\($0["config_hash"] as String) (\($0["n"] as Int) rows)" }
+        if let requested {
+            guard rows.contains(where: { ($0["config_hash"] as String) == requested }) else {
+                throw VLMError(.notFound, record: flag,
+                               "no \(what) with config \(requested); the catalog has: \(available.isEmpty ? "none" : available.joined(separator: ", "))")
+            }
+            return requested
+        }
+        if rows.count > 1 {
+            throw VLMError(.invalidArgument, record: flag,
+                           "the catalog holds \(rows.count) \(what) configs; choose one with \(flag) HASH: \(available.joined(separator: ", "))")
+        }
+        return rows.first?["config_hash"]
+    }
+
+    struct Plan {
+        var params: Params
+        var items: [PlanItem]
+        var skipped: [String: Int]
+        var fingerprint: String
+    }
+
+    func makePlan() throws -> Plan {
+        try catalog.read { db in
+            guard let tokenizedConfig = try Self.resolveConfig(db, table: "tokenized", flag: "--tokenized",
+                                                               requested: options.tokenizedConfig, what: "tokenization") else {
+                throw VLMError(.notFound, file: catalog.workspace.catalogPath, "nothing is tokenized yet; run `vlmdata tokenize` first")
+            }
+            let pixelsConfig = try Self.resolveConfig(db, table: "pixels", flag: "--pixels",
+                                                      requested: options.pixelsConfig, what: "pixel")
+            let params = Params(name: options.name, targetBytes: options.targetBytes,
+                                maxSamplesPerShard: options.maxSamplesPerShard, limit: options.limit,
+                                includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
+                                pixelsConfig: pixelsConfig, part: options.part?.description)
+            let cursor = try Row.fetchCursor(db, sql: """
+                SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id,
+                       s.kind AS source_kind, s.name AS source_name,
+                       img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
+                       img.location, img.member, img.format, img.status AS image_status,
+                       p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
+                       p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
+                FROM tokenized t
+                JOIN instructions i ON i.id = t.instruction_id
+                LEFT JOIN sources s ON s.id = i.source_id
+                LEFT JOIN images img ON img.id = i.image_id
+                LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
+                LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
+                WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated')
+                ORDER BY i.key
+                """, arguments: [pixelsConfig, tokenizedConfig])
+            var items: [PlanItem] = []
+            var skipped: [String: Int] = [:]
+            var hasher = StreamingSHA256()
+            while let row = try cursor.next() {
+                let key: String = row["key"]
+                if let part = options.part, !part.contains(key: key) { continue }
+                if let limit = options.limit, items.count >= limit { break }
+                var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],
+                                    source: (row["source_kind"] as String?).map { "\($0):\(row["source_name"] as String? ?? "")" },
+                                    kind: row["kind"], generator: row["generator"])
+                let imageID: Int64? = row["image_id"]
+                if imageID != nil {
+                    guard (row["image_status"] as String?) == "ok" else { skipped["image_not_ok", default: 0] += 1; continue }
+                    guard pixelsConfig != nil, (row["pixel_status"] as String?) == "ok",
+                          let shard: String = row["pixel_shard"], let offset: Int = row["offset"], let size: Int = row["size"]
+                    else { skipped["no_pixels", default: 0] += 1; continue }
+                    item.image = ImageRef(key: row["image_key"], externalID: row["external_id"], fileName: row["file_name"],
+                                          sha256: row["image_sha256"], location: row["location"], member: row["member"],
+                                          format: row["format"])
+                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, tiles: row["tiles"] ?? 1,
+                                           patches: row["patches"] ?? 0, patchDim: row["patch_dim"] ?? 0,
+                                           gridRows: row["grid_rows"], gridCols: row["grid_cols"])
+                }
+                let pixelShard: String = row["pixel_shard"] ?? "-"
+                let pixelShardSHA: String = row["pixel_shard_sha256"] ?? "-"
+                let line: [String] = [key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", pixelShard, pixelShardSHA,
+                                      "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
+                hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
+                items.append(item)
+            }
+            return Plan(params: params, items: items, skipped: skipped, fingerprint: hasher.finalize())
+        }
+    }
+
+    // MARK: - Running
+
+    /// Writes (or finishes writing) the shards and returns what was done.
+    public func run() throws -> StageReport {
+        guard !options.name.isEmpty, options.name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+            throw VLMError(.invalidArgument, record: "--name", "'\(options.name)': use letters, digits, _ and - only")
+        }
+        guard options.targetBytes > 0 else { throw VLMError(.invalidArgument, record: "--target-size", "must be positive") }
+        let plan = try makePlan()
+        let paramsHash = Catalog.paramsHash(plan.params)
+        let shardParamsHash = Hashing.sha256(paramsHash + ":" + plan.fingerprint)
+        var counts: [String: Int] = plan.skipped.mapValues { $0 }.reduce(into: [:]) { $0["skipped_\($1.key)"] = $1.value }
+
+        let existing = try committedShards()
+        try checkNoForeignSamples(plan: plan, ours: existing)
+        let allCurrent = existing.allSatisfy { $0.paramsHash == shardParamsHash }
+        if let done = try catalog.completedRun(stage: Self.stage, paramsHash: paramsHash, inputFingerprint: plan.fingerprint),
+           allCurrent, !existing.isEmpty || plan.items.isEmpty,
+           existing.allSatisfy({ FileManager.default.fileExists(atPath: catalog.workspace.resolve($0.path)) }) {
+            return StageReport(stage: Self.stage, counts: done.counts, skipped: true)
+        }
+        let runID = try catalog.beginRun(stage: Self.stage, params: plan.params, inputFingerprint: plan.fingerprint)
+        do {
+            var resumeShards = 0
+            var resumeSamples = 0
+            if !existing.isEmpty {
+                let keys = try committedKeys(existing)
+                let isPrefix = allCurrent && keys.count <= plan.items.count
+                    && zip(keys, plan.items).allSatisfy { $0 == $1.key }
+                    && existing.enumerated().allSatisfy { options.shardIndex(of: $1.name) == $0 }
+                if isPrefix {
+                    resumeShards = existing.count
+                    resumeSamples = keys.count
+                } else {
+                    try deleteShards(existing)
+                    counts["replaced_shards"] = existing.count
+                }
+            }
+            removeStrayFiles(keepingFirst: resumeShards)
+            counts["resumed_shards"] = resumeShards
+            let written = try writeShards(plan: plan, startShard: resumeShards, startSample: resumeSamples,
+                                          shardParamsHash: shardParamsHash)
+            counts["shards"] = resumeShards + written.shards
+            counts["samples"] = plan.items.count
+            counts["written_samples"] = written.samples
+            counts["bytes"] = try catalog.read { db in
+                try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM shards WHERE params_hash = ?",
+                                 arguments: [shardParamsHash]) ?? 0
+            }
+            try catalog.endRun(runID, counts: counts)
+            return StageReport(stage: Self.stage, counts: counts)
+        } catch {
+            try? catalog.endRun(runID, counts: counts, error: "\(error)")
+            throw error
+        }
+    }
+
+    struct CommittedShard {
+        var id: Int64
+        var name: String
+        var path: String
+        var paramsHash: String
+    }
+
+    /// This run's shards (by file name pattern) already in the catalog, in name order.
+    func committedShards() throws -> [CommittedShard] {
+        try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, name, path, params_hash FROM shards ORDER BY name").compactMap { row in
+                let name: String = row["name"]
+                guard options.shardIndex(of: name) != nil else { return nil }
+                return CommittedShard(id: row["id"], name: name, path: row["path"], paramsHash: row["params_hash"])
+            }
+        }
+    }
+
+    /// Sample keys are unique in the index: refuse to write a key that another shard set already holds.
+    func checkNoForeignSamples(plan: Plan, ours: [CommittedShard]) throws {
+        let ourIDs = Set(ours.map(\.id))
+        let foreign = try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT s.key, h.id, h.name FROM samples s JOIN shards h ON h.id = s.shard_id")
+                .filter { !ourIDs.contains($0["id"] as Int64) }
+                .map { ($0["key"] as String, $0["name"] as String) }
+        }
+        guard !foreign.isEmpty else { return }
+        let byKey = Dictionary(foreign, uniquingKeysWith: { a, _ in a })
+        let clashes = plan.items.compactMap { item in byKey[item.key].map { "\(item.key) (in \($0))" } }
+        guard clashes.isEmpty else {
+            throw VLMError(.conflict, file: catalog.workspace.catalogPath,
+                           "\(clashes.count) samples are already indexed in other shards, e.g. \(clashes.prefix(3).joined(separator: ", ")); "
+                           + "shard into another workspace, or pick other inputs")
+        }
+    }
+
+    func committedKeys(_ shards: [CommittedShard]) throws -> [String] {
+        try catalog.read { db in
+            var keys: [String] = []
+            for shard in shards {
+                keys += try String.fetchAll(db, sql: "SELECT key FROM samples WHERE shard_id = ? ORDER BY index_in_shard",
+                                            arguments: [shard.id])
+            }
+            return keys
+        }
+    }
+
+    func deleteShards(_ shards: [CommittedShard]) throws {
+        try catalog.write { db in
+            for shard in shards {
+                try db.execute(sql: "DELETE FROM sample_parts WHERE sample_id IN (SELECT id FROM samples WHERE shard_id = ?)",
+                               arguments: [shard.id])
+                try db.execute(sql: "DELETE FROM samples WHERE shard_id = ?", arguments: [shard.id])
+                try db.execute(sql: "DELETE FROM shards WHERE id = ?", arguments: [shard.id])
+            }
+        }
+        for shard in shards { unlink(catalog.workspace.resolve(shard.path)) }
+    }
+
+    /// Removes temporary files of killed runs and shard files of ours that no committed row names.
+    func removeStrayFiles(keepingFirst committed: Int) {
+        let dir = catalog.workspace.shardsDirectory
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        let prefix = String(options.shardName(0).dropLast("000000.tar".count))
+        for file in files {
+            if file.hasPrefix("." + prefix), file.contains(".tar.tmp-") {
+                unlink(dir + "/" + file)
+            } else if let index = options.shardIndex(of: file), index >= committed {
+                unlink(dir + "/" + file)
+            }
+        }
+    }
+
+    // MARK: - Writing
+
+    struct TokenRow {
+        var inputIDs: [UInt8]
+        var labels: [UInt8]
+        var tokens: Int
+        var imageTokens: Int
+        var supervised: Int
+        var status: String
+        var tokenizerSHA256: String
+        var template: String
+        var conversations: String
+    }
+
+    func fetchTokens(_ ids: [Int64]) throws -> [Int64: TokenRow] {
+        try catalog.read { db in
+            var out: [Int64: TokenRow] = [:]
+            let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT t.id, t.input_ids, t.labels, t.n_tokens, t.n_image_tokens, t.n_supervised, t.status,
+                       t.tokenizer_sha256, t.template, i.conversations
+                FROM tokenized t JOIN instructions i ON i.id = t.instruction_id WHERE t.id IN (\(marks))
+                """, arguments: StatementArguments(ids))
+            while let row = try rows.next() {
+                let input: Data = row["input_ids"] ?? Data()
+                let labels: Data = row["labels"] ?? Data()
+                out[row["id"]] = TokenRow(inputIDs: Array(input), labels: Array(labels), tokens: row["n_tokens"] ?? 0,
+                                          imageTokens: row["n_image_tokens"] ?? 0, supervised: row["n_supervised"] ?? 0,
+                                          status: row["status"], tokenizerSHA256: row["tokenizer_sha256"],
+                                          template: row["template"], conversations: row["conversations"])
+            }
+            return out
+        }
+    }
+
+    struct SampleIndexRow {
+        var item: PlanItem
+        var index: Int
+        var offset: Int
+        var size: Int
+        var tokens: Int
+        var supervised: Int
+        var imageTokens: Int
+        var parts: [(String, TarMember)]
+    }
+
+    func writeShards(plan: Plan, startShard: Int, startSample: Int, shardParamsHash: String) throws -> (shards: Int, samples: Int) {
+        let items = plan.items
+        progress.start("shard", total: items.count - startSample)
+        var position = startSample
+        var shardNumber = startShard
+        var pixelReaders: [String: TarReader] = [:]
+        var imageCache = ImageBytesCache()
+        var written = 0
+        let batchSize = 256
+        var tokens: [Int64: TokenRow] = [:]
+        var buffer = [UInt8]()
+        // Finishing a shard (fsync, rename, sha256, index commit) runs on a second thread while the next one is
+        // written; at most two shards wait, and they are committed strictly in order.
+        let finisher = ShardFinisher(maxPending: 2)
+        defer { try? finisher.wait() }   // on an error, let the shards already written finish committing
+        while position < items.count {
+            try finisher.check()
+            let name = options.shardName(shardNumber)
+            let path = catalog.workspace.shardsDirectory + "/" + name
+            let tmp = AtomicFile.temporaryPath(for: path)
+            let file = try FileWriter(path: tmp)
+            let rows: [SampleIndexRow]
+            do {
+                let tar = TarWriter(file)
+                var shardRows: [SampleIndexRow] = []
+                while position < items.count {
+                    if tokens[items[position].tokenizedID] == nil {
+                        let batch = items[position ..< min(items.count, position + batchSize)]
+                        tokens = try fetchTokens(batch.map(\.tokenizedID))
+                        if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
+                    }
+                    let item = items[position]
+                    guard let token = tokens[item.tokenizedID] else {
+                        throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
+                                       "tokenized row \(item.tokenizedID) disappeared while sharding")
+                    }
+                    let row = try writeSample(item, token, params: plan.params, tar: tar, index: shardRows.count,
+                                              pixelReaders: &pixelReaders, imageCache: &imageCache, buffer: &buffer)
+                    shardRows.append(row)
+                    position += 1
+                    progress.advance(by: 1)
+                    if file.offset >= options.targetBytes { break }
+                    if let max = options.maxSamplesPerShard, shardRows.count >= max { break }
+                }
+                try tar.finish()
+                try file.flush()
+                rows = shardRows
+            } catch {
+                try? file.close()
+                unlink(tmp)
+                throw error
+            }
+            let pending = PendingShard(file: file, temporaryPath: tmp, path: path, name: name, rows: rows)
+            let catalog = self.catalog, part = options.part
+            finisher.submit {
+                do {
+                    try pending.file.sync()
+                    try pending.file.close()
+                } catch {
+                    unlink(pending.temporaryPath)
+                    throw error
+                }
+                guard rename(pending.temporaryPath, pending.path) == 0 else {
+                    unlink(pending.temporaryPath)
+                    throw VLMError.io(file: pending.path, "rename failed: \(String(cString: strerror(errno)))")
+                }
+                AtomicFile.syncDirectory(of: pending.path)
+                let sha = try Hashing.sha256(file: pending.path)
+                let bytes = (try? FileManager.default.attributesOfItem(atPath: pending.path)[.size] as? NSNumber)?.intValue ?? 0
+                try ShardBuilder.commit(catalog: catalog, part: part, shardName: pending.name, sha256: sha, bytes: bytes,
+                                        rows: pending.rows, paramsHash: shardParamsHash)
+            }
+            written += rows.count
+            shardNumber += 1
+        }
+        try finisher.wait()
+        progress.finish("\(written) samples in \(shardNumber - startShard) shards written")
+        return (shardNumber - startShard, written)
+    }
+
+    func writeSample(_ item: PlanItem, _ token: TokenRow, params: Params, tar: TarWriter, index: Int,
+                     pixelReaders: inout [String: TarReader], imageCache: inout ImageBytesCache,
+                     buffer: inout [UInt8]) throws -> SampleIndexRow {
+        guard token.inputIDs.count % 4 == 0, token.labels.count == token.inputIDs.count else {
+            throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "tokenized \(item.tokenizedID) (\(item.key))",
+                           "input_ids is \(token.inputIDs.count) bytes and labels \(token.labels.count); expected equal multiples of 4")
+        }
+        let conversations = (try? JSONDecoder().decode([[String: String]].self, from: Data(token.conversations.utf8))) ?? []
+        var imageMember: String?
+        var imageBytes: [UInt8]?
+        if options.includeImageBytes, let image = item.image {
+            imageBytes = try imageCache.bytes(for: image, workspace: catalog.workspace)
+            imageMember = Self.imageSuffix(image)
+        }
+        let meta = SampleMetadata(
+            key: item.key, source: item.source, kind: item.kind, generator: item.generator,
+            image: item.image?.key, imageID: item.image?.externalID, imageFile: item.image?.fileName,
+            imageSHA256: item.image?.sha256, conversations: conversations, template: token.template,
+            tokenizerSHA256: token.tokenizerSHA256, tokenizedConfig: params.tokenizedConfig, status: token.status,
+            length: token.inputIDs.count / 4, tokens: token.tokens, supervised: token.supervised,
+            imageTokens: token.imageTokens, pixelsConfig: item.pixels == nil ? nil : params.pixelsConfig,
+            pixelsShape: item.pixels.map { [$0.tiles, $0.patches, $0.patchDim] },
+            grid: item.pixels.flatMap { p in p.gridRows.flatMap { r in p.gridCols.map { [r, $0] } } },
+            imageMember: imageMember)
+        var parts: [(String, TarMember)] = []
+        parts.append(("json", try tar.add(name: item.key + ".json", bytes: Hashing.canonicalJSON(meta))))
+        let shape = [token.inputIDs.count / 4]
+        parts.append(("input_ids.npy", try tar.add(name: item.key + ".input_ids.npy",
+                                                   bytes: Npy.header(dtype: .int32, shape: shape) + token.inputIDs)))
+        parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy",
+                                                bytes: Npy.header(dtype: .int32, shape: shape) + token.labels)))
+        if let pixels = item.pixels {
+            let reader: TarReader
+            if let open = pixelReaders[pixels.shardName] {
+                reader = open
+            } else {
+                reader = try TarReader(path: catalog.workspace.pixelShardsDirectory + "/" + pixels.shardName)
+                pixelReaders[pixels.shardName] = reader
+            }
+            if buffer.count < pixels.size { buffer = [UInt8](repeating: 0, count: pixels.size) }
+            let member = try buffer.withUnsafeMutableBytes { raw in
+                let content = UnsafeMutableRawBufferPointer(rebasing: raw[0 ..< pixels.size])
+                try reader.read(at: pixels.offset, into: content)
+                let header = try Npy.parseHeader(UnsafeRawBufferPointer(content), name: "\(pixels.shardName)@\(pixels.offset)")
+                let expected = [pixels.tiles, pixels.patches, pixels.patchDim]
+                guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
+                    throw VLMError(.corrupt, file: reader.path, record: "offset \(pixels.offset) (\(item.key))",
+                                   "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
+                }
+                return try tar.add(name: item.key + ".pixels.npy", bytes: UnsafeRawBufferPointer(content))
+            }
+            parts.append(("pixels.npy", member))
+        }
+        if let imageBytes, let imageMember {
+            parts.append((imageMember, try tar.add(name: item.key + "." + imageMember, bytes: imageBytes)))
+        }
+        let start = parts[0].1.headerOffset
+        return SampleIndexRow(item: item, index: index, offset: start, size: parts.last!.1.contentEnd - start,
+                              tokens: token.tokens, supervised: token.supervised, imageTokens: token.imageTokens, parts: parts)
+    }
+
+    static func imageSuffix(_ image: ImageRef) -> String {
+        switch image.format?.lowercased() {
+        case "jpeg", "jpg": return "jpg"
+        case "png": return "png"
+        case let other?: return SampleKey.sanitize(other)
+        case nil:
+            let ext = URL(fileURLWithPath: image.fileName).pathExtension.lowercased()
+            return ext.isEmpty ? "img" : SampleKey.sanitize(ext == "jpeg" ? "jpg" : ext)
+        }
+    }
+
+    static func commit(catalog: Catalog, part: WorkPart?, shardName: String, sha256: String, bytes: Int,
+                       rows: [SampleIndexRow], paramsHash: String) throws {
+        try catalog.write { db in
+            try db.execute(sql: """
+                INSERT INTO shards (name, path, sha256, bytes, samples, params_hash, part) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [shardName, "shards/" + shardName, sha256, bytes, rows.count, paramsHash, part?.description])
+            let shardID = db.lastInsertedRowID
+            let insertSample = try db.makeStatement(sql: """
+                INSERT INTO samples (key, shard_id, index_in_shard, offset, size, tokens, supervised, image_tokens,
+                                     has_image, source, instruction_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            let insertPart = try db.makeStatement(sql: "INSERT INTO sample_parts (sample_id, name, offset, size) VALUES (?, ?, ?, ?)")
+            for row in rows {
+                try insertSample.execute(arguments: [row.item.key, shardID, row.index, row.offset, row.size, row.tokens,
+                                                     row.supervised, row.imageTokens, row.item.pixels == nil ? 0 : 1,
+                                                     row.item.source, row.item.instructionID])
+                let sampleID = db.lastInsertedRowID
+                for (name, member) in row.parts {
+                    try insertPart.execute(arguments: [sampleID, name, member.contentOffset, member.size])
+                }
+            }
+        }
+    }
+}
+
+/// Original image bytes for `--include-jpeg`: plain files are read directly; archive members are read in one
+/// pass over the archive per batch of samples.
+struct ImageBytesCache {
+    private var archived: [String: [UInt8]] = [:]
+
+    private static func archiveKey(_ location: String, _ member: String) -> String { location + "\u{0}" + member }
+
+    /// Reads, in one pass per archive, the members this batch needs.
+    mutating func load(_ images: [ShardBuilder.ImageRef], workspace: Workspace) throws {
+        archived.removeAll(keepingCapacity: true)
+        var wanted: [String: Set<String>] = [:]
+        for image in images {
+            if let location = image.location, let member = image.member { wanted[location, default: []].insert(member) }
+        }
+        for (location, members) in wanted.sorted(by: { $0.key < $1.key }) {
+            var missing = members
+            let archive = try ArchiveReader(path: workspace.resolve(location))
+            try archive.forEachEntry { entry in
+                guard missing.contains(entry.name) else { return .skip }
+                archived[Self.archiveKey(location, entry.name)] = try entry.readAll()
+                missing.remove(entry.name)
+                return missing.isEmpty ? .stop : .continue
+            }
+        }
+    }
+
+    func bytes(for image: ShardBuilder.ImageRef, workspace: Workspace) throws -> [UInt8] {
+        guard let location = image.location else {
+            throw VLMError(.notFound, record: image.key, "the catalog has no location for this image")
+        }
+        if let member = image.member {
+            guard let bytes = archived[Self.archiveKey(location, member)] else {
+                throw VLMError(.notFound, file: location, record: member, "image member not found in the archive")
+            }
+            return bytes
+        }
+        let path = workspace.resolve(location)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw VLMError(.notFound, file: path, record: image.key, "cannot read the original image")
+        }
+        return Array(data)
+    }
+}
+
+/// A written shard waiting to be fsynced, renamed, hashed and committed.
+final class PendingShard: @unchecked Sendable {
+    let file: FileWriter
+    let temporaryPath: String
+    let path: String
+    let name: String
+    let rows: [ShardBuilder.SampleIndexRow]
+
+    init(file: FileWriter, temporaryPath: String, path: String, name: String, rows: [ShardBuilder.SampleIndexRow]) {
+        self.file = file
+        self.temporaryPath = temporaryPath
+        self.path = path
+        self.name = name
+        self.rows = rows
+    }
+}
+
+/// Runs shard-finishing work on one serial background thread, in order, with at most `maxPending` queued.
+/// After the first failure the remaining work is dropped and `check()`/`wait()` throw that error.
+final class ShardFinisher: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "vlmdata.shard.finish")
+    private let group = DispatchGroup()
+    private let slots: DispatchSemaphore
+    private let lock = NSLock()
+    private var failure: (any Error)?
+
+    init(maxPending: Int) {
+        slots = DispatchSemaphore(value: maxPending)
+    }
+
+    func submit(_ work: @escaping @Sendable () throws -> Void) {
+        slots.wait()
+        queue.async(group: group) {
+            defer { self.slots.signal() }
+            if self.lock.withLock({ self.failure != nil }) { return }
+            do { try work() } catch { self.lock.withLock { self.failure = self.failure ?? error } }
+        }
+    }
+
+    func check() throws {
+        if let failure = lock.withLock({ failure }) { throw failure }
+    }
+
+    func wait() throws {
+        group.wait()
+        try check()
+    }
+}

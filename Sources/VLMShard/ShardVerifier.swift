@@ -1,0 +1,191 @@
+import Foundation
+import GRDB
+import VLMCatalog
+import VLMCore
+import VLMIO
+
+/// Checks training shards against the catalog index and lists every problem found.
+///
+/// Always: each shard file exists with the recorded size and sha256, its tar structure reads to the end, the
+/// sample count matches, and every indexed member (`sample_parts`) is exactly a tar member named `KEY.SUFFIX`
+/// at that offset and size, with the sample's offset at its first header. With `deep`, also: every json
+/// parses, every npy header parses, and arrays agree with the json (lengths, pixel shape) and the index
+/// (token, supervised and image counts).
+///
+/// ```swift
+/// let problems = try ShardVerifier(catalog: catalog).verify(deep: true)
+/// if problems.isEmpty { print("all shards verified") }
+/// ```
+public struct ShardVerifier {
+    public let catalog: Catalog
+
+    public init(catalog: Catalog) {
+        self.catalog = catalog
+    }
+
+    public struct Summary: Codable, Sendable {
+        public var shards = 0
+        public var samples = 0
+        public var bytes = 0
+        public var problems: [String] = []
+    }
+
+    struct IndexedSample {
+        var key: String
+        var index: Int
+        var offset: Int
+        var size: Int
+        var tokens: Int
+        var supervised: Int
+        var imageTokens: Int
+        var hasImage: Bool
+        var parts: [(name: String, offset: Int, size: Int)] = []
+    }
+
+    public func verify(deep: Bool, progress: any ProgressSink = SilentProgress()) throws -> Summary {
+        var summary = Summary()
+        let shards = try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, name, path, sha256, bytes, samples FROM shards ORDER BY name")
+        }
+        progress.start("verify", total: shards.count)
+        for shard in shards {
+            let name: String = shard["name"]
+            var problems: [String] = []
+            func problem(_ text: String) { problems.append("\(name): \(text)") }
+            defer {
+                summary.problems += problems
+                progress.advance(by: 1)
+            }
+            summary.shards += 1
+            let samples = try indexedSamples(shardID: shard["id"])
+            summary.samples += samples.count
+            if samples.count != shard["samples"] as Int {
+                problem("the shards row says \(shard["samples"] as Int) samples, the index has \(samples.count)")
+            }
+            let path = catalog.workspace.resolve(shard["path"])
+            guard FileManager.default.fileExists(atPath: path) else {
+                problem("file \(path) is missing")
+                continue
+            }
+            let reader: TarReader
+            do { reader = try TarReader(path: path) } catch {
+                problem("\(error)")
+                continue
+            }
+            summary.bytes += reader.fileSize
+            if reader.fileSize != shard["bytes"] as Int {
+                problem("file is \(reader.fileSize) bytes, the catalog says \(shard["bytes"] as Int)")
+            }
+            let sha = try Hashing.sha256(file: path)
+            if sha != shard["sha256"] as String {
+                problem("sha256 is \(sha), the catalog says \(shard["sha256"] as String)")
+            }
+            var entries: [String: TarEntry] = [:]
+            var order: [String] = []
+            do {
+                for entry in try reader.entries() {
+                    guard entry.isRegularFile else { problem("member \(entry.name) is not a regular file"); continue }
+                    if entries[entry.name] != nil { problem("member \(entry.name) appears twice") }
+                    entries[entry.name] = entry
+                    order.append(entry.name)
+                }
+            } catch {
+                problem("tar structure: \(error)")
+            }
+            var claimed = Set<String>()
+            for sample in samples {
+                let label = "sample \(sample.key) (#\(sample.index))"
+                var first: Int?
+                var end = 0
+                for part in sample.parts {
+                    let member = sample.key + "." + part.name
+                    claimed.insert(member)
+                    guard let entry = entries[member] else { problem("\(label): member \(member) is not in the tar"); continue }
+                    if entry.contentOffset != part.offset || entry.size != part.size {
+                        problem("\(label): index says \(member) is \(part.size) bytes at \(part.offset), the tar has \(entry.size) at \(entry.contentOffset)")
+                    }
+                    first = min(first ?? entry.headerOffset, entry.headerOffset)
+                    end = max(end, entry.contentEnd)
+                }
+                if sample.parts.isEmpty { problem("\(label): no members indexed") }
+                if let first, first != sample.offset || end - first != sample.size {
+                    problem("\(label): index says the sample spans \(sample.size) bytes at \(sample.offset), its members span \(end - first) at \(first)")
+                }
+                if deep { problems += deepCheck(sample, reader: reader, shard: name) }
+            }
+            for member in order where !claimed.contains(member) {
+                problem("member \(member) belongs to no indexed sample")
+            }
+        }
+        progress.finish("\(summary.shards) shards, \(summary.samples) samples, \(summary.problems.count) problems")
+        return summary
+    }
+
+    func indexedSamples(shardID: Int64) throws -> [IndexedSample] {
+        try catalog.read { db in
+            var byID: [Int64: Int] = [:]
+            var samples: [IndexedSample] = []
+            for row in try Row.fetchAll(db, sql: """
+                SELECT id, key, index_in_shard, offset, size, tokens, supervised, image_tokens, has_image
+                FROM samples WHERE shard_id = ? ORDER BY index_in_shard
+                """, arguments: [shardID]) {
+                byID[row["id"]] = samples.count
+                samples.append(IndexedSample(key: row["key"], index: row["index_in_shard"], offset: row["offset"],
+                                             size: row["size"], tokens: row["tokens"], supervised: row["supervised"],
+                                             imageTokens: row["image_tokens"], hasImage: row["has_image"]))
+            }
+            for row in try Row.fetchAll(db, sql: """
+                SELECT p.sample_id, p.name, p.offset, p.size FROM sample_parts p JOIN samples s ON s.id = p.sample_id
+                WHERE s.shard_id = ? ORDER BY p.offset
+                """, arguments: [shardID]) {
+                if let i = byID[row["sample_id"]] { samples[i].parts.append((row["name"], row["offset"], row["size"])) }
+            }
+            return samples
+        }
+    }
+
+    func deepCheck(_ sample: IndexedSample, reader: TarReader, shard: String) -> [String] {
+        var problems: [String] = []
+        func problem(_ text: String) { problems.append("\(shard): sample \(sample.key): \(text)") }
+        var members: [String: [UInt8]] = [:]
+        for part in sample.parts {
+            guard let bytes = try? reader.read(at: part.offset, count: part.size) else {
+                problem("cannot read \(part.name) at \(part.offset)")
+                return problems
+            }
+            members[part.name] = bytes
+        }
+        let stored = StoredSample(key: sample.key, shard: shard, indexInShard: sample.index, members: members)
+        let meta: SampleMetadata
+        do { meta = try stored.metadata() } catch { problem("\(error)"); return problems }
+        if meta.key != sample.key { problem("json key is \(meta.key)") }
+        var ids: [Int32] = [], labels: [Int32] = []
+        do { ids = try stored.inputIDs() } catch { problem("input_ids.npy: \(error)") }
+        do { labels = try stored.labels() } catch { problem("labels.npy: \(error)") }
+        if ids.count != meta.length { problem("input_ids has \(ids.count) tokens, the json says \(meta.length)") }
+        if labels.count != ids.count { problem("labels has \(labels.count) entries, input_ids \(ids.count)") }
+        let supervised = labels.filter { $0 != -100 }.count
+        if supervised != meta.supervised || supervised != sample.supervised {
+            problem("labels supervise \(supervised) tokens, the json says \(meta.supervised), the index \(sample.supervised)")
+        }
+        if meta.tokens != sample.tokens { problem("the json says \(meta.tokens) tokens, the index \(sample.tokens)") }
+        if meta.imageTokens != sample.imageTokens {
+            problem("the json says \(meta.imageTokens) image tokens, the index \(sample.imageTokens)")
+        }
+        let placeholders = ids.filter { $0 == -200 }.count
+        if members["pixels.npy"] != nil {
+            do {
+                if let pixels = try stored.pixels(), pixels.shape != meta.pixelsShape {
+                    problem("pixels.npy has shape \(pixels.shape), the json says \(meta.pixelsShape.map { "\($0)" } ?? "none")")
+                }
+            } catch { problem("pixels.npy: \(error)") }
+            if !sample.hasImage { problem("has a pixels member but the index says text-only") }
+            if placeholders != 1 { problem("has pixels but \(placeholders) image placeholders (-200) in input_ids") }
+        } else {
+            if sample.hasImage || meta.pixelsShape != nil { problem("has no pixels member but is indexed/described as having an image") }
+            if placeholders != 0 { problem("is text-only but input_ids has \(placeholders) image placeholders (-200)") }
+        }
+        if let suffix = meta.imageMember, members[suffix] == nil { problem("the json names an image member .\(suffix) the index lacks") }
+        return problems
+    }
+}

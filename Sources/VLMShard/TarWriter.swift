@@ -1,0 +1,160 @@
+import Foundation
+import VLMCore
+import VLMIO
+
+/// Where one member landed in a tar file: its header, its content, and the content size (all in bytes).
+///
+/// `headerOffset` is the first header block of the member (a pax extended header when the name is long), so
+/// `headerOffset ..< contentOffset + size` covers the whole member and `contentOffset ..< contentOffset + size`
+/// is exactly its bytes, readable with one `pread`.
+public struct TarMember: Hashable, Sendable {
+    public var name: String
+    public var headerOffset: Int
+    public var contentOffset: Int
+    public var size: Int
+
+    public init(name: String, headerOffset: Int, contentOffset: Int, size: Int) {
+        self.name = name
+        self.headerOffset = headerOffset
+        self.contentOffset = contentOffset
+        self.size = size
+    }
+
+    /// End of the content, before the padding to the next 512-byte block.
+    public var contentEnd: Int { contentOffset + size }
+}
+
+/// A reproducible POSIX tar (ustar) writer that streams members into a `FileWriter`.
+///
+/// Every header carries the same mtime, mode, uid/gid and uname/gname, so the same members in the same order
+/// give byte-identical archives. Names longer than 100 bytes (and sizes of 8 GiB or more) go in a pax extended
+/// header (`path`, `size` records) before the ustar header, which GNU tar, bsdtar and Python's `tarfile` read.
+/// Offsets are absolute positions in the writer's file (`FileWriter.offset`), so write the tar from offset 0.
+///
+/// ```swift
+/// try AtomicFile.withWriter(to: "shards/train-000000.tar") { file in
+///     let tar = TarWriter(file)
+///     let member = try tar.add(name: "k0001.json", bytes: Array(#"{"id": 1}"#.utf8))
+///     try tar.finish()           // end-of-archive blocks; required
+///     print(member.contentOffset, member.size)
+/// }
+/// ```
+public final class TarWriter {
+    /// Seconds since the epoch written as every member's mtime (2020-01-01T00:00:00Z).
+    public static let fixedMTime = 1_577_836_800
+    public static let fixedMode = 0o644
+    public static let fixedOwner = (uid: 0, gid: 0, uname: "root", gname: "root")
+    /// GNU tar and Python's `tarfile` pad the archive to a multiple of 20 blocks; so do we.
+    public static let recordSize = 10_240
+
+    public let file: FileWriter
+    private var finished = false
+
+    public init(_ file: FileWriter) {
+        self.file = file
+    }
+
+    /// Appends one regular-file member with `bytes` as its content.
+    @discardableResult
+    public func add(name: String, bytes: UnsafeRawBufferPointer) throws -> TarMember {
+        try add(name: name, size: bytes.count) { file in try file.write(bytes) }
+    }
+
+    /// Appends one regular-file member with `bytes` as its content.
+    @discardableResult
+    public func add(name: String, bytes: [UInt8]) throws -> TarMember {
+        try bytes.withUnsafeBytes { raw in try add(name: name, bytes: raw) }
+    }
+
+    /// Appends one regular-file member of exactly `size` bytes that `body` writes into the file (for content
+    /// copied in pieces, e.g. from another shard). Throws if `body` writes a different number of bytes.
+    @discardableResult
+    public func add(name: String, size: Int, content body: (FileWriter) throws -> Void) throws -> TarMember {
+        guard !finished else { throw VLMError(.invalidArgument, file: file.path, record: name, "tar already finished") }
+        guard size >= 0 else { throw VLMError(.invalidArgument, file: file.path, record: name, "negative member size") }
+        let nameBytes = Array(name.utf8)
+        guard !nameBytes.isEmpty, !nameBytes.contains(0) else {
+            throw VLMError(.invalidArgument, file: file.path, record: name, "tar member name is empty or contains NUL")
+        }
+        let headerOffset = file.offset
+        let sizeFits = size < TarHeader.maxOctalSize
+        if nameBytes.count > 100 || !sizeFits {
+            var records: [(String, String)] = []
+            if nameBytes.count > 100 { records.append(("path", name)) }
+            if !sizeFits { records.append(("size", String(size))) }
+            let pax = TarHeader.paxRecords(records)
+            try file.write(TarHeader.block(name: Array("././@PaxHeader".utf8), size: pax.count, type: UInt8(ascii: "x")))
+            try file.write(pax)
+            try file.write(zeros: TarHeader.padding(pax.count))
+        }
+        try file.write(TarHeader.block(name: Array(nameBytes.prefix(100)), size: sizeFits ? size : 0, type: UInt8(ascii: "0")))
+        let contentOffset = file.offset
+        try body(file)
+        let written = file.offset - contentOffset
+        guard written == size else {
+            throw VLMError(.io, file: file.path, record: name, "member content is \(written) bytes, header says \(size)")
+        }
+        try file.write(zeros: TarHeader.padding(size))
+        return TarMember(name: name, headerOffset: headerOffset, contentOffset: contentOffset, size: size)
+    }
+
+    /// Writes the two zero end-of-archive blocks and pads to a whole record. Call once, after the last member.
+    public func finish() throws {
+        guard !finished else { return }
+        finished = true
+        try file.write(zeros: 1024)
+        let rest = file.offset % Self.recordSize
+        if rest != 0 { try file.write(zeros: Self.recordSize - rest) }
+    }
+}
+
+/// ustar header blocks: building (for `TarWriter`) and parsing (for `TarReader`).
+package enum TarHeader {
+    package static let blockSize = 512
+    /// Sizes from here on do not fit the 11 octal digits of the ustar size field.
+    package static let maxOctalSize = 1 << 33
+
+    package static func padding(_ size: Int) -> Int { (blockSize - size % blockSize) % blockSize }
+
+    /// One 512-byte ustar header with the fixed metadata of `TarWriter`.
+    package static func block(name: [UInt8], size: Int, type: UInt8) -> [UInt8] {
+        var h = [UInt8](repeating: 0, count: blockSize)
+        func put(_ bytes: [UInt8], at offset: Int) {
+            for (i, b) in bytes.enumerated() { h[offset + i] = b }
+        }
+        func octal(_ value: Int, width: Int) -> [UInt8] {
+            let digits = String(value, radix: 8)
+            return Array((String(repeating: "0", count: max(0, width - 1 - digits.count)) + digits).utf8) + [0]
+        }
+        put(name, at: 0)
+        put(octal(TarWriter.fixedMode, width: 8), at: 100)
+        put(octal(TarWriter.fixedOwner.uid, width: 8), at: 108)
+        put(octal(TarWriter.fixedOwner.gid, width: 8), at: 116)
+        put(octal(size, width: 12), at: 124)
+        put(octal(TarWriter.fixedMTime, width: 12), at: 136)
+        put([UInt8](repeating: 0x20, count: 8), at: 148)
+        h[156] = type
+        put(Array("ustar".utf8) + [0], at: 257)
+        put(Array("00".utf8), at: 263)
+        put(Array(TarWriter.fixedOwner.uname.utf8), at: 265)
+        put(Array(TarWriter.fixedOwner.gname.utf8), at: 297)
+        put(octal(0, width: 8), at: 329)
+        put(octal(0, width: 8), at: 337)
+        let sum = h.reduce(0) { $0 + Int($1) }
+        put(octal(sum, width: 7) + [0x20], at: 148)
+        return h
+    }
+
+    /// pax records `"%d %s=%s\n"`, where the leading length counts the whole record including itself.
+    package static func paxRecords(_ records: [(String, String)]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (key, value) in records {
+            let body = " \(key)=\(value)\n"
+            let bodyLength = body.utf8.count
+            var length = bodyLength + String(bodyLength).count
+            while String(length).count + bodyLength != length { length = String(length).count + bodyLength }
+            out += Array("\(length)\(body)".utf8)
+        }
+        return out
+    }
+}

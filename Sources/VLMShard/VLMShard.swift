@@ -1,1 +1,0 @@
-// VLMShard: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,1 +1,0 @@
-// VLMTrain: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,274 @@
+import Foundation
+import GRDB
+import Testing
+import VLMCatalog
+import VLMCore
+import VLMIO
+@testable import VLMShard
+
+func makeCatalog(_ label: String = #function, count: Int = 60, configure: (inout SyntheticShardInputs) -> Void = { _ in }) throws -> Catalog {
+    let catalog = try Catalog(workspace: Workspace(root: try temporaryDirectory(label)))
+    var inputs = SyntheticShardInputs(count: count, seed: 7)
+    inputs.tokens = 40
+    inputs.patches = 16
+    inputs.patchDim = 48
+    configure(&inputs)
+    try inputs.fill(catalog)
+    return catalog
+}
+
+func shardHashes(_ catalog: Catalog) throws -> [String: String] {
+    try catalog.read { db in
+        Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, sha256 FROM shards").map {
+            ($0["name"] as String, $0["sha256"] as String)
+        })
+    }
+}
+
+func smallShards() -> ShardOptions {
+    var options = ShardOptions()
+    options.targetBytes = 20_000
+    return options
+}
+
+@Suite struct ShardBuilderTests {
+    @Test func writesIndexedReproducibleShards() throws {
+        let a = try makeCatalog("a")
+        let b = try makeCatalog("b")
+        let reportA = try ShardBuilder(catalog: a, options: smallShards()).run()
+        let reportB = try ShardBuilder(catalog: b, options: smallShards()).run()
+        #expect(reportA.counts["samples"] == 60)
+        #expect((reportA.counts["shards"] ?? 0) > 3)
+        let hashesA = try shardHashes(a)
+        #expect(hashesA == (try shardHashes(b)))
+        for (name, sha) in hashesA {
+            #expect(try Hashing.sha256(file: a.workspace.shardsDirectory + "/" + name) == sha)
+            #expect(try readFile(a.workspace.shardsDirectory + "/" + name) == readFile(b.workspace.shardsDirectory + "/" + name))
+        }
+        #expect(reportB.counts == reportA.counts)
+        // A second run finds everything done.
+        let again = try ShardBuilder(catalog: a, options: smallShards()).run()
+        #expect(again.skipped)
+        #expect(try shardHashes(a) == hashesA)
+        let summary = try ShardVerifier(catalog: a).verify(deep: true)
+        #expect(summary.problems == [])
+        #expect(summary.samples == 60)
+    }
+
+    @Test func samplesHoldTheCatalogRows() throws {
+        let catalog = try makeCatalog()
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        let index = ShardIndex(catalog: catalog)
+        // Image sample: arrays equal the tokenized blobs, pixels equal the pixel shard's npy content.
+        let key = SyntheticShardInputs.key(2)
+        let sample = try index.sample(key: key)
+        let row = try catalog.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT t.input_ids, t.labels, p.offset, p.size, ps.name FROM instructions i
+                JOIN tokenized t ON t.instruction_id = i.id JOIN images img ON img.id = i.image_id
+                JOIN pixels p ON p.sha256 = img.sha256 JOIN pixel_shards ps ON ps.id = p.pixel_shard_id WHERE i.key = ?
+                """, arguments: [key])!
+        }
+        let ids = Array(row["input_ids"] as Data)
+        #expect(try sample.inputIDs().withUnsafeBytes { Array($0) } == ids)
+        #expect(try sample.labels().withUnsafeBytes { Array($0) } == Array(row["labels"] as Data))
+        let pixelShard = try TarReader(path: catalog.workspace.pixelShardsDirectory + "/" + (row["name"] as String))
+        #expect(sample.members["pixels.npy"] == (try pixelShard.read(at: row["offset"], count: row["size"])))
+        #expect(try sample.pixels()?.shape == [1, 16, 48])
+        let meta = try sample.metadata()
+        #expect(meta.key == key)
+        #expect(meta.image == "synthetic_img_1")
+        #expect(meta.conversations.first?["value"]?.hasPrefix("<image>") == true)
+        #expect(meta.length == 40 + 2)
+        #expect(meta.pixelsShape == [1, 16, 48])
+        #expect(meta.tokenizedConfig == "tok-synthetic")
+        // Text-only sample: no pixels member, nothing claims an image.
+        let text = try index.sample(key: SyntheticShardInputs.key(9))
+        #expect(text.members["pixels.npy"] == nil)
+        #expect(Set(text.members.keys) == ["json", "input_ids.npy", "labels.npy"])
+        #expect(try text.metadata().pixelsShape == nil)
+        #expect(try !text.inputIDs().contains(-200))
+        #expect(throws: VLMError.self) { try index.sample(key: "no_such_key") }
+    }
+
+    @Test func randomAccessByKeyEqualsSequentialScan() throws {
+        let catalog = try makeCatalog(count: 300)
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        var scanned: [String: StoredSample] = [:]
+        var order: [String] = []
+        for name in try shardHashes(catalog).keys.sorted() {
+            for sample in try ShardIndex.scan(path: catalog.workspace.shardsDirectory + "/" + name) {
+                scanned[sample.key] = sample
+                order.append(sample.key)
+            }
+        }
+        #expect(order == (0 ..< 300).map { SyntheticShardInputs.key($0) })
+        let index = ShardIndex(catalog: catalog)
+        var rng = SystemRandomNumberGenerator()
+        for key in order.shuffled(using: &rng).prefix(100) {
+            let byKey = try index.sample(key: key)
+            #expect(byKey.members == scanned[key]?.members, "\(key)")
+        }
+    }
+
+    @Test func resumesAfterLosingShardsInProgress() throws {
+        let clean = try makeCatalog("clean", count: 120)
+        _ = try ShardBuilder(catalog: clean, options: smallShards()).run()
+        let crashed = try makeCatalog("crashed", count: 120)
+        _ = try ShardBuilder(catalog: crashed, options: smallShards()).run()
+        // As after a kill: the last two shards never committed, one renamed file left, one temporary file left.
+        let names = try shardHashes(crashed).keys.sorted()
+        try crashed.write { db in
+            for name in names.suffix(2) {
+                try db.execute(sql: "DELETE FROM sample_parts WHERE sample_id IN (SELECT s.id FROM samples s JOIN shards h ON h.id = s.shard_id WHERE h.name = ?)", arguments: [name])
+                try db.execute(sql: "DELETE FROM samples WHERE shard_id = (SELECT id FROM shards WHERE name = ?)", arguments: [name])
+                try db.execute(sql: "DELETE FROM shards WHERE name = ?", arguments: [name])
+            }
+            try db.execute(sql: "DELETE FROM runs")
+        }
+        let dir = crashed.workspace.shardsDirectory
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/" + names.last!))
+        try Data([4, 5]).write(to: URL(fileURLWithPath: dir + "/.\(names.last!).tmp-99999"))
+        let report = try ShardBuilder(catalog: crashed, options: smallShards()).run()
+        #expect(report.counts["resumed_shards"] == names.count - 2)
+        #expect(try shardHashes(crashed) == shardHashes(clean))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/.\(names.last!).tmp-99999"))
+        #expect(try ShardVerifier(catalog: crashed).verify(deep: true).problems == [])
+    }
+
+    @Test func changedParametersReplaceTheShards() throws {
+        let catalog = try makeCatalog()
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        var options = smallShards()
+        options.maxSamplesPerShard = 7
+        options.targetBytes = 1 << 30
+        let report = try ShardBuilder(catalog: catalog, options: options).run()
+        #expect(report.counts["shards"] == 9)
+        #expect((report.counts["replaced_shards"] ?? 0) > 0)
+        let files = try FileManager.default.contentsOfDirectory(atPath: catalog.workspace.shardsDirectory).filter { $0.hasSuffix(".tar") }
+        #expect(files.count == 9)
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
+    }
+
+    @Test func ambiguousConfigsNeedAFlag() throws {
+        let catalog = try makeCatalog()
+        try catalog.write { db in
+            try db.execute(sql: """
+                INSERT INTO tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, input_ids, labels, n_tokens, n_image_tokens, n_supervised)
+                SELECT instruction_id, 'tok-other', tokenizer_sha256, template, status, input_ids, labels, n_tokens, n_image_tokens, n_supervised FROM tokenized LIMIT 5
+                """)
+        }
+        #expect {
+            try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("--tokenized") && text.contains("tok-other (5 rows)") && text.contains("tok-synthetic (60 rows)")
+        }
+        var options = smallShards()
+        options.tokenizedConfig = "tok-other"
+        #expect(try ShardBuilder(catalog: catalog, options: options).run().counts["samples"] == 5)
+        options.tokenizedConfig = "nope"
+        #expect { try ShardBuilder(catalog: catalog, options: options).run() } throws: { "\($0)".contains("no tokenization with config nope") }
+    }
+
+    @Test func imagesWithoutPixelsAreSkippedAndCounted() throws {
+        let catalog = try makeCatalog()
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE pixels SET status = 'error', error = 'decode failed', pixel_shard_id = NULL, offset = NULL, size = NULL WHERE id = 1")
+        }
+        let report = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        // Image 0 serves instructions 0 and 1.
+        #expect(report.counts["skipped_no_pixels"] == 2)
+        #expect(report.counts["samples"] == 58)
+    }
+
+    @Test func includesOriginalImageBytes() throws {
+        let catalog = try makeCatalog()
+        var options = smallShards()
+        options.includeImageBytes = true
+        _ = try ShardBuilder(catalog: catalog, options: options).run()
+        let sample = try ShardIndex(catalog: catalog).sample(key: SyntheticShardInputs.key(4))
+        #expect(sample.members["jpg"] == (try readFile(catalog.workspace.root + "/synthetic-images/img_2.jpg")))
+        #expect(try sample.metadata().imageMember == "jpg")
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
+    }
+
+    @Test func partsSplitTheSamplesDisjointly() throws {
+        var all: [String] = []
+        for i in 1 ... 3 {
+            let catalog = try makeCatalog("part\(i)")
+            var options = smallShards()
+            options.part = try WorkPart(index: i, count: 3)
+            _ = try ShardBuilder(catalog: catalog, options: options).run()
+            let names = try shardHashes(catalog).keys
+            #expect(names.allSatisfy { $0.hasPrefix("train-part\(i)of3-") })
+            all += try catalog.read { db in try String.fetchAll(db, sql: "SELECT key FROM samples") }
+        }
+        #expect(all.count == 60)
+        #expect(Set(all) == Set((0 ..< 60).map { SyntheticShardInputs.key($0) }))
+    }
+}
+
+@Suite struct ShardVerifierTests {
+    func built(_ label: String = #function) throws -> (Catalog, String) {
+        let catalog = try makeCatalog(label)
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        let name = try shardHashes(catalog).keys.sorted()[1]
+        return (catalog, catalog.workspace.shardsDirectory + "/" + name)
+    }
+
+    @Test func flippedByteIsAHashMismatch() throws {
+        let (catalog, path) = try built()
+        var bytes = try readFile(path)
+        bytes[bytes.count / 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count >= 1)
+        #expect(problems.contains { $0.contains("sha256 is") })
+    }
+
+    @Test func truncatedShardIsReported() throws {
+        let (catalog, path) = try built()
+        let bytes = try readFile(path)
+        try Data(bytes.prefix(bytes.count / 2 + 7)).write(to: URL(fileURLWithPath: path))
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: true).problems
+        #expect(problems.contains { $0.contains("tar structure") })
+        #expect(problems.contains { $0.contains("bytes, the catalog says") })
+        #expect(problems.contains { $0.contains("is not in the tar") })
+    }
+
+    @Test func wrongIndexOffsetsAreReported() throws {
+        let (catalog, _) = try built()
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE sample_parts SET offset = offset + 512 WHERE name = 'labels.npy' AND sample_id = (SELECT MIN(id) FROM samples)")
+        }
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count == 1)
+        #expect(problems.first?.contains("labels.npy") == true)
+    }
+
+    @Test func missingFileAndShapeMismatchAreReported() throws {
+        let (catalog, path) = try built()
+        unlink(path)
+        // Rewrite another shard whose json claims a different pixel shape (hash updated so only --deep sees it).
+        let other = try shardHashes(catalog).keys.sorted()[0]
+        let otherPath = catalog.workspace.shardsDirectory + "/" + other
+        var bytes = try readFile(otherPath)
+        let from = Array("\"pixels_shape\":[1,16,48]".utf8), to = Array("\"pixels_shape\":[1,16,49]".utf8)
+        var replaced = 0
+        var i = 0
+        while i + from.count <= bytes.count {
+            if Array(bytes[i ..< i + from.count]) == from { bytes.replaceSubrange(i ..< i + from.count, with: to); replaced += 1 }
+            i += 1
+        }
+        #expect(replaced > 0)
+        try Data(bytes).write(to: URL(fileURLWithPath: otherPath))
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE shards SET sha256 = ? WHERE name = ?", arguments: [Hashing.sha256(bytes), other])
+        }
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: false).problems.count == 1)
+        let deep = try ShardVerifier(catalog: catalog).verify(deep: true).problems
+        #expect(deep.contains { $0.contains("is missing") })
+        #expect(deep.filter { $0.contains("pixels.npy has shape [1, 16, 48], the json says [1, 16, 49]") }.count == replaced)
+    }
+}
