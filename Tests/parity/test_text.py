@@ -236,3 +236,97 @@ def test_llava_masks(vlmdata_bin, shared, tmp_path, name, template, non_legacy):
     if name == "mistral-v1" and not non_legacy:
         # The fast LLaMA tokenizer is legacy-style: LLaVA's rules line up and answers stay supervised.
         assert mismatches == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BPE trainer and the tokenize stage
+
+
+@pytest.mark.parametrize("vocab_size", [300, 500, 4000])
+def test_trained_tokenizer_round_trips_through_hf(vlmdata_bin, shared, corpora, tmp_path, vocab_size):
+    texts = corpora["coco"][:5000]
+    src = tmp_path / "train.txt"
+    src.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    out1, out2 = tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json"
+    for out in (out1, out2):
+        r = subprocess.run([vlmdata_bin, "tokenizer", "train", "--vocab-size", str(vocab_size), "--out", str(out), str(src)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert out1.read_bytes() == out2.read_bytes(), "training is not deterministic"
+    hf = Tokenizer.from_file(str(out1))
+    assert hf.get_vocab_size() <= vocab_size
+    assert hf.token_to_id("<image>") is not None and hf.token_to_id("</s>") is not None
+    _compare(vlmdata_bin, out1, texts + corpora["edge"] + corpora["llava"], tmp_path)
+
+
+def _workspace_with_instructions(vlmdata_bin, tmp_path, records):
+    """A workspace whose `instructions` table holds `records` (image_id set when the record has an image)."""
+    import sqlite3
+    ws = tmp_path / "ws"
+    # Any catalog command creates the catalog and runs the migrations; tokenize on an empty catalog does nothing.
+    tok = SHARED_TOK("gpt2")
+    r = subprocess.run([vlmdata_bin, "tokenize", "--workspace", str(ws), "--tokenizer", str(tok), "--template", "plain"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    db.execute("INSERT INTO sources (id, kind, name, uri, fingerprint, created_at) VALUES (1, 'llava', 't', 'x', 'f', 'now')")
+    db.execute("INSERT INTO images (id, source_id, key, file_name, status) VALUES (1, 1, 'img1', 'a.jpg', 'ok')")
+    for i, rec in enumerate(records):
+        db.execute("INSERT INTO instructions (key, image_id, source_id, generator, kind, conversations, created_at) "
+                   "VALUES (?, ?, 1, 'import', 'conversation', ?, 'now')",
+                   (f"k{i}", 1 if rec.get("image") else None, json.dumps(rec["conversations"])))
+    db.commit()
+    db.close()
+    return ws
+
+
+SHARED_TOK = None
+
+
+@pytest.fixture(autouse=True)
+def _shared_tok(shared):
+    global SHARED_TOK
+    SHARED_TOK = lambda name: shared / "tokenizers" / name / "tokenizer.json"  # noqa: E731
+
+
+def test_tokenize_stage_writes_llava_masks(vlmdata_bin, shared, tmp_path):
+    import sqlite3
+    records = _llava_records(shared)
+    records.append({"id": "bad", "image": "a.jpg", "conversations": [{"from": "human", "value": "no image tag"},
+                                                                  {"from": "gpt", "value": "x"}]})
+    ws = _workspace_with_instructions(vlmdata_bin, tmp_path, records)
+    tok = shared / "tokenizers" / "mistral-v1" / "tokenizer.json"
+    args = [vlmdata_bin, "tokenize", "--workspace", str(ws), "--tokenizer", str(tok), "--template", "vicuna_v1",
+            "--max-length", "700", "--image-tokens", "576", "--overflow", "truncate", "--jobs", "2", "--json"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    counts = report["counts"]
+    assert counts["tokenized"] == len(records)
+    assert counts["error"] == 1
+    assert counts["truncated"] > 0  # 700 positions with a 576-position image: long answers are cut
+    ref = LLaVA(Tokenizer.from_file(str(tok)))
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    rows = db.execute("SELECT i.key, t.status, t.input_ids, t.labels, t.n_tokens, t.n_image_tokens, t.n_supervised "
+                      "FROM tokenized t JOIN instructions i ON i.id = t.instruction_id ORDER BY i.id").fetchall()
+    import struct
+    for rec, (key, status, ids_blob, labels_blob, n_tokens, n_image, n_sup) in zip(records, rows, strict=True):
+        if rec["id"] == "bad":
+            assert status == "error"
+            continue
+        ids, labels = ref.preprocess("vicuna_v1", rec)
+        positions = len(ids) - 1 + 576 if rec.get("image") else len(ids)
+        keep = len(ids) if positions <= 700 else len(ids) - (positions - 700)
+        got_ids = list(struct.unpack(f"<{len(ids_blob) // 4}i", ids_blob))
+        got_labels = list(struct.unpack(f"<{len(labels_blob) // 4}i", labels_blob))
+        assert status == ("ok" if keep == len(ids) else "truncated")
+        assert got_ids == ids[:keep] and got_labels == labels[:keep], key
+        assert n_tokens == keep and n_image == (576 if rec.get("image") else 0)
+        assert n_sup == sum(1 for x in labels[:keep] if x != -100)
+    db.close()
+    # Idempotent: a rerun writes nothing; a changed limit is a new configuration.
+    again = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert again["skipped"] and again["counts"]["written"] == 0
+    drop = [a if a != "truncate" else "drop" for a in args]
+    dropped = json.loads(subprocess.run(drop, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert dropped["counts"]["dropped"] == counts["truncated"]
