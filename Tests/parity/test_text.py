@@ -135,7 +135,22 @@ def _gpt2_added(shared):
     return tok
 
 
+def _custom_regex(texts):
+    """A Split regex that is none of the known patterns (runs through the generic regex engine)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(tokenizers.Regex(r"\s{2,}"), " "), normalizers.NFC()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(r"\p{N}+|[^\s\p{L}\p{N}]+"), behavior="isolated"),
+        pre_tokenizers.Split(tokenizers.Regex(r"\s+"), behavior="merged_with_next"),
+        pre_tokenizers.Punctuation(),
+    ])
+    tok.decoder = decoders.Fuse()
+    _train(tok, texts, vocab_size=800, special_tokens=["<unk>"])
+    return tok
+
+
 SHAPES = {
+    "custom_split_regex": lambda shared, texts: _custom_regex(texts),
     "metaspace_first_nfkc_lower": lambda shared, texts: _metaspace_first(texts),
     "llama3_split_regex": lambda shared, texts: _llama3_split(texts),
     "prefix_suffix_unk": lambda shared, texts: _prefix_suffix(texts),
