@@ -95,6 +95,7 @@ def _metaspace_first(texts):
     _train(tok, texts, vocab_size=1500, special_tokens=["<unk>", "<s>", "</s>"])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
     tok.add_special_tokens([AddedToken("<image>", lstrip=True, rstrip=False, normalized=False)])
+    tok.add_tokens([AddedToken("Hello World", normalized=True), AddedToken("ﬁsh", normalized=True, single_word=True)])
     return tok
 
 
@@ -169,7 +170,7 @@ def test_built_shapes(vlmdata_bin, shared, corpora, tmp_path, shape):
         data["model"]["ignore_merges"] = True
         path.write_text(json.dumps(data, ensure_ascii=False))
     extra = ["a cat sat", "cat", "concatenate cat.", "bobcat cat's", "hello world", "Hello World!", "say hello world now",
-             "x <image> y", "x<image>y", "  <image>  ", "[INST]   hi", "<|im_start|>user\nhi<|im_end|>"]
+             "x <image> y", "x<image>y", "HELLO WORLD and fish, FISH, ﬁsh, catfish", "  <image>  ", "[INST]   hi", "<|im_start|>user\nhi<|im_end|>"]
     texts = corpora["edge"] + extra + corpora["llava"] + corpora["coco"][8000:12000]
     _compare(vlmdata_bin, path, texts, tmp_path)
 
