@@ -343,6 +343,18 @@ def test_tokenize_stage_writes_llava_masks(vlmdata_bin, shared, tmp_path):
     # Idempotent: a rerun writes nothing; a changed limit is a new configuration.
     again = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     assert again["skipped"] and again["counts"]["written"] == 0
+    # A run cut short (rows of some instructions missing) is finished by the rerun, the rest kept.
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    before = db.execute("SELECT instruction_id, input_ids, labels FROM tokenized ORDER BY instruction_id").fetchall()
+    db.execute("DELETE FROM tokenized WHERE instruction_id % 3 = 0")
+    removed = len(before) - db.execute("SELECT COUNT(*) FROM tokenized").fetchone()[0]
+    db.commit()
+    db.close()
+    resumed = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert resumed["counts"]["written"] == removed > 0
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    assert db.execute("SELECT instruction_id, input_ids, labels FROM tokenized ORDER BY instruction_id").fetchall() == before
+    db.close()
     drop = [a if a != "truncate" else "drop" for a in args]
     dropped = json.loads(subprocess.run(drop, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     assert dropped["counts"]["dropped"] == counts["truncated"]
