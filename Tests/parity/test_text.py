@@ -358,3 +358,27 @@ def test_tokenize_stage_writes_llava_masks(vlmdata_bin, shared, tmp_path):
     drop = [a if a != "truncate" else "drop" for a in args]
     dropped = json.loads(subprocess.run(drop, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     assert dropped["counts"]["dropped"] == counts["truncated"]
+
+
+def test_train_from_catalog(vlmdata_bin, shared, corpora, tmp_path):
+    """`tokenizer train --from-catalog` learns from the workspace's captions and instruction turns."""
+    import sqlite3
+    records = _llava_records(shared)[:40]
+    ws = _workspace_with_instructions(vlmdata_bin, tmp_path, records)
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    for i, caption in enumerate(corpora["coco"][:3000]):
+        db.execute("INSERT INTO captions (image_id, external_id, text) VALUES (1, ?, ?)", (i, caption))
+    db.commit()
+    db.close()
+    out = tmp_path / "trained" / "tokenizer.json"
+    r = subprocess.run([vlmdata_bin, "tokenizer", "train", "--workspace", str(ws), "--from-catalog", "--vocab-size", "450",
+                        "--out", str(out), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["texts"] == 3000 + sum(len(rec["conversations"]) for rec in records)
+    assert info["vocab_size"] == 450
+    texts = corpora["coco"][:3000] + [t["value"] for rec in records for t in rec["conversations"]]
+    _compare(vlmdata_bin, out, texts + corpora["edge"], tmp_path)
+    # The templates' markers and <image> are single special tokens.
+    hf = Tokenizer.from_file(str(out))
+    assert hf.encode("<image></s><|im_end|>", add_special_tokens=False).ids == [hf.token_to_id(t) for t in ("<image>", "</s>", "<|im_end|>")]
