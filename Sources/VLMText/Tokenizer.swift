@@ -37,14 +37,15 @@ public final class Tokenizer: Sendable {
     public init(data: Data, path: String = "tokenizer.json") throws {
         self.path = path
         sha256 = Hashing.sha256(data)
+        let tables = FastModelTables.extract(data)
         let parsed: Any
-        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+        do { parsed = try JSONSerialization.jsonObject(with: tables?.rest ?? data) } catch {
             throw VLMError.badInput(file: path, "not valid JSON: \(error.localizedDescription)")
         }
         guard let dict = parsed as? [String: Any] else { throw VLMError.badInput(file: path, "top level is not an object") }
         let root = JSONObject(dict, path: "tokenizer", file: path)
 
-        model = try makeModel(try root.object("model"))
+        model = try makeModel(try root.object("model"), tables: tables)
         normalizer = try root.optionalObject("normalizer").map(makeNormalizer)
         preTokenizer = try root.optionalObject("pre_tokenizer").map(makePreTokenizer)
         let modelForIDs = model
