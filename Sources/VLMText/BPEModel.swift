@@ -56,32 +56,13 @@ package final class BPEModel: Sendable {
         if let dropout = json.double("dropout"), dropout > 0 {
             throw json.error("BPE dropout \(dropout) is not supported (encoding would not be deterministic)")
         }
-        // Vocabulary and merges: from the fast extraction when there is one, else from the parsed JSON.
-        var vocabPairs: [([UInt8], Int)] = []
-        var mergePairs: [([UInt8], [UInt8])] = []
-        if let tables {
-            vocabPairs = tables.vocab
-            mergePairs = tables.merges
-        } else {
-            guard let vocabDict = json.dict["vocab"] as? [String: Any] else { throw json.error("BPE 'vocab' is missing") }
-            for (token, value) in vocabDict {
-                guard let id = (value as? Int) ?? (value as? NSNumber)?.intValue, id >= 0 else {
-                    throw json.error("vocab entry '\(token)' has no integer id")
-                }
-                vocabPairs.append((Array(token.utf8), id))
-            }
-            for (rank, item) in (json.dict["merges"] as? [Any] ?? []).enumerated() {
-                if let line = item as? String {
-                    let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-                    guard parts.count == 2 else { throw json.error("merge \(rank) '\(line)' is not two tokens separated by one space") }
-                    mergePairs.append((Array(parts[0].utf8), Array(parts[1].utf8)))
-                } else if let pair = item as? [Any], pair.count == 2, let x = pair[0] as? String, let y = pair[1] as? String {
-                    mergePairs.append((Array(x.utf8), Array(y.utf8)))
-                } else {
-                    throw json.error("merge \(rank) is neither \"a b\" nor [a, b]")
-                }
-            }
+        // Vocabulary and merges come from the byte-exact scan of the file (a `[String: Any]` would merge tokens that
+        // are canonically equivalent but differ in bytes, e.g. "é" and "e\u{301}": Swift String keys compare equal).
+        guard let tables else {
+            throw json.error("model.vocab must be an object of token → non-negative integer id and model.merges an array of \"a b\" strings or [a, b] pairs")
         }
+        let vocabPairs = tables.vocab
+        let mergePairs = tables.merges
         var vocab = TextBytesMap(capacity: vocabPairs.count)
         var maxId = -1
         for (bytes, id) in vocabPairs {

@@ -11,18 +11,21 @@ package struct FastModelTables {
     /// The document with `vocab` replaced by `{}` and `merges` by `[]`.
     package var rest: Data
 
-    /// Returns nil when the layout is not the expected one (the caller then parses everything generically).
+    /// Returns nil when `model.vocab` is missing or either member is not the layout HF writes.
     package static func extract(_ data: Data) -> FastModelTables? {
         let bytes = [UInt8](data)
         var scanner = JSONScan(bytes)
         guard let model = scanner.memberValue(path: ["model"], in: 0..<bytes.count) else { return nil }
-        guard let vocabRange = scanner.memberValue(path: ["vocab"], in: model),
-              let mergesRange = scanner.memberValue(path: ["merges"], in: model) else { return nil }
-        guard let vocab = scanner.parseVocab(vocabRange), let merges = scanner.parseMerges(mergesRange) else { return nil }
+        guard let vocabRange = scanner.memberValue(path: ["vocab"], in: model), let vocab = scanner.parseVocab(vocabRange) else {
+            return nil
+        }
+        // A missing merges list is an empty one.
+        let mergesRange = scanner.memberValue(path: ["merges"], in: model) ?? vocabRange.upperBound..<vocabRange.upperBound
+        guard let merges = mergesRange.isEmpty ? [] : scanner.parseMerges(mergesRange) else { return nil }
         var rest: [UInt8] = []
         rest.reserveCapacity(bytes.count - vocabRange.count - mergesRange.count + 4)
-        let first = vocabRange.lowerBound < mergesRange.lowerBound ? (vocabRange, "{}") : (mergesRange, "[]")
-        let second = vocabRange.lowerBound < mergesRange.lowerBound ? (mergesRange, "[]") : (vocabRange, "{}")
+        let first = vocabRange.lowerBound <= mergesRange.lowerBound ? (vocabRange, "{}") : (mergesRange, mergesRange.isEmpty ? "" : "[]")
+        let second = vocabRange.lowerBound <= mergesRange.lowerBound ? (mergesRange, mergesRange.isEmpty ? "" : "[]") : (vocabRange, "{}")
         rest.append(contentsOf: bytes[0..<first.0.lowerBound])
         rest.append(contentsOf: first.1.utf8)
         rest.append(contentsOf: bytes[first.0.upperBound..<second.0.lowerBound])
