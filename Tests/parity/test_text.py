@@ -53,7 +53,7 @@ def _compare(bin_path, tok_path, texts, tmp_path):
     hf = Tokenizer.from_file(str(tok_path))
     for special in (True, False):
         ours = _encode(bin_path, tok_path, texts, tmp_path, special=special)
-        theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=special)]
+        theirs = [hf.encode(t, add_special_tokens=special).ids for t in texts]  # single encodes (batch padding differs)
         bad = [(i, texts[i], ours[i], theirs[i]) for i in range(len(texts)) if ours[i] != theirs[i]]
         assert not bad, f"{len(bad)}/{len(texts)} records differ (special={special}); first: {bad[:3]}"
     for keep in (False, True):
@@ -121,6 +121,8 @@ def _prefix_suffix(texts):
     _train(tok, texts, vocab_size=1200, special_tokens=["[UNK]", "[CLS]", "[SEP]"],
            continuing_subword_prefix="##", end_of_word_suffix="</w>")
     tok.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
+    tok.enable_padding(pad_id=1, pad_token="[CLS]", pad_to_multiple_of=8, direction="left")
+    tok.enable_truncation(max_length=24)
     return tok
 
 
