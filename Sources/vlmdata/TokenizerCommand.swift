@@ -223,6 +223,8 @@ struct TokenizerCommand: ParsableCommand {
             let trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : specialTokens,
                                      minFrequency: minFrequency)
             let result = try runOrExit { try trainer.train(texts: texts) }
+            let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
             try runOrExit { try AtomicFile.write(result.json, to: out) }
             if json {
                 print("{\"texts\": \(texts.count), \"vocab_size\": \(result.vocabSize), \"merges\": \(result.merges), \"out\": \"\(out)\"}")
