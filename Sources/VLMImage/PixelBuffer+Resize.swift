@@ -201,17 +201,22 @@ extension PixelBuffer {
                                     let n = counts[xx]
                                     var p = line + (starts[xx] - columnOffset) * 3
                                     let k = weights + xx * ksize
-                                    var s0 = half, s1 = half, s2 = half
+                                    // R and B share one 64-bit multiply: (R + B·2³²)·w sums to S_R + S_B·2³²
+                                    // exactly, and |S_R| < 2³¹, so S_R is the low word (signed) and S_B the rest.
+                                    // Two multiplies per tap instead of three; same integers as PIL's.
+                                    var rb = Int64(half) | Int64(half) << 32
+                                    var g = half
                                     for x in 0..<n {
                                         let w = k[x]
-                                        s0 &+= Int32(p[0]) &* w
-                                        s1 &+= Int32(p[1]) &* w
-                                        s2 &+= Int32(p[2]) &* w
+                                        rb &+= (Int64(p[0]) | Int64(p[2]) << 32) &* Int64(w)
+                                        g &+= Int32(p[1]) &* w
                                         p += 3
                                     }
-                                    dst[0] = clip8(s0)
-                                    dst[1] = clip8(s1)
-                                    dst[2] = clip8(s2)
+                                    let r = Int32(truncatingIfNeeded: rb)
+                                    let b = Int32(truncatingIfNeeded: (rb &- Int64(r)) >> 32)
+                                    dst[0] = clip8(r)
+                                    dst[1] = clip8(g)
+                                    dst[2] = clip8(b)
                                     dst += 3
                                 }
                             }
