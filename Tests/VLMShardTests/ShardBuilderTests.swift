@@ -280,6 +280,17 @@ func smallShards() -> ShardOptions {
         #expect(problems.first?.contains("labels.npy") == true)
     }
 
+    @Test func unindexedAndTemporaryFilesAreReported() throws {
+        let (catalog, path) = try built()
+        let dir = catalog.workspace.shardsDirectory
+        try FileManager.default.copyItem(atPath: path, toPath: dir + "/train-999999.tar")
+        try Data([1]).write(to: URL(fileURLWithPath: dir + "/.train-000042.tar.tmp-123"))
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count == 2)
+        #expect(problems.contains { $0.hasPrefix("train-999999.tar: shard file that the catalog does not index") })
+        #expect(problems.contains { $0.contains("interrupted") })
+    }
+
     @Test func missingFileAndShapeMismatchAreReported() throws {
         let (catalog, path) = try built()
         unlink(path)
