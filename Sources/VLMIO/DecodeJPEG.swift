@@ -29,17 +29,20 @@ final class JPEGDecoder {
         }
         try ImageDecoder.checkPixelLimit(width: Int(width), height: Int(height), name: name, options: options)
 
-        // DCT-domain downscaling for --fast-decode: the smallest scale still at least the requested size.
+        // DCT-domain downscaling for --fast-decode: the smallest TurboJPEG scale (an M/8 factor below 1) whose
+        // output still covers the requested size, plus the fast IDCT and plain upsampling. Not bit-identical to PIL.
         var outW = Int(width), outH = Int(height)
         var reduced = false
+        var flags: Int32 = 0
         if let minimum = options.minimumSize {
-            for denominator in [8, 4, 2] {
-                let w = (Int(width) + denominator - 1) / denominator
-                let h = (Int(height) + denominator - 1) / denominator
+            flags = Int32(TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE)
+            reduced = true
+            for factor in Self.reducingFactors {
+                let w = (Int(width) * factor.num + factor.denom - 1) / factor.denom
+                let h = (Int(height) * factor.num + factor.denom - 1) / factor.denom
                 if w >= minimum.width, h >= minimum.height {
                     outW = w
                     outH = h
-                    reduced = true
                     break
                 }
             }
@@ -49,22 +52,22 @@ final class JPEGDecoder {
         let orientation = options.readOrientation ? EXIFOrientation.fromJPEG(bytes) : 1
         let rgb: [UInt8]
         if isCMYK {
-            let cmyk = try run(bytes, name: name, width: outW, height: outH, channels: 4, format: TJPF_CMYK, reduced: reduced)
+            let cmyk = try run(bytes, name: name, width: outW, height: outH, channels: 4, format: TJPF_CMYK, flags: flags)
             rgb = Self.invertedCMYKToRGB(cmyk, pixels: outW * outH)
         } else {
-            rgb = try run(bytes, name: name, width: outW, height: outH, channels: 3, format: TJPF_RGB, reduced: reduced)
+            rgb = try run(bytes, name: name, width: outW, height: outH, channels: 3, format: TJPF_RGB, flags: flags)
         }
         return DecodedImage(width: outW, height: outH, rgb: rgb, orientation: orientation, reducedScale: reduced)
     }
 
     /// One tjDecompress2 call into a fresh buffer, with PIL's truncation rule applied to warnings.
     private func run(_ bytes: UnsafeRawBufferPointer, name: String, width: Int, height: Int, channels: Int,
-                     format: TJPF, reduced: Bool) throws -> [UInt8] {
+                     format: TJPF, flags: Int32) throws -> [UInt8] {
         let count = width * height * channels
         var warning: String?
         let pixels = try [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
             let status = tjDecompress2(handle, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt(bytes.count),
-                                       out.baseAddress, Int32(width), 0, Int32(height), format.rawValue, 0)
+                                       out.baseAddress, Int32(width), 0, Int32(height), format.rawValue, flags)
             if status != 0 {
                 if tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue) {
                     warning = message
@@ -79,6 +82,15 @@ final class JPEGDecoder {
         // truncated", even when only the EOI itself is missing (checked against Pillow 13).
         throw VLMError(.corrupt, file: name, "image file is truncated: the JPEG data ends before its end-of-image marker (\(warning!))")
     }
+
+    /// TurboJPEG's scaling factors below 1, smallest first (1/8, 1/4, 3/8, 1/2, 5/8, 3/4, 7/8 in 2.1).
+    static let reducingFactors: [(num: Int, denom: Int)] = {
+        var count: Int32 = 0
+        guard let factors = tjGetScalingFactors(&count) else { return [] }
+        return (0..<Int(count)).map { (Int(factors[$0].num), Int(factors[$0].denom)) }
+            .filter { $0.num < $0.denom }
+            .sorted { $0.num * $1.denom < $1.num * $0.denom }
+    }()
 
     /// True when no EOI marker follows the last start-of-scan: the decoder ran out of data.
     /// (Entropy-coded data never holds `FF D9`: a data byte FF is always followed by 00.)

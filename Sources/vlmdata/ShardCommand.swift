@@ -76,6 +76,9 @@ struct ShardCommand: ParsableCommand {
 
     func run() throws {
         let ws = Workspace(root: workspace.path)
+        guard synthetic != nil || FileManager.default.fileExists(atPath: ws.catalogPath) else {
+            throw ValidationError("no catalog at \(ws.catalogPath); give --workspace, or run ingest, tokenize and patchify first.")
+        }
         var options = ShardOptions()
         options.name = name
         options.targetBytes = try parseByteSize(targetSize)

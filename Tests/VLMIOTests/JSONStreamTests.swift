@@ -84,3 +84,16 @@ extension JSONStreamReader.MemberAction {
     /// Arrays element by element, anything else whole (for error tests).
     static var eachElementOrValue: Self { .value { _ in } }
 }
+
+@Test func numbersAsJSONDefinesThem() throws {
+    let text = #"{"a": [0, -0, 12, -7, 9223372036854775807, 92233720368547758070, 1.5, -0.25, 1e3, 2E-2, 0.5]}"#
+    let reader = try JSONStreamReader(path: try tempFile(Array(text.utf8)))
+    var got: JSONValue?
+    try reader.forEachTopLevelMember { _ in .value { got = $0 } }
+    #expect(got == .array([.int(0), .int(0), .int(12), .int(-7), .int(Int64.max), .double(92233720368547758070),
+                           .double(1.5), .double(-0.25), .double(1000), .double(0.02), .double(0.5)]))
+    for bad in ["0123", "+1", "-", "1.2.3", "--1"] {
+        let r = try JSONStreamReader(path: try tempFile(Array("{\"a\": \(bad)}".utf8)))
+        #expect(throws: VLMError.self, "\(bad)") { try r.forEachTopLevelMember { _ in .value { _ in } } }
+    }
+}

@@ -171,6 +171,14 @@ func smallShards() -> ShardOptions {
         #expect { try ShardBuilder(catalog: catalog, options: options).run() } throws: { "\($0)".contains("no tokenization with config nope") }
     }
 
+    @Test func keysWithDotsAreRefused() throws {
+        let catalog = try makeCatalog()
+        try catalog.write { db in try db.execute(sql: "UPDATE instructions SET key = 'bad.key' WHERE id = 3") }
+        #expect {
+            try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        } throws: { "\($0)".contains("'bad.key'") && "\($0)".contains("first dot") }
+    }
+
     @Test func imagesWithoutPixelsAreSkippedAndCounted() throws {
         let catalog = try makeCatalog()
         try catalog.write { db in
@@ -190,6 +198,31 @@ func smallShards() -> ShardOptions {
         let sample = try ShardIndex(catalog: catalog).sample(key: SyntheticShardInputs.key(4))
         #expect(sample.members["jpg"] == (try readFile(catalog.workspace.root + "/synthetic-images/img_2.jpg")))
         #expect(try sample.metadata().imageMember == "jpg")
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
+    }
+
+    @Test func includesImageBytesFromAnArchive() throws {
+        let catalog = try makeCatalog()
+        // Move the original images into a tar and point the catalog at its members.
+        let archive = catalog.workspace.root + "/images.tar"
+        let dir = catalog.workspace.root + "/synthetic-images"
+        try AtomicFile.withWriter(to: archive) { file in
+            let tar = TarWriter(file)
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() {
+                try tar.add(name: "val/" + name, bytes: readFile(dir + "/" + name))
+            }
+            try tar.finish()
+        }
+        let expected = try readFile(dir + "/img_7.jpg")
+        try FileManager.default.removeItem(atPath: dir)
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE images SET location = ?, member = 'val/' || file_name", arguments: [archive])
+        }
+        var options = smallShards()
+        options.includeImageBytes = true
+        _ = try ShardBuilder(catalog: catalog, options: options).run()
+        let sample = try ShardIndex(catalog: catalog).sample(key: SyntheticShardInputs.key(15))
+        #expect(sample.members["jpg"] == expected)
         #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
     }
 

@@ -4,7 +4,7 @@ Every image in ../shared/data/coco-mini/train2017 and ../shared/data/photos goes
 (the CLI, so the command is tested too) and is compared with the Python reference built from pillow/numpy/
 transformers. The uint8 results must be identical (max abs diff 0); normalized CLIP output within 1e-6.
 """
-import ast
+import io
 import json
 import math
 import os
@@ -423,3 +423,69 @@ def test_cli_rejects_bad_flags(vlmdata_bin, tmp_path):
     for flags in (["--image-size", "300", "--patch-size", "14"], ["--mode", "zoom"], ["--normalize", "nope"]):
         result = run(vlmdata_bin, "preprocess", image, "--out", tmp_path, *flags, check=False)
         assert result.returncode != 0 and result.stderr.strip(), flags
+
+
+# ---------------------------------------------------------------- vlmdata patchify (end to end through the CLI)
+
+def read_pixels(ws, row):
+    """The .npy member a pixels row points at, read by byte range and parsed with numpy."""
+    shard = pathlib.Path(ws) / "shards" / "pixels" / row["shard"]
+    with open(shard, "rb") as f:
+        f.seek(row["offset"])
+        data = f.read(row["size"])
+    return np.load(io.BytesIO(data))
+
+
+def pixel_rows(ws):
+    import sqlite3
+    con = sqlite3.connect(pathlib.Path(ws) / "catalog.sqlite")
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute(
+        "SELECT p.*, ps.name AS shard FROM pixels p LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id ORDER BY p.sha256")]
+    shards = con.execute("SELECT COUNT(*) FROM pixel_shards").fetchone()[0]
+    con.close()
+    return rows, shards
+
+
+def ingest_coco(bin_path, ws):
+    coco = SHARED / "coco-mini"
+    run(bin_path, "ingest", "coco", "--workspace", ws, "--captions", coco / "annotations" / "captions_train2017.json",
+        "--images", coco / "train2017", "--split", "train2017")
+
+
+def test_patchify_stage_matches_pil_and_resumes(vlmdata_bin, tmp_path):
+    import hashlib
+    import signal
+    import subprocess
+    import time
+    ws = tmp_path / "ws"
+    ingest_coco(vlmdata_bin, ws)
+    flags = ["--workspace", ws, "--mode", "pad", "--pass-order", PASS_ORDER, "--shard-mib", "1", "--jobs", "1"]
+    # Kill the first run once a shard has been committed, then run again: every image exactly once.
+    proc = subprocess.Popen([vlmdata_bin, "patchify", *map(str, flags), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if pixel_rows(ws)[1] >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    first = json.loads(run(vlmdata_bin, "patchify", *flags, "--json").stdout)
+    rows, shards = pixel_rows(ws)
+    by_hash = {r["sha256"]: r for r in rows}
+    files = sorted((SHARED / "coco-mini" / "train2017").glob("*.jpg"))
+    hashes = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in files}
+    assert set(by_hash) == set(hashes), "one pixels row per distinct image"
+    assert len(rows) == len(hashes) and all(r["status"] == "ok" for r in rows)
+    leftovers = [p.name for p in (ws / "shards" / "pixels").iterdir() if ".tmp-" in p.name]
+    assert not leftovers, leftovers
+    g = S // P
+    for sha, path in list(hashes.items())[::8]:
+        ref = ref_pad(Image.open(path).convert("RGB"))
+        expected = ref.reshape(g, P, g, P, 3).transpose(0, 2, 1, 3, 4).reshape(g * g, P * P * 3)
+        got = read_pixels(ws, by_hash[sha])
+        assert got.shape == (1, 576, 588) and np.array_equal(got[0], expected), path
+    # Same config again: nothing to do.
+    again = json.loads(run(vlmdata_bin, "patchify", *flags, "--json").stdout)
+    assert again["skipped"] is True
+    assert pixel_rows(ws)[1] == shards

@@ -162,13 +162,21 @@ def test_sigkill_then_rerun_gives_the_clean_hashes(vlmdata_bin, tmp_path):
     expected = shard_hashes(clean)
     assert len(expected) > 20
     kills = 0
-    for wait in (0.3, 0.6, 0.9):
+    # Kill three times, each once a few more shards are committed (polling the index), so the kills land
+    # mid-run at different points whatever the machine's speed.
+    for threshold in (3, len(expected) // 3, 2 * len(expected) // 3):
         proc = subprocess.Popen([vlmdata_bin, "shard", "--workspace", killed, *shard_args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wait)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        while proc.poll() is None:
+            try:
+                committed = len(shard_hashes(killed))
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed >= threshold:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
         proc.wait()
     partial = shard_hashes(killed)
     assert kills >= 1 and len(partial) < len(expected), "the run finished before it could be killed"
@@ -208,6 +216,15 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
         b = json.loads(run(vlmdata_bin, "show", "--workspace", whole, key, "--json").stdout)
         for field in ("metadata", "input_ids", "labels", "pixels_sha256"):
             assert a[field] == b[field]
+    # --reference indexes the parts' shard files where they are.
+    referenced = str(tmp_path / "referenced")
+    run(vlmdata_bin, "catalog", "merge", referenced, *parts, "--reference", "--quiet")
+    assert not glob.glob(os.path.join(referenced, "shards", "*.tar"))
+    with sqlite3.connect(os.path.join(referenced, "catalog.sqlite")) as db:
+        paths = [p for (p,) in db.execute("SELECT path FROM shards")]
+    assert paths and all(p.startswith(str(tmp_path / "part")) for p in paths)
+    assert sorted(index_keys(referenced)) == sorted(index_keys(whole))
+    run(vlmdata_bin, "verify", "--workspace", referenced, "--deep")
     # Overlap: the same part twice, or a part already merged, is refused.
     twice = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m2"), parts[0], parts[0], check=False)
     assert twice.returncode != 0 and "twice" in twice.stderr
