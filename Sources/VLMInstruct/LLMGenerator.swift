@@ -160,7 +160,7 @@ public struct LLMGenerator: Sendable {
         group.wait()
         state.lock.lock()
         defer { state.lock.unlock() }
-        state.counts.skipped = queue.remaining
+        state.counts.skipped += queue.remaining
         progress.finish("\(state.counts.ok) ok, \(state.counts.rejected) rejected, \(state.counts.failed) failed, " +
                         "\(state.counts.cached) cached, \(state.counts.requestsSent) requests")
         return (state.counts, state.stop)
@@ -307,7 +307,7 @@ public struct LLMGenerator: Sendable {
         let now = Catalog.now()
         switch outcome {
         case .notSent:
-            return
+            state.update { $0.counts.skipped += 1 }
         case .failed(let reason, let status, let attempts):
             try catalog.write { db in
                 try upsertCall(db, item: item, request: requestText, status: "failed", response: nil, reason: reason,
