@@ -22,12 +22,13 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def _encode(bin_path, tok_path, texts, tmp_path, special=True):
+def _encode(bin_path, tok_path, texts, tmp_path, special=True, jobs=1):
     lines = tmp_path / "texts.jsonl"
     lines.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="utf-8")
     args = [bin_path, "tokenizer", "encode", "--tokenizer", str(tok_path), "--lines", str(lines), "--json-lines"]
     if not special:
         args.append("--no-special")
+    args += ["--jobs", str(jobs)]
     out = subprocess.run(args, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.split("\n") if line]
@@ -78,7 +79,10 @@ def test_shared_tokenizers(vlmdata_bin, shared, corpora, tmp_path, name, corpus)
     texts = corpora[corpus]
     if corpus == "coco":
         assert len(texts) == 25014
-    _compare(vlmdata_bin, shared / "tokenizers" / name / "tokenizer.json", texts, tmp_path)
+    path = shared / "tokenizers" / name / "tokenizer.json"
+    _compare(vlmdata_bin, path, texts, tmp_path)
+    # --jobs splits records between threads; the output is the same, in order.
+    assert _encode(vlmdata_bin, path, texts, tmp_path, jobs=3) == _encode(vlmdata_bin, path, texts, tmp_path)
 
 
 def _train(tok, texts, **kwargs):
