@@ -255,3 +255,33 @@ def test_ambiguous_configs_need_a_flag(vlmdata_bin, tmp_path):
     assert "--pixels" in out.stderr and "pix-other" in out.stderr and "pix-synthetic" in out.stderr
     run(vlmdata_bin, "shard", "--workspace", ws, "--pixels", "pix-synthetic", "--quiet")
     assert len(index_keys(ws)) == 20
+
+
+def test_real_pipeline_shards(vlmdata_bin, shared, tmp_path):
+    """ingest llava → tokenize → patchify → shard on the shared LLaVA sample: every sample readable by
+    webdataset, pixels byte-equal to the pixel shard's npy, tokens equal to the tokenized rows."""
+    import webdataset as wds
+
+    ws = str(tmp_path / "ws")
+    data = shared / "llava" / "pretrain-sample"
+    run(vlmdata_bin, "ingest", "llava", "--workspace", ws, "--json", data / "blip_laion_cc_sbu_first50.json",
+        "--images", data / "images", "--quiet")
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", shared / "tokenizers" / "mistral-v1" / "tokenizer.json",
+        "--template", "plain", "--quiet")
+    run(vlmdata_bin, "patchify", "--workspace", ws, "--mode", "pad", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", ws, "--target-size", "5MB", "--quiet")
+    assert "all well" in run(vlmdata_bin, "verify", "--workspace", ws, "--deep").stdout
+    db = sqlite3.connect(os.path.join(ws, "catalog.sqlite"))
+    rows = {key: (ids, shard, offset, size) for key, ids, shard, offset, size in db.execute("""
+        SELECT i.key, t.input_ids, ps.name, p.offset, p.size FROM tokenized t JOIN instructions i ON i.id = t.instruction_id
+        JOIN images img ON img.id = i.image_id JOIN pixels p ON p.sha256 = img.sha256
+        JOIN pixel_shards ps ON ps.id = p.pixel_shard_id""")}
+    samples = list(wds.WebDataset(sorted(glob.glob(os.path.join(ws, "shards", "train-*.tar"))), shardshuffle=False))
+    assert len(samples) == 50 == len(rows)
+    for s in samples:
+        ids, shard, offset, size = rows[s["__key__"]]
+        assert s["input_ids.npy"][-len(ids):] == ids
+        with open(os.path.join(ws, "shards", "pixels", shard), "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == s["pixels.npy"]
+        assert np.load(io.BytesIO(s["pixels.npy"])).shape == (1, 576, 588)
