@@ -175,12 +175,14 @@ public struct TemplateGenerator: Sendable {
             var answer: String
             var distractors: [String]
             var type: String
+            var category: String
             let presentChoices = analysis.categoryOrder.filter { !usedPresent.contains($0) }
             let countChoices = analysis.countable.filter { !usedCount.contains($0) }
             let canPresence = !presentChoices.isEmpty && absent.count >= 3
             let canCount = !countChoices.isEmpty
             if canPresence && (!canCount || rng.chance(1, in: 2)) {
                 answer = rng.pick(presentChoices)
+                category = answer
                 usedPresent.insert(answer)
                 let supercategory = analysis.supercategory[answer] ?? nil
                 let same = rng.shuffled(absent.filter { supercategory != nil && $0.supercategory == supercategory }.map(\.name))
@@ -190,6 +192,7 @@ public struct TemplateGenerator: Sendable {
                 type = "presence"
             } else if canCount {
                 let name = rng.pick(countChoices)
+                category = name
                 usedCount.insert(name)
                 let n = analysis.byCategory[name]!.count
                 answer = String(n)
@@ -211,7 +214,7 @@ public struct TemplateGenerator: Sendable {
                     .joined(separator: "\n")
                 out.append(make(image, .mcq, options.circular ? "\(i)-r\(r)" : "\(i)", group: options.circular ? group : nil,
                                 [(body, letters[index])],
-                                meta: ["type": .string(type), "answer": .string(answer), "letter": .string(letters[index]),
+                                meta: ["type": .string(type), "category": .string(category), "answer": .string(answer), "letter": .string(letters[index]),
                                        "options": .array(rotated.map { .string($0) }), "rotation": .int(r),
                                        "rotations": .int(rotations)]))
             }

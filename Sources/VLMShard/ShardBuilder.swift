@@ -6,7 +6,7 @@ import VLMIO
 
 /// What `vlmdata shard` was asked for.
 public struct ShardOptions: Codable, Hashable, Sendable {
-    /// Shard file prefix: `NAME-000000.tar` (`NAME-part1of4-000000.tar` for a part).
+    /// Shard file prefix: `NAME-000000.tar` (`NAME-part0of4-000000.tar` for a part).
     public var name = "train"
     /// A shard closes once it holds at least this many bytes.
     public var targetBytes = 256_000_000
@@ -20,7 +20,8 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     public var tokenizedConfig: String?
     /// Pixel config hash; required when the catalog holds several.
     public var pixelsConfig: String?
-    public var part: WorkPart?
+    /// Write only this part of a partitioned run (`--part I/N`, 0-based).
+    public var part: PartSpec?
 
     public init() {}
 
@@ -606,7 +607,7 @@ public final class ShardBuilder {
         }
     }
 
-    static func commit(catalog: Catalog, part: WorkPart?, shardName: String, sha256: String, bytes: Int,
+    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, bytes: Int,
                        rows: [SampleIndexRow], paramsHash: String) throws {
         try catalog.write { db in
             try db.execute(sql: """

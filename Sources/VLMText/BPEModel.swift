@@ -2,12 +2,12 @@ import Foundation
 import VLMCore
 
 /// The tokenizer.json `model`. Only BPE is built; the factory names any other type as unsupported.
-package func makeModel(_ json: JSONObject) throws -> BPEModel {
+package func makeModel(_ json: JSONObject, tables: FastModelTables? = nil) throws -> BPEModel {
     let type = json.type ?? (json.dict["merges"] != nil ? "BPE" : nil)
     guard type == "BPE" else {
         throw json.error("unsupported model type '\(type ?? "(none)")' (supported: BPE)")
     }
-    return try BPEModel(json: json)
+    return try BPEModel(json: json, tables: tables)
 }
 
 /// Per-thread scratch space and the per-word cache of a `BPEModel` (not shared between threads).
@@ -52,29 +52,28 @@ package final class BPEModel: Sendable {
     /// through the per-word cache, with the same result.
     package let splitsAtMetaspace: Bool
 
-    init(json: JSONObject) throws {
+    init(json: JSONObject, tables: FastModelTables? = nil) throws {
         if let dropout = json.double("dropout"), dropout > 0 {
             throw json.error("BPE dropout \(dropout) is not supported (encoding would not be deterministic)")
         }
-        guard let vocabDict = json.dict["vocab"] as? [String: Any] else { throw json.error("BPE 'vocab' is missing") }
-        var vocab = TextBytesMap(capacity: vocabDict.count)
+        // Vocabulary and merges come from the byte-exact scan of the file (a `[String: Any]` would merge tokens that
+        // are canonically equivalent but differ in bytes, e.g. "é" and "e\u{301}": Swift String keys compare equal).
+        guard let tables else {
+            throw json.error("model.vocab must be an object of token → non-negative integer id and model.merges an array of \"a b\" strings or [a, b] pairs")
+        }
+        let vocabPairs = tables.vocab
+        let mergePairs = tables.merges
+        var vocab = TextBytesMap(capacity: vocabPairs.count)
         var maxId = -1
-        var pairs: [(Int, [UInt8])] = []
-        pairs.reserveCapacity(vocabDict.count)
-        for (token, value) in vocabDict {
-            guard let id = (value as? Int) ?? (value as? NSNumber)?.intValue, id >= 0 else {
-                throw json.error("vocab entry '\(token)' has no integer id")
-            }
-            let bytes = Array(token.utf8)
+        for (bytes, id) in vocabPairs {
             vocab.set(bytes, UInt32(id))
-            pairs.append((id, bytes))
             maxId = max(maxId, id)
         }
         var idToToken = [[UInt8]?](repeating: nil, count: maxId + 1)
-        for (id, bytes) in pairs { idToToken[id] = bytes }
+        for (bytes, id) in vocabPairs { idToToken[id] = bytes }
         self.vocab = vocab
         self.idToToken = idToToken
-        vocabSize = vocabDict.count
+        vocabSize = vocab.count
 
         prefix = json.string("continuing_subword_prefix", default: nil).flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         suffix = json.string("end_of_word_suffix", default: nil).flatMap { $0.isEmpty ? nil : Array($0.utf8) }
@@ -118,34 +117,21 @@ package final class BPEModel: Sendable {
         self.fallbackIds = fallbackIds
 
         // Merges: "a b" strings or [a, b] pairs; rank = line index; a duplicate pair keeps the later line.
-        let mergeList = json.dict["merges"] as? [Any] ?? []
         var mergeEntries: [(UInt32, UInt32, UInt32, UInt32)] = []
-        mergeEntries.reserveCapacity(mergeList.count)
+        mergeEntries.reserveCapacity(mergePairs.count)
         let prefixLength = prefix?.count ?? 0
-        for (rank, item) in mergeList.enumerated() {
-            let a: String, b: String
-            if let line = item as? String {
-                let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw json.error("merge \(rank) '\(line)' is not two tokens separated by one space") }
-                a = String(parts[0])
-                b = String(parts[1])
-            } else if let pair = item as? [Any], pair.count == 2, let x = pair[0] as? String, let y = pair[1] as? String {
-                a = x
-                b = y
-            } else {
-                throw json.error("merge \(rank) is neither \"a b\" nor [a, b]")
-            }
-            let aBytes = Array(a.utf8), bBytes = Array(b.utf8)
-            guard let (idA, _) = vocab.get(aBytes) else { throw json.error("merge \(rank): token '\(a)' is not in the vocabulary") }
-            guard let (idB, _) = vocab.get(bBytes) else { throw json.error("merge \(rank): token '\(b)' is not in the vocabulary") }
+        for (rank, (aBytes, bBytes)) in mergePairs.enumerated() {
+            func name(_ x: [UInt8]) -> String { String(decoding: x, as: UTF8.self) }
+            guard let (idA, _) = vocab.get(aBytes) else { throw json.error("merge \(rank): token '\(name(aBytes))' is not in the vocabulary") }
+            guard let (idB, _) = vocab.get(bBytes) else { throw json.error("merge \(rank): token '\(name(bBytes))' is not in the vocabulary") }
             let merged = aBytes + bBytes.dropFirst(min(prefixLength, bBytes.count))
             guard let (newId, _) = vocab.get(merged) else {
-                throw json.error("merge \(rank): '\(String(decoding: merged, as: UTF8.self))' is not in the vocabulary")
+                throw json.error("merge \(rank): '\(name(merged))' is not in the vocabulary")
             }
             mergeEntries.append((idA, idB, UInt32(rank), newId))
         }
         merges = PairTable(entries: mergeEntries, maxID: maxId)
-        mergeCount = mergeList.count
+        mergeCount = mergePairs.count
     }
 
     package func tokenID(_ token: String) -> UInt32? {

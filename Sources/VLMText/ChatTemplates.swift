@@ -162,7 +162,7 @@ public final class LLaVAMasker {
     /// followed by "\n".
     public static func preprocessMultimodal(_ turns: [Turn]) -> [Turn] {
         turns.map { turn in
-            guard turn.value.contains(Conversation.imagePlaceholder) else { return turn }
+            guard turn.value.occurrences(of: Conversation.imagePlaceholder) > 0 else { return turn }
             var t = turn
             let without = pythonStrip(pythonSplit(turn.value, Conversation.imagePlaceholder).joined())
             t.value = pythonStrip(Conversation.imagePlaceholder + "\n" + without)
@@ -264,7 +264,7 @@ public final class LLaVAMasker {
         guard turns.count == 2 else {
             throw VLMError.badInput(record: record, "the plain template needs exactly one human/gpt pair, found \(turns.count) turns")
         }
-        guard turns[0].value.contains(Conversation.imagePlaceholder) else {
+        guard turns[0].value.occurrences(of: Conversation.imagePlaceholder) > 0 else {
             throw VLMError.badInput(record: record, "the plain template needs <image> in the first turn")
         }
         let text = Conversation.imagePlaceholder + turns[1].value + "\n"

@@ -28,12 +28,37 @@ package struct TextRegex: @unchecked Sendable {
         case Self.qwen2Pattern: engine = .llama3(maxDigits: 1)
         default:
             do {
-                engine = .icu(try NSRegularExpression(pattern: pattern, options: []))
+                engine = .icu(try NSRegularExpression(pattern: Self.oniguruma(pattern), options: []))
             } catch {
                 let message = "regex '\(pattern)' is not supported: \(error)"
                 throw json?.error(message) ?? VLMError(.unsupported, message)
             }
         }
+    }
+
+    /// Oniguruma's `\s` is White_Space (it includes U+000B and U+0085); ICU's is `[\t\n\f\r\p{Z}]`. Rewrites
+    /// `\s` / `\S` to the explicit set so the ICU fallback agrees.
+    static func oniguruma(_ pattern: String) -> String {
+        let space = #"\t\n\x{0B}\f\r\x{85}\p{Z}"#
+        var out = ""
+        var inClass = 0
+        let chars = Array(pattern)
+        var i = 0
+        while i < chars.count {
+            let c = chars[i]
+            if c == "\\", i + 1 < chars.count {
+                let n = chars[i + 1]
+                if n == "s" { out += inClass > 0 ? space : "[\(space)]" }
+                else if n == "S", inClass == 0 { out += "[^\(space)]" }
+                else { out.append(c); out.append(n) }
+                i += 2
+                continue
+            }
+            if c == "[" { inClass += 1 } else if c == "]", inClass > 0 { inClass -= 1 }
+            out.append(c)
+            i += 1
+        }
+        return out
     }
 
     /// Byte ranges of the successive non-overlapping matches in `text` (valid UTF-8).

@@ -26,6 +26,13 @@ public final class Tokenizer: Sendable {
     let normalizedMatcher: AddedTokenMatcher
     let addedById: [UInt32: AddedToken]
     let truncation: (maxLength: Int, left: Bool)?
+    struct Padding: Sendable {
+        var fixed: Int?
+        var multipleOf: Int
+        var id: Int32
+        var left: Bool
+    }
+    let padding: Padding?
 
     public convenience init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -37,25 +44,35 @@ public final class Tokenizer: Sendable {
     public init(data: Data, path: String = "tokenizer.json") throws {
         self.path = path
         sha256 = Hashing.sha256(data)
+        let tables = FastModelTables.extract(data)
         let parsed: Any
-        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+        do { parsed = try JSONSerialization.jsonObject(with: tables?.rest ?? data) } catch {
             throw VLMError.badInput(file: path, "not valid JSON: \(error.localizedDescription)")
         }
         guard let dict = parsed as? [String: Any] else { throw VLMError.badInput(file: path, "top level is not an object") }
         let root = JSONObject(dict, path: "tokenizer", file: path)
 
-        model = try makeModel(try root.object("model"))
+        model = try makeModel(try root.object("model"), tables: tables)
         normalizer = try root.optionalObject("normalizer").map(makeNormalizer)
         preTokenizer = try root.optionalObject("pre_tokenizer").map(makePreTokenizer)
         let modelForIDs = model
         postProcessor = try root.optionalObject("post_processor").flatMap { try makePostProcessor($0, tokenID: modelForIDs.tokenID) }
         decoder = try root.optionalObject("decoder").map(makeDecoder)
 
-        if let padding = root.optionalObject("padding") {
-            let strategy = padding.dict["strategy"]
-            if !(strategy as? String == "BatchLongest") {
-                throw padding.error("padding with a fixed length is not supported; remove 'padding' from tokenizer.json")
+        if let p = root.optionalObject("padding") {
+            // HF pads a single encoding to the fixed length, or to its own length (BatchLongest), rounded up to
+            // pad_to_multiple_of.
+            var fixed: Int? = nil
+            if let strategy = p.dict["strategy"] as? [String: Any] {
+                guard let n = (strategy["Fixed"] as? NSNumber)?.intValue else { throw p.error("unknown padding strategy") }
+                fixed = n
+            } else if p.dict["strategy"] as? String != "BatchLongest" {
+                throw p.error("unknown padding strategy")
             }
+            padding = Padding(fixed: fixed, multipleOf: p.int("pad_to_multiple_of") ?? 0, id: Int32(p.int("pad_id") ?? 0),
+                              left: p.string("direction", default: "Right") == "Left")
+        } else {
+            padding = nil
         }
         if let t = root.optionalObject("truncation") {
             guard let maxLength = t.int("max_length") else { throw t.error("truncation without max_length") }
@@ -169,6 +186,14 @@ public final class TokenizerSession {
             }
         }
         if addSpecialTokens, let post = t.postProcessor { out = post.process(out) }
+        if let padding = t.padding {
+            var target = padding.fixed ?? out.count
+            if padding.multipleOf > 0, target % padding.multipleOf != 0 { target += padding.multipleOf - target % padding.multipleOf }
+            if target > out.count {
+                let pad = [Int32](repeating: padding.id, count: target - out.count)
+                out = padding.left ? pad + out : out + pad
+            }
+        }
         return out
     }
 

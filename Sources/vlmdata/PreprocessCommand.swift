@@ -271,7 +271,7 @@ enum ImageBench {
             }
             return Double(done.peek) / Date().timeIntervalSince(start)
         }
-        let decode = measure { _, decoder, bytes, name in _ = try decoder.decode(bytes, name: name) }
+        let decode = measure { pre, _, bytes, name in _ = try pre.decode(bytes, name: name) }
         let pipeline = measure { pre, _, bytes, name in
             let result = try pre.process(bytes, name: name)
             let patches = Patchify.patchify(result.stacked, tiles: result.tiles.count, size: config.imageSize, patch: config.patchSize)

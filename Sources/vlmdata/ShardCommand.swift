@@ -41,7 +41,7 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Pixel config hash (required when the catalog holds several).", valueName: "hash"))
     var pixels: String?
 
-    @Option(help: ArgumentHelp("Write only part I of N (1-based; keys split by hash), for one task of a job array.", valueName: "I/N"))
+    @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
     var part: String?
 
     @Flag(help: "Print the report as one JSON object.")
@@ -68,8 +68,8 @@ struct ShardCommand: ParsableCommand {
         }
         if let maxSamples, maxSamples < 1 { throw ValidationError("--max-samples must be at least 1.") }
         if let limit, limit < 0 { throw ValidationError("--limit must not be negative.") }
-        if let part, (try? WorkPart(parsing: part)) == nil {
-            throw ValidationError("--part '\(part)' must be I/N with 1 <= I <= N, e.g. 1/4.")
+        if let part, PartSpec(parsing: part) == nil {
+            throw ValidationError("--part must look like 0/4 (index/count, index < count).")
         }
         if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
     }
@@ -87,7 +87,7 @@ struct ShardCommand: ParsableCommand {
         options.includeImageBytes = includeJpeg
         options.tokenizedConfig = tokenized
         options.pixelsConfig = pixels
-        options.part = try part.map { try WorkPart(parsing: $0) }
+        options.part = part.flatMap { PartSpec(parsing: $0) }
         let report = try runOrExit {
             if let synthetic {
                 var inputs = SyntheticShardInputs(count: synthetic, seed: 1)

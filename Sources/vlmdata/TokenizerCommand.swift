@@ -47,28 +47,42 @@ struct TokenizerCommand: ParsableCommand {
         @Flag(help: "Do not add the post-processor's special tokens (add_special_tokens=False).")
         var noSpecial = false
 
+        @Option(help: "Worker threads (records are split between them; output order is kept).")
+        var jobs = 1
+
+        func validate() throws {
+            guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
+        }
+
         func run() throws {
             let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
-            let session = tok.makeSession()
             let records = try TokenizerCommand.readRecords(lines)
-            var out: [UInt8] = []
-            out.reserveCapacity(1 << 20)
-            let stdout = FileHandle.standardOutput
-            for (index, record) in records.enumerated() {
-                let text = try TokenizerCommand.text(record, json: jsonLines, line: index + 1)
-                let ids = session.encode(text, addSpecialTokens: !noSpecial)
-                out.append(UInt8(ascii: "["))
-                for (k, id) in ids.enumerated() {
-                    if k > 0 { out.append(UInt8(ascii: ",")) }
-                    out.append(contentsOf: String(id).utf8)
-                }
-                out.append(contentsOf: "]\n".utf8)
-                if out.count > 1 << 20 {
-                    stdout.write(Data(out))
-                    out.removeAll(keepingCapacity: true)
+            let texts = try records.enumerated().map { try TokenizerCommand.text($0.element, json: jsonLines, line: $0.offset + 1) }
+            let workers = min(jobs, max(1, texts.count))
+            let chunk = (texts.count + workers - 1) / max(workers, 1)
+            var outputs = [[UInt8]](repeating: [], count: workers)
+            let special = !noSpecial
+            outputs.withUnsafeMutableBufferPointer { buffer in
+                nonisolated(unsafe) let buffer = buffer
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    let session = tok.makeSession()
+                    var out: [UInt8] = []
+                    let lo = w * chunk, hi = min(texts.count, lo + chunk)
+                    if lo < hi {
+                        for i in lo..<hi {
+                            let ids = session.encode(texts[i], addSpecialTokens: special)
+                            out.append(UInt8(ascii: "["))
+                            for (k, id) in ids.enumerated() {
+                                if k > 0 { out.append(UInt8(ascii: ",")) }
+                                out.append(contentsOf: String(id).utf8)
+                            }
+                            out.append(contentsOf: "]\n".utf8)
+                        }
+                    }
+                    buffer[w] = out
                 }
             }
-            stdout.write(Data(out))
+            for out in outputs { FileHandle.standardOutput.write(Data(out)) }
         }
     }
 
@@ -223,6 +237,8 @@ struct TokenizerCommand: ParsableCommand {
             let trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : specialTokens,
                                      minFrequency: minFrequency)
             let result = try runOrExit { try trainer.train(texts: texts) }
+            let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
             try runOrExit { try AtomicFile.write(result.json, to: out) }
             if json {
                 print("{\"texts\": \(texts.count), \"vocab_size\": \(result.vocabSize), \"merges\": \(result.merges), \"out\": \"\(out)\"}")

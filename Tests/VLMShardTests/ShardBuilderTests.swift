@@ -228,10 +228,10 @@ func smallShards() -> ShardOptions {
 
     @Test func partsSplitTheSamplesDisjointly() throws {
         var all: [String] = []
-        for i in 1 ... 3 {
+        for i in 0 ..< 3 {
             let catalog = try makeCatalog("part\(i)")
             var options = smallShards()
-            options.part = try WorkPart(index: i, count: 3)
+            options.part = PartSpec(index: i, count: 3)
             _ = try ShardBuilder(catalog: catalog, options: options).run()
             let names = try shardHashes(catalog).keys
             #expect(names.allSatisfy { $0.hasPrefix("train-part\(i)of3-") })
@@ -278,6 +278,17 @@ func smallShards() -> ShardOptions {
         let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
         #expect(problems.count == 1)
         #expect(problems.first?.contains("labels.npy") == true)
+    }
+
+    @Test func unindexedAndTemporaryFilesAreReported() throws {
+        let (catalog, path) = try built()
+        let dir = catalog.workspace.shardsDirectory
+        try FileManager.default.copyItem(atPath: path, toPath: dir + "/train-999999.tar")
+        try Data([1]).write(to: URL(fileURLWithPath: dir + "/.train-000042.tar.tmp-123"))
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count == 2)
+        #expect(problems.contains { $0.hasPrefix("train-999999.tar: shard file that the catalog does not index") })
+        #expect(problems.contains { $0.contains("interrupted") })
     }
 
     @Test func missingFileAndShapeMismatchAreReported() throws {

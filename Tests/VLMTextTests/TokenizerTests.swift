@@ -49,6 +49,16 @@ func loadShared(_ name: String) throws -> Tokenizer {
         #expect(tokenizer.decode(session.encode("a 🦜 b")) == " a 🦜 b" || tokenizer.decode(session.encode("a 🦜 b")) == "a 🦜 b")
     }
 
+    @Test func canonicallyEquivalentTokensStayApart() throws {
+        // "é" (U+00E9) and "e" + U+0301 are equal as Swift Strings but distinct tokens for HF.
+        let json = #"{"model": {"type": "BPE", "vocab": {"\u00e9": 0, "e\u0301": 1, "e": 2, "\u0301": 3}, "merges": ["e \u0301"]}}"#
+        let tokenizer = try Tokenizer(data: Data(json.utf8))
+        let session = tokenizer.makeSession()
+        #expect(session.encode("\u{E9}") == [0])
+        #expect(session.encode("e\u{301}") == [1])
+        #expect(tokenizer.token(1).map { Array($0.unicodeScalars) } == ["e", "\u{301}"])
+    }
+
     @Test func unsupportedComponentNamesItself() throws {
         let json = #"{"model": {"type": "WordPiece", "vocab": {}}}"#
         #expect {

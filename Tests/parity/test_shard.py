@@ -196,7 +196,7 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
     base = str(tmp_path / "base")
     fill(vlmdata_bin, base, 200, *SMALL)
     parts = []
-    for i in (1, 2):
+    for i in (0, 1):
         ws = str(tmp_path / f"part{i}")
         shutil.copytree(base, ws)
         run(vlmdata_bin, "shard", "--workspace", ws, "--part", f"{i}/2", "--target-size", "30KB", "--quiet")
@@ -233,13 +233,13 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
     # Conflicting configuration: a part sharded with another target size.
     other = str(tmp_path / "other")
     shutil.copytree(base, other)
-    run(vlmdata_bin, "shard", "--workspace", other, "--part", "2/2", "--target-size", "99KB", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", other, "--part", "1/2", "--target-size", "99KB", "--quiet")
     conflict = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m3"), parts[0], other, check=False)
     assert conflict.returncode != 0 and "disagree" in conflict.stderr
     # Parts of different splits.
     third = str(tmp_path / "third")
     shutil.copytree(base, third)
-    run(vlmdata_bin, "shard", "--workspace", third, "--part", "3/3", "--target-size", "30KB", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", third, "--part", "2/3", "--target-size", "30KB", "--quiet")
     mixed = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m4"), parts[0], third, check=False)
     assert mixed.returncode != 0 and "split" in mixed.stderr
 

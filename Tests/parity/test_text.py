@@ -22,12 +22,13 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def _encode(bin_path, tok_path, texts, tmp_path, special=True):
+def _encode(bin_path, tok_path, texts, tmp_path, special=True, jobs=1):
     lines = tmp_path / "texts.jsonl"
     lines.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="utf-8")
     args = [bin_path, "tokenizer", "encode", "--tokenizer", str(tok_path), "--lines", str(lines), "--json-lines"]
     if not special:
         args.append("--no-special")
+    args += ["--jobs", str(jobs)]
     out = subprocess.run(args, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.split("\n") if line]
@@ -53,7 +54,7 @@ def _compare(bin_path, tok_path, texts, tmp_path):
     hf = Tokenizer.from_file(str(tok_path))
     for special in (True, False):
         ours = _encode(bin_path, tok_path, texts, tmp_path, special=special)
-        theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=special)]
+        theirs = [hf.encode(t, add_special_tokens=special).ids for t in texts]  # single encodes (batch padding differs)
         bad = [(i, texts[i], ours[i], theirs[i]) for i in range(len(texts)) if ours[i] != theirs[i]]
         assert not bad, f"{len(bad)}/{len(texts)} records differ (special={special}); first: {bad[:3]}"
     for keep in (False, True):
@@ -78,7 +79,10 @@ def test_shared_tokenizers(vlmdata_bin, shared, corpora, tmp_path, name, corpus)
     texts = corpora[corpus]
     if corpus == "coco":
         assert len(texts) == 25014
-    _compare(vlmdata_bin, shared / "tokenizers" / name / "tokenizer.json", texts, tmp_path)
+    path = shared / "tokenizers" / name / "tokenizer.json"
+    _compare(vlmdata_bin, path, texts, tmp_path)
+    # --jobs splits records between threads; the output is the same, in order.
+    assert _encode(vlmdata_bin, path, texts, tmp_path, jobs=3) == _encode(vlmdata_bin, path, texts, tmp_path)
 
 
 def _train(tok, texts, **kwargs):
@@ -95,6 +99,7 @@ def _metaspace_first(texts):
     _train(tok, texts, vocab_size=1500, special_tokens=["<unk>", "<s>", "</s>"])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
     tok.add_special_tokens([AddedToken("<image>", lstrip=True, rstrip=False, normalized=False)])
+    tok.add_tokens([AddedToken("Hello World", normalized=True), AddedToken("ﬁsh", normalized=True, single_word=True)])
     return tok
 
 
@@ -120,6 +125,8 @@ def _prefix_suffix(texts):
     _train(tok, texts, vocab_size=1200, special_tokens=["[UNK]", "[CLS]", "[SEP]"],
            continuing_subword_prefix="##", end_of_word_suffix="</w>")
     tok.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
+    tok.enable_padding(pad_id=1, pad_token="[CLS]", pad_to_multiple_of=8, direction="left")
+    tok.enable_truncation(max_length=24)
     return tok
 
 
@@ -135,7 +142,22 @@ def _gpt2_added(shared):
     return tok
 
 
+def _custom_regex(texts):
+    """A Split regex that is none of the known patterns (runs through the generic regex engine)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(tokenizers.Regex(r"\s{2,}"), " "), normalizers.NFC()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(r"\p{N}+|[^\s\p{L}\p{N}]+"), behavior="isolated"),
+        pre_tokenizers.Split(tokenizers.Regex(r"\s+"), behavior="merged_with_next"),
+        pre_tokenizers.Punctuation(),
+    ])
+    tok.decoder = decoders.Fuse()
+    _train(tok, texts, vocab_size=800, special_tokens=["<unk>"])
+    return tok
+
+
 SHAPES = {
+    "custom_split_regex": lambda shared, texts: _custom_regex(texts),
     "metaspace_first_nfkc_lower": lambda shared, texts: _metaspace_first(texts),
     "llama3_split_regex": lambda shared, texts: _llama3_split(texts),
     "prefix_suffix_unk": lambda shared, texts: _prefix_suffix(texts),
@@ -154,7 +176,7 @@ def test_built_shapes(vlmdata_bin, shared, corpora, tmp_path, shape):
         data["model"]["ignore_merges"] = True
         path.write_text(json.dumps(data, ensure_ascii=False))
     extra = ["a cat sat", "cat", "concatenate cat.", "bobcat cat's", "hello world", "Hello World!", "say hello world now",
-             "x <image> y", "x<image>y", "  <image>  ", "[INST]   hi", "<|im_start|>user\nhi<|im_end|>"]
+             "x <image> y", "x<image>y", "HELLO WORLD and fish, FISH, ﬁsh, catfish", "  <image>  ", "[INST]   hi", "<|im_start|>user\nhi<|im_end|>"]
     texts = corpora["edge"] + extra + corpora["llava"] + corpora["coco"][8000:12000]
     _compare(vlmdata_bin, path, texts, tmp_path)
 
@@ -236,3 +258,133 @@ def test_llava_masks(vlmdata_bin, shared, tmp_path, name, template, non_legacy):
     if name == "mistral-v1" and not non_legacy:
         # The fast LLaMA tokenizer is legacy-style: LLaVA's rules line up and answers stay supervised.
         assert mismatches == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BPE trainer and the tokenize stage
+
+
+@pytest.mark.parametrize("vocab_size", [300, 500, 4000])
+def test_trained_tokenizer_round_trips_through_hf(vlmdata_bin, shared, corpora, tmp_path, vocab_size):
+    texts = corpora["coco"][:5000]
+    src = tmp_path / "train.txt"
+    src.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    out1, out2 = tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json"
+    for out in (out1, out2):
+        r = subprocess.run([vlmdata_bin, "tokenizer", "train", "--vocab-size", str(vocab_size), "--out", str(out), str(src)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert out1.read_bytes() == out2.read_bytes(), "training is not deterministic"
+    hf = Tokenizer.from_file(str(out1))
+    assert hf.get_vocab_size() <= vocab_size
+    assert hf.token_to_id("<image>") is not None and hf.token_to_id("</s>") is not None
+    _compare(vlmdata_bin, out1, texts + corpora["edge"] + corpora["llava"], tmp_path)
+
+
+def _workspace_with_instructions(vlmdata_bin, tmp_path, records):
+    """A workspace whose `instructions` table holds `records` (image_id set when the record has an image)."""
+    import sqlite3
+    ws = tmp_path / "ws"
+    # Any catalog command creates the catalog and runs the migrations; tokenize on an empty catalog does nothing.
+    tok = SHARED_TOK("gpt2")
+    r = subprocess.run([vlmdata_bin, "tokenize", "--workspace", str(ws), "--tokenizer", str(tok), "--template", "plain"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    db.execute("INSERT INTO sources (id, kind, name, uri, fingerprint, created_at) VALUES (1, 'llava', 't', 'x', 'f', 'now')")
+    db.execute("INSERT INTO images (id, source_id, key, file_name, status) VALUES (1, 1, 'img1', 'a.jpg', 'ok')")
+    for i, rec in enumerate(records):
+        db.execute("INSERT INTO instructions (key, image_id, source_id, generator, kind, conversations, created_at) "
+                   "VALUES (?, ?, 1, 'import', 'conversation', ?, 'now')",
+                   (f"k{i}", 1 if rec.get("image") else None, json.dumps(rec["conversations"])))
+    db.commit()
+    db.close()
+    return ws
+
+
+SHARED_TOK = None
+
+
+@pytest.fixture(autouse=True)
+def _shared_tok(shared):
+    global SHARED_TOK
+    SHARED_TOK = lambda name: shared / "tokenizers" / name / "tokenizer.json"  # noqa: E731
+
+
+def test_tokenize_stage_writes_llava_masks(vlmdata_bin, shared, tmp_path):
+    import sqlite3
+    records = _llava_records(shared)
+    records.append({"id": "bad", "image": "a.jpg", "conversations": [{"from": "human", "value": "no image tag"},
+                                                                  {"from": "gpt", "value": "x"}]})
+    ws = _workspace_with_instructions(vlmdata_bin, tmp_path, records)
+    tok = shared / "tokenizers" / "mistral-v1" / "tokenizer.json"
+    args = [vlmdata_bin, "tokenize", "--workspace", str(ws), "--tokenizer", str(tok), "--template", "vicuna_v1",
+            "--max-length", "700", "--image-tokens", "576", "--overflow", "truncate", "--jobs", "2", "--json"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    counts = report["counts"]
+    assert counts["tokenized"] == len(records)
+    assert counts["error"] == 1
+    assert counts["truncated"] > 0  # 700 positions with a 576-position image: long answers are cut
+    ref = LLaVA(Tokenizer.from_file(str(tok)))
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    rows = db.execute("SELECT i.key, t.status, t.input_ids, t.labels, t.n_tokens, t.n_image_tokens, t.n_supervised "
+                      "FROM tokenized t JOIN instructions i ON i.id = t.instruction_id ORDER BY i.id").fetchall()
+    import struct
+    for rec, (key, status, ids_blob, labels_blob, n_tokens, n_image, n_sup) in zip(records, rows, strict=True):
+        if rec["id"] == "bad":
+            assert status == "error"
+            continue
+        ids, labels = ref.preprocess("vicuna_v1", rec)
+        positions = len(ids) - 1 + 576 if rec.get("image") else len(ids)
+        keep = len(ids) if positions <= 700 else len(ids) - (positions - 700)
+        got_ids = list(struct.unpack(f"<{len(ids_blob) // 4}i", ids_blob))
+        got_labels = list(struct.unpack(f"<{len(labels_blob) // 4}i", labels_blob))
+        assert status == ("ok" if keep == len(ids) else "truncated")
+        assert got_ids == ids[:keep] and got_labels == labels[:keep], key
+        assert n_tokens == keep and n_image == (576 if rec.get("image") else 0)
+        assert n_sup == sum(1 for x in labels[:keep] if x != -100)
+    db.close()
+    # Idempotent: a rerun writes nothing; a changed limit is a new configuration.
+    again = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert again["skipped"] and again["counts"]["written"] == 0
+    # A run cut short (rows of some instructions missing) is finished by the rerun, the rest kept.
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    before = db.execute("SELECT instruction_id, input_ids, labels FROM tokenized ORDER BY instruction_id").fetchall()
+    db.execute("DELETE FROM tokenized WHERE instruction_id % 3 = 0")
+    removed = len(before) - db.execute("SELECT COUNT(*) FROM tokenized").fetchone()[0]
+    db.commit()
+    db.close()
+    resumed = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert resumed["counts"]["written"] == removed > 0
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    assert db.execute("SELECT instruction_id, input_ids, labels FROM tokenized ORDER BY instruction_id").fetchall() == before
+    db.close()
+    drop = [a if a != "truncate" else "drop" for a in args]
+    dropped = json.loads(subprocess.run(drop, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert dropped["counts"]["dropped"] == counts["truncated"]
+
+
+def test_train_from_catalog(vlmdata_bin, shared, corpora, tmp_path):
+    """`tokenizer train --from-catalog` learns from the workspace's captions and instruction turns."""
+    import sqlite3
+    records = _llava_records(shared)[:40]
+    ws = _workspace_with_instructions(vlmdata_bin, tmp_path, records)
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    for i, caption in enumerate(corpora["coco"][:3000]):
+        db.execute("INSERT INTO captions (image_id, external_id, text) VALUES (1, ?, ?)", (i, caption))
+    db.commit()
+    db.close()
+    out = tmp_path / "trained" / "tokenizer.json"
+    r = subprocess.run([vlmdata_bin, "tokenizer", "train", "--workspace", str(ws), "--from-catalog", "--vocab-size", "450",
+                        "--out", str(out), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["texts"] == 3000 + sum(len(rec["conversations"]) for rec in records)
+    assert info["vocab_size"] == 450
+    texts = corpora["coco"][:3000] + [t["value"] for rec in records for t in rec["conversations"]]
+    _compare(vlmdata_bin, out, texts + corpora["edge"], tmp_path)
+    # The templates' markers and <image> are single special tokens.
+    hf = Tokenizer.from_file(str(out))
+    assert hf.encode("<image></s><|im_end|>", add_special_tokens=False).ids == [hf.token_to_id(t) for t in ("<image>", "</s>", "<|im_end|>")]

@@ -67,6 +67,8 @@ EDGE_TEXTS = [
     "ſ long s and 'ſ and 'S and 'T 'Re 'LL",
     "A photo of 2 dogs, 3 cats & 1 bird (approx. 10:30am).",
     "x" + " " * 20 + "y",
+    "vertical\u000btab form\u000cfeed next\u0085line sep\u2028para\u2029 ogham\u1680space mongolian\u180evowel",
+    "a\u000b\u000bb \u0085\u0085 c",
     "\t\t\tindented\n\t\t\t\tmore",
 ]
 
