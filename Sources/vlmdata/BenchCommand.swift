@@ -16,10 +16,10 @@ struct BenchLoaderCommand: ParsableCommand {
         commandName: "loader",
         abstract: "Time an epoch of the loader (read + decode every sample) against a raw sequential read of the shards.",
         discussion: """
-        Prints samples/s and MB/s of one epoch through the loader with --workers threads, the raw sequential read
-        rate of the same shard files, their ratio, and the shuffle quality of the order (mean displacement as a
-        share of the dataset, 0.33 for a uniform shuffle; adjacency: share of neighbours that were neighbours in
-        the source order, ~0 for a uniform shuffle, 1 for none). Read the raw pass first or drop the page cache
+        Prints samples/s and MB/s of one epoch through the loader with --workers threads, the raw sequential read \
+        rate of the same shard files, their ratio, and the shuffle quality of the order (mean displacement as a \
+        share of the dataset, 0.33 for a uniform shuffle; adjacency: share of neighbours that were neighbours in \
+        the source order, ~0 for a uniform shuffle, 1 for none). Read the raw pass first or drop the page cache \
         yourself if you compare cold reads.
         """)
 

@@ -18,17 +18,17 @@ struct LoaderFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Samples each worker decodes ahead (bounds memory).", valueName: "n"))
     var prefetch = 32
 
-    @Option(help: ArgumentHelp("Shuffle seed.", valueName: "s"))
-    var seed: UInt64 = 0
+    @Option(help: ArgumentHelp("Shuffle seed (default 0, or the resumed state's).", valueName: "s"))
+    var seed: UInt64?
 
-    @Option(help: ArgumentHelp("none (source order), shard (shard order only) or block (shards, then samples within blocks).", valueName: "mode"))
-    var shuffle = "block"
+    @Option(help: ArgumentHelp("none (source order), shard (shard order only) or block (shards, then samples within blocks; the default).", valueName: "mode"))
+    var shuffle: String?
 
-    @Option(help: ArgumentHelp("Samples per shuffle block.", valueName: "n"))
-    var blockSize = 1024
+    @Option(help: ArgumentHelp("Samples per shuffle block (default 1024).", valueName: "n"))
+    var blockSize: Int?
 
-    @Option(help: ArgumentHelp("Canonical partitions of the order, fixed for a run (a rank reads fewer shards at once when it divides this).", valueName: "p"))
-    var partitions = 8
+    @Option(help: ArgumentHelp("Canonical partitions of the order, fixed for a run (default 8; a rank reads fewer shards at once when it divides this).", valueName: "p"))
+    var partitions: Int?
 
     @Flag(help: "Drop the epoch's last samples that do not fill a batch on every rank (default: pad by repeating samples).")
     var dropLast = false
@@ -60,9 +60,9 @@ struct LoaderFlags: ParsableArguments {
         if let rank, let worldSize, rank >= worldSize { throw ValidationError("--rank \(rank) must be below --world-size \(worldSize).") }
         if workers < 0 { throw ValidationError("--workers must not be negative.") }
         if prefetch < 1 { throw ValidationError("--prefetch must be at least 1.") }
-        if ShuffleMode(rawValue: shuffle) == nil { throw ValidationError("--shuffle must be none, shard or block, not '\(shuffle)'.") }
-        if blockSize < 1 { throw ValidationError("--block-size must be at least 1.") }
-        if partitions < 1 { throw ValidationError("--partitions must be at least 1.") }
+        if let shuffle, ShuffleMode(rawValue: shuffle) == nil { throw ValidationError("--shuffle must be none, shard or block, not '\(shuffle)'.") }
+        if let blockSize, blockSize < 1 { throw ValidationError("--block-size must be at least 1.") }
+        if let partitions, partitions < 1 { throw ValidationError("--partitions must be at least 1.") }
         if MissingPolicy(rawValue: onMissing) == nil { throw ValidationError("--on-missing must be error or skip, not '\(onMissing)'.") }
         if (try? parseByteSize(cacheSize)) == nil { throw ValidationError("--cache-size '\(cacheSize)' is not a size; write e.g. 20GB.") }
         if !url.isEmpty && shardList != nil { throw ValidationError("give --url or --shard-list, not both.") }
@@ -97,11 +97,16 @@ struct LoaderFlags: ParsableArguments {
     }
 
     /// The loader these flags describe, over `workspace`'s index (local shards, URLs, or a mixture).
-    func makeLoader(workspace: String, unit: Int, groupMegabatch: Int = 0) throws -> Loader {
+    /// Flags given win; the rest of the order comes from `resuming` (so `--resume` alone continues exactly), else
+    /// the defaults. A flag that contradicts the state is refused when the stream starts.
+    func makeLoader(workspace: String, unit: Int, groupMegabatch: Int = 0, resuming: LoaderState? = nil) throws -> Loader {
         let topology = try topology()
+        let base = resuming?.spec ?? OrderSpec()
+        let order = OrderSpec(seed: seed ?? base.seed, shuffle: shuffle.flatMap(ShuffleMode.init(rawValue:)) ?? base.shuffle,
+                              blockSize: blockSize ?? base.blockSize, partitions: partitions ?? base.partitions,
+                              groupMegabatch: resuming != nil && groupMegabatch == 0 ? base.groupMegabatch : groupMegabatch)
         let options = LoaderOptions(
-            order: OrderSpec(seed: seed, shuffle: ShuffleMode(rawValue: shuffle)!, blockSize: blockSize,
-                             partitions: partitions, groupMegabatch: groupMegabatch),
+            order: order,
             topology: topology, workers: workers, prefetch: prefetch, unit: unit,
             remainder: dropLast ? .dropLast : .pad, onMissing: MissingPolicy(rawValue: onMissing)!, epochSize: epochSize)
         if !mix.isEmpty {
@@ -143,11 +148,11 @@ struct StreamCommand: ParsableCommand {
         commandName: "stream",
         abstract: "Stream this rank's samples of an epoch: one key per line, or a summary per batch.",
         discussion: """
-        The order is a pure function of (seed, epoch, the shards' fingerprint, shuffle settings): shard order
-        shuffled, then samples within blocks; each rank takes every WORLD-th position of it. Ranks are taken to
-        advance in lockstep, so --save-state writes (epoch, samples consumed by all ranks) and --resume continues
-        exactly, with any world size or worker count. Shards come from the workspace, or over HTTP(S) with --url /
-        --shard-list through a capped cache (the workspace catalog supplies the index and checksums).
+        The order is a pure function of (seed, epoch, the shards' fingerprint, shuffle settings): shard order \
+        shuffled, then samples within blocks; each rank takes every WORLD-th position of it. Ranks are taken to \
+        advance in lockstep, so --save-state writes (epoch, samples consumed by all ranks) and --resume continues \
+        exactly, with any world size or worker count. Shards come from the workspace, or over HTTP(S) with --url / \
+        --shard-list through a capped cache (the workspace catalog supplies the index and checksums). \
         Counts (padded, dropped, skipped) go to stderr; stdout holds only keys or batch lines.
         """)
 
@@ -203,8 +208,9 @@ struct StreamCommand: ParsableCommand {
             if buffer.utf8.count > 1 << 16 { out.write(Data(buffer.utf8)); buffer = "" }
         }
         let result: (StreamReport, LoaderState, [String: String]) = try runOrExit {
-            let loader = try self.loader.makeLoader(workspace: workspace.path, unit: unit, groupMegabatch: group)
             let state = try resume.map { try LoaderState.load(from: $0) }
+            let loader = try self.loader.makeLoader(workspace: workspace.path, unit: unit, groupMegabatch: group,
+                                                    resuming: state)
             var extra: [String: String] = [:]
             if let batchSize {
                 let batches = try loader.batches(epoch: epoch, resuming: state, options: BatchOptions(

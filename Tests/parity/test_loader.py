@@ -77,7 +77,7 @@ def test_resume_equals_uninterrupted(vlmdata_bin, ws, tmp_path):
     full = stream(vlmdata_bin, ws, "--seed", 5, "--epoch", 2)
     state = tmp_path / "state.json"
     head = stream(vlmdata_bin, ws, "--seed", 5, "--epoch", 2, "--max-samples", 41, "--save-state", state)
-    tail = stream(vlmdata_bin, ws, "--seed", 5, "--resume", state, "--save-state", state)
+    tail = stream(vlmdata_bin, ws, "--resume", state, "--save-state", state)  # the order comes from the state
     assert head + tail == full
     # after the epoch the state points at the next one
     assert stream(vlmdata_bin, ws, "--seed", 5, "--resume", state) == stream(vlmdata_bin, ws, "--seed", 5, "--epoch", 3)
