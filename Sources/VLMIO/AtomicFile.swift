@@ -14,23 +14,26 @@ public enum AtomicFile {
     }
 
     /// Writes `bytes` to a temporary file, fsyncs it, and renames it over `path`.
-    public static func write(_ bytes: some Collection<UInt8>, to path: String) throws {
-        try withWriter(to: path) { writer in try writer.write(Array(bytes)) }
+    ///
+    /// `durable: false` skips the two fsyncs: readers still never see a partial file (the rename is atomic), but
+    /// after a power loss the file may be missing. For outputs that are cheap to regenerate (synthetic data).
+    public static func write(_ bytes: some Collection<UInt8>, to path: String, durable: Bool = true) throws {
+        try withWriter(to: path, durable: durable) { writer in try writer.write(Array(bytes)) }
     }
 
     /// Opens a temporary file beside `path`, calls `body` with a writer, then fsyncs and renames it into place.
     /// On any error the partial file is removed and `path` is untouched.
-    public static func withWriter<T>(to path: String, _ body: (FileWriter) throws -> T) throws -> T {
+    public static func withWriter<T>(to path: String, durable: Bool = true, _ body: (FileWriter) throws -> T) throws -> T {
         let tmp = temporaryPath(for: path)
         let writer = try FileWriter(path: tmp)
         do {
             let result = try body(writer)
-            try writer.sync()
+            if durable { try writer.sync() }
             try writer.close()
             guard rename(tmp, path) == 0 else {
                 throw VLMError.io(file: path, "rename from \(tmp) failed: \(String(cString: strerror(errno)))")
             }
-            syncDirectory(of: path)
+            if durable { syncDirectory(of: path) }
             return result
         } catch {
             try? writer.close()

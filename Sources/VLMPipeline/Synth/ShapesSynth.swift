@@ -80,7 +80,7 @@ public struct ShapesSynth {
             let bytes = o.format == "png"
                 ? try ImageEncode.png(rgb: pixels, width: o.size, height: o.size)
                 : try ImageEncode.jpeg(rgb: pixels, width: o.size, height: o.size, quality: 95)
-            try AtomicFile.write(bytes, to: imageDir + "/" + fileName)
+            try AtomicFile.write(bytes, to: imageDir + "/" + fileName, durable: false)
             imagesJSON.append(COCOImage(id: id, file_name: fileName, width: o.size, height: o.size))
             for (c, text) in Self.captions(for: shapes, count: o.captionsPerImage, rng: &rng).enumerated() {
                 captionsJSON.append(COCOCaption(id: id * 10 + c, image_id: id, caption: text))
