@@ -14,6 +14,7 @@ import glob
 import io
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -59,14 +60,20 @@ def load_samples(ws):
     return samples
 
 
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_ours(bin_path, ws):
     clear_shards(ws)
+    cpu = children_cpu()
     start = time.perf_counter()
     subprocess.run([bin_path, "shard", "--workspace", ws, "--target-size", "256MB", "--quiet"], check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(ws, "shards", "train-*.tar")))
-    return seconds, size
+    return seconds, size, children_cpu() - cpu
 
 
 def run_peer(samples, out_dir):
@@ -74,13 +81,15 @@ def run_peer(samples, out_dir):
 
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
+    cpu = time.process_time()
     start = time.perf_counter()
     with wds.ShardWriter(os.path.join(out_dir, "train-%06d.tar"), maxsize=256e6, maxcount=10**9, verbose=0) as sink:
         for sample in samples:
             sink.write(sample)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out_dir, "*.tar")))
-    return seconds, size
+    return seconds, size, cpu
 
 
 def main():
@@ -105,16 +114,19 @@ def main():
     n = len(samples)
 
     def summary(name, runs):
-        t = statistics.median(s for s, _ in runs)
+        t = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[2] for r in runs)
         size = runs[0][1]
-        print(f"{name:<28} {t:8.3f} s  {n / t:9.0f} samples/s  {size / t / 1e6:8.0f} MB/s  ({size / 1e6:.0f} MB)")
-        return t
+        print(f"{name:<24} wall {t:7.3f} s {n / t:8.0f} samples/s {size / t / 1e6:6.0f} MB/s | "
+              f"cpu {cpu:6.3f} s {n / cpu:8.0f} samples/s  ({size / 1e6:.0f} MB)")
+        return t, cpu
 
     print(f"shard writing: {n} samples (pixels [1, 576, 588] uint8 on {n - n // 10}, ~600 tokens), "
           f"{args.repeat} run(s) each, medians; {os.cpu_count()} cores")
-    t_ours = summary("vlmdata shard", ours)
-    t_peer = summary("webdataset.ShardWriter", peer)
-    print(f"ratio (webdataset time / vlmdata time): {t_peer / t_ours:.2f}x")
+    print(f"load average {os.getloadavg()[0]:.1f}; work folder {args.work}")
+    t_ours, cpu_ours = summary("vlmdata shard", ours)
+    t_peer, cpu_peer = summary("webdataset.ShardWriter", peer)
+    print(f"ratio (webdataset / vlmdata): wall {t_peer / t_ours:.2f}x, cpu {cpu_peer / cpu_ours:.2f}x")
 
 
 if __name__ == "__main__":

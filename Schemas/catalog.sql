@@ -51,7 +51,6 @@ CREATE TABLE captions (
     text TEXT NOT NULL,
     UNIQUE (image_id, external_id)
 );
-CREATE INDEX captions_image ON captions(image_id);
 
 CREATE TABLE objects (
     id INTEGER PRIMARY KEY,
@@ -63,7 +62,6 @@ CREATE TABLE objects (
     iscrowd INTEGER NOT NULL DEFAULT 0,
     UNIQUE (image_id, external_id)
 );
-CREATE INDEX objects_image ON objects(image_id);
 
 -- LLaVA conversations, imported or generated. image_id is NULL for text-only records.
 CREATE TABLE instructions (

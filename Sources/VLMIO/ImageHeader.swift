@@ -78,6 +78,10 @@ public struct ImageHeader: Sendable, Equatable {
         guard rc == 0 else {
             throw VLMError(.corrupt, file: name, "JPEG header unreadable: \(handle.lastError)")
         }
+        // A stream cut before its frame header "succeeds" with a 0x0 size.
+        guard width > 0, height > 0 else {
+            throw VLMError(.corrupt, file: name, "JPEG has no frame header (truncated after \(raw.count) bytes?)")
+        }
         return ImageHeader(format: .jpeg, width: Int(width), height: Int(height))
     }
 }

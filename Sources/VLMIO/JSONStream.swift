@@ -9,10 +9,10 @@ public enum JSONValue: Sendable, Equatable {
     case double(Double)
     case string(String)
     case array([JSONValue])
-    case object([String: JSONValue])
+    case object(JSONObject)
 
     public subscript(key: String) -> JSONValue? {
-        if case .object(let dict) = self { return dict[key] }
+        if case .object(let object) = self { return object[key] }
         return nil
     }
 
@@ -26,6 +26,47 @@ public enum JSONValue: Sendable, Equatable {
         case .array: "an array"
         case .object: "an object"
         }
+    }
+}
+
+/// A JSON object's members in file order. Records are small (a handful of members), so a linear scan beats
+/// hashing every key into a dictionary.
+public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
+    public var keys: [String] = []
+    public var values: [JSONValue] = []
+
+    public init() {}
+
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        for (key, value) in elements { self[key] = value }
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        get {
+            // The last duplicate wins, as in Python's json.load.
+            var i = keys.count - 1
+            while i >= 0 {
+                if keys[i] == key { return values[i] }
+                i -= 1
+            }
+            return nil
+        }
+        set {
+            if let i = keys.lastIndex(of: key) {
+                if let newValue { values[i] = newValue } else { keys.remove(at: i); values.remove(at: i) }
+            } else if let newValue {
+                keys.append(key)
+                values.append(newValue)
+            }
+        }
+    }
+
+    public var count: Int { keys.count }
+
+    public static func == (a: JSONObject, b: JSONObject) -> Bool {
+        guard a.keys.count == b.keys.count else { return false }
+        for key in a.keys where a[key] != b[key] { return false }
+        return true
     }
 }
 
@@ -184,9 +225,9 @@ public final class JSONStreamReader {
         switch b {
         case UInt8(ascii: "{"):
             position += 1
-            var dict: [String: JSONValue] = [:]
+            var object = JSONObject()
             try skipWhitespace()
-            if try peek() == UInt8(ascii: "}") { position += 1; return .object(dict) }
+            if try peek() == UInt8(ascii: "}") { position += 1; return .object(object) }
             while true {
                 try skipWhitespace()
                 guard try peek() == UInt8(ascii: "\"") else { throw error("expected a member name") }
@@ -195,11 +236,12 @@ public final class JSONStreamReader {
                 if depth == 0, elementSkipKeys.contains(key) {
                     try skipValue()
                 } else {
-                    dict[key] = try readValue(depth: depth + 1)
+                    object.keys.append(key)
+                    object.values.append(try readValue(depth: depth + 1))
                 }
                 try skipWhitespace()
                 let c = try next()
-                if c == UInt8(ascii: "}") { return .object(dict) }
+                if c == UInt8(ascii: "}") { return .object(object) }
                 guard c == UInt8(ascii: ",") else { throw error("expected ',' or '}' in object") }
             }
         case UInt8(ascii: "["):
@@ -271,11 +313,29 @@ public final class JSONStreamReader {
     private func readNumber() throws -> JSONValue {
         var text: [UInt8] = []
         var isInteger = true
+        var value: Int64 = 0
+        var negative = false
+        var overflow = false
         while let c = try peek() {
-            let isDigitOrSign = (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
-            let isFraction = c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E")
-            guard isDigitOrSign || isFraction else { break }
-            if isFraction { isInteger = false }
+            if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
+                if isInteger {
+                    let (m, o1) = value.multipliedReportingOverflow(by: 10)
+                    let (a, o2) = m.addingReportingOverflow(Int64(c - UInt8(ascii: "0")))
+                    value = a
+                    overflow = overflow || o1 || o2
+                }
+            } else if c == UInt8(ascii: "-") || c == UInt8(ascii: "+") {
+                // A sign starts the number (minus only) or follows an exponent mark.
+                let afterExponent = text.last == UInt8(ascii: "e") || text.last == UInt8(ascii: "E")
+                guard afterExponent || (text.isEmpty && c == UInt8(ascii: "-")) else {
+                    throw error("invalid number '\(String(decoding: text + [c], as: UTF8.self))'")
+                }
+                if text.isEmpty { negative = true } else { isInteger = false }
+            } else if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") {
+                isInteger = false
+            } else {
+                break
+            }
             text.append(c)
             position += 1
         }
@@ -284,14 +344,31 @@ public final class JSONStreamReader {
             throw error("unexpected '\(found)' where a value was expected")
         }
         let string = String(decoding: text, as: UTF8.self)
-        if isInteger, let value = Int64(string) { return .int(value) }
-        guard let value = Double(string), text.first != UInt8(ascii: "+") else { throw error("invalid number '\(string)'") }
-        return .double(value)
+        let digits = negative ? text.count - 1 : text.count
+        let leadingZero = digits > 1 && text[negative ? 1 : 0] == UInt8(ascii: "0") && (isInteger || text[negative ? 2 : 1] != UInt8(ascii: "."))
+        guard digits > 0, !leadingZero, text.first != UInt8(ascii: "+") else { throw error("invalid number '\(string)'") }
+        if isInteger && !overflow { return .int(negative ? -value : value) }
+        guard let double = Double(string) else { throw error("invalid number '\(string)'") }
+        return .double(double)
     }
 
     /// Reads a string, decoding escapes and rejecting invalid UTF-8 and raw control characters.
     public func readString() throws -> String {
         guard try next() == UInt8(ascii: "\"") else { throw error("expected a string") }
+        // Fast path: the whole string, without escapes, is in the buffer.
+        var end = position
+        while end < limit {
+            let c = buffer[end]
+            if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
+            end += 1
+        }
+        if end < limit, buffer[end] == UInt8(ascii: "\"") {
+            let start = position
+            let string = buffer.withUnsafeBufferPointer { String(validating: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
+            guard let string else { throw error("invalid UTF-8 in a string") }
+            position = end + 1
+            return string
+        }
         var bytes: [UInt8] = []
         while true {
             // Fast path: copy a run of plain bytes from the buffer.

@@ -68,7 +68,7 @@ public enum CatalogMerge {
                     throw VLMError(.conflict, file: part.workspace.root, "part \(name) is also in \(other); parts overlap")
                 }
                 seen[name] = part.workspace.root
-                let n = label.flatMap { try? WorkPart(parsing: $0) }?.count ?? 1
+                let n = label.flatMap { PartSpec(parsing: $0) }?.count ?? 1
                 if let count, count != n {
                     throw VLMError(.conflict, file: part.workspace.root, "part \(name) is from a \(n)-way split, other parts from a \(count)-way split")
                 }

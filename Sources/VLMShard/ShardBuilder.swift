@@ -6,7 +6,7 @@ import VLMIO
 
 /// What `vlmdata shard` was asked for.
 public struct ShardOptions: Codable, Hashable, Sendable {
-    /// Shard file prefix: `NAME-000000.tar` (`NAME-part1of4-000000.tar` for a part).
+    /// Shard file prefix: `NAME-000000.tar` (`NAME-part0of4-000000.tar` for a part).
     public var name = "train"
     /// A shard closes once it holds at least this many bytes.
     public var targetBytes = 256_000_000
@@ -20,7 +20,8 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     public var tokenizedConfig: String?
     /// Pixel config hash; required when the catalog holds several.
     public var pixelsConfig: String?
-    public var part: WorkPart?
+    /// Write only this part of a partitioned run (`--part I/N`, 0-based).
+    public var part: PartSpec?
 
     public init() {}
 
@@ -39,6 +40,11 @@ public struct ShardOptions: Codable, Hashable, Sendable {
         guard digits.count == 6, digits.allSatisfy(\.isASCII), let n = Int(digits) else { return nil }
         return n
     }
+}
+
+/// Letters, digits, `_` and `-`: the bytes a sample key may hold.
+func isKeyByte(_ b: UInt8) -> Bool {
+    (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x5F || b == 0x2D
 }
 
 extension String {
@@ -243,6 +249,10 @@ public final class ShardBuilder {
             var hasher = StreamingSHA256()
             while let row = try cursor.next() {
                 let key: String = row["key"]
+                guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
+                    throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
+                                   "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
+                }
                 if let part = options.part, !part.contains(key: key) { continue }
                 if let limit = options.limit, items.count >= limit { break }
                 var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],
@@ -453,12 +463,12 @@ public final class ShardBuilder {
         progress.start("shard", total: items.count - startSample)
         var position = startSample
         var shardNumber = startShard
-        var pixelReaders: [String: TarReader] = [:]
+        var pixelFiles = PixelFiles()
+        defer { pixelFiles.closeAll() }
         var imageCache = ImageBytesCache()
         var written = 0
         let batchSize = 256
         var tokens: [Int64: TokenRow] = [:]
-        var buffer = [UInt8]()
         // Finishing a shard (fsync, rename, sha256, index commit) runs on a second thread while the next one is
         // written; at most two shards wait, and they are committed strictly in order.
         let finisher = ShardFinisher(maxPending: 2)
@@ -468,10 +478,10 @@ public final class ShardBuilder {
             let name = options.shardName(shardNumber)
             let path = catalog.workspace.shardsDirectory + "/" + name
             let tmp = AtomicFile.temporaryPath(for: path)
-            let file = try FileWriter(path: tmp)
+            let file = try ShardOutput(path: tmp)
             let rows: [SampleIndexRow]
             do {
-                let tar = TarWriter(file)
+                let tar = TarWriter(output: file)
                 var shardRows: [SampleIndexRow] = []
                 while position < items.count {
                     if tokens[items[position].tokenizedID] == nil {
@@ -484,8 +494,8 @@ public final class ShardBuilder {
                         throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
                                        "tokenized row \(item.tokenizedID) disappeared while sharding")
                     }
-                    let row = try writeSample(item, token, params: plan.params, tar: tar, index: shardRows.count,
-                                              pixelReaders: &pixelReaders, imageCache: &imageCache, buffer: &buffer)
+                    let row = try writeSample(item, token, params: plan.params, tar: tar, output: file, index: shardRows.count,
+                                              pixelFiles: &pixelFiles, imageCache: &imageCache)
                     shardRows.append(row)
                     position += 1
                     progress.advance(by: 1)
@@ -515,7 +525,7 @@ public final class ShardBuilder {
                     throw VLMError.io(file: pending.path, "rename failed: \(String(cString: strerror(errno)))")
                 }
                 AtomicFile.syncDirectory(of: pending.path)
-                let sha = try Hashing.sha256(file: pending.path)
+                let sha = try sha256Mapped(pending.path)
                 let bytes = (try? FileManager.default.attributesOfItem(atPath: pending.path)[.size] as? NSNumber)?.intValue ?? 0
                 try ShardBuilder.commit(catalog: catalog, part: part, shardName: pending.name, sha256: sha, bytes: bytes,
                                         rows: pending.rows, paramsHash: shardParamsHash)
@@ -528,9 +538,8 @@ public final class ShardBuilder {
         return (shardNumber - startShard, written)
     }
 
-    func writeSample(_ item: PlanItem, _ token: TokenRow, params: Params, tar: TarWriter, index: Int,
-                     pixelReaders: inout [String: TarReader], imageCache: inout ImageBytesCache,
-                     buffer: inout [UInt8]) throws -> SampleIndexRow {
+    func writeSample(_ item: PlanItem, _ token: TokenRow, params: Params, tar: TarWriter, output: ShardOutput, index: Int,
+                     pixelFiles: inout PixelFiles, imageCache: inout ImageBytesCache) throws -> SampleIndexRow {
         guard token.inputIDs.count % 4 == 0, token.labels.count == token.inputIDs.count else {
             throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "tokenized \(item.tokenizedID) (\(item.key))",
                            "input_ids is \(token.inputIDs.count) bytes and labels \(token.labels.count); expected equal multiples of 4")
@@ -560,24 +569,22 @@ public final class ShardBuilder {
         parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy",
                                                 bytes: Npy.header(dtype: .int32, shape: shape) + token.labels)))
         if let pixels = item.pixels {
-            let reader: TarReader
-            if let open = pixelReaders[pixels.shardName] {
-                reader = open
-            } else {
-                reader = try TarReader(path: catalog.workspace.pixelShardsDirectory + "/" + pixels.shardName)
-                pixelReaders[pixels.shardName] = reader
+            let path = catalog.workspace.pixelShardsDirectory + "/" + pixels.shardName
+            let fd = try pixelFiles.descriptor(for: path)
+            // Check the npy header where the catalog points, then copy the content in the kernel.
+            var head = [UInt8](repeating: 0, count: min(pixels.size, 512))
+            let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, off_t(pixels.offset)) }
+            guard got == head.count else {
+                throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))", "pixel shard ends before the indexed npy")
             }
-            if buffer.count < pixels.size { buffer = [UInt8](repeating: 0, count: pixels.size) }
-            let member = try buffer.withUnsafeMutableBytes { raw in
-                let content = UnsafeMutableRawBufferPointer(rebasing: raw[0 ..< pixels.size])
-                try reader.read(at: pixels.offset, into: content)
-                let header = try Npy.parseHeader(UnsafeRawBufferPointer(content), name: "\(pixels.shardName)@\(pixels.offset)")
-                let expected = [pixels.tiles, pixels.patches, pixels.patchDim]
-                guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
-                    throw VLMError(.corrupt, file: reader.path, record: "offset \(pixels.offset) (\(item.key))",
-                                   "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
-                }
-                return try tar.add(name: item.key + ".pixels.npy", bytes: UnsafeRawBufferPointer(content))
+            let header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)")
+            let expected = [pixels.tiles, pixels.patches, pixels.patchDim]
+            guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
+                throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
+                               "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
+            }
+            let member = try tar.add(name: item.key + ".pixels.npy", size: pixels.size) { _ in
+                try output.copy(from: fd, at: pixels.offset, count: pixels.size)
             }
             parts.append(("pixels.npy", member))
         }
@@ -600,7 +607,7 @@ public final class ShardBuilder {
         }
     }
 
-    static func commit(catalog: Catalog, part: WorkPart?, shardName: String, sha256: String, bytes: Int,
+    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, bytes: Int,
                        rows: [SampleIndexRow], paramsHash: String) throws {
         try catalog.write { db in
             try db.execute(sql: """
@@ -671,13 +678,13 @@ struct ImageBytesCache {
 
 /// A written shard waiting to be fsynced, renamed, hashed and committed.
 final class PendingShard: @unchecked Sendable {
-    let file: FileWriter
+    let file: ShardOutput
     let temporaryPath: String
     let path: String
     let name: String
     let rows: [ShardBuilder.SampleIndexRow]
 
-    init(file: FileWriter, temporaryPath: String, path: String, name: String, rows: [ShardBuilder.SampleIndexRow]) {
+    init(file: ShardOutput, temporaryPath: String, path: String, name: String, rows: [ShardBuilder.SampleIndexRow]) {
         self.file = file
         self.temporaryPath = temporaryPath
         self.path = path
@@ -716,4 +723,44 @@ final class ShardFinisher: @unchecked Sendable {
         group.wait()
         try check()
     }
+}
+
+/// Read-only descriptors of the pixel shards, opened once per run.
+struct PixelFiles {
+    private var open: [String: Int32] = [:]
+
+    mutating func descriptor(for path: String) throws -> Int32 {
+        if let fd = open[path] { return fd }
+        let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw VLMError(errno == ENOENT ? .notFound : .io, file: path, "cannot open pixel shard: \(String(cString: strerror(errno)))")
+        }
+        open[path] = fd
+        return fd
+    }
+
+    mutating func closeAll() {
+        for fd in open.values { Foundation.close(fd) }
+        open.removeAll()
+    }
+}
+
+/// sha256 of a whole file through a read-only mapping (no copy into user buffers).
+func sha256Mapped(_ path: String) throws -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw VLMError.io(file: path, "cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw VLMError.io(file: path, "cannot stat: \(String(cString: strerror(errno)))") }
+    let size = Int(info.st_size)
+    var hasher = StreamingSHA256()
+    if size > 0 {
+        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            return try Hashing.sha256(file: path)
+        }
+        defer { munmap(base, size) }
+        madvise(base, size, MADV_SEQUENTIAL)
+        hasher.update(UnsafeRawBufferPointer(start: base, count: size))
+    }
+    return hasher.finalize()
 }

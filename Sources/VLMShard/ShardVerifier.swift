@@ -117,6 +117,17 @@ public struct ShardVerifier {
                 problem("member \(member) belongs to no indexed sample")
             }
         }
+        // Files in shards/ that no row names: left by an interrupted run, or put there by hand.
+        let indexed = Set(shards.map { URL(fileURLWithPath: catalog.workspace.resolve($0["path"])).standardizedFileURL.path })
+        let dir = catalog.workspace.shardsDirectory
+        for file in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
+            let path = URL(fileURLWithPath: dir + "/" + file).standardizedFileURL.path
+            if file.hasPrefix("."), file.contains(".tar.tmp-") {
+                summary.problems.append("\(file): temporary file of an interrupted shard run (run `vlmdata shard` again to finish)")
+            } else if file.hasSuffix(".tar"), !indexed.contains(path) {
+                summary.problems.append("\(file): shard file that the catalog does not index")
+            }
+        }
         progress.finish("\(summary.shards) shards, \(summary.samples) samples, \(summary.problems.count) problems")
         return summary
     }

@@ -47,11 +47,16 @@ public final class TarWriter {
     /// GNU tar and Python's `tarfile` pad the archive to a multiple of 20 blocks; so do we.
     public static let recordSize = 10_240
 
-    public let file: FileWriter
+    /// Where the archive goes: a `FileWriter`, or any other `TarOutput`.
+    public let file: any TarOutput
     private var finished = false
 
     public init(_ file: FileWriter) {
         self.file = file
+    }
+
+    public init(output: any TarOutput) {
+        self.file = output
     }
 
     /// Appends one regular-file member with `bytes` as its content.
@@ -69,7 +74,7 @@ public final class TarWriter {
     /// Appends one regular-file member of exactly `size` bytes that `body` writes into the file (for content
     /// copied in pieces, e.g. from another shard). Throws if `body` writes a different number of bytes.
     @discardableResult
-    public func add(name: String, size: Int, content body: (FileWriter) throws -> Void) throws -> TarMember {
+    public func add(name: String, size: Int, content body: (any TarOutput) throws -> Void) throws -> TarMember {
         guard !finished else { throw VLMError(.invalidArgument, file: file.path, record: name, "tar already finished") }
         guard size >= 0 else { throw VLMError(.invalidArgument, file: file.path, record: name, "negative member size") }
         let nameBytes = Array(name.utf8)
@@ -107,6 +112,17 @@ public final class TarWriter {
         if rest != 0 { try file.write(zeros: Self.recordSize - rest) }
     }
 }
+
+/// An append-only byte sink a `TarWriter` writes to; `offset` counts every byte written so far.
+public protocol TarOutput: AnyObject {
+    var path: String { get }
+    var offset: Int { get }
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+    func write(_ bytes: [UInt8]) throws
+    func write(zeros count: Int) throws
+}
+
+extension FileWriter: TarOutput {}
 
 /// ustar header blocks: building (for `TarWriter`) and parsing (for `TarReader`).
 package enum TarHeader {

@@ -200,11 +200,18 @@ public enum Ops {
     ) {
         let k = T(0.7978845608028654)  // √(2/π)
         let a = T(0.044715)
-        for i in 0..<count {
-            let x = inp[i]
-            let th = T.tanh(k * (x + a * x * x * x))
-            tanhOut?[i] = th
-            out[i] = 0.5 * x * (1 + th)
+        if let tanhOut {
+            for i in 0..<count {
+                let x = inp[i]
+                let th = T.tanh(k * (x + a * x * x * x))
+                tanhOut[i] = th
+                out[i] = 0.5 * x * (1 + th)
+            }
+        } else {
+            for i in 0..<count {
+                let x = inp[i]
+                out[i] = 0.5 * x * (1 + T.tanh(k * (x + a * x * x * x)))
+            }
         }
     }
 
@@ -218,7 +225,7 @@ public enum Ops {
         let a = T(0.044715)
         for i in 0..<count {
             let x = inp[i]
-            let th = tanhIn?[i] ?? T.tanh(k * (x + a * x * x * x))
+            let th = tanhIn.map { $0[i] } ?? T.tanh(k * (x + a * x * x * x))
             let sech2 = 1 - th * th
             let local = 0.5 * (1 + th) + 0.5 * x * sech2 * k * (1 + 3 * a * x * x)
             dinp[i] += local * dout[i]

@@ -18,7 +18,7 @@ public struct StepStats: Sendable, Equatable {
 /// ```swift
 /// let trainer = try Trainer<Float>(config: cfg, hyper: AdamWHyper(totalSteps: 2000), seed: 7)
 /// for s in 0..<2000 { let stats = try trainer.step(batch(s)) }
-/// let answers = try trainer.model.generate(prompts: prompts, pixels: pixels, maxNewTokens: 4, stopToken: eos)
+/// let answers = try trainer.model.generate(prompts: prompts, pixels: pixels, maxNewTokens: 4, stopTokens: [eos])
 /// ```
 public final class Trainer<T: TrainScalar> {
     public let model: RefVLM<T>
@@ -52,10 +52,10 @@ public final class Trainer<T: TrainScalar> {
 
 extension RefVLM {
     /// Greedy decoding: extends each prompt (token ids with one `-200` for its image) by the most likely next token
-    /// until `stopToken` (included in the answer) or `maxNewTokens`. `pixels` holds one image per prompt.
+    /// until one of `stopTokens` (included in the answer) or `maxNewTokens`. `pixels` holds one image per prompt.
     @_specialize(exported: true, where T == Float)
     public func generate(
-        prompts: [[Int32]], pixels: [UInt8], maxNewTokens: Int, stopToken: Int32? = nil
+        prompts: [[Int32]], pixels: [UInt8], maxNewTokens: Int, stopTokens: Set<Int32> = []
     ) throws -> [[Int32]] {
         var sequences = prompts
         var answers = [[Int32]](repeating: [], count: prompts.count)
@@ -73,7 +73,7 @@ extension RefVLM {
                 let next = Int32(best)
                 sequences[b].append(next)
                 answers[b].append(next)
-                if next == stopToken { done[b] = true }
+                if stopTokens.contains(next) || sequences[b].count >= config.maxSeqLen - config.patches { done[b] = true }
             }
         }
         return answers

@@ -1,6 +1,124 @@
 import ArgumentParser
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMInstruct
+import VLMPipeline
 
 struct GenInstructionsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gen-instructions", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'gen-instructions' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "gen-instructions",
+        abstract: "Generate LLaVA instructions from annotations (templates) or through an OpenAI-compatible LLM.",
+        discussion: """
+        --generator templates: answers come from the catalog's captions, boxes and categories. Kinds: caption \
+        (brief description, LLaVA pretraining style), detail, grounding (expression → box, box → description; \
+        unambiguous, non-crowd, non-tiny objects only), count (no crowd), yesno (MME-style pairs, balanced), mcq \
+        (MMBench-style, 4 options; --circular adds the rotations under one group id), multiturn. The same --seed gives \
+        the same instructions byte for byte; running again adds nothing.
+
+        --generator llm: one chat request per image and kind (conversation, detail, complex) with the image's captions \
+        and normalized boxes after a system message and few-shot examples. The API key is read from OPENAI_API_KEY \
+        only. Replies are cached in llm_calls by the sha256 of the request body: a rerun, also after a kill, sends only \
+        requests without a reply. Retries 408/409/429/5xx and connection errors with backoff (honouring Retry-After); \
+        never 400/401/403/404 or insufficient_quota. Budgets stop the run cleanly; run again to continue.
+        """)
+
+    enum GeneratorName: String, ExpressibleByArgument, CaseIterable { case templates, llm }
+
+    @OptionGroup var workspace: WorkspaceOptions
+
+    @Option(help: "templates or llm.") var generator: GeneratorName = .templates
+    @Option(help: ArgumentHelp("Comma-separated kinds. templates: \(TemplateKind.allCases.map(\.rawValue).joined(separator: ",")) (default all); llm: \(LLMKind.allCases.map(\.rawValue).joined(separator: ",")) (default all).", valueName: "list"))
+    var kinds: String?
+    @Option(help: "Seed of the phrasing and option choices.") var seed: UInt64 = 0
+
+    // templates
+    @Option(help: ArgumentHelp("templates: instructions per image and kind (a yes/no pair and a circular group count once).", valueName: "n"))
+    var perImage = 1
+    @Flag(help: "templates: emit the 4 rotations of each multiple-choice question, linked by a group id.") var circular = false
+    @Option(help: ArgumentHelp("templates: smallest box, as a fraction of the image, that grounding uses.", valueName: "f"))
+    var minBox = 0.01
+
+    // llm
+    @Option(help: ArgumentHelp("llm: endpoint base, e.g. https://api.openai.com/v1 (/chat/completions is appended).", valueName: "url"))
+    var baseURL: String?
+    @Option(help: "llm: model name.") var model: String?
+    @Option(help: "llm: concurrent requests.") var concurrency = 4
+    @Option(help: ArgumentHelp("llm: requests per minute limit.", valueName: "n")) var rpm: Int?
+    @Option(help: ArgumentHelp("llm: tokens per minute limit (prompt estimate + max reply).", valueName: "n")) var tpm: Int?
+    @Option(help: ArgumentHelp("llm: stop after sending this many requests (retries count).", valueName: "n")) var maxRequests: Int?
+    @Option(help: ArgumentHelp("llm: stop once this many tokens (prompt + completion) were used.", valueName: "n")) var maxTokens: Int?
+    @Option(help: ArgumentHelp("llm: max_tokens of each request.", valueName: "n")) var replyMaxTokens = 1024
+    @Option(help: ArgumentHelp("llm: per-request timeout in seconds.", valueName: "s")) var timeout = 120.0
+    @Option(help: ArgumentHelp("llm: retries per request.", valueName: "n")) var maxRetries = 5
+    @Option(help: ArgumentHelp("llm: sampling temperature.", valueName: "t")) var temperature = 0.0
+    @Flag(help: "llm: ask for JSON replies (response_format json_object).") var jsonMode = false
+    @Option(help: ArgumentHelp("Only the first N images (key order).", valueName: "n")) var limit: Int?
+
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func parsedKinds<K: RawRepresentable>(_ type: K.Type, all: [K]) throws -> [K] where K.RawValue == String {
+        guard let kinds else { return all }
+        var out: [K] = []
+        for name in kinds.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
+            guard let kind = K(rawValue: name) else {
+                throw ValidationError("Unknown kind '\(name)' for --generator \(generator.rawValue); choose from \(all.map(\.rawValue).joined(separator: ", ")).")
+            }
+            if !out.contains(where: { $0.rawValue == kind.rawValue }) { out.append(kind) }
+        }
+        if out.isEmpty { throw ValidationError("--kinds is empty.") }
+        return out
+    }
+
+    func validate() throws {
+        if perImage < 1 { throw ValidationError("--per-image must be at least 1.") }
+        if !(0..<1).contains(minBox) { throw ValidationError("--min-box must be in [0, 1).") }
+        switch generator {
+        case .templates:
+            _ = try parsedKinds(TemplateKind.self, all: TemplateKind.allCases)
+        case .llm:
+            _ = try parsedKinds(LLMKind.self, all: LLMKind.allCases)
+            guard let baseURL, baseURL.hasPrefix("http://") || baseURL.hasPrefix("https://") else {
+                throw ValidationError("--generator llm needs --base-url http(s)://... (e.g. https://api.openai.com/v1).")
+            }
+            if model?.isEmpty ?? true { throw ValidationError("--generator llm needs --model.") }
+            if concurrency < 1 { throw ValidationError("--concurrency must be at least 1.") }
+            if let rpm, rpm < 1 { throw ValidationError("--rpm must be at least 1.") }
+            if let tpm, tpm < 1 { throw ValidationError("--tpm must be at least 1.") }
+            if let maxRequests, maxRequests < 0 { throw ValidationError("--max-requests must not be negative.") }
+            if let maxTokens, maxTokens < 0 { throw ValidationError("--max-tokens must not be negative.") }
+            if replyMaxTokens < 1 { throw ValidationError("--reply-max-tokens must be at least 1.") }
+            if timeout <= 0 { throw ValidationError("--timeout must be positive.") }
+            if maxRetries < 0 { throw ValidationError("--max-retries must not be negative.") }
+        }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1.") }
+    }
+
+    func run() throws {
+        let stage: GenInstructionsStage
+        switch generator {
+        case .templates:
+            stage = GenInstructionsStage(.templates(TemplateOptions(
+                seed: seed, kinds: try parsedKinds(TemplateKind.self, all: TemplateKind.allCases), perImage: perImage,
+                circular: circular, minBoxFraction: minBox)))
+        case .llm:
+            let options = LLMOptions(
+                baseURL: baseURL!, model: model!, kinds: try parsedKinds(LLMKind.self, all: LLMKind.allCases), seed: seed,
+                concurrency: concurrency, requestsPerMinute: rpm, tokensPerMinute: tpm, maxRequests: maxRequests,
+                maxTokens: maxTokens, replyMaxTokens: replyMaxTokens, temperature: temperature, timeout: timeout,
+                jsonMode: jsonMode, maxRetries: maxRetries, limit: limit)
+            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]))
+        }
+        do {
+            let report = try runOrExit {
+                let catalog = try Catalog(workspace: Workspace(root: workspace.path))
+                return try stage.run(catalog: catalog, progress: workspace.progress())
+            }
+            printReport(report, json: json)
+        } catch let failure as GenInstructionsFailure {
+            printReport(failure.report, json: json)
+            FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
 }

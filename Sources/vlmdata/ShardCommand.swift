@@ -41,7 +41,7 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Pixel config hash (required when the catalog holds several).", valueName: "hash"))
     var pixels: String?
 
-    @Option(help: ArgumentHelp("Write only part I of N (1-based; keys split by hash), for one task of a job array.", valueName: "I/N"))
+    @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
     var part: String?
 
     @Flag(help: "Print the report as one JSON object.")
@@ -68,14 +68,17 @@ struct ShardCommand: ParsableCommand {
         }
         if let maxSamples, maxSamples < 1 { throw ValidationError("--max-samples must be at least 1.") }
         if let limit, limit < 0 { throw ValidationError("--limit must not be negative.") }
-        if let part, (try? WorkPart(parsing: part)) == nil {
-            throw ValidationError("--part '\(part)' must be I/N with 1 <= I <= N, e.g. 1/4.")
+        if let part, PartSpec(parsing: part) == nil {
+            throw ValidationError("--part must look like 0/4 (index/count, index < count).")
         }
         if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
     }
 
     func run() throws {
         let ws = Workspace(root: workspace.path)
+        guard synthetic != nil || FileManager.default.fileExists(atPath: ws.catalogPath) else {
+            throw ValidationError("no catalog at \(ws.catalogPath); give --workspace, or run ingest, tokenize and patchify first.")
+        }
         var options = ShardOptions()
         options.name = name
         options.targetBytes = try parseByteSize(targetSize)
@@ -84,7 +87,7 @@ struct ShardCommand: ParsableCommand {
         options.includeImageBytes = includeJpeg
         options.tokenizedConfig = tokenized
         options.pixelsConfig = pixels
-        options.part = try part.map { try WorkPart(parsing: $0) }
+        options.part = part.flatMap { PartSpec(parsing: $0) }
         let report = try runOrExit {
             if let synthetic {
                 var inputs = SyntheticShardInputs(count: synthetic, seed: 1)

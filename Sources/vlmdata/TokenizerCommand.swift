@@ -1,6 +1,299 @@
 import ArgumentParser
+import Foundation
+import VLMCore
+import VLMCatalog
+import VLMIO
+import VLMPipeline
+import VLMText
 
 struct TokenizerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokenizer", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'tokenizer' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Encode and decode with a HF tokenizer.json, or train a byte-level BPE tokenizer.",
+        subcommands: [Encode.self, Decode.self, Mask.self, Train.self, Bench.self]
+    )
+
+    /// Reads input records: one per line (LF; a final newline ends the last record), from a file or stdin.
+    static func readRecords(_ path: String?) throws -> [[UInt8]] {
+        let data: Data
+        if let path {
+            guard let d = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("cannot read --lines file '\(path)'")
+            }
+            data = d
+        } else {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        }
+        var records = Array(data).split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        if records.last?.isEmpty == true { records.removeLast() }
+        return records
+    }
+
+    struct Encode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the ids of each input line as a JSON array (one per line), as HF tokenizers' encode().ids.",
+            discussion: "With --json-lines each line is a JSON string (so texts may hold newlines) or an object with a \"text\" field."
+        )
+
+        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        var tokenizer: String
+
+        @Option(help: ArgumentHelp("Input file (default: stdin), one text per line.", valueName: "file"))
+        var lines: String?
+
+        @Flag(help: "Each input line is a JSON string or {\"text\": ...}.")
+        var jsonLines = false
+
+        @Flag(help: "Do not add the post-processor's special tokens (add_special_tokens=False).")
+        var noSpecial = false
+
+        @Option(help: "Worker threads (records are split between them; output order is kept).")
+        var jobs = 1
+
+        func validate() throws {
+            guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
+        }
+
+        func run() throws {
+            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let records = try TokenizerCommand.readRecords(lines)
+            let texts = try records.enumerated().map { try TokenizerCommand.text($0.element, json: jsonLines, line: $0.offset + 1) }
+            let workers = min(jobs, max(1, texts.count))
+            let chunk = (texts.count + workers - 1) / max(workers, 1)
+            var outputs = [[UInt8]](repeating: [], count: workers)
+            let special = !noSpecial
+            outputs.withUnsafeMutableBufferPointer { buffer in
+                nonisolated(unsafe) let buffer = buffer
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    let session = tok.makeSession()
+                    var out: [UInt8] = []
+                    let lo = w * chunk, hi = min(texts.count, lo + chunk)
+                    if lo < hi {
+                        for i in lo..<hi {
+                            let ids = session.encode(texts[i], addSpecialTokens: special)
+                            out.append(UInt8(ascii: "["))
+                            for (k, id) in ids.enumerated() {
+                                if k > 0 { out.append(UInt8(ascii: ",")) }
+                                out.append(contentsOf: String(id).utf8)
+                            }
+                            out.append(contentsOf: "]\n".utf8)
+                        }
+                    }
+                    buffer[w] = out
+                }
+            }
+            for out in outputs { FileHandle.standardOutput.write(Data(out)) }
+        }
+    }
+
+    static func text(_ record: [UInt8], json: Bool, line: Int) throws -> String {
+        if json {
+            guard let value = try? JSONSerialization.jsonObject(with: Data(record), options: [.fragmentsAllowed]) else {
+                throw ValidationError("line \(line) is not valid JSON")
+            }
+            if let s = value as? String { return s }
+            if let d = value as? [String: Any], let s = d["text"] as? String { return s }
+            throw ValidationError("line \(line) is neither a JSON string nor an object with a \"text\" string")
+        }
+        guard let s = String(validating: record, as: UTF8.self) else {
+            throw ValidationError("line \(line) is not valid UTF-8")
+        }
+        return s
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode each input line (a JSON array of ids) and print the text as a JSON string, as HF tokenizers' decode()."
+        )
+
+        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        var tokenizer: String
+
+        @Option(help: ArgumentHelp("Input file (default: stdin), one JSON array of ids per line.", valueName: "file"))
+        var lines: String?
+
+        @Flag(help: "Keep special tokens in the text (skip_special_tokens=False).")
+        var keepSpecial = false
+
+        func run() throws {
+            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            var out: [UInt8] = []
+            for (index, record) in try TokenizerCommand.readRecords(lines).enumerated() {
+                guard let array = try? JSONSerialization.jsonObject(with: Data(record)) as? [Any] else {
+                    throw ValidationError("line \(index + 1) is not a JSON array of ids")
+                }
+                let ids = try array.map { value -> Int32 in
+                    guard let n = (value as? NSNumber)?.int64Value, n >= Int64(Int32.min), n <= Int64(Int32.max) else {
+                        throw ValidationError("line \(index + 1) holds a value that is not an integer id")
+                    }
+                    return Int32(n)
+                }
+                appendJSONString(tok.decode(ids, skipSpecialTokens: !keepSpecial), to: &out)
+                out.append(0x0A)
+            }
+            FileHandle.standardOutput.write(Data(out))
+        }
+    }
+
+    struct Mask: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print LLaVA's input_ids and labels for each conversation (one JSON record per input line).",
+            discussion: "Input lines are LLaVA records {\"id\", \"image\"?, \"conversations\": [...]}; output lines are {\"id\", \"input_ids\", \"labels\", \"mismatch\"}."
+        )
+
+        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        var tokenizer: String
+
+        @Option(help: ArgumentHelp("Chat template: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "name"))
+        var template: String
+
+        @Option(help: ArgumentHelp("Input file (default: stdin), one LLaVA record per line.", valueName: "file"))
+        var lines: String?
+
+        @Flag(help: "The tokenizer is non-legacy (LLaVA's `tokenizer.legacy == False` length adjustment).")
+        var nonLegacy = false
+
+        @Option(help: "LLaVA's model_max_length (the mismatch check runs below it).")
+        var modelMaxLength = 2048
+
+        func validate() throws {
+            guard ChatTemplate(rawValue: template) != nil else {
+                throw ValidationError("--template must be one of \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")), not '\(template)'")
+            }
+        }
+
+        func run() throws {
+            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let masker = LLaVAMasker(tokenizer: tok, template: ChatTemplate(rawValue: template)!, legacy: !nonLegacy, modelMaxLength: modelMaxLength)
+            var out: [UInt8] = []
+            for (index, record) in try TokenizerCommand.readRecords(lines).enumerated() {
+                let conversation: Conversation
+                do { conversation = try JSONDecoder().decode(Conversation.self, from: Data(record)) } catch {
+                    throw ValidationError("line \(index + 1) is not a LLaVA record: \(error)")
+                }
+                let sample = try runOrExit { try masker.tokenize(conversation) }
+                out.append(contentsOf: "{\"id\":".utf8)
+                appendJSONString(conversation.id, to: &out)
+                out.append(contentsOf: ",\"input_ids\":[\(sample.inputIDs.map(String.init).joined(separator: ","))]".utf8)
+                out.append(contentsOf: ",\"labels\":[\(sample.labels.map(String.init).joined(separator: ","))]".utf8)
+                out.append(contentsOf: ",\"mismatch\":\(sample.mismatch)}\n".utf8)
+            }
+            FileHandle.standardOutput.write(Data(out))
+        }
+    }
+
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Train a byte-level BPE tokenizer (GPT-2 style) and write a tokenizer.json HF tokenizers loads.",
+            discussion: """
+            Text comes from the workspace catalog (--from-catalog: captions and instruction turns) or from files \
+            (one text per line). Special tokens for the chat templates and <image> come first (ids 0...), then the \
+            256 byte characters, then the merges; <s> is added as BOS. Same input, same output.
+            """
+        )
+
+        @OptionGroup var workspace: WorkspaceOptions
+
+        @Option(help: "Vocabulary size, special tokens and the 256 bytes included.")
+        var vocabSize: Int
+
+        @Option(help: ArgumentHelp("Where to write tokenizer.json.", valueName: "path"))
+        var out: String
+
+        @Flag(help: "Train on the catalog's captions and instruction turns.")
+        var fromCatalog = false
+
+        @Option(help: "Pairs seen fewer times are not merged.")
+        var minFrequency = 2
+
+        @Option(parsing: .upToNextOption, help: "Special tokens (default: <s> </s> <unk> <pad> <image> <|im_start|> <|im_end|> <|endoftext|>).")
+        var specialTokens: [String] = []
+
+        @Argument(help: "Text files, one text per line.")
+        var files: [String] = []
+
+        @Flag(help: "Print the result as JSON.")
+        var json = false
+
+        func validate() throws {
+            guard fromCatalog != !files.isEmpty else {
+                throw ValidationError("give either --from-catalog or text files, not both and not neither")
+            }
+            guard vocabSize > 0 else { throw ValidationError("--vocab-size must be positive") }
+            guard minFrequency >= 1 else { throw ValidationError("--min-frequency must be at least 1") }
+        }
+
+        func run() throws {
+            var texts: [String] = []
+            if fromCatalog {
+                texts = try runOrExit { try TokenizeStage.catalogTexts(Catalog(workspace: Workspace(root: workspace.path))) }
+            } else {
+                for file in files {
+                    for (i, record) in try TokenizerCommand.readRecords(file).enumerated() {
+                        texts.append(try TokenizerCommand.text(record, json: false, line: i + 1))
+                    }
+                }
+            }
+            let trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : specialTokens,
+                                     minFrequency: minFrequency)
+            let result = try runOrExit { try trainer.train(texts: texts) }
+            let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            try runOrExit { try AtomicFile.write(result.json, to: out) }
+            if json {
+                print("{\"texts\": \(texts.count), \"vocab_size\": \(result.vocabSize), \"merges\": \(result.merges), \"out\": \"\(out)\"}")
+            } else {
+                print("tokenizer train: texts=\(texts.count) vocab_size=\(result.vocabSize) merges=\(result.merges) -> \(out)")
+            }
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time single-thread encoding of a file's lines in-process (for Benchmarks/bench_text.py).",
+            shouldDisplay: false
+        )
+
+        @Option var tokenizer: String
+        @Option var lines: String
+        @Option(help: "Timed passes over the lines (the median is reported).") var repeats = 5
+
+        func run() throws {
+            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let texts = try TokenizerCommand.readRecords(lines).enumerated().map { try TokenizerCommand.text($0.element, json: false, line: $0.offset + 1) }
+            let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+            var times: [Double] = []
+            var tokens = 0
+            for _ in 0..<max(1, repeats) {
+                let session = tok.makeSession() // fresh cache each pass: the first pass pays for misses
+                let start = DispatchTime.now().uptimeNanoseconds
+                var count = 0
+                for text in texts { count += session.encode(text, addSpecialTokens: false).count }
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                tokens = count
+            }
+            times.sort()
+            let median = times[times.count / 2]
+            print("{\"seconds\": \(median), \"bytes\": \(bytes), \"tokens\": \(tokens), \"texts\": \(texts.count), \"mb_per_s\": \(Double(bytes) / median / 1e6)}")
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal (UTF-8 kept as is; quotes, backslashes and control characters escaped).
+func appendJSONString(_ s: String, to out: inout [UInt8]) {
+    out.append(UInt8(ascii: "\""))
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "\""): out.append(contentsOf: "\\\"".utf8)
+        case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+        case 0x0A: out.append(contentsOf: "\\n".utf8)
+        case 0x0D: out.append(contentsOf: "\\r".utf8)
+        case 0x09: out.append(contentsOf: "\\t".utf8)
+        case 0..<0x20:
+            out.append(contentsOf: "\\u00".utf8)
+            out.append(contentsOf: String(format: "%02x", b).utf8)
+        default: out.append(b)
+        }
+    }
+    out.append(UInt8(ascii: "\""))
 }

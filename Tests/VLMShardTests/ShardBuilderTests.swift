@@ -171,6 +171,14 @@ func smallShards() -> ShardOptions {
         #expect { try ShardBuilder(catalog: catalog, options: options).run() } throws: { "\($0)".contains("no tokenization with config nope") }
     }
 
+    @Test func keysWithDotsAreRefused() throws {
+        let catalog = try makeCatalog()
+        try catalog.write { db in try db.execute(sql: "UPDATE instructions SET key = 'bad.key' WHERE id = 3") }
+        #expect {
+            try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        } throws: { "\($0)".contains("'bad.key'") && "\($0)".contains("first dot") }
+    }
+
     @Test func imagesWithoutPixelsAreSkippedAndCounted() throws {
         let catalog = try makeCatalog()
         try catalog.write { db in
@@ -193,12 +201,37 @@ func smallShards() -> ShardOptions {
         #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
     }
 
+    @Test func includesImageBytesFromAnArchive() throws {
+        let catalog = try makeCatalog()
+        // Move the original images into a tar and point the catalog at its members.
+        let archive = catalog.workspace.root + "/images.tar"
+        let dir = catalog.workspace.root + "/synthetic-images"
+        try AtomicFile.withWriter(to: archive) { file in
+            let tar = TarWriter(file)
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() {
+                try tar.add(name: "val/" + name, bytes: readFile(dir + "/" + name))
+            }
+            try tar.finish()
+        }
+        let expected = try readFile(dir + "/img_7.jpg")
+        try FileManager.default.removeItem(atPath: dir)
+        try catalog.write { db in
+            try db.execute(sql: "UPDATE images SET location = ?, member = 'val/' || file_name", arguments: [archive])
+        }
+        var options = smallShards()
+        options.includeImageBytes = true
+        _ = try ShardBuilder(catalog: catalog, options: options).run()
+        let sample = try ShardIndex(catalog: catalog).sample(key: SyntheticShardInputs.key(15))
+        #expect(sample.members["jpg"] == expected)
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
+    }
+
     @Test func partsSplitTheSamplesDisjointly() throws {
         var all: [String] = []
-        for i in 1 ... 3 {
+        for i in 0 ..< 3 {
             let catalog = try makeCatalog("part\(i)")
             var options = smallShards()
-            options.part = try WorkPart(index: i, count: 3)
+            options.part = PartSpec(index: i, count: 3)
             _ = try ShardBuilder(catalog: catalog, options: options).run()
             let names = try shardHashes(catalog).keys
             #expect(names.allSatisfy { $0.hasPrefix("train-part\(i)of3-") })
@@ -245,6 +278,17 @@ func smallShards() -> ShardOptions {
         let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
         #expect(problems.count == 1)
         #expect(problems.first?.contains("labels.npy") == true)
+    }
+
+    @Test func unindexedAndTemporaryFilesAreReported() throws {
+        let (catalog, path) = try built()
+        let dir = catalog.workspace.shardsDirectory
+        try FileManager.default.copyItem(atPath: path, toPath: dir + "/train-999999.tar")
+        try Data([1]).write(to: URL(fileURLWithPath: dir + "/.train-000042.tar.tmp-123"))
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count == 2)
+        #expect(problems.contains { $0.hasPrefix("train-999999.tar: shard file that the catalog does not index") })
+        #expect(problems.contains { $0.contains("interrupted") })
     }
 
     @Test func missingFileAndShapeMismatchAreReported() throws {

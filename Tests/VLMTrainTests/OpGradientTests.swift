@@ -238,3 +238,16 @@ import Testing
 }
 
 import Foundation
+
+@Suite struct ScalarTests {
+    @Test func floatTanhIsWithin5e7OfLibm() {
+        var worst: Double = 0
+        var x: Float = -12
+        while x <= 12 {
+            worst = max(worst, abs(Double(Float.tanh(x)) - Foundation.tanh(Double(x))))
+            x += 0.00037
+        }
+        #expect(worst < 5e-7, "max |fast tanh - tanh| = \(worst)")
+        #expect(Float.tanh(0) == 0 && Float.tanh(100) <= 1 && Float.tanh(-100) >= -1)
+    }
+}

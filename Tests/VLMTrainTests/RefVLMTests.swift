@@ -187,6 +187,14 @@ import VLMCore
         }
         #expect(losses.last! < 0.01, "loss after \(losses.count) steps: \(losses.last!)")
         #expect(abs(losses[0] - Foundation.log(20.0)) < 0.25)
+        // greedy decoding from (BOS, image) now recalls each sample's answer from its image alone
+        let raw = Self.overfitBatch()
+        let answers = try trainer.model.generate(prompts: (0..<8).map { _ in [1, -200] }, pixels: raw.pixels,
+                                                 maxNewTokens: 8, stopTokens: [2])
+        for b in 0..<8 {
+            let expected = Array(raw.inputIDs[(b * raw.seqLen + 2)..<((b + 1) * raw.seqLen)])
+            #expect(answers[b] == expected)
+        }
     }
 
     @Test func sameSeedGivesBitIdenticalLosses() throws {

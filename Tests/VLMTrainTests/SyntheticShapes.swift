@@ -102,7 +102,7 @@ enum SyntheticShapes {
         while start < samples.count {
             let chunk = samples[start..<min(start + 64, samples.count)]
             let answers = try model.generate(prompts: chunk.map { _ in [bos, TrainBatch.imageTokenID] },
-                                             pixels: chunk.flatMap(\.patches), maxNewTokens: 3, stopToken: eos)
+                                             pixels: chunk.flatMap(\.patches), maxNewTokens: 3, stopTokens: [eos])
             for (s, a) in zip(chunk, answers) {
                 if a.count > 0, a[0] == colourToken(s.colour) { hits.0 += 1 }
                 if a.count > 1, a[1] == shapeToken(s.shape) { hits.1 += 1 }

@@ -162,13 +162,21 @@ def test_sigkill_then_rerun_gives_the_clean_hashes(vlmdata_bin, tmp_path):
     expected = shard_hashes(clean)
     assert len(expected) > 20
     kills = 0
-    for wait in (0.3, 0.6, 0.9):
+    # Kill three times, each once a few more shards are committed (polling the index), so the kills land
+    # mid-run at different points whatever the machine's speed.
+    for threshold in (3, len(expected) // 3, 2 * len(expected) // 3):
         proc = subprocess.Popen([vlmdata_bin, "shard", "--workspace", killed, *shard_args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wait)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        while proc.poll() is None:
+            try:
+                committed = len(shard_hashes(killed))
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed >= threshold:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
         proc.wait()
     partial = shard_hashes(killed)
     assert kills >= 1 and len(partial) < len(expected), "the run finished before it could be killed"
@@ -188,7 +196,7 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
     base = str(tmp_path / "base")
     fill(vlmdata_bin, base, 200, *SMALL)
     parts = []
-    for i in (1, 2):
+    for i in (0, 1):
         ws = str(tmp_path / f"part{i}")
         shutil.copytree(base, ws)
         run(vlmdata_bin, "shard", "--workspace", ws, "--part", f"{i}/2", "--target-size", "30KB", "--quiet")
@@ -208,6 +216,15 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
         b = json.loads(run(vlmdata_bin, "show", "--workspace", whole, key, "--json").stdout)
         for field in ("metadata", "input_ids", "labels", "pixels_sha256"):
             assert a[field] == b[field]
+    # --reference indexes the parts' shard files where they are.
+    referenced = str(tmp_path / "referenced")
+    run(vlmdata_bin, "catalog", "merge", referenced, *parts, "--reference", "--quiet")
+    assert not glob.glob(os.path.join(referenced, "shards", "*.tar"))
+    with sqlite3.connect(os.path.join(referenced, "catalog.sqlite")) as db:
+        paths = [p for (p,) in db.execute("SELECT path FROM shards")]
+    assert paths and all(p.startswith(str(tmp_path / "part")) for p in paths)
+    assert sorted(index_keys(referenced)) == sorted(index_keys(whole))
+    run(vlmdata_bin, "verify", "--workspace", referenced, "--deep")
     # Overlap: the same part twice, or a part already merged, is refused.
     twice = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m2"), parts[0], parts[0], check=False)
     assert twice.returncode != 0 and "twice" in twice.stderr
@@ -216,13 +233,13 @@ def test_two_parts_merged_equal_one_run(vlmdata_bin, tmp_path):
     # Conflicting configuration: a part sharded with another target size.
     other = str(tmp_path / "other")
     shutil.copytree(base, other)
-    run(vlmdata_bin, "shard", "--workspace", other, "--part", "2/2", "--target-size", "99KB", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", other, "--part", "1/2", "--target-size", "99KB", "--quiet")
     conflict = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m3"), parts[0], other, check=False)
     assert conflict.returncode != 0 and "disagree" in conflict.stderr
     # Parts of different splits.
     third = str(tmp_path / "third")
     shutil.copytree(base, third)
-    run(vlmdata_bin, "shard", "--workspace", third, "--part", "3/3", "--target-size", "30KB", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", third, "--part", "2/3", "--target-size", "30KB", "--quiet")
     mixed = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m4"), parts[0], third, check=False)
     assert mixed.returncode != 0 and "split" in mixed.stderr
 
@@ -238,3 +255,33 @@ def test_ambiguous_configs_need_a_flag(vlmdata_bin, tmp_path):
     assert "--pixels" in out.stderr and "pix-other" in out.stderr and "pix-synthetic" in out.stderr
     run(vlmdata_bin, "shard", "--workspace", ws, "--pixels", "pix-synthetic", "--quiet")
     assert len(index_keys(ws)) == 20
+
+
+def test_real_pipeline_shards(vlmdata_bin, shared, tmp_path):
+    """ingest llava → tokenize → patchify → shard on the shared LLaVA sample: every sample readable by
+    webdataset, pixels byte-equal to the pixel shard's npy, tokens equal to the tokenized rows."""
+    import webdataset as wds
+
+    ws = str(tmp_path / "ws")
+    data = shared / "llava" / "pretrain-sample"
+    run(vlmdata_bin, "ingest", "llava", "--workspace", ws, "--json", data / "blip_laion_cc_sbu_first50.json",
+        "--images", data / "images", "--quiet")
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", shared / "tokenizers" / "mistral-v1" / "tokenizer.json",
+        "--template", "plain", "--quiet")
+    run(vlmdata_bin, "patchify", "--workspace", ws, "--mode", "pad", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", ws, "--target-size", "5MB", "--quiet")
+    assert "all well" in run(vlmdata_bin, "verify", "--workspace", ws, "--deep").stdout
+    db = sqlite3.connect(os.path.join(ws, "catalog.sqlite"))
+    rows = {key: (ids, shard, offset, size) for key, ids, shard, offset, size in db.execute("""
+        SELECT i.key, t.input_ids, ps.name, p.offset, p.size FROM tokenized t JOIN instructions i ON i.id = t.instruction_id
+        JOIN images img ON img.id = i.image_id JOIN pixels p ON p.sha256 = img.sha256
+        JOIN pixel_shards ps ON ps.id = p.pixel_shard_id""")}
+    samples = list(wds.WebDataset(sorted(glob.glob(os.path.join(ws, "shards", "train-*.tar"))), shardshuffle=False))
+    assert len(samples) == 50 == len(rows)
+    for s in samples:
+        ids, shard, offset, size = rows[s["__key__"]]
+        assert s["input_ids.npy"][-len(ids):] == ids
+        with open(os.path.join(ws, "shards", "pixels", shard), "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == s["pixels.npy"]
+        assert np.load(io.BytesIO(s["pixels.npy"])).shape == (1, 576, 588)

@@ -1,0 +1,121 @@
+import Foundation
+import VLMCore
+
+/// Turns a model's reply into question/answer pairs, or says why it cannot be used. A reply is used whole or not
+/// at all: one bad block rejects the reply.
+///
+/// ```swift
+/// let pairs = try LLMReply.parse("Question:\nWhat is it?\n===\nAnswer:\nA dog.", kind: .conversation, json: false)
+/// ```
+public enum LLMReply {
+    public struct Rejection: Error, Equatable, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
+    }
+
+    /// Phrases that mark a refusal or a model talking about its input instead of the image.
+    static let forbidden = ["i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai", "language model",
+                            "bounding box", "the descriptions", "the captions"]
+
+    /// For `.detail` the single pair's question is empty (the caller supplies a detail prompt).
+    public static func parse(_ content: String, kind: LLMKind, json: Bool) throws -> [(question: String, answer: String)] {
+        let text = content.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty else { throw Rejection(reason: "empty reply") }
+        var pairs: [(question: String, answer: String)]
+        if json {
+            pairs = try parseJSON(text, kind: kind)
+        } else if kind == .detail {
+            pairs = [("", text)]
+        } else {
+            pairs = try parseBlocks(text)
+        }
+        if kind == .complex && pairs.count != 1 {
+            throw Rejection(reason: "expected one question and answer for complex reasoning, found \(pairs.count)")
+        }
+        if kind == .conversation && pairs.count < 1 {
+            throw Rejection(reason: "no question and answer pairs")
+        }
+        for (index, pair) in pairs.enumerated() {
+            if kind != .detail && pair.question.isEmpty { throw Rejection(reason: "question \(index + 1) is empty") }
+            if pair.answer.isEmpty { throw Rejection(reason: "answer \(index + 1) is empty") }
+            if kind == .detail && pair.answer.count < 20 {
+                throw Rejection(reason: "description is too short (\(pair.answer.count) characters)")
+            }
+            let lower = (pair.question + " " + pair.answer).lowercased()
+            if let phrase = forbidden.first(where: { lower.contains($0) }) {
+                throw Rejection(reason: "pair \(index + 1) contains \"\(phrase)\"")
+            }
+            if lower.range(of: #"\[\s*[01]?\.\d+\s*,\s*[01]?\.\d+"#, options: .regularExpression) != nil {
+                throw Rejection(reason: "pair \(index + 1) quotes box coordinates")
+            }
+            if pair.question.contains(Conversation.imagePlaceholder) || pair.answer.contains(Conversation.imagePlaceholder) {
+                throw Rejection(reason: "pair \(index + 1) contains the <image> placeholder")
+            }
+        }
+        return pairs
+    }
+
+    /// `Question:` / `===` / `Answer:` blocks, alternating, starting with a question.
+    static func parseBlocks(_ text: String) throws -> [(question: String, answer: String)] {
+        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n")
+        var blocks: [String] = []
+        var current: [Substring] = []
+        for line in normalized.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.trimmingCharacters(in: .whitespaces) == "===" {
+                blocks.append(current.joined(separator: "\n"))
+                current = []
+            } else {
+                current.append(line)
+            }
+        }
+        blocks.append(current.joined(separator: "\n"))
+        blocks = blocks.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+        guard !blocks.isEmpty else { throw Rejection(reason: "no Question:/Answer: blocks") }
+        var pairs: [(question: String, answer: String)] = []
+        var pendingQuestion: String?
+        for (index, block) in blocks.enumerated() {
+            if let body = strip(label: "Question:", from: block) {
+                guard pendingQuestion == nil else { throw Rejection(reason: "block \(index + 1): two questions in a row") }
+                pendingQuestion = body
+            } else if let body = strip(label: "Answer:", from: block) {
+                guard let question = pendingQuestion else { throw Rejection(reason: "block \(index + 1): an answer without a question") }
+                pairs.append((question, body))
+                pendingQuestion = nil
+            } else {
+                throw Rejection(reason: "block \(index + 1) starts with neither \"Question:\" nor \"Answer:\"")
+            }
+        }
+        if pendingQuestion != nil { throw Rejection(reason: "the last question has no answer") }
+        return pairs
+    }
+
+    private static func strip(label: String, from block: String) -> String? {
+        guard block.lowercased().hasPrefix(label.lowercased()) else { return nil }
+        return String(block.dropFirst(label.count)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func parseJSON(_ text: String, kind: LLMKind) throws -> [(question: String, answer: String)] {
+        var body = text
+        // Some endpoints wrap JSON in a Markdown fence even in JSON mode.
+        if body.hasPrefix("```") {
+            body = body.split(separator: "\n", omittingEmptySubsequences: false).dropFirst()
+                .filter { !$0.hasPrefix("```") }.joined(separator: "\n")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
+            throw Rejection(reason: "reply is not a JSON object")
+        }
+        if kind == .detail {
+            guard let description = object["description"] as? String else {
+                throw Rejection(reason: "JSON reply has no string \"description\"")
+            }
+            return [("", description.trimmingCharacters(in: .whitespacesAndNewlines))]
+        }
+        guard let items = object["qa"] as? [Any] else { throw Rejection(reason: "JSON reply has no array \"qa\"") }
+        return try items.enumerated().map { index, item in
+            guard let pair = item as? [String: Any], let q = pair["question"] as? String, let a = pair["answer"] as? String else {
+                throw Rejection(reason: "qa[\(index)] is not {\"question\": string, \"answer\": string}")
+            }
+            return (q.trimmingCharacters(in: .whitespacesAndNewlines), a.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+}

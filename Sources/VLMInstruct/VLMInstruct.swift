@@ -1,1 +1,0 @@
-// VLMInstruct: see ../shared/DESIGN.md. Filled in by its issue.

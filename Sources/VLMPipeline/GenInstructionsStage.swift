@@ -1,0 +1,125 @@
+import Foundation
+import GRDB
+import VLMCatalog
+import VLMCore
+import VLMInstruct
+
+/// `vlmdata gen-instructions`: instructions from annotations (templates) or through an LLM, into `instructions`.
+///
+/// Templates: images are processed in key order in batches of 500, each batch one transaction, keys
+/// `<image key>-tpl-<kind>-<n>`; a rerun with the same parameters on the same catalog does nothing, and a run
+/// killed midway and run again ends with the rows of a clean run (existing keys are kept).
+/// LLM: see `LLMGenerator`; the `llm_calls` cache makes reruns send only what has no reply.
+public struct GenInstructionsStage {
+    public enum Generator {
+        case templates(TemplateOptions)
+        case llm(LLMOptions, apiKey: String?)
+    }
+
+    public var generator: Generator
+
+    public init(_ generator: Generator) { self.generator = generator }
+
+    public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        switch generator {
+        case .templates(let options): return try runTemplates(options, catalog: catalog, progress: progress)
+        case .llm(let options, let apiKey): return try runLLM(options, apiKey: apiKey, catalog: catalog, progress: progress)
+        }
+    }
+
+    /// A fingerprint of what the generators read: row counts and id ranges of the annotation tables.
+    static func inputFingerprint(_ catalog: Catalog) throws -> String {
+        try catalog.read { db in
+            var parts: [String] = []
+            for table in ["images", "captions", "objects", "categories"] {
+                let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM \(table)")!
+                parts.append("\(table):\(row[0] as Int64):\(row[1] as Int64):\(row[2] as Int64)")
+            }
+            let ok = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE status = 'ok'") ?? 0
+            parts.append("ok:\(ok)")
+            return parts.joined(separator: ",")
+        }
+    }
+
+    func runTemplates(_ options: TemplateOptions, catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let stage = "gen-instructions-templates"
+        let fingerprint = try Self.inputFingerprint(catalog)
+        let paramsHash = Catalog.paramsHash(options)
+        if let done = try catalog.completedRun(stage: stage, paramsHash: paramsHash, inputFingerprint: fingerprint) {
+            return StageReport(stage: "gen-instructions templates", counts: done.counts, skipped: true)
+        }
+        let runID = try catalog.beginRun(stage: stage, params: options, inputFingerprint: fingerprint)
+        do {
+            let generator = TemplateGenerator(options: options, categories: try ImageFactsReader.categories(catalog))
+            let images = try ImageFactsReader.read(catalog)
+            progress.start("generating instructions", total: images.count)
+            var counts: [String: Int] = ["images": images.count, "instructions": 0, "added": 0, "existing": 0]
+            for start in stride(from: 0, to: images.count, by: 500) {
+                let batch = images[start..<min(images.count, start + 500)]
+                let rows = batch.flatMap { generator.generate($0) }
+                let added = try InstructionStore.insert(rows, paramsHash: paramsHash, into: catalog)
+                counts["instructions", default: 0] += rows.count
+                counts["added", default: 0] += added
+                counts["existing", default: 0] += rows.count - added
+                for row in rows { counts["kind_\(row.kind)", default: 0] += 1 }
+                progress.advance(by: batch.count)
+            }
+            progress.finish("\(counts["instructions"]!) instructions (\(counts["added"]!) new) from \(images.count) images")
+            try catalog.endRun(runID, counts: counts)
+            var problems: [String] = []
+            if images.isEmpty { problems.append("the catalog has no images with status ok and a size: run ingest first") }
+            return StageReport(stage: "gen-instructions templates", counts: counts, problems: problems)
+        } catch {
+            try? catalog.endRun(runID, counts: [:], error: "\(error)")
+            throw error
+        }
+    }
+
+    /// The parameters that decide the content of LLM requests (budgets and speed settings are left out).
+    struct LLMContentParams: Codable {
+        var model: String
+        var kinds: [LLMKind]
+        var seed: UInt64
+        var replyMaxTokens: Int
+        var temperature: Double
+        var jsonMode: Bool
+        var limit: Int?
+    }
+
+    func runLLM(_ options: LLMOptions, apiKey: String?, catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let params = LLMContentParams(model: options.model, kinds: options.kinds, seed: options.seed,
+                                      replyMaxTokens: options.replyMaxTokens, temperature: options.temperature,
+                                      jsonMode: options.jsonMode, limit: options.limit)
+        let runID = try catalog.beginRun(stage: "gen-instructions-llm", params: params,
+                                         inputFingerprint: try Self.inputFingerprint(catalog))
+        let counts: LLMRunCounts
+        let stop: LLMStop?
+        do {
+            (counts, stop) = try LLMGenerator(options: options, apiKey: apiKey).run(catalog: catalog, progress: progress)
+        } catch {
+            try? catalog.endRun(runID, counts: [:], error: "\(error)")
+            throw error
+        }
+        var problems: [String] = []
+        switch stop {
+        case .budget(let message)?:
+            problems.append("stopped: \(message); \(counts.skipped) requests not sent, run again to continue")
+        case .fatal(let message)?:
+            try catalog.endRun(runID, counts: counts.dictionary, error: message)
+            throw GenInstructionsFailure(report: StageReport(stage: "gen-instructions llm", counts: counts.dictionary),
+                                         error: VLMError(.network, message))
+        case nil:
+            break
+        }
+        if counts.failed > 0 { problems.append("\(counts.failed) requests failed (see llm_calls.reason); run again to retry them") }
+        try catalog.endRun(runID, counts: counts.dictionary)
+        return StageReport(stage: "gen-instructions llm", counts: counts.dictionary, problems: problems)
+    }
+}
+
+/// A run that stopped for good, with what it did before.
+public struct GenInstructionsFailure: Error, CustomStringConvertible {
+    public var report: StageReport
+    public var error: VLMError
+    public var description: String { error.description }
+}

@@ -1,1 +1,0 @@
-// VLMText: see ../shared/DESIGN.md. Filled in by its issue.

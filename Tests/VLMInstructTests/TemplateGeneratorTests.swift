@@ -1,0 +1,245 @@
+import Foundation
+import GRDB
+import Testing
+import VLMCatalog
+import VLMCore
+@testable import VLMInstruct
+
+@Suite struct TemplateGeneratorTests {
+    let coco = CocoMini.shared
+
+    func normalized(_ bbox: [Double], _ image: CocoMini.Image) -> [Double] {
+        func r(_ v: Double) -> Double { (min(max(v, 0), 1) * 100).rounded() / 100 }
+        return [r(bbox[0] / Double(image.width)), r(bbox[1] / Double(image.height)),
+                r((bbox[0] + bbox[2]) / Double(image.width)), r((bbox[1] + bbox[3]) / Double(image.height))]
+    }
+
+    @Test func everyKindIsTrueToTheAnnotations() throws {
+        let dir = try TestPaths.temporaryDirectory("truth")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try coco.catalog(in: dir)
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 11, perImage: 3, circular: true))
+        let rows = try storedInstructions(catalog)
+        let imageByKey = Dictionary(uniqueKeysWithValues: coco.images.map { (CocoMini.key($0), $0) })
+        let categoryName = Dictionary(uniqueKeysWithValues: coco.categories.map { ($0.id, $0.name) })
+        let supercategory = Dictionary(uniqueKeysWithValues: coco.categories.map { ($0.name, $0.supercategory) })
+        var kinds: [String: Int] = [:]
+        var yes = 0, no = 0, sameSuper = 0
+        var groups: [String: [StoredInstruction]] = [:]
+
+        func annotations(_ image: CocoMini.Image) -> [CocoMini.Annotation] { coco.annotations.filter { $0.imageID == image.id } }
+        func checkItem(_ meta: [String: Any], question: String, answer: String, image: CocoMini.Image) {
+            let anns = annotations(image)
+            let type = meta["type"] as! String
+            switch type {
+            case "rec", "region":
+                let id = meta["object_id"] as! Int
+                let object = anns.first { $0.id == id }!
+                let name = categoryName[object.categoryID]!
+                #expect(meta["category"] as? String == name)
+                #expect(!object.iscrowd, "grounding never uses crowd boxes")
+                #expect(!anns.contains { $0.iscrowd && $0.categoryID == object.categoryID })
+                #expect(object.bbox[2] * object.bbox[3] / Double(image.width * image.height) >= 0.01, "no tiny boxes")
+                let box = normalized(object.bbox, image)
+                #expect((meta["box"] as! [Double]) == box)
+                let boxText = English.box(box)
+                if type == "rec" {
+                    #expect(answer == boxText)
+                    let expression = meta["expression"] as! String
+                    #expect(question.contains(expression))
+                    let instances = anns.filter { $0.categoryID == object.categoryID }
+                    if instances.count > 1 {
+                        // The position word must single the object out.
+                        let cx = { (a: CocoMini.Annotation) in (a.bbox[0] + a.bbox[2] / 2) / Double(image.width) }
+                        let cy = { (a: CocoMini.Annotation) in (a.bbox[1] + a.bbox[3] / 2) / Double(image.height) }
+                        let others = instances.filter { $0.id != id }
+                        let ok = (expression.contains("left") && others.allSatisfy { cx($0) > cx(object) })
+                            || (expression.contains("right") && others.allSatisfy { cx($0) < cx(object) })
+                            || (expression.contains("top") && others.allSatisfy { cy($0) > cy(object) })
+                            || (expression.contains("bottom") && others.allSatisfy { cy($0) < cy(object) })
+                        #expect(ok, "\(expression) is ambiguous in \(image.fileName)")
+                    } else {
+                        #expect(expression == "the \(name)")
+                    }
+                } else {
+                    #expect(question.contains(boxText))
+                    #expect(answer.lowercased().contains(name))
+                }
+            case "count":
+                let name = meta["category"] as! String
+                let instances = anns.filter { categoryName[$0.categoryID] == name }
+                #expect(!instances.contains { $0.iscrowd }, "no count where a crowd box exists")
+                #expect(meta["count"] as? Int == instances.count)
+                #expect(answer == String(instances.count) || answer.contains(English.counted(instances.count, name))
+                        || answer == "There is one \(name) in the image.")
+            case "yesno":
+                let name = meta["category"] as! String
+                let present = anns.contains { categoryName[$0.categoryID] == name }
+                #expect(question.hasSuffix("Please answer yes or no."))
+                #expect(answer == (present ? "Yes" : "No"))
+                #expect((meta["answer"] as! String) == (present ? "yes" : "no"))
+            default:
+                Issue.record("unexpected item type \(type)")
+            }
+        }
+
+        for row in rows {
+            kinds[row.kind, default: 0] += 1
+            let image = imageByKey[row.imageKey]!
+            let conversation = Conversation(id: row.key, image: image.fileName, conversations: row.turns)
+            try conversation.validate()
+            #expect(row.turns[0].value.hasPrefix("<image>\n"))
+            #expect(!row.key.contains("."))
+            let question = String(row.turns[0].value.dropFirst("<image>\n".count))
+            let answer = row.turns[1].value
+            let anns = annotations(image)
+            switch row.kind {
+            case "caption":
+                let captions = coco.captions.filter { $0.imageID == image.id }
+                let id = row.meta["caption_id"] as! Int
+                #expect(captions.first { $0.id == id }.map { English.clean($0.text) } == answer)
+                #expect(Phrasings.brief.contains(question))
+            case "detail":
+                #expect(Phrasings.detail.contains(question))
+                let counts = row.meta["counts"] as! [String: Int]
+                for (name, n) in counts {
+                    #expect(anns.filter { categoryName[$0.categoryID] == name }.count == n)
+                    #expect(answer.contains(English.counted(n, name)))
+                }
+            case "grounding", "count":
+                checkItem(row.meta, question: question, answer: answer, image: image)
+            case "yesno":
+                checkItem(row.meta, question: question, answer: answer, image: image)
+                if answer == "Yes" { yes += 1 } else { no += 1 }
+                if row.meta["same_supercategory"] as? Bool == true {
+                    sameSuper += 1
+                    let name = row.meta["category"] as! String
+                    #expect(anns.contains { supercategory[categoryName[$0.categoryID]!] == supercategory[name] })
+                }
+                groups[row.groupID!, default: []].append(row)
+            case "mcq":
+                let options = row.meta["options"] as! [String]
+                let letter = row.meta["letter"] as! String
+                let correct = row.meta["answer"] as! String
+                #expect(answer == letter)
+                #expect(options.count == 4 && Set(options).count == 4)
+                #expect(options[Int(letter.unicodeScalars.first!.value - 65)] == correct)
+                #expect(question.hasSuffix("\n" + Phrasings.mcqSuffix))
+                for (i, option) in options.enumerated() { #expect(question.contains("\n\(["A", "B", "C", "D"][i]). \(option)\n")) }
+                if row.meta["type"] as? String == "presence" {
+                    let present = Set(anns.map { categoryName[$0.categoryID]! })
+                    #expect(present.contains(correct))
+                    #expect(options.filter { present.contains($0) } == [correct], "exactly one option is present")
+                } else {
+                    let name = row.meta["category"] as! String
+                    #expect(question.contains(English.plural(name)))
+                    let instances = anns.filter { categoryName[$0.categoryID] == name }
+                    #expect(!instances.contains { $0.iscrowd })
+                    #expect(String(instances.count) == correct)
+                }
+                groups[row.groupID!, default: []].append(row)
+            case "multiturn":
+                #expect(row.turns.count >= 4)
+                for (i, turn) in row.turns.enumerated() where i > 0 { #expect(!turn.value.contains("<image>")) }
+                let items = row.meta["turns"] as! [[String: Any]]
+                #expect(items.count * 2 == row.turns.count)
+                for (i, item) in items.enumerated() {
+                    var q = row.turns[2 * i].value
+                    if i == 0 { q = String(q.dropFirst("<image>\n".count)) }
+                    checkItem(item, question: q, answer: row.turns[2 * i + 1].value, image: image)
+                }
+            default:
+                Issue.record("unexpected kind \(row.kind)")
+            }
+        }
+        for kind in TemplateKind.allCases { #expect((kinds[kind.rawValue] ?? 0) > 0, "kind \(kind) produced") }
+        #expect(kinds["caption"] == 3 * coco.images.count, "3 per image: coco-mini images all have ≥ 3 captions")
+        // Yes/no balanced within 5%, mostly with a same-supercategory "no".
+        #expect(abs(Double(yes - no)) / Double(yes + no) <= 0.05)
+        #expect(sameSuper * 2 > no)
+        // Circular groups complete: 4 rotations with the same answer, each letter once; yes/no groups are pairs.
+        for (group, members) in groups {
+            if members[0].kind == "mcq" {
+                #expect(members.count == 4, "group \(group)")
+                #expect(Set(members.map { $0.meta["answer"] as! String }).count == 1)
+                #expect(Set(members.map { $0.meta["letter"] as! String }) == ["A", "B", "C", "D"])
+                #expect(Set(members.map { $0.meta["rotation"] as! Int }) == [0, 1, 2, 3])
+            } else {
+                #expect(members.count == 2 && Set(members.map { $0.turns[1].value }) == ["Yes", "No"], "pair \(group)")
+            }
+        }
+    }
+
+    @Test func theSameSeedGivesTheSameBytes() throws {
+        var outputs: [[String]] = []
+        for seed: UInt64 in [5, 5, 6] {
+            let dir = try TestPaths.temporaryDirectory("seed")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let catalog = try coco.catalog(in: dir)
+            _ = try generateTemplates(catalog, TemplateOptions(seed: seed, perImage: 2, circular: true))
+            outputs.append(try storedInstructions(catalog).map { "\($0.key)|\($0.groupID ?? "")|\($0.conversationsText)|\($0.metaText)" })
+        }
+        #expect(outputs[0] == outputs[1])
+        #expect(outputs[0] != outputs[2], "another seed draws other phrasings")
+        #expect(outputs[0].count > 500)
+    }
+
+    @Test func runningTwiceAddsNothing() throws {
+        let dir = try TestPaths.temporaryDirectory("idem")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try coco.catalog(in: dir)
+        let first = try generateTemplates(catalog, TemplateOptions(seed: 1, kinds: [.caption, .yesno]))
+        let second = try generateTemplates(catalog, TemplateOptions(seed: 1, kinds: [.caption, .yesno]))
+        #expect(first > 0)
+        #expect(second == 0)
+        let total = try catalog.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instructions") }
+        #expect(total == first)
+    }
+
+    /// The reference trainer's pretraining data: one caption per 32×32 synthetic shape, `--per-image 1`.
+    @Test func singleCaptionImagesGiveOnePretrainingPairEach() throws {
+        let dir = try TestPaths.temporaryDirectory("shapes")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try Catalog(workspace: Workspace(root: dir.path))
+        let captions = ["a red circle on the left", "a blue square at the top", "a green triangle on the right"]
+        try catalog.write { db in
+            try db.execute(sql: "INSERT INTO sources (kind, name, uri, fingerprint, created_at) VALUES ('synth', 'shapes', 'x', 'x', 'now')")
+            for (i, caption) in captions.enumerated() {
+                try db.execute(sql: """
+                    INSERT INTO images (source_id, key, external_id, file_name, width, height, status) VALUES (1, ?, ?, ?, 32, 32, 'ok')
+                    """, arguments: ["shapes_\(i)", i, "\(i).png"])
+                try db.execute(sql: "INSERT INTO captions (image_id, external_id, text) VALUES (?, ?, ?)",
+                               arguments: [db.lastInsertedRowID, i, caption])
+            }
+        }
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 1, kinds: [.caption], perImage: 1))
+        let rows = try storedInstructions(catalog)
+        #expect(rows.count == 3)
+        for row in rows {
+            let i = Int(row.imageKey.split(separator: "_").last!)!
+            #expect(row.turns.count == 2)
+            #expect(row.turns[0].value.hasPrefix("<image>\n"))
+            #expect(Phrasings.brief.contains(String(row.turns[0].value.dropFirst(8))))
+            #expect(row.turns[1].value == captions[i])
+        }
+        // Every kind copes with images that have no objects: nothing false is produced.
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 1, kinds: TemplateKind.allCases, perImage: 2))
+        let all = try storedInstructions(catalog)
+        #expect(Set(all.map(\.kind)) == ["caption", "detail"])
+    }
+
+    @Test func randomStreamsAreStableAndIndependent() {
+        var a = InstructRandom(seed: 1, key: "k", kind: "caption")
+        var b = InstructRandom(seed: 1, key: "k", kind: "caption")
+        var c = InstructRandom(seed: 1, key: "k", kind: "detail")
+        let sa = (0..<8).map { _ in a.next() }
+        #expect(sa == (0..<8).map { _ in b.next() })
+        #expect(sa != (0..<8).map { _ in c.next() })
+        var counts = [0, 0, 0]
+        for _ in 0..<3000 { counts[a.below(3)] += 1 }
+        #expect(counts.allSatisfy { $0 > 900 && $0 < 1100 })
+        #expect(English.box([0, 0.125, 1, 0.5]) == "[0.00, 0.13, 1.00, 0.50]")
+        #expect(English.plural("person") == "people" && English.plural("bus") == "buses" && English.plural("wine glass") == "wine glasses")
+        #expect(English.withArticle("apple") == "an apple" && English.withArticle("dog") == "a dog")
+    }
+}
