@@ -10,11 +10,7 @@ struct PatchifyCommand: ParsableCommand {
         commandName: "patchify",
         abstract: "Preprocess every ok catalog image into ViT patches in pixel shards (once per image bytes and config).",
         discussion: """
-        Each distinct image (by sha256) is decoded, preprocessed (--mode) and cut into P x P patches, stored as
-        uint8 [tiles, (S/P)^2, P*P*3] in shards/pixels/pixels-CONFIG-NNNNNN.tar with a `pixels` catalog row
-        (offset and size of the .npy member). Pixels match PIL + HF CLIPImageProcessor exactly (not with
-        --fast-decode). Bad images get a row with status 'error' and the reason; the run goes on. Running again
-        with the same config does nothing; after a kill it continues where the last closed shard ended.
+        Each distinct image (by sha256) is decoded, preprocessed (--mode) and cut into P x P patches, stored as uint8 [tiles, (S/P)^2, P*P*3] in shards/pixels/pixels-CONFIG-NNNNNN.tar with a `pixels` catalog row (offset and size of the .npy member). Pixels match PIL + HF CLIPImageProcessor exactly (not with --fast-decode). Bad images get a row with status 'error' and the reason; the run goes on. Running again with the same config does nothing; after a kill it continues where the last closed shard ended. 
         """
     )
 

@@ -55,10 +55,7 @@ struct PreprocessCommand: ParsableCommand {
         commandName: "preprocess",
         abstract: "Show what the vision encoder will see: decode and preprocess images into .npy (or .png) files.",
         discussion: """
-        Each IMAGE becomes OUT/NAME.npy: uint8 [tiles, S, S, 3] (tiles = 1, or 1 + rows*cols for anyres with the
-        global view first); with --patches the ViT layout uint8 [tiles, (S/P)^2, P*P*3]; with --normalize float32.
-        --png writes OUT/NAME.png (OUT/NAME-tileK.png for several tiles) instead. Pixels match PIL + HF
-        CLIPImageProcessor exactly unless --fast-decode is given.
+        Each IMAGE becomes OUT/NAME.npy: uint8 [tiles, S, S, 3] (tiles = 1, or 1 + rows*cols for anyres with the global view first); with --patches the ViT layout uint8 [tiles, (S/P)^2, P*P*3]; with --normalize float32. --png writes OUT/NAME.png (OUT/NAME-tileK.png for several tiles) instead. Pixels match PIL + HF CLIPImageProcessor exactly unless --fast-decode is given. 
         """
     )
 
