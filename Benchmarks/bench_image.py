@@ -7,7 +7,9 @@ Workload: the 80 COCO train2017 JPEGs of ../shared/data/coco-mini (169-640 px a 
             (PIL: resize + numpy crop + numpy reshape/transpose; ours: the same pixels, value for value)
   clip      decode + CLIPImageProcessor(size 336, crop 336) -> normalized float32; ours: pipeline + --normalize clip
 Each is timed for --seconds per repeat, on one core and on all cores (one process per core for Python; threads
-for vlmdata), and the median images/s of --repeats runs is reported with ours/peer ratios. Our side runs
+for vlmdata), and the median images/s of --repeats runs is reported with ours/peer ratios. One-core figures are
+images per CPU second of the process (both sides), so a loaded machine does not skew them; all-core figures are
+images per wall-clock second. Our side runs
 in-process (`vlmdata preprocess --bench-seconds`), so process start-up is not counted.
 
     python Benchmarks/bench_image.py --bin .build/release/vlmdata --work /tmp/bench-image [--quick]
@@ -79,21 +81,23 @@ def _worker(args):
     fn(blobs[0])  # warm-up (imports, processor construction)
     done, i = 0, offset
     start = time.perf_counter()
+    cpu_start = time.process_time()
     deadline = start + seconds
     while time.perf_counter() < deadline:
         fn(blobs[i % len(blobs)])
         done += 1
         i += 1
-    return done, time.perf_counter() - start
+    return done, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def python_rate(kind, blobs, seconds, procs):
+    """Images per second: per CPU second on one core (robust on a shared machine), per wall second on all cores."""
     if procs == 1:
-        done, elapsed = _worker((kind, blobs, seconds, 0))
-        return done / elapsed
+        done, elapsed, cpu = _worker((kind, blobs, seconds, 0))
+        return done / cpu
     with mp.get_context("fork").Pool(procs) as pool:
         results = pool.map(_worker, [(kind, blobs, seconds, k * 7) for k in range(procs)])
-    return sum(d for d, _ in results) / max(e for _, e in results)
+    return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
 # ---------------------------------------------------------------- ours
@@ -102,6 +106,8 @@ def ours_rates(bin_path, files, seconds, jobs, *flags):
     out = subprocess.run([bin_path, "preprocess", *files, "--bench-seconds", str(seconds), "--jobs", str(jobs), *flags],
                          capture_output=True, text=True, check=True)
     record = json.loads(out.stdout.strip().splitlines()[-1])
+    if jobs == 1:   # per CPU second, as the one-core Python figures
+        return record["decode_per_cpu_s"], record["pipeline_per_cpu_s"]
     return record["decode_per_s"], record["pipeline_per_s"]
 
 

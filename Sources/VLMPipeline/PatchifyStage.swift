@@ -30,8 +30,12 @@ public enum PatchifyStage {
         public var shardBytes: Int
         /// Images decoded and preprocessed in parallel before their results are written, in order.
         public var batchSize: Int
+        /// Only the images whose sha256 falls in part I of N (for a job array; `vlmdata catalog merge` joins parts).
+        public var part: PartSpec?
 
-        public init(config: PreprocessConfig, jobs: Int = ImageWorkers.defaultJobs, shardBytes: Int = 256 << 20, batchSize: Int = 256) {
+        public init(config: PreprocessConfig, jobs: Int = ImageWorkers.defaultJobs, shardBytes: Int = 256 << 20, batchSize: Int = 256,
+                    part: PartSpec? = nil) {
+            self.part = part
             self.config = config
             self.jobs = jobs
             self.shardBytes = shardBytes
@@ -43,6 +47,7 @@ public enum PatchifyStage {
     struct Params: Encodable {
         var config: PreprocessConfig
         var configHash: String
+        var part: String?
     }
 
     /// One image to do: its bytes' hash and where to read them.
@@ -70,9 +75,9 @@ public enum PatchifyStage {
         // Input fingerprint: the set of ok image hashes. Same images + same config = nothing to do.
         let okHashes = try catalog.read { db in
             try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL ORDER BY sha256")
-        }
+        }.filter { options.part?.contains(key: $0) ?? true }
         let fingerprint = Hashing.sha256(okHashes.joined(separator: "\n"))
-        let params = Params(config: config, configHash: configHash)
+        let params = Params(config: config, configHash: configHash, part: options.part?.description)
         if let done = try catalog.completedRun(stage: stageName, paramsHash: Catalog.paramsHash(params), inputFingerprint: fingerprint) {
             return StageReport(stage: stageName, counts: done.counts, skipped: true)
         }
@@ -86,6 +91,7 @@ public enum PatchifyStage {
                 ORDER BY i.id
                 """, arguments: [configHash])
             return rows.map { Item(sha256: $0["sha256"], location: workspace.resolve($0["location"]), member: $0["member"], key: $0["key"]) }
+                .filter { options.part?.contains(key: $0.sha256) ?? true }
         }
         let already = okHashes.count - pending.count
         let runID = try catalog.beginRun(stage: stageName, params: params, inputFingerprint: fingerprint)
@@ -93,7 +99,7 @@ public enum PatchifyStage {
 
         progress.start("patchify", total: pending.count)
         let writer = try PixelShardWriter(catalog: catalog, config: config, configHash: configHash, configJSON: configJSON,
-                                          targetBytes: options.shardBytes)
+                                          targetBytes: options.shardBytes, part: options.part)
         var problems: [String] = []
         // Keep a batch's results under ~128 MiB (anyres images hold up to 1 + 9 tiles).
         let maxTiles = config.mode == .anyres
@@ -208,18 +214,21 @@ final class PixelShardWriter {
     private var open: (path: String, name: String, temp: String, file: FileWriter, tar: TarWriter)?
     private var rows: [(PatchifyStage.Item, TarMember?, PatchifyStage.Outcome)] = []
     private(set) var counts: [String: Int] = ["pixels": 0, "errors": 0, "shards": 0]
+    /// `pixels-CONFIG-` or, for a part, `pixels-CONFIG-partIofN-`: parts never produce the same shard name.
+    let prefix: String
 
-    init(catalog: Catalog, config: PreprocessConfig, configHash: String, configJSON: String, targetBytes: Int) throws {
+    init(catalog: Catalog, config: PreprocessConfig, configHash: String, configJSON: String, targetBytes: Int, part: PartSpec?) throws {
         self.catalog = catalog
         self.config = config
         self.configHash = configHash
         self.configJSON = configJSON
         self.targetBytes = targetBytes
-        let prefix = "pixels-\(configHash.prefix(12))-"
+        let prefix = "pixels-\(configHash.prefix(12))-" + (part.map { "part\($0.index)of\($0.count)-" } ?? "")
+        self.prefix = prefix
         let names = try catalog.read { db in
             try String.fetchAll(db, sql: "SELECT name FROM pixel_shards WHERE config_hash = ?", arguments: [configHash])
         }
-        nextIndex = (names.compactMap { Int($0.dropFirst(prefix.count).prefix(6)) }.max() ?? -1) + 1
+        nextIndex = (names.filter { $0.hasPrefix(prefix) }.compactMap { Int($0.dropFirst(prefix.count).prefix(6)) }.max() ?? -1) + 1
     }
 
     func add(_ item: PatchifyStage.Item, _ outcome: PatchifyStage.Outcome) throws {
@@ -250,7 +259,7 @@ final class PixelShardWriter {
     }
 
     private func openShard() throws {
-        let name = String(format: "pixels-%@-%06d.tar", String(configHash.prefix(12)), nextIndex)
+        let name = prefix + String(format: "%06d.tar", nextIndex)
         nextIndex += 1
         let path = catalog.workspace.pixelShardsDirectory + "/" + name
         let temp = AtomicFile.temporaryPath(for: path)

@@ -10,11 +10,7 @@ struct PatchifyCommand: ParsableCommand {
         commandName: "patchify",
         abstract: "Preprocess every ok catalog image into ViT patches in pixel shards (once per image bytes and config).",
         discussion: """
-        Each distinct image (by sha256) is decoded, preprocessed (--mode) and cut into P x P patches, stored as
-        uint8 [tiles, (S/P)^2, P*P*3] in shards/pixels/pixels-CONFIG-NNNNNN.tar with a `pixels` catalog row
-        (offset and size of the .npy member). Pixels match PIL + HF CLIPImageProcessor exactly (not with
-        --fast-decode). Bad images get a row with status 'error' and the reason; the run goes on. Running again
-        with the same config does nothing; after a kill it continues where the last closed shard ended.
+        Each distinct image (by sha256) is decoded, preprocessed (--mode) and cut into P x P patches, stored as uint8 [tiles, (S/P)^2, P*P*3] in shards/pixels/pixels-CONFIG-NNNNNN.tar with a `pixels` catalog row (offset and size of the .npy member). Pixels match PIL + HF CLIPImageProcessor exactly (not with --fast-decode). Bad images get a row with status 'error' and the reason; the run goes on. Running again with the same config does nothing; after a kill it continues where the last closed shard ended. 
         """
     )
 
@@ -27,12 +23,16 @@ struct PatchifyCommand: ParsableCommand {
     @Option(name: .long, help: "Close a pixel shard once it holds this many MiB.")
     var shardMib = 256
 
+    @Option(name: .long, help: ArgumentHelp("Handle part I of N (0-based), by a stable hash of the image bytes' sha256; join part catalogs with `vlmdata catalog merge`.", valueName: "I/N"))
+    var part: String?
+
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
 
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if shardMib < 1 { throw ValidationError("--shard-mib must be at least 1") }
+        if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
         _ = try imageOptions.config()
     }
 
@@ -45,7 +45,8 @@ struct PatchifyCommand: ParsableCommand {
         }
         let report = try runOrExit {
             let catalog = try Catalog(workspace: workspace)
-            let options = PatchifyStage.Options(config: config, jobs: jobs ?? ImageWorkers.defaultJobs, shardBytes: shardMib << 20)
+            let options = PatchifyStage.Options(config: config, jobs: jobs ?? ImageWorkers.defaultJobs, shardBytes: shardMib << 20,
+                                                 part: part.flatMap(PartSpec.init(parsing:)))
             return try PatchifyStage.run(catalog: catalog, options: options, progress: common.progress())
         }
         printReport(report, json: json)

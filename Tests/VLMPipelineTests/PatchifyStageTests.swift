@@ -132,6 +132,19 @@ struct PatchifyStageTests {
         #expect(try Self.pixelRows(catalog, config: config.hash).count == 8)
     }
 
+    @Test func partsSplitTheImagesWithoutOverlap() throws {
+        let files = Self.cocoFiles(10)
+        let catalog = try Self.workspace(files)
+        let config = PreprocessConfig(imageSize: 224, patchSize: 16, mode: .squash)
+        let a = try PatchifyStage.run(catalog: catalog, options: .init(config: config, jobs: 2, part: PartSpec(index: 0, count: 2)))
+        let b = try PatchifyStage.run(catalog: catalog, options: .init(config: config, jobs: 2, part: PartSpec(index: 1, count: 2)))
+        #expect(a.counts["pixels", default: 0] + b.counts["pixels", default: 0] == 10)
+        #expect(a.counts["pixels", default: 0] > 0 && b.counts["pixels", default: 0] > 0)
+        #expect(try Self.pixelRows(catalog, config: config.hash).count == 10)
+        let names = try catalog.read { db in try String.fetchAll(db, sql: "SELECT name FROM pixel_shards") }
+        #expect(names.contains { $0.contains("part0of2") } && names.contains { $0.contains("part1of2") })
+    }
+
     @Test func readsArchiveMembers() throws {
         let files = Self.cocoFiles(3)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("patchify-tar-\(UUID().uuidString)").path

@@ -489,3 +489,14 @@ def test_patchify_stage_matches_pil_and_resumes(vlmdata_bin, tmp_path):
     again = json.loads(run(vlmdata_bin, "patchify", *flags, "--json").stdout)
     assert again["skipped"] is True
     assert pixel_rows(ws)[1] == shards
+
+
+def test_png_output_matches_npy(vlmdata_bin, tmp_path):
+    files = [str(SHARED / "photos" / "coffee.png"), str(IMAGES[0])]
+    preprocess(vlmdata_bin, tmp_path / "npy", files, "--mode", "anyres")
+    preprocess(vlmdata_bin, tmp_path / "png", files, "--mode", "anyres", "--png")
+    for path in files:
+        tiles = np.load(tmp_path / "npy" / f"{name_of(path)}.npy")
+        for k in range(tiles.shape[0]):
+            png = np.asarray(Image.open(tmp_path / "png" / f"{name_of(path)}-tile{k}.png").convert("RGB"))
+            assert np.array_equal(png, tiles[k]), (path, k)
