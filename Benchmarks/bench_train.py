@@ -220,8 +220,12 @@ def main():
     steps = 100 if args.quick else 400
     os.makedirs(args.work, exist_ok=True)
     env1 = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    ours_cmd = [args.bin, "train-smoke", "--steps", str(steps), "--json", "--workspace", os.path.join(args.work, "ws"),
-                "--no-gate"]
+    ws = os.path.join(args.work, "ws")
+    if os.path.exists(ws):
+        import shutil
+        shutil.rmtree(ws)
+    ours_cmd = [args.bin, "train-smoke", "--steps", str(steps), "--json", "--quiet", "--workspace", ws, "--no-gate",
+                "--train-images", "1000" if args.quick else "4000", "--eval-images", "100"]
     t0 = time.perf_counter()
     out = subprocess.run(ours_cmd, env=env1, capture_output=True, text=True)
     if out.returncode != 0:
@@ -246,10 +250,12 @@ def main():
           f"{cfg['patches']} patches of {cfg['patch_dim']}, C={cfg['channels']}, {cfg['layers']} layers, "
           f"{cfg['heads']} heads, projector {cfg['projector']}")
     print(f"numpy kernel: {npres['kernel']}; numpy loss {npres['first_loss']:.3f} -> {npres['last_loss']:.3f}")
+    print(f"ours: {ours['steps']} steps, loss {ours['initial_loss']:.3f} -> {ours['final_loss']:.3f}, "
+          f"{ours['tokens_per_s']:.0f} positions/s, CPU {1000 * ours['cpu_seconds'] / ours['steps']:.2f} ms/step")
     print(f"{'side':<8}{'ms/step (median)':>18}")
     print(f"{'ours':<8}{ours_ms:>18.2f}")
     print(f"{'numpy':<8}{np_ms:>18.2f}")
-    print(f"ratio numpy/ours: {np_ms / ours_ms:.2f}x")
+    print(f"ratio numpy/ours: {np_ms / ours_ms:.2f}x (above 1: ours is faster)")
 
 
 if __name__ == "__main__":

@@ -238,25 +238,25 @@ public struct LLMGenerator: Sendable {
         var lastReason = "not sent"
         var lastStatus: Int?
         while true {
-            // Budgets are checked before every attempt, retries included.
+            guard limiter.acquire(tokens: item.request.estimatedTokens, cancelled: { state.stopped }) else {
+                return attempts == 0 ? .notSent : .failed(reason: "\(lastReason); run stopped", status: lastStatus, attempts: attempts)
+            }
+            // Budgets are checked before every attempt, retries included; checking and counting the request is one
+            // step, so concurrent workers never overshoot --max-requests.
             var refused: LLMStop?
             state.update { s in
                 if let max = options.maxRequests, s.counts.requestsSent >= max {
                     refused = .budget("request budget of \(max) reached")
                 } else if let max = options.maxTokens, s.counts.promptTokens + s.counts.completionTokens >= max {
                     refused = .budget("token budget of \(max) reached")
+                } else {
+                    s.counts.requestsSent += 1
+                    if attempts > 0 { s.counts.retries += 1 }
                 }
             }
             if let refused {
                 state.halt(refused)
                 return attempts == 0 ? .notSent : .failed(reason: "\(lastReason); stopped: \(refused.message)", status: lastStatus, attempts: attempts)
-            }
-            guard limiter.acquire(tokens: item.request.estimatedTokens, cancelled: { state.stopped }) else {
-                return attempts == 0 ? .notSent : .failed(reason: "\(lastReason); run stopped", status: lastStatus, attempts: attempts)
-            }
-            state.update { s in
-                s.counts.requestsSent += 1
-                if attempts > 0 { s.counts.retries += 1 }
             }
             attempts += 1
             let attempt: ChatAttempt

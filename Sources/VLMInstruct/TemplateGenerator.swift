@@ -214,7 +214,7 @@ public struct TemplateGenerator: Sendable {
                     .joined(separator: "\n")
                 out.append(make(image, .mcq, options.circular ? "\(i)-r\(r)" : "\(i)", group: options.circular ? group : nil,
                                 [(body, letters[index])],
-                                meta: ["type": .string(type), "category": .string(category), "answer": .string(answer), "letter": .string(letters[index]),
+                                meta: ["type": .string("mcq"), "question": .string(type), "category": .string(category), "answer": .string(answer), "letter": .string(letters[index]),
                                        "options": .array(rotated.map { .string($0) }), "rotation": .int(r),
                                        "rotations": .int(rotations)]))
             }

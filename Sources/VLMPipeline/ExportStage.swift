@@ -47,7 +47,8 @@ public struct ExportLLaVA {
         sql += " ORDER BY i.key"
         let root = options.imageRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        // Sorted keys make the bytes stable; a record's own keys are written in LLaVA's order by hand.
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var counts: [String: Int] = ["records": 0, "with_image": 0, "text_only": 0]
         let rows = try catalog.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)) }
         progress.start("exporting", total: rows.count)
@@ -70,7 +71,10 @@ public struct ExportLLaVA {
                     throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "instructions \(key)", error.message)
                 }
                 try writer.write(Array((index == 0 ? "\n" : ",\n").utf8))
-                try writer.write(Array(try encoder.encode(record)))
+                var line = "{\"id\":" + String(decoding: try encoder.encode(key), as: UTF8.self)
+                if let image { line += ",\"image\":" + String(decoding: try encoder.encode(image), as: UTF8.self) }
+                line += ",\"conversations\":" + String(decoding: try encoder.encode(record.conversations), as: UTF8.self) + "}"
+                try writer.write(Array(line.utf8))
                 counts["records", default: 0] += 1
                 counts[image == nil ? "text_only" : "with_image", default: 0] += 1
                 counts["kind_\(kind)", default: 0] += 1

@@ -119,8 +119,6 @@ public enum LossCurve {
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" viewBox=\"0 0 \(Int(w)) \(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         s += "<text x=\"\(fmt(w / 2))\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
-        s += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(h - bottom))\" x2=\"\(fmt(w - right))\" y2=\"\(fmt(h - bottom))\" stroke=\"black\"/>\n"
-        s += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(top))\" x2=\"\(fmt(left))\" y2=\"\(fmt(h - bottom))\" stroke=\"black\"/>\n"
         for k in 0...4 {
             let v = maxY * Double(k) / 4
             s += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(y(v) + 4))\" text-anchor=\"end\">\(String(format: "%.2f", v))</text>\n"
@@ -128,6 +126,8 @@ public enum LossCurve {
             let step = n * k / 4
             s += "<text x=\"\(fmt(x(step)))\" y=\"\(fmt(h - bottom + 16))\" text-anchor=\"middle\">\(step)</text>\n"
         }
+        s += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(h - bottom))\" x2=\"\(fmt(w - right))\" y2=\"\(fmt(h - bottom))\" stroke=\"black\"/>\n"
+        s += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(top))\" x2=\"\(fmt(left))\" y2=\"\(fmt(h - bottom))\" stroke=\"black\"/>\n"
         s += "<text x=\"\(fmt(w / 2))\" y=\"\(fmt(h - 8))\" text-anchor=\"middle\">step</text>\n"
         s += "<text x=\"14\" y=\"\(fmt(h / 2))\" text-anchor=\"middle\" transform=\"rotate(-90 14 \(fmt(h / 2)))\">loss</text>\n"
         s += "<path d=\"\(path(losses))\" fill=\"none\" stroke=\"#bbb\" stroke-width=\"1\"/>\n"

@@ -126,7 +126,8 @@ import VLMCore
                 #expect(options[Int(letter.unicodeScalars.first!.value - 65)] == correct)
                 #expect(question.hasSuffix("\n" + Phrasings.mcqSuffix))
                 for (i, option) in options.enumerated() { #expect(question.contains("\n\(["A", "B", "C", "D"][i]). \(option)\n")) }
-                if row.meta["type"] as? String == "presence" {
+                #expect(row.meta["type"] as? String == "mcq")
+                if row.meta["question"] as? String == "presence" {
                     let present = Set(anns.map { categoryName[$0.categoryID]! })
                     #expect(present.contains(correct))
                     #expect(options.filter { present.contains($0) } == [correct], "exactly one option is present")

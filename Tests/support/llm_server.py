@@ -20,7 +20,11 @@ request body (and whose count is left) applies. Kinds:
   refusal             status 200 with a refusal as the message content
   truncated           status 200 with finish_reason "length"
 
-`GET /admin/stats` returns request counts: total, per status, and per prompt (sha256 of the canonical `messages`).
+`GET /admin/stats` returns request counts: `total` and `by_status` over every request received, `received_by_prompt`
+(every chat request, per sha256 of the canonical `messages`), `by_prompt` (chat requests answered with a reply
+to a client that was still connected; a request whose client died while it was being answered, e.g. killed
+midway, is counted in `abandoned` instead), `auth_seen`, and `window_seconds` from the first chat request received to
+the last reply sent (the benchmark's clock, the same for every client).
 `POST /admin/reset` clears counts and faults.
 
 Plain endpoints for HTTP client tests: `GET|HEAD /bytes/N` (deterministic bytes, honours `Range`), `ANY /echo`
@@ -89,7 +93,7 @@ def reply_pairs(captions, objects, n):
         side = "left" if (box[0] + box[2]) / 2 < 0.5 else "right"
         pairs.append((f"Where is the {name} in the picture?", f"The {name} is on the {side} side of the picture."))
     else:
-        pairs.append(("How many captions describe the scene?", f"The scene can be described in {len(captions)} ways."))
+        pairs.append(("Is the scene busy?", "No, the scene shows no clearly outlined objects."))
     while len(pairs) < n:
         k = len(pairs)
         caption = captions[k % len(captions)] if captions else first
@@ -139,7 +143,11 @@ class State:
         self.total = 0
         self.by_status = {}
         self.by_prompt = {}
+        self.received_by_prompt = {}
+        self.abandoned = 0
         self.auth_seen = 0
+        self.first_at = None
+        self.last_at = None
 
     def take_fault(self, raw_body):
         with self.lock:
@@ -158,9 +166,20 @@ class State:
             self.total += 1
             self.by_status[str(status)] = self.by_status.get(str(status), 0) + 1
             if key is not None:
-                self.by_prompt[key] = self.by_prompt.get(key, 0) + 1
+                self.received_by_prompt[key] = self.received_by_prompt.get(key, 0) + 1
+                if self.first_at is None:
+                    self.first_at = time.monotonic()
             if authorized:
                 self.auth_seen += 1
+
+    def answered(self, key):
+        with self.lock:
+            self.by_prompt[key] = self.by_prompt.get(key, 0) + 1
+            self.last_at = time.monotonic()
+
+    def abandon(self):
+        with self.lock:
+            self.abandoned += 1
 
 
 def parse_fault_spec(spec):
@@ -230,7 +249,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/admin/stats":
             with self.state.lock:
                 return self.send(200, {"total": self.state.total, "by_status": self.state.by_status,
-                                       "by_prompt": self.state.by_prompt, "auth_seen": self.state.auth_seen})
+                                       "by_prompt": self.state.by_prompt,
+                                       "received_by_prompt": self.state.received_by_prompt,
+                                       "abandoned": self.state.abandoned, "auth_seen": self.state.auth_seen,
+                                       "window_seconds": (self.state.last_at - self.state.first_at)
+                                       if self.state.last_at is not None else None})
         if path == "/admin/reset":
             with self.state.lock:
                 self.state.reset_counts()
@@ -292,6 +315,16 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(206, data[start:end + 1], "application/octet-stream",
                          {"Content-Range": f"bytes {start}-{end}/{n}", "Accept-Ranges": "bytes"})
 
+    def peer_closed(self):
+        """True when the client has gone (its end of the socket is closed), so an answer would reach nobody."""
+        import select
+        import socket
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     # -- chat completions ------------------------------------------------------------------------------------
     def error_body(self, message, kind, code=None):
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -352,6 +385,12 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "empty_choice":
             reply["choices"] = []
         self.state.record(key, 200, authorized)
+        if self.peer_closed():
+            self.state.abandon()
+            self.close_connection = True
+            return None
+        if kind not in ("malformed", "empty_choice"):
+            self.state.answered(key)
         if kind == "malformed":
             data = json.dumps(reply).encode()
             return self.send(200, data[: len(data) // 2])
