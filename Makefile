@@ -50,13 +50,13 @@ test-swift:
 test-parity:
 	VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity
 
-## demo: synthetic shapes → ingest → instructions → tokenizer → tokenize → patchify → shard → train-smoke
+## demo: the whole chain on the embedded default data (synthetic shapes), ending with RefVLM's accuracies:
+## synth → ingest → gen-instructions → tokenizer train → tokenize → patchify → shard → loader → train-smoke
 demo: deps build
 	rm -rf $(DEMO_WS)
-	$(RELEASE) synth shapes --count 200 --seed 1 --out $(DEMO_WS)/shapes
-	$(RELEASE) ingest coco --workspace $(DEMO_WS) --captions $(DEMO_WS)/shapes/annotations/captions_train.json \
-		--instances $(DEMO_WS)/shapes/annotations/instances_train.json --images $(DEMO_WS)/shapes/train --split train
+	$(RELEASE) run Pipelines/demo.yaml --workspace $(DEMO_WS)
 	$(RELEASE) stats --workspace $(DEMO_WS)
+	$(RELEASE) train-smoke --workspace $(DEMO_WS)/train-smoke
 
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build

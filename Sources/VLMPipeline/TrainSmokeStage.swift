@@ -282,9 +282,7 @@ extension TrainSmoke {
 
         // gen-instructions --generator templates --kinds caption: one caption instruction per image
         let templateOptions = TemplateOptions(seed: seed, kinds: [.caption], perImage: 1)
-        let generator = TemplateGenerator(options: templateOptions, categories: try ImageFactsReader.categories(catalog))
-        let instructions = try ImageFactsReader.read(catalog).flatMap { generator.generate($0) }
-        _ = try InstructionStore.insert(instructions, paramsHash: Hashing.canonicalHash(templateOptions), into: catalog)
+        _ = try GenInstructionsStage(.templates(templateOptions)).run(catalog: catalog, progress: progress)
 
         if trainTokenizer {
             let texts = try TokenizeStage.catalogTexts(catalog)
