@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,7 +56,12 @@ def peer(bodies, server, k):
     def post(body):
         request = urllib.request.Request(server.base + "/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json"}, method="POST")
-        return json.loads(urllib.request.urlopen(request, timeout=60).read())
+        for attempt in range(5):  # a reset under many fresh connections is retried, as a real client would
+            try:
+                return json.loads(urllib.request.urlopen(request, timeout=60).read())
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.05 * (attempt + 1))
+        raise RuntimeError("peer request failed 5 times")
 
     with concurrent.futures.ThreadPoolExecutor(k) as pool:
         list(pool.map(post, bodies))

@@ -1,1 +1,233 @@
 #include <png.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* libpng reports every error by longjmp to a setjmp its caller made. Swift cannot call setjmp, so every libpng
+ * call that can fail is made from these static inline functions (compiled by clang as part of the importing
+ * module): each sets png_jmpbuf before calling libpng and turns an error into a return value plus the message
+ * libpng gave. Warnings are ignored, as PIL ignores them. */
+
+#define VLM_PNG_MESSAGE 256
+
+static inline void vlm_png_on_error(png_structp png, png_const_charp message) {
+    char *buffer = (char *)png_get_error_ptr(png);
+    if (buffer != NULL) {
+        strncpy(buffer, message != NULL ? message : "libpng error", VLM_PNG_MESSAGE - 1);
+        buffer[VLM_PNG_MESSAGE - 1] = 0;
+    }
+    png_longjmp(png, 1);
+}
+
+static inline void vlm_png_on_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* What IHDR and PLTE say; `row_bytes` is one raw row at full width (samples packed as stored, 16-bit big-endian). */
+struct vlm_png_header {
+    unsigned int width, height;
+    int bit_depth, color_type, interlaced;
+    int palette_entries;
+    unsigned char palette[256 * 3];
+    size_t row_bytes;
+    /* Bytes from the first IDAT to the end of the file: an upper bound on the compressed image data. */
+    size_t data_bytes;
+};
+
+struct vlm_png_reader {
+    png_structp png;
+    png_infop info;
+    const unsigned char *data;
+    size_t size, position;
+    int rows_clean;
+    char message[VLM_PNG_MESSAGE];
+};
+
+static inline void vlm_png_read_memory(png_structp png, png_bytep out, size_t count) {
+    struct vlm_png_reader *reader = (struct vlm_png_reader *)png_get_io_ptr(png);
+    if (count > reader->size - reader->position) png_error(png, "Read beyond end of data");
+    memcpy(out, reader->data + reader->position, count);
+    reader->position += count;
+}
+
+/* Unknown chunks, critical ones included, are skipped as PIL skips them (libpng would reject a critical one). */
+static inline int vlm_png_skip_chunk(png_structp png, png_unknown_chunkp chunk) {
+    (void)png;
+    (void)chunk;
+    return 1;
+}
+
+/* Parses the signature and every chunk up to the first IDAT (IHDR, PLTE, ...), CRC-checking each as PIL does when
+ * opening. Always sets *out (NULL only when out of memory); release it with vlm_png_close. Returns 0, or -1 with
+ * the message in (*out)->message. Allocates nothing for pixels. */
+static inline int vlm_png_open(const unsigned char *data, size_t size, struct vlm_png_reader **out,
+                               struct vlm_png_header *header) {
+    struct vlm_png_reader *reader = (struct vlm_png_reader *)calloc(1, sizeof(struct vlm_png_reader));
+    *out = reader;
+    if (reader == NULL) return -1;
+    reader->data = data;
+    reader->size = size;
+    reader->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, reader->message, vlm_png_on_error, vlm_png_on_warning);
+    if (reader->png == NULL) {
+        strcpy(reader->message, "png_create_read_struct failed");
+        return -1;
+    }
+    reader->info = png_create_info_struct(reader->png);
+    if (reader->info == NULL) {
+        strcpy(reader->message, "png_create_info_struct failed");
+        return -1;
+    }
+    if (setjmp(png_jmpbuf(reader->png))) return -1;
+    png_set_read_fn(reader->png, reader, vlm_png_read_memory);
+    png_set_read_user_chunk_fn(reader->png, NULL, vlm_png_skip_chunk);
+    /* PIL's only size check is the pixel count (done by the caller); libpng's default caps are 1e6 per side. */
+    png_set_user_limits(reader->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    png_set_benign_errors(reader->png, 1);
+    /* Every chunk before the image data is CRC-checked, ancillary ones too (libpng would only warn). */
+    png_set_crc_action(reader->png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+    png_read_info(reader->png, reader->info);
+
+    png_uint_32 width = 0, height = 0;
+    int depth = 0, color = 0, interlace = 0;
+    png_get_IHDR(reader->png, reader->info, &width, &height, &depth, &color, &interlace, NULL, NULL);
+    header->width = width;
+    header->height = height;
+    header->bit_depth = depth;
+    header->color_type = color;
+    header->interlaced = interlace != PNG_INTERLACE_NONE;
+    header->palette_entries = 0;
+    memset(header->palette, 0, sizeof header->palette);
+    png_colorp palette = NULL;
+    int entries = 0;
+    if (png_get_PLTE(reader->png, reader->info, &palette, &entries) != 0 && palette != NULL) {
+        if (entries > 256) entries = 256;
+        for (int i = 0; i < entries; i++) {
+            header->palette[3 * i] = palette[i].red;
+            header->palette[3 * i + 1] = palette[i].green;
+            header->palette[3 * i + 2] = palette[i].blue;
+        }
+        header->palette_entries = entries;
+    }
+    header->row_bytes = png_get_rowbytes(reader->png, reader->info);
+    /* png_read_info stops after the first IDAT's length and type. */
+    header->data_bytes = reader->size - reader->position;
+    return 0;
+}
+
+/* Reads every row, raw (no value transforms; Adam7 passes combined into full rows), into `out`:
+ * `height` rows of `header.row_bytes` bytes. The CRC of IDAT and of everything after it is not checked (PIL does
+ * not). An error raised after the last row was delivered (finishing the zlib stream, or reading past the image
+ * data) is not an error: PIL stops reading once the image is full, too. Returns 0, or -1 with the message. */
+static inline int vlm_png_read_rows(struct vlm_png_reader *reader, unsigned char *out, size_t row_bytes) {
+    reader->rows_clean = 0;
+    if (setjmp(png_jmpbuf(reader->png))) {
+        png_structp png = reader->png;
+        int done = png_get_interlace_type(png, reader->info) != PNG_INTERLACE_NONE
+                       ? png_get_current_pass_number(png) >= 7
+                       : png_get_current_row_number(png) >= png_get_image_height(png, reader->info);
+        return done ? 0 : -1;
+    }
+    png_set_crc_action(reader->png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
+    int passes = png_set_interlace_handling(reader->png);
+    png_read_update_info(reader->png, reader->info);
+    if (png_get_rowbytes(reader->png, reader->info) != row_bytes) {
+        strcpy(reader->message, "unexpected row size");
+        return -1;
+    }
+    png_uint_32 height = png_get_image_height(reader->png, reader->info);
+    for (int pass = 0; pass < passes; pass++) {
+        for (png_uint_32 y = 0; y < height; y++) png_read_row(reader->png, out + (size_t)y * row_bytes, NULL);
+    }
+    reader->rows_clean = 1;
+    return 0;
+}
+
+/* The eXIf payload, if any. With `after_image` (and rows read cleanly) the chunks after the image data are read
+ * first, errors there ignored. Returns the byte count (0: none) and the bytes, owned by the reader, in *bytes. */
+static inline size_t vlm_png_exif(struct vlm_png_reader *reader, int after_image, const unsigned char **bytes) {
+    png_uint_32 count = 0;
+    png_bytep exif = NULL;
+    *bytes = NULL;
+    if (setjmp(png_jmpbuf(reader->png))) return 0;
+    if (png_get_eXIf_1(reader->png, reader->info, &count, &exif) == 0 && after_image && reader->rows_clean) {
+        png_read_end(reader->png, reader->info);
+        if (png_get_eXIf_1(reader->png, reader->info, &count, &exif) == 0) return 0;
+    }
+    if (exif == NULL) return 0;
+    *bytes = exif;
+    return count;
+}
+
+static inline void vlm_png_close(struct vlm_png_reader *reader) {
+    if (reader == NULL) return;
+    if (reader->png != NULL) png_destroy_read_struct(&reader->png, reader->info != NULL ? &reader->info : NULL, NULL);
+    free(reader);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+struct vlm_png_buffer {
+    unsigned char *bytes;
+    size_t size, capacity;
+};
+
+static inline void vlm_png_write_memory(png_structp png, png_bytep data, size_t count) {
+    struct vlm_png_buffer *buffer = (struct vlm_png_buffer *)png_get_io_ptr(png);
+    if (count > buffer->capacity - buffer->size) {
+        size_t capacity = buffer->capacity < 4096 ? 4096 : buffer->capacity;
+        while (capacity - buffer->size < count) capacity *= 2;
+        unsigned char *grown = (unsigned char *)realloc(buffer->bytes, capacity);
+        if (grown == NULL) png_error(png, "out of memory for the encoded PNG");
+        buffer->bytes = grown;
+        buffer->capacity = capacity;
+    }
+    memcpy(buffer->bytes + buffer->size, data, count);
+    buffer->size += count;
+}
+
+static inline void vlm_png_flush(png_structp png) { (void)png; }
+
+/* Encodes 8-bit RGB (channels 3) or gray (channels 1) rows, no interlace, default compression. Returns 0 with a
+ * malloc'd buffer in *out (release with vlm_png_free), or -1 with the message in `message` (VLM_PNG_MESSAGE bytes). */
+static inline int vlm_png_write(const unsigned char *pixels, unsigned int width, unsigned int height, int channels,
+                                unsigned char **out, size_t *out_size, char *message) {
+    struct vlm_png_buffer *buffer = (struct vlm_png_buffer *)calloc(1, sizeof(struct vlm_png_buffer));
+    *out = NULL;
+    *out_size = 0;
+    message[0] = 0;
+    if (buffer == NULL) {
+        strcpy(message, "out of memory");
+        return -1;
+    }
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, message, vlm_png_on_error, vlm_png_on_warning);
+    png_infop info = png != NULL ? png_create_info_struct(png) : NULL;
+    if (png == NULL || info == NULL) {
+        if (png != NULL) png_destroy_write_struct(&png, NULL);
+        free(buffer);
+        strcpy(message, "png_create_write_struct failed");
+        return -1;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(buffer->bytes);
+        free(buffer);
+        return -1;
+    }
+    png_set_write_fn(png, buffer, vlm_png_write_memory, vlm_png_flush);
+    png_set_IHDR(png, info, width, height, 8, channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    size_t stride = (size_t)width * (size_t)channels;
+    for (png_uint_32 y = 0; y < height; y++) png_write_row(png, pixels + (size_t)y * stride);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    *out = buffer->bytes;
+    *out_size = buffer->size;
+    free(buffer);
+    return 0;
+}
+
+static inline void vlm_png_free(void *bytes) { free(bytes); }

@@ -15,33 +15,19 @@ public enum ImageEncode {
         guard width > 0, height > 0, pixels.count == width * height * channels, channels == 1 || channels == 3 else {
             throw VLMError(.invalidArgument, "PNG encode: \(pixels.count) bytes for \(width)x\(height)x\(channels)")
         }
-        let sink = PNGSink()
-        guard let png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nil, nil, nil) else {
-            throw VLMError(.io, "png_create_write_struct failed")
+        var out: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        var message = [CChar](repeating: 0, count: Int(VLM_PNG_MESSAGE))
+        // The shim sets libpng's setjmp, so a libpng error (say, out of memory) is a return code, not an abort.
+        let rc = pixels.withUnsafeBufferPointer { buf in
+            vlm_png_write(buf.baseAddress, UInt32(width), UInt32(height), Int32(channels), &out, &size, &message)
         }
-        var pngOpt: png_structp? = png
-        var info = png_create_info_struct(png)
-        defer { png_destroy_write_struct(&pngOpt, &info) }
-        let context = Unmanaged.passUnretained(sink).toOpaque()
-        png_set_write_fn(png, context, { ptr, data, length in
-            guard let ptr, let data else { return }
-            let sink = Unmanaged<PNGSink>.fromOpaque(png_get_io_ptr(ptr)).takeUnretainedValue()
-            sink.bytes.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
-        }, nil)
-        // libpng reports errors by longjmp unless an error function is set; with valid inputs (checked above)
-        // and an in-memory sink, no error path is reachable.
-        png_set_IHDR(png, info, png_uint_32(width), png_uint_32(height), 8,
-                     channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
-                     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT)
-        png_write_info(png, info)
-        pixels.withUnsafeBufferPointer { buf in
-            let stride = width * channels
-            for y in 0..<height {
-                png_write_row(png, buf.baseAddress! + y * stride)
-            }
+        defer { vlm_png_free(out) }
+        guard rc == 0, let out else {
+            let text = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            throw VLMError(.io, "PNG encode failed: \(text.isEmpty ? "libpng error" : text)")
         }
-        png_write_end(png, nil)
-        return sink.bytes
+        return Array(UnsafeBufferPointer(start: out, count: size))
     }
 
     /// Baseline JPEG, 4:2:0, at `quality` (1–100), from 8-bit RGB.
@@ -60,8 +46,4 @@ public enum ImageEncode {
         guard rc == 0, let out else { throw VLMError(.io, "JPEG encode failed: \(handle.lastError)") }
         return Array(UnsafeBufferPointer(start: out, count: Int(size)))
     }
-}
-
-private final class PNGSink {
-    var bytes: [UInt8] = []
 }

@@ -17,6 +17,9 @@ public enum LLMReply {
     static let forbidden = ["i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai", "language model",
                             "bounding box", "the descriptions", "the captions"]
 
+    /// A quoted coordinate pair such as `[0.12, 0.4`, compiled once.
+    nonisolated(unsafe) static let boxPattern = try! NSRegularExpression(pattern: #"\[\s*[01]?\.\d+\s*,\s*[01]?\.\d+"#)
+
     /// For `.detail` the single pair's question is empty (the caller supplies a detail prompt).
     public static func parse(_ content: String, kind: LLMKind, json: Bool) throws -> [(question: String, answer: String)] {
         let text = content.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -45,7 +48,7 @@ public enum LLMReply {
             if let phrase = forbidden.first(where: { lower.contains($0) }) {
                 throw Rejection(reason: "pair \(index + 1) contains \"\(phrase)\"")
             }
-            if lower.range(of: #"\[\s*[01]?\.\d+\s*,\s*[01]?\.\d+"#, options: .regularExpression) != nil {
+            if boxPattern.firstMatch(in: lower, range: NSRange(lower.startIndex..., in: lower)) != nil {
                 throw Rejection(reason: "pair \(index + 1) quotes box coordinates")
             }
             if pair.question.contains(Conversation.imagePlaceholder) || pair.answer.contains(Conversation.imagePlaceholder) {

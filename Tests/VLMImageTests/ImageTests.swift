@@ -19,6 +19,21 @@ func cocoFiles() -> [String] {
 
 // MARK: - crafted PNG bytes
 
+/// CRC-32 (ISO 3309, as PNG chunks use), to craft valid and deliberately broken chunks.
+enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { n -> UInt32 in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        var c = ~UInt32(0)
+        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        return ~c
+    }
+}
+
 func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
 
 func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
@@ -43,11 +58,33 @@ func zlibStored(_ data: [UInt8]) -> [UInt8] {
     return out + be32(Int(b << 16 | a))
 }
 
-func makePNG(width: Int, height: Int, depth: Int, colorType: Int, rows: [[UInt8]], extra: [UInt8] = []) -> [UInt8] {
-    let ihdr = be32(width) + be32(height) + [UInt8(depth), UInt8(colorType), 0, 0, 0]
+/// `rows` already packed, filter type 0 added here; `idat` replaces the zlib stream of them; `after` goes after IDAT.
+func makePNG(width: Int, height: Int, depth: Int, colorType: Int, rows: [[UInt8]], extra: [UInt8] = [],
+             interlaced: Bool = false, idat: [UInt8]? = nil, after: [UInt8] = []) -> [UInt8] {
+    let ihdr = be32(width) + be32(height) + [UInt8(depth), UInt8(colorType), 0, 0, interlaced ? 1 : 0]
     let raw: [UInt8] = rows.flatMap { row -> [UInt8] in [UInt8(0)] + row }
     return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + extra
-        + chunk("IDAT", zlibStored(raw)) + chunk("IEND", [])
+        + chunk("IDAT", idat ?? zlibStored(raw)) + after + chunk("IEND", [])
+}
+
+/// Samples of `depth` bits packed MSB first into bytes.
+func packBits(_ values: [Int], depth: Int) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: (values.count * depth + 7) / 8)
+    for (i, v) in values.enumerated() { out[i * depth / 8] |= UInt8(v << (8 - depth - (i * depth) % 8)) }
+    return out
+}
+
+/// The Adam7 pass rows (each packed) of a `width` x `height` grid of samples.
+func adam7Rows(_ grid: [[Int]], depth: Int) -> [[UInt8]] {
+    let passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    var rows: [[UInt8]] = []
+    for (x0, y0, dx, dy) in passes {
+        guard x0 < grid[0].count else { continue }
+        for y in stride(from: y0, to: grid.count, by: dy) {
+            rows.append(packBits(stride(from: x0, to: grid[0].count, by: dx).map { grid[y][$0] }, depth: depth))
+        }
+    }
+    return rows
 }
 
 func decodeError(_ bytes: [UInt8], name: String = "test-input") -> VLMError? {
@@ -171,6 +208,72 @@ struct DecodeTests {
         #expect(decodeError(bytes)?.message.contains("checksum") == true)
         let short = makePNG(width: 2, height: 3, depth: 8, colorType: 0, rows: [[1, 2]])
         #expect(decodeError(short, name: "short.png")?.message.contains("truncated") == true)
+    }
+
+    @Test func pngChunksAreCheckedAsPILChecksThem() throws {
+        let rows: [[UInt8]] = [[1, 2], [3, 4]]
+        let pixels: [UInt8] = [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+        var text = chunk("tEXt", Array("a\0b".utf8))
+        text[text.count - 1] ^= 1
+        // A bad CRC before the image data fails opening, ancillary chunk or not ...
+        let early = decodeError(makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: rows, extra: text))
+        #expect(early?.message == "cannot identify image file: broken PNG file (bad header checksum in 'tEXt')")
+        // ... one after it is never read; neither is the IDAT CRC.
+        let late = try ImageDecoder().decode(makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: rows, after: text), name: "late.png")
+        #expect(late.rgb == pixels)
+        var idat = makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: rows)
+        idat[idat.count - 13] ^= 1   // the last byte of the IDAT CRC (IEND is 12 bytes)
+        #expect(try ImageDecoder().decode(idat, name: "idat.png").rgb == pixels)
+        // An unknown critical chunk is skipped, as PIL skips it (libpng alone would refuse it).
+        let unknown = makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: rows, extra: chunk("ABCD", [1, 2, 3]))
+        #expect(try ImageDecoder().decode(unknown, name: "unknown.png").rgb == pixels)
+    }
+
+    @Test func pngImageDataIsNeededOnlyUpToTheLastRow() throws {
+        let raw: [UInt8] = [0, 1, 2, 0, 3, 4]
+        // One non-final stored block and no adler32: every row is there, the zlib stream never ends. PIL decodes it.
+        let open = [0x78, 0x01, 0, UInt8(raw.count), 0, ~UInt8(raw.count), 0xFF] + raw
+        let image = try ImageDecoder().decode(makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: [], idat: open), name: "open.png")
+        #expect(image.rgb == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4])
+        // Garbage instead of deflate data is PIL's "broken data stream".
+        let broken = makePNG(width: 2, height: 2, depth: 8, colorType: 0, rows: [], idat: [0x78, 0x9C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        let error = decodeError(broken, name: "broken.png")
+        #expect(error?.message.hasPrefix("broken data stream") == true)
+        #expect(error?.file == "broken.png")
+    }
+
+    @Test func interlacedSubByteSamplesMatchTheProgressiveImage() throws {
+        let width = 11, height = 9
+        let grid = (0..<height).map { y in (0..<width).map { x in (x * 7 + y * 3) % 4 } }
+        let plain = makePNG(width: width, height: height, depth: 2, colorType: 0, rows: grid.map { packBits($0, depth: 2) })
+        let adam7 = makePNG(width: width, height: height, depth: 2, colorType: 0, rows: adam7Rows(grid, depth: 2), interlaced: true)
+        let expected = grid.flatMap { row in row.flatMap { v in [UInt8(v * 85), UInt8(v * 85), UInt8(v * 85)] } }
+        #expect(try ImageDecoder().decode(plain, name: "plain.png").rgb == expected)
+        #expect(try ImageDecoder().decode(adam7, name: "adam7.png").rgb == expected)
+        let plte = chunk("PLTE", [10, 20, 30, 40, 50, 60, 70, 80, 90])   // index 3 is past it: black
+        let palette = makePNG(width: width, height: height, depth: 2, colorType: 3, rows: adam7Rows(grid, depth: 2),
+                              extra: plte, interlaced: true)
+        let colours: [[UInt8]] = [[10, 20, 30], [40, 50, 60], [70, 80, 90], [0, 0, 0]]
+        #expect(try ImageDecoder().decode(palette, name: "pal.png").rgb == grid.flatMap { $0.flatMap { colours[$0] } })
+    }
+
+    @Test func pngEXIFOrientationIsReadBeforeOrAfterTheImageData() throws {
+        let tiff: [UInt8] = [0x4D, 0x4D, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]
+        let decoder = ImageDecoder(options: DecodeOptions(readOrientation: true))
+        let before = makePNG(width: 1, height: 1, depth: 8, colorType: 0, rows: [[7]], extra: chunk("eXIf", tiff))
+        let after = makePNG(width: 1, height: 1, depth: 8, colorType: 0, rows: [[7]], after: chunk("eXIf", tiff))
+        #expect(try decoder.decode(before, name: "before.png").orientation == 6)
+        #expect(try decoder.decode(after, name: "after.png").orientation == 6)
+        #expect(try ImageDecoder().decode(after, name: "after.png").orientation == 1)
+    }
+
+    @Test func encodedPNGDecodesToTheSamePixels() throws {
+        let rgb = (0..<(37 * 23 * 3)).map { UInt8(($0 * 31) % 251) }
+        let image = try ImageDecoder().decode(try ImageEncode.png(rgb: rgb, width: 37, height: 23), name: "rgb.png")
+        #expect(image.width == 37 && image.height == 23 && image.rgb == rgb)
+        let gray = (0..<(5 * 4)).map { UInt8($0 * 12) }
+        let decoded = try ImageDecoder().decode(try ImageEncode.png(rgb: gray, width: 5, height: 4, channels: 1), name: "g.png")
+        #expect(decoded.rgb == gray.flatMap { [$0, $0, $0] })
     }
 
     @Test func exifOrientationIsRead() {

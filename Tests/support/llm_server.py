@@ -198,6 +198,9 @@ def parse_fault_spec(spec):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "llm-test-server/1"
+    # Headers and body go out in separate writes; without TCP_NODELAY a keep-alive client waits out its delayed ACK
+    # (40 ms) on every reply, as no production server would make it.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # quiet
         pass
