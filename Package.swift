@@ -51,11 +51,11 @@ let package = Package(
         .testTarget(name: "VLMCatalogTests", dependencies: ["VLMCatalog"]),
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage", "VLMIO"]),
         .testTarget(name: "VLMTextTests", dependencies: ["VLMText"]),
-        .testTarget(name: "VLMInstructTests", dependencies: ["VLMInstruct", "VLMCatalog"]),
-        .testTarget(name: "VLMShardTests", dependencies: ["VLMShard", "VLMCatalog"]),
-        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard"]),
+        .testTarget(name: "VLMInstructTests", dependencies: ["VLMInstruct", "VLMCatalog", "VLMIO"]),
+        .testTarget(name: "VLMShardTests", dependencies: ["VLMShard", "VLMCatalog", "VLMIO"]),
+        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard", "VLMCatalog", "VLMIO"]),
         .testTarget(name: "VLMTrainTests", dependencies: ["VLMTrain"]),
-        .testTarget(name: "VLMPipelineTests", dependencies: ["VLMPipeline"]),
+        .testTarget(name: "VLMPipelineTests", dependencies: ["VLMPipeline", "VLMCatalog", "VLMIO"]),
         .testTarget(name: "CLITests", dependencies: ["VLMCore"]),
     ]
 )
