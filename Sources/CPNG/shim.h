@@ -42,6 +42,7 @@ struct vlm_png_reader {
     png_infop info;
     const unsigned char *data;
     size_t size, position;
+    unsigned char *patched;
     int rows_clean;
     char message[VLM_PNG_MESSAGE];
 };
@@ -60,6 +61,93 @@ static inline int vlm_png_skip_chunk(png_structp png, png_unknown_chunkp chunk) 
     return 1;
 }
 
+static inline unsigned int vlm_png_be32(const unsigned char *p) {
+    return (unsigned int)p[0] << 24 | (unsigned int)p[1] << 16 | (unsigned int)p[2] << 8 | (unsigned int)p[3];
+}
+
+static inline unsigned int vlm_png_crc32(const unsigned char *p, size_t n) {
+    unsigned int c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+}
+
+static inline void vlm_png_put32(unsigned char *p, unsigned int v) {
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16); p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+
+/* PIL takes a palette image's PLTE as it comes: the last one wins, a length that is no multiple of 3 is used as
+ * far as it goes, none at all is all black; libpng refuses all of these (and, as PIL, more than 256 entries). When
+ * a palette image's chunks before IDAT hold anything but exactly one valid PLTE, this returns a malloc'd copy of
+ * the file in which those PLTE chunks are replaced by one valid PLTE with PIL's entries (missing ones black, as PIL
+ * looks them up); NULL when no change is needed, or for what libpng should report (chunks that cannot be walked,
+ * a PLTE with a bad CRC, one above 256 entries). */
+static inline unsigned char *vlm_png_patch_palette(const unsigned char *data, size_t size, size_t *patched_size) {
+    if (size < 33 || memcmp(data + 12, "IHDR", 4) != 0 || data[25] != 3) return NULL;
+    int depth = data[24];
+    unsigned char palette[256 * 3];
+    memset(palette, 0, sizeof palette);
+    int count = 0, valid = 0, too_long = 0;
+    size_t first = 0, idat = 0, pos = 8, dropped = 0;
+    while (pos + 8 <= size) {
+        size_t length = vlm_png_be32(data + pos);
+        if (memcmp(data + pos + 4, "IDAT", 4) == 0) {
+            idat = pos;
+            break;
+        }
+        if (length > size - pos - 12) return NULL;
+        if (memcmp(data + pos + 4, "PLTE", 4) == 0) {
+            if (vlm_png_crc32(data + pos + 4, length + 4) != vlm_png_be32(data + pos + 8 + length)) return NULL;
+            if (count++ == 0) first = pos;
+            valid = length > 0 && length % 3 == 0 && length <= sizeof palette;
+            too_long = length > sizeof palette;
+            size_t bytes = length / 3 * 3;
+            if (bytes > sizeof palette) bytes = sizeof palette;
+            memset(palette, 0, sizeof palette);
+            memcpy(palette, data + pos + 8, bytes);
+            dropped += 12 + length;
+        }
+        pos += 12 + length;
+    }
+    /* Above 256 entries PIL fails ("invalid palette size"), as libpng does. */
+    if (idat == 0 || (count == 1 && valid) || too_long) return NULL;
+    size_t entries = depth >= 1 && depth <= 8 ? (size_t)1 << depth : 256;
+    size_t plte = 12 + entries * 3;
+    size_t at = count > 0 ? first : idat;
+    unsigned char *out = (unsigned char *)malloc(size - dropped + plte);
+    if (out == NULL) return NULL;
+    size_t o = 0;
+    memcpy(out, data, 8);
+    o = 8;
+    for (pos = 8; pos < idat;) {
+        size_t length = vlm_png_be32(data + pos);
+        if (pos == at) {
+            vlm_png_put32(out + o, (unsigned int)(entries * 3));
+            memcpy(out + o + 4, "PLTE", 4);
+            memcpy(out + o + 8, palette, entries * 3);
+            vlm_png_put32(out + o + 8 + entries * 3, vlm_png_crc32(out + o + 4, entries * 3 + 4));
+            o += plte;
+        }
+        if (memcmp(data + pos + 4, "PLTE", 4) != 0) {
+            memcpy(out + o, data + pos, 12 + length);
+            o += 12 + length;
+        }
+        pos += 12 + length;
+    }
+    if (at == idat) {
+        vlm_png_put32(out + o, (unsigned int)(entries * 3));
+        memcpy(out + o + 4, "PLTE", 4);
+        memcpy(out + o + 8, palette, entries * 3);
+        vlm_png_put32(out + o + 8 + entries * 3, vlm_png_crc32(out + o + 4, entries * 3 + 4));
+        o += plte;
+    }
+    memcpy(out + o, data + idat, size - idat);
+    *patched_size = o + size - idat;
+    return out;
+}
+
 /* Parses the signature and every chunk up to the first IDAT (IHDR, PLTE, ...), CRC-checking each as PIL does when
  * opening. Always sets *out (NULL only when out of memory); release it with vlm_png_close. Returns 0, or -1 with
  * the message in (*out)->message. Allocates nothing for pixels. */
@@ -70,6 +158,12 @@ static inline int vlm_png_open(const unsigned char *data, size_t size, struct vl
     if (reader == NULL) return -1;
     reader->data = data;
     reader->size = size;
+    size_t patched_size = 0;
+    reader->patched = vlm_png_patch_palette(data, size, &patched_size);
+    if (reader->patched != NULL) {
+        reader->data = reader->patched;
+        reader->size = patched_size;
+    }
     reader->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, reader->message, vlm_png_on_error, vlm_png_on_warning);
     if (reader->png == NULL) {
         strcpy(reader->message, "png_create_read_struct failed");
@@ -164,6 +258,7 @@ static inline size_t vlm_png_exif(struct vlm_png_reader *reader, int after_image
 static inline void vlm_png_close(struct vlm_png_reader *reader) {
     if (reader == NULL) return;
     if (reader->png != NULL) png_destroy_read_struct(&reader->png, reader->info != NULL ? &reader->info : NULL, NULL);
+    free(reader->patched);
     free(reader);
 }
 

@@ -7,7 +7,9 @@ import VLMCore
 ///   values above 255 become 255, the rest are kept (no scaling);
 /// - RGB, RGBA, gray+alpha 16-bit: the high byte of each sample ("RGB;16B", "RGBA;16B", "LA;16B");
 /// - alpha dropped, never composited; tRNS ignored (no blending);
-/// - palette (1/2/4/8-bit): looked up, indices past the PLTE entries are black;
+/// - palette (1/2/4/8-bit): looked up, indices past the PLTE entries are black; a PLTE libpng would refuse but PIL
+///   reads (length not a multiple of 3, empty, repeated: the last wins, missing: all black) is handed to libpng
+///   rewritten as the valid PLTE PIL sees (`vlm_png_patch_palette`);
 /// - Adam7 interlacing supported; the chunks before the image data are CRC-checked as PIL does when opening
 ///   (a bad one is "bad header checksum"), IDAT and what follows it are not.
 ///

@@ -257,6 +257,20 @@ struct DecodeTests {
         #expect(try ImageDecoder().decode(palette, name: "pal.png").rgb == grid.flatMap { $0.flatMap { colours[$0] } })
     }
 
+    @Test func malformedPalettesAreReadAsPILReadsThem() throws {
+        func decode(_ extra: [UInt8]) throws -> [UInt8] {
+            try ImageDecoder().decode(makePNG(width: 2, height: 1, depth: 8, colorType: 3, rows: [[0, 1]], extra: extra), name: "p.png").rgb
+        }
+        // libpng alone refuses each of these; PIL decodes them.
+        #expect(try decode(chunk("PLTE", [9, 8, 7, 6])) == [9, 8, 7, 0, 0, 0])                  // not a multiple of 3
+        #expect(try decode([]) == [0, 0, 0, 0, 0, 0])                                             // no PLTE
+        #expect(try decode(chunk("PLTE", [])) == [0, 0, 0, 0, 0, 0])                              // empty PLTE
+        #expect(try decode(chunk("PLTE", [9, 8, 7, 6, 5, 4]) + chunk("PLTE", [1, 2, 3])) == [1, 2, 3, 0, 0, 0])   // the last wins
+        // More than 256 entries fails in PIL too.
+        #expect(decodeError(makePNG(width: 2, height: 1, depth: 8, colorType: 3, rows: [[0, 1]],
+                                    extra: chunk("PLTE", [UInt8](repeating: 1, count: 771)))) != nil)
+    }
+
     @Test func pngEXIFOrientationIsReadBeforeOrAfterTheImageData() throws {
         let tiff: [UInt8] = [0x4D, 0x4D, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]
         let decoder = ImageDecoder(options: DecodeOptions(readOrientation: true))
