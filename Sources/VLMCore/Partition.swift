@@ -35,29 +35,3 @@ public enum StableHash {
         return hash
     }
 }
-
-/// SplitMix64: a small, fast, fully specified PRNG, so seeded output is identical everywhere.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..<bound without modulo bias (Lemire's method as the standard library uses it).
-    public mutating func next(below bound: Int) -> Int {
-        precondition(bound > 0)
-        return Int(next(upperBound: UInt64(bound)))
-    }
-
-    /// Uniform Double in [0, 1).
-    public mutating func nextUnit() -> Double {
-        Double(next() >> 11) * 0x1.0p-53
-    }
-}

@@ -1,3 +1,5 @@
+import VLMCore
+
 /// LLaVA's `get_modality_length_grouped_indices` (llava/train/llava_trainer.py), with `SplitMix64` in place of
 /// `torch.randperm`.
 ///

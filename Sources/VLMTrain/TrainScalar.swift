@@ -1,5 +1,6 @@
 import COpenBLAS
 import Foundation
+import VLMCore
 
 /// The floating-point types the reference trainer runs in: `Float` for training, `Double` for gradient checks.
 ///
@@ -137,22 +138,16 @@ public final class Buffer<T: TrainScalar> {
     @inline(__always) public func at(_ offset: Int) -> UnsafeMutablePointer<T> { pointer + offset }
 }
 
-/// A small, fast, seeded generator (SplitMix64): the same seed gives the same parameters and data order everywhere.
+/// The trainer's seeded generator (VLMCore's SplitMix64 plus normal draws): the same seed gives the same parameters and data order everywhere.
 public struct SeededRNG: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var rng: SplitMix64
 
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public init(seed: UInt64) { rng = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { rng.next() }
 
     /// A uniform double in [0, 1) with 53 random bits.
-    public mutating func uniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    public mutating func uniform() -> Double { rng.unit() }
 
     /// A standard normal draw (Box-Muller; one draw per call, so the stream does not depend on call pairing).
     public mutating func normal() -> Double {

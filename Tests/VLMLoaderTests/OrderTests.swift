@@ -1,3 +1,4 @@
+import VLMCore
 import Testing
 @testable import VLMLoader
 

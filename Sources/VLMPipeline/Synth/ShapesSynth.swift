@@ -74,7 +74,7 @@ public struct ShapesSynth {
         for n in 0..<o.count {
             let id = o.firstID + n
             var rng = SplitMix64(seed: o.seed &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(id))
-            let (pixels, shapes) = Self.draw(size: o.size, shapeCount: o.minShapes + rng.next(below: o.maxShapes - o.minShapes + 1),
+            let (pixels, shapes) = Self.draw(size: o.size, shapeCount: o.minShapes + rng.below(o.maxShapes - o.minShapes + 1),
                                              noise: o.noise, rng: &rng)
             let fileName = String(format: "%012d.%@", id, ext)
             let bytes = o.format == "png"
@@ -115,27 +115,27 @@ public struct ShapesSynth {
         let s = Double(size)
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
         for i in 0..<(size * size) {
-            let base = 232 + rng.next(below: 2 * noise + 1) - noise
-            for c in 0..<3 { pixels[i * 3 + c] = UInt8(clamping: base + rng.next(below: 5) - 2) }
+            let base = 232 + rng.below(2 * noise + 1) - noise
+            for c in 0..<3 { pixels[i * 3 + c] = UInt8(clamping: base + rng.below(5) - 2) }
         }
         var shapes: [Shape] = []
         var attempts = 0
         while shapes.count < shapeCount, attempts < 200 {
             attempts += 1
             let single = shapeCount == 1
-            let r = s * (single ? 0.14 + 0.10 * rng.nextUnit() : 0.09 + 0.07 * rng.nextUnit())
-            let left = rng.next(below: 2) == 0
+            let r = s * (single ? 0.14 + 0.10 * rng.unit() : 0.09 + 0.07 * rng.unit())
+            let left = rng.below(2) == 0
             let lo = left ? r + 1 : s * 0.62
             let hi = left ? s * 0.38 : s - r - 1
             guard hi > lo else { continue }
-            let cx = lo + (hi - lo) * rng.nextUnit()
-            let cy = r + 1 + (s - 2 * r - 2) * rng.nextUnit()
+            let cx = lo + (hi - lo) * rng.unit()
+            let cy = r + 1 + (s - 2 * r - 2) * rng.unit()
             let overlaps = shapes.contains { other in
                 abs(other.cx + s / 2 - cx) < other.r + r + 2 && abs(other.cy - cy) < other.r + r + 2
             }
             if overlaps { continue }
-            let shapeKind = rng.next(below: Self.shapes.count)
-            let colour = rng.next(below: Self.colours.count)
+            let shapeKind = rng.below(Self.shapes.count)
+            let colour = rng.below(Self.colours.count)
             guard let box = fill(&pixels, size: size, kind: shapeKind, colour: colour, cx: cx, cy: cy, r: r, noise: noise, rng: &rng) else { continue }
             // cx is stored relative to the midline: negative is left.
             shapes.append(Shape(kind: shapeKind, colour: colour, cx: cx - s / 2, cy: cy, r: r, box: box))
@@ -162,7 +162,7 @@ public struct ShapesSynth {
                 }
                 guard inside else { continue }
                 let i = (y * size + x) * 3
-                let jitter = noise > 0 ? rng.next(below: noise + 1) - noise / 2 : 0
+                let jitter = noise > 0 ? rng.below(noise + 1) - noise / 2 : 0
                 pixels[i] = UInt8(clamping: cr + jitter)
                 pixels[i + 1] = UInt8(clamping: cg + jitter)
                 pixels[i + 2] = UInt8(clamping: cb + jitter)
@@ -187,7 +187,7 @@ public struct ShapesSynth {
             { p, s in zip(p, s).map { "on the \($1), \(a($0))" }.joined(separator: "; ") },
         ]
         var order = Array(templates.indices)
-        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.next(below: i + 1)) }
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
         // The first caption always uses the plainest form, so a one-caption dataset is uniform.
         order.removeAll { $0 == 0 }
         order.insert(0, at: 0)
