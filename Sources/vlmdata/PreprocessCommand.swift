@@ -3,6 +3,7 @@ import Foundation
 import VLMCore
 import VLMImage
 import VLMIO
+import VLMShard
 
 /// Flags that decide the pixels, shared by `preprocess` and `patchify`.
 struct ImageOptions: ParsableArguments {
@@ -206,10 +207,10 @@ struct PreprocessCommand: ParsableCommand {
         if let normalization {
             let floats = normalization.apply(pixels)
             let bytes = floats.withUnsafeBytes { Array($0) }
-            try AtomicFile.write(NPYFile.header(dtype: "<f4", shape: shape) + bytes, to: path)
+            try AtomicFile.write(Npy.header(dtype: .float32, shape: shape) + bytes, to: path)
             return Written(paths: [path], shape: shape, dtype: "float32")
         }
-        try AtomicFile.write(NPYFile.header(dtype: "|u1", shape: shape) + pixels, to: path)
+        try AtomicFile.write(Npy.header(dtype: .uint8, shape: shape) + pixels, to: path)
         return Written(paths: [path], shape: shape, dtype: "uint8")
     }
 }
@@ -226,18 +227,6 @@ final class ResultBox<T>: @unchecked Sendable {
 struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
-}
-
-/// A minimal .npy (format 1.0) header: magic, version, little-endian length, dict padded to 64 bytes.
-enum NPYFile {
-    static func header(dtype: String, shape: [Int]) -> [UInt8] {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var dict = "{'descr': '\(dtype)', 'fortran_order': False, 'shape': \(shapeText), }"
-        let unpadded = 10 + dict.utf8.count + 1
-        dict += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-        let length = dict.utf8.count
-        return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)] + Array(dict.utf8)
-    }
 }
 
 /// PNG bytes of a tile (libpng through VLMIO's ImageEncode).
