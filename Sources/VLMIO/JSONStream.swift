@@ -275,19 +275,38 @@ public final class JSONStreamReader {
         guard let b = try peek() else { throw error("unexpected end of file (truncated JSON?)") }
         switch b {
         case UInt8(ascii: "{"), UInt8(ascii: "["):
+            // Scan the buffer directly: skipping is most of a pass over a COCO file.
             var depth = 0
+            var inString = false
+            var escaped = false
             while true {
-                let c = try next()
-                switch c {
-                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
-                case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                    depth -= 1
-                    if depth == 0 { return }
-                case UInt8(ascii: "\""):
-                    position -= 1
-                    try skipString()
-                default: break
+                if position >= limit {
+                    guard try fill() else { throw error("unexpected end of file (truncated JSON?)") }
                 }
+                var done = false
+                let start = position, end = limit
+                let stop: Int = buffer.withUnsafeBufferPointer { buf in
+                    var i = start
+                    while i < end {
+                        let c = buf[i]
+                        i += 1
+                        if inString {
+                            if escaped { escaped = false } else if c == 0x5C { escaped = true } else if c == 0x22 { inString = false }
+                            continue
+                        }
+                        if c == 0x22 {
+                            inString = true
+                        } else if c == 0x7B || c == 0x5B {
+                            depth += 1
+                        } else if c == 0x7D || c == 0x5D {
+                            depth -= 1
+                            if depth == 0 { done = true; return i }
+                        }
+                    }
+                    return i
+                }
+                position = stop
+                if done { return }
             }
         case UInt8(ascii: "\""):
             try skipString()
