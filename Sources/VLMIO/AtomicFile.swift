@@ -53,12 +53,7 @@ public enum AtomicFile {
     }
 }
 
-/// glibc's `copy_file_range` (not visible to Swift without _GNU_SOURCE), looked up once; nil if absent.
-private typealias CopyFileRange = @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32) -> Int
-private let kernelCopy: CopyFileRange? = dlsym(nil, "copy_file_range").map { unsafeBitCast($0, to: CopyFileRange.self) }
-
-/// A buffered, append-only file writer over a POSIX descriptor that can also copy a byte range of another file in
-/// the kernel (`copy_file_range`), so shard content moves between files without passing through user space.
+/// A buffered, append-only file writer over a POSIX descriptor.
 /// Not thread-safe: hand it to one thread at a time.
 public final class FileWriter: @unchecked Sendable {
     public let path: String
@@ -99,44 +94,6 @@ public final class FileWriter: @unchecked Sendable {
 
     public func write(zeros count: Int) throws {
         if count > 0 { try write([UInt8](repeating: 0, count: count)) }
-    }
-
-    /// Appends `count` bytes of the file open as `source`, starting at `sourceOffset`.
-    public func copy(from source: Int32, at sourceOffset: Int, count: Int) throws {
-        try flush()
-        var inOffset = Int64(sourceOffset)
-        var left = count
-        while left > 0 {
-            guard let copyFileRange = kernelCopy else {
-                try copyByReading(from: source, at: Int(inOffset), count: left)
-                break
-            }
-            let n = copyFileRange(source, &inOffset, fd, nil, left, 0)
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP {
-                    try copyByReading(from: source, at: Int(inOffset), count: left)
-                    break
-                }
-                throw VLMError.io(file: path, "copy_file_range failed: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { throw VLMError(.corrupt, file: path, "source file ended \(left) bytes early while copying") }
-            left -= n
-        }
-        offset += count
-    }
-
-    private func copyByReading(from source: Int32, at start: Int, count: Int) throws {
-        var chunk = [UInt8](repeating: 0, count: min(count, 1 << 20))
-        var done = 0
-        while done < count {
-            let want = min(chunk.count, count - done)
-            let n = chunk.withUnsafeMutableBytes { pread(source, $0.baseAddress!, want, off_t(start + done)) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw VLMError.io(file: path, "reading the copy source failed at \(start + done)") }
-            try chunk.withUnsafeBytes { try writeAll(UnsafeRawBufferPointer(rebasing: $0[0 ..< n])) }
-            done += n
-        }
     }
 
     public func flush() throws {

@@ -503,19 +503,18 @@ public final class ShardBuilder {
                     if let max = options.maxSamplesPerShard, shardRows.count >= max { break }
                 }
                 try tar.finish()
-                try file.flush()
                 rows = shardRows
             } catch {
-                try? file.close()
+                file.abandon()
                 unlink(tmp)
                 throw error
             }
             let pending = PendingShard(file: file, temporaryPath: tmp, path: path, name: name, rows: rows)
             let catalog = self.catalog, part = options.part
             finisher.submit {
+                let (sha, bytes): (String, Int)
                 do {
-                    try pending.file.sync()
-                    try pending.file.close()
+                    (sha, bytes) = try pending.file.finish()
                 } catch {
                     unlink(pending.temporaryPath)
                     throw error
@@ -525,8 +524,6 @@ public final class ShardBuilder {
                     throw VLMError.io(file: pending.path, "rename failed: \(String(cString: strerror(errno)))")
                 }
                 AtomicFile.syncDirectory(of: pending.path)
-                let sha = try sha256Mapped(pending.path)
-                let bytes = (try? FileManager.default.attributesOfItem(atPath: pending.path)[.size] as? NSNumber)?.intValue ?? 0
                 try ShardBuilder.commit(catalog: catalog, part: part, shardName: pending.name, sha256: sha, bytes: bytes,
                                         rows: pending.rows, paramsHash: shardParamsHash)
             }
@@ -743,24 +740,4 @@ struct PixelFiles {
         for fd in open.values { Foundation.close(fd) }
         open.removeAll()
     }
-}
-
-/// sha256 of a whole file through a read-only mapping (no copy into user buffers).
-func sha256Mapped(_ path: String) throws -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw VLMError.io(file: path, "cannot open: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw VLMError.io(file: path, "cannot stat: \(String(cString: strerror(errno)))") }
-    let size = Int(info.st_size)
-    var hasher = StreamingSHA256()
-    if size > 0 {
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            return try Hashing.sha256(file: path)
-        }
-        defer { munmap(base, size) }
-        madvise(base, size, MADV_SEQUENTIAL)
-        hasher.update(UnsafeRawBufferPointer(start: base, count: size))
-    }
-    return hasher.finalize()
 }
