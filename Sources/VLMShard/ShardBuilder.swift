@@ -22,6 +22,8 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     public var pixelsConfig: String?
     /// Write only this part of a partitioned run (`--part I/N`, 0-based).
     public var part: PartSpec?
+    /// Shards written at once (each also hashes on its own thread); nil uses every core. The output is the same.
+    public var jobs: Int?
 
     public init() {}
 
@@ -90,6 +92,39 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         case tokenizerSHA256 = "tokenizer_sha256", tokenizedConfig = "tokenized_config"
         case imageTokens = "image_tokens", pixelsConfig = "pixels_config", pixelsShape = "pixels_shape"
         case imageMember = "image_member"
+    }
+
+    /// The sample's json member: the same bytes as `Hashing.canonicalJSON(self)` (sorted keys, absent values as
+    /// `null`), written directly because `JSONEncoder` was the largest cost of preparing a sample.
+    public var canonicalJSON: [UInt8] {
+        var json = CanonicalJSONWriter()
+        json.beginObject()
+        json.key("conversations")
+        json.beginArray()
+        for turn in conversations { json.value(turn) }
+        json.endArray()
+        json.key("generator"); json.value(generator)
+        json.key("grid"); json.value(grid)
+        json.key("image"); json.value(image)
+        json.key("image_file"); json.value(imageFile)
+        json.key("image_id"); json.value(imageID)
+        json.key("image_member"); json.value(imageMember)
+        json.key("image_sha256"); json.value(imageSHA256)
+        json.key("image_tokens"); json.value(imageTokens)
+        json.key("key"); json.value(key)
+        json.key("kind"); json.value(kind)
+        json.key("length"); json.value(length)
+        json.key("pixels_config"); json.value(pixelsConfig)
+        json.key("pixels_shape"); json.value(pixelsShape)
+        json.key("source"); json.value(source)
+        json.key("status"); json.value(status)
+        json.key("supervised"); json.value(supervised)
+        json.key("template"); json.value(template)
+        json.key("tokenized_config"); json.value(tokenizedConfig)
+        json.key("tokenizer_sha256"); json.value(tokenizerSHA256)
+        json.key("tokens"); json.value(tokens)
+        json.endObject()
+        return json.bytes
     }
 
     /// Absent values are written as `null`, so every sample's json has the same keys.
@@ -458,95 +493,100 @@ public final class ShardBuilder {
         var parts: [(String, TarMember)]
     }
 
+    /// A sample ready to be written: its json and token npy bytes, and where its pixels are. The pixel content is
+    /// read from the pixel shard only when the sample is written.
+    struct PreparedSample: @unchecked Sendable {
+        var item: PlanItem
+        var token: TokenRow
+        var json: [UInt8]
+        var inputIDs: [UInt8]
+        var labels: [UInt8]
+        var image: (member: String, bytes: [UInt8])?
+        /// What the sample adds to the tar (`TarWriter.footprint` of its members).
+        var tarBytes: Int
+    }
+
+    /// The samples of one shard, decided before it is written.
+    struct ShardJob: @unchecked Sendable {
+        var number: Int
+        var name: String
+        var path: String
+        var samples: [PreparedSample]
+    }
+
+    /// Prepares samples in key order on this thread and closes a shard once its samples reach the target size;
+    /// each shard is then written, hashed and fsynced on its own thread (`options.jobs` at once) and committed to
+    /// the index strictly in order. The split into shards depends only on the samples, so the output is the
+    /// same whatever the number of jobs.
     func writeShards(plan: Plan, startShard: Int, startSample: Int, shardParamsHash: String) throws -> (shards: Int, samples: Int) {
         let items = plan.items
         progress.start("shard", total: items.count - startSample)
         var position = startSample
         var shardNumber = startShard
-        var pixelFiles = PixelFiles()
-        defer { pixelFiles.closeAll() }
         var imageCache = ImageBytesCache()
         var written = 0
         let batchSize = 256
         var tokens: [Int64: TokenRow] = [:]
-        // Finishing a shard (fsync, rename, sha256, index commit) runs on a second thread while the next one is
-        // written; at most two shards wait, and they are committed strictly in order.
-        let finisher = ShardFinisher(maxPending: 2)
-        defer { try? finisher.wait() }   // on an error, let the shards already written finish committing
+        let jobs = max(1, options.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        let writers = OrderedShardWriters(jobs: jobs, firstShard: startShard)
+        defer { try? writers.wait() }   // on an error, let the shards already written finish committing
         while position < items.count {
-            try finisher.check()
+            try writers.check()
+            var samples: [PreparedSample] = []
+            var bytes = 0
+            while position < items.count {
+                if tokens[items[position].tokenizedID] == nil {
+                    let batch = items[position ..< min(items.count, position + batchSize)]
+                    tokens = try fetchTokens(batch.map(\.tokenizedID))
+                    if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
+                }
+                let item = items[position]
+                guard let token = tokens[item.tokenizedID] else {
+                    throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
+                                   "tokenized row \(item.tokenizedID) disappeared while sharding")
+                }
+                let sample = try prepare(item, token, params: plan.params, imageCache: &imageCache)
+                samples.append(sample)
+                bytes += sample.tarBytes
+                position += 1
+                progress.advance(by: 1)
+                if bytes >= options.targetBytes { break }
+                if let max = options.maxSamplesPerShard, samples.count >= max { break }
+            }
             let name = options.shardName(shardNumber)
-            let path = catalog.workspace.shardsDirectory + "/" + name
-            let tmp = AtomicFile.temporaryPath(for: path)
-            let file = try ShardOutput(path: tmp)
-            let rows: [SampleIndexRow]
-            do {
-                let tar = TarWriter(output: file)
-                var shardRows: [SampleIndexRow] = []
-                while position < items.count {
-                    if tokens[items[position].tokenizedID] == nil {
-                        let batch = items[position ..< min(items.count, position + batchSize)]
-                        tokens = try fetchTokens(batch.map(\.tokenizedID))
-                        if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
+            let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name, samples: samples)
+            let catalog = self.catalog, part = options.part, workspace = catalog.workspace
+            writers.submit(number: shardNumber) {
+                let tmp = AtomicFile.temporaryPath(for: job.path)
+                let (rows, sha, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace)
+                let commit: @Sendable () throws -> Void = {
+                    guard rename(tmp, job.path) == 0 else {
+                        throw VLMError.io(file: job.path, "rename failed: \(String(cString: strerror(errno)))")
                     }
-                    let item = items[position]
-                    guard let token = tokens[item.tokenizedID] else {
-                        throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
-                                       "tokenized row \(item.tokenizedID) disappeared while sharding")
-                    }
-                    let row = try writeSample(item, token, params: plan.params, tar: tar, output: file, index: shardRows.count,
-                                              pixelFiles: &pixelFiles, imageCache: &imageCache)
-                    shardRows.append(row)
-                    position += 1
-                    progress.advance(by: 1)
-                    if file.offset >= options.targetBytes { break }
-                    if let max = options.maxSamplesPerShard, shardRows.count >= max { break }
+                    AtomicFile.syncDirectory(of: job.path)
+                    try ShardBuilder.commit(catalog: catalog, part: part, shardName: job.name, sha256: sha, bytes: size,
+                                            rows: rows, paramsHash: shardParamsHash)
                 }
-                try tar.finish()
-                rows = shardRows
-            } catch {
-                file.abandon()
-                unlink(tmp)
-                throw error
+                return (commit, { unlink(tmp) })
             }
-            let pending = PendingShard(file: file, temporaryPath: tmp, path: path, name: name, rows: rows)
-            let catalog = self.catalog, part = options.part
-            finisher.submit {
-                let (sha, bytes): (String, Int)
-                do {
-                    (sha, bytes) = try pending.file.finish()
-                } catch {
-                    unlink(pending.temporaryPath)
-                    throw error
-                }
-                guard rename(pending.temporaryPath, pending.path) == 0 else {
-                    unlink(pending.temporaryPath)
-                    throw VLMError.io(file: pending.path, "rename failed: \(String(cString: strerror(errno)))")
-                }
-                AtomicFile.syncDirectory(of: pending.path)
-                try ShardBuilder.commit(catalog: catalog, part: part, shardName: pending.name, sha256: sha, bytes: bytes,
-                                        rows: pending.rows, paramsHash: shardParamsHash)
-            }
-            written += rows.count
+            written += samples.count
             shardNumber += 1
         }
-        try finisher.wait()
+        try writers.wait()
         progress.finish("\(written) samples in \(shardNumber - startShard) shards written")
         return (shardNumber - startShard, written)
     }
 
-    func writeSample(_ item: PlanItem, _ token: TokenRow, params: Params, tar: TarWriter, output: ShardOutput, index: Int,
-                     pixelFiles: inout PixelFiles, imageCache: inout ImageBytesCache) throws -> SampleIndexRow {
+    /// Builds a sample's json and token arrays (checking the token blobs) and works out its size in the tar.
+    func prepare(_ item: PlanItem, _ token: TokenRow, params: Params, imageCache: inout ImageBytesCache) throws -> PreparedSample {
         guard token.inputIDs.count % 4 == 0, token.labels.count == token.inputIDs.count else {
             throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "tokenized \(item.tokenizedID) (\(item.key))",
                            "input_ids is \(token.inputIDs.count) bytes and labels \(token.labels.count); expected equal multiples of 4")
         }
         let conversations = (try? JSONDecoder().decode([[String: String]].self, from: Data(token.conversations.utf8))) ?? []
-        var imageMember: String?
-        var imageBytes: [UInt8]?
-        if options.includeImageBytes, let image = item.image {
-            imageBytes = try imageCache.bytes(for: image, workspace: catalog.workspace)
-            imageMember = Self.imageSuffix(image)
+        var image: (member: String, bytes: [UInt8])?
+        if options.includeImageBytes, let ref = item.image {
+            image = (Self.imageSuffix(ref), try imageCache.bytes(for: ref, workspace: catalog.workspace))
         }
         let meta = SampleMetadata(
             key: item.key, source: item.source, kind: item.kind, generator: item.generator,
@@ -557,18 +597,52 @@ public final class ShardBuilder {
             imageTokens: token.imageTokens, pixelsConfig: item.pixels == nil ? nil : params.pixelsConfig,
             pixelsShape: item.pixels.map { [$0.tiles, $0.patches, $0.patchDim] },
             grid: item.pixels.flatMap { p in p.gridRows.flatMap { r in p.gridCols.map { [r, $0] } } },
-            imageMember: imageMember)
+            imageMember: image?.member)
+        let header = Npy.header(dtype: .int32, shape: [token.inputIDs.count / 4])
+        var sample = PreparedSample(item: item, token: token, json: meta.canonicalJSON, inputIDs: header + token.inputIDs,
+                                    labels: header + token.labels, image: image, tarBytes: 0)
+        sample.tarBytes = TarWriter.footprint(name: item.key + ".json", size: sample.json.count)
+            + TarWriter.footprint(name: item.key + ".input_ids.npy", size: sample.inputIDs.count)
+            + TarWriter.footprint(name: item.key + ".labels.npy", size: sample.labels.count)
+            + (item.pixels.map { TarWriter.footprint(name: item.key + ".pixels.npy", size: $0.size) } ?? 0)
+            + (image.map { TarWriter.footprint(name: item.key + "." + $0.member, size: $0.bytes.count) } ?? 0)
+        return sample
+    }
+
+    /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256 and size.
+    /// On an error the temporary file is removed.
+    static func write(_ job: ShardJob, to tmp: String, workspace: Workspace) throws -> (rows: [SampleIndexRow], sha256: String, bytes: Int) {
+        let file = try ShardOutput(path: tmp)
+        var pixelFiles = PixelFiles()
+        defer { pixelFiles.closeAll() }
+        do {
+            let tar = TarWriter(output: file)
+            var rows: [SampleIndexRow] = []
+            rows.reserveCapacity(job.samples.count)
+            for sample in job.samples {
+                rows.append(try writeSample(sample, tar: tar, output: file, index: rows.count, pixelFiles: &pixelFiles, workspace: workspace))
+            }
+            try tar.finish()
+            let (sha, bytes) = try file.finish()
+            return (rows, sha, bytes)
+        } catch {
+            file.abandon()
+            unlink(tmp)
+            throw error
+        }
+    }
+
+    static func writeSample(_ sample: PreparedSample, tar: TarWriter, output: ShardOutput, index: Int, pixelFiles: inout PixelFiles,
+                            workspace: Workspace) throws -> SampleIndexRow {
+        let item = sample.item
         var parts: [(String, TarMember)] = []
-        parts.append(("json", try tar.add(name: item.key + ".json", bytes: Hashing.canonicalJSON(meta))))
-        let shape = [token.inputIDs.count / 4]
-        parts.append(("input_ids.npy", try tar.add(name: item.key + ".input_ids.npy",
-                                                   bytes: Npy.header(dtype: .int32, shape: shape) + token.inputIDs)))
-        parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy",
-                                                bytes: Npy.header(dtype: .int32, shape: shape) + token.labels)))
+        parts.append(("json", try tar.add(name: item.key + ".json", bytes: sample.json)))
+        parts.append(("input_ids.npy", try tar.add(name: item.key + ".input_ids.npy", bytes: sample.inputIDs)))
+        parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy", bytes: sample.labels)))
         if let pixels = item.pixels {
-            let path = catalog.workspace.pixelShardsDirectory + "/" + pixels.shardName
+            let path = workspace.pixelShardsDirectory + "/" + pixels.shardName
             let fd = try pixelFiles.descriptor(for: path)
-            // Check the npy header where the catalog points, then copy the content in the kernel.
+            // Check the npy header where the catalog points, then read the content straight into the shard's buffer.
             var head = [UInt8](repeating: 0, count: min(pixels.size, 512))
             let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, off_t(pixels.offset)) }
             guard got == head.count else {
@@ -585,10 +659,11 @@ public final class ShardBuilder {
             }
             parts.append(("pixels.npy", member))
         }
-        if let imageBytes, let imageMember {
-            parts.append((imageMember, try tar.add(name: item.key + "." + imageMember, bytes: imageBytes)))
+        if let image = sample.image {
+            parts.append((image.member, try tar.add(name: item.key + "." + image.member, bytes: image.bytes)))
         }
         let start = parts[0].1.headerOffset
+        let token = sample.token
         return SampleIndexRow(item: item, index: index, offset: start, size: parts.last!.1.contentEnd - start,
                               tokens: token.tokens, supervised: token.supervised, imageTokens: token.imageTokens, parts: parts)
     }
@@ -673,47 +748,62 @@ struct ImageBytesCache {
     }
 }
 
-/// A written shard waiting to be fsynced, renamed, hashed and committed.
-final class PendingShard: @unchecked Sendable {
-    let file: ShardOutput
-    let temporaryPath: String
-    let path: String
-    let name: String
-    let rows: [ShardBuilder.SampleIndexRow]
-
-    init(file: ShardOutput, temporaryPath: String, path: String, name: String, rows: [ShardBuilder.SampleIndexRow]) {
-        self.file = file
-        self.temporaryPath = temporaryPath
-        self.path = path
-        self.name = name
-        self.rows = rows
-    }
-}
-
-/// Runs shard-finishing work on one serial background thread, in order, with at most `maxPending` queued.
-/// After the first failure the remaining work is dropped and `check()`/`wait()` throw that error.
-final class ShardFinisher: @unchecked Sendable {
-    private let queue = DispatchQueue(label: "vlmdata.shard.finish")
+/// Writes up to `jobs` shards at once, each on its own serial queue (so a shard's hashing and I/O queues never wait
+/// for a free pool thread), and runs their commits strictly in shard order: a shard whose predecessor has not
+/// committed waits for it. After the first failure, shards not yet committed are cancelled (their temporary files
+/// removed) and `check()`/`wait()` throw that error.
+final class OrderedShardWriters: @unchecked Sendable {
+    private let queues: [DispatchQueue]
     private let group = DispatchGroup()
     private let slots: DispatchSemaphore
-    private let lock = NSLock()
+    private let turn = NSCondition()
+    private var nextToCommit: Int
     private var failure: (any Error)?
 
-    init(maxPending: Int) {
-        slots = DispatchSemaphore(value: maxPending)
+    init(jobs: Int, firstShard: Int) {
+        queues = (0 ..< jobs).map { DispatchQueue(label: "vlmdata.shard.write-\($0)") }
+        slots = DispatchSemaphore(value: jobs)
+        nextToCommit = firstShard
     }
 
-    func submit(_ work: @escaping @Sendable () throws -> Void) {
+    /// Runs `write` for shard `number` (submit in increasing order); when it returns, waits for shard `number`'s
+    /// turn and runs the `commit` it returned, or its `cancel` if an earlier shard failed.
+    func submit(number: Int, _ write: @escaping @Sendable () throws -> (commit: @Sendable () throws -> Void, cancel: @Sendable () -> Void)) {
         slots.wait()
-        queue.async(group: group) {
-            defer { self.slots.signal() }
-            if self.lock.withLock({ self.failure != nil }) { return }
-            do { try work() } catch { self.lock.withLock { self.failure = self.failure ?? error } }
+        queues[number % queues.count].async(group: group) { [self] in
+            defer { slots.signal() }
+            do {
+                guard !failed else { return }
+                let finish = try write()
+                turn.lock()
+                while nextToCommit != number && failure == nil { turn.wait() }
+                let cancelled = failure != nil
+                turn.unlock()
+                if cancelled {
+                    finish.cancel()
+                    return
+                }
+                do { try finish.commit() } catch {
+                    finish.cancel()
+                    throw error
+                }
+                turn.withLock {
+                    nextToCommit += 1
+                    turn.broadcast()
+                }
+            } catch {
+                turn.withLock {
+                    failure = failure ?? error
+                    turn.broadcast()
+                }
+            }
         }
     }
 
+    private var failed: Bool { turn.withLock { failure != nil } }
+
     func check() throws {
-        if let failure = lock.withLock({ failure }) { throw failure }
+        if let failure = turn.withLock({ failure }) { throw failure }
     }
 
     func wait() throws {

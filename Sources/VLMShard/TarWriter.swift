@@ -83,11 +83,7 @@ public final class TarWriter {
         }
         let headerOffset = file.offset
         let sizeFits = size < TarHeader.maxOctalSize
-        if nameBytes.count > 100 || !sizeFits {
-            var records: [(String, String)] = []
-            if nameBytes.count > 100 { records.append(("path", name)) }
-            if !sizeFits { records.append(("size", String(size))) }
-            let pax = TarHeader.paxRecords(records)
+        if let pax = Self.paxHeader(name: name, size: size) {
             try file.write(TarHeader.block(name: Array("././@PaxHeader".utf8), size: pax.count, type: UInt8(ascii: "x")))
             try file.write(pax)
             try file.write(zeros: TarHeader.padding(pax.count))
@@ -101,6 +97,22 @@ public final class TarWriter {
         }
         try file.write(zeros: TarHeader.padding(size))
         return TarMember(name: name, headerOffset: headerOffset, contentOffset: contentOffset, size: size)
+    }
+
+    /// The bytes `add(name:size:)` appends for a member: its header blocks and its padded content. Lets a caller
+    /// decide where shards close before writing them.
+    public static func footprint(name: String, size: Int) -> Int {
+        var bytes = TarHeader.blockSize + size + TarHeader.padding(size)
+        if let pax = paxHeader(name: name, size: size) { bytes += TarHeader.blockSize + pax.count + TarHeader.padding(pax.count) }
+        return bytes
+    }
+
+    /// The pax extended-header records a member needs (a name over 100 bytes, a size over the octal field), or nil.
+    static func paxHeader(name: String, size: Int) -> [UInt8]? {
+        var records: [(String, String)] = []
+        if name.utf8.count > 100 { records.append(("path", name)) }
+        if size >= TarHeader.maxOctalSize { records.append(("size", String(size))) }
+        return records.isEmpty ? nil : TarHeader.paxRecords(records)
     }
 
     /// Writes the two zero end-of-archive blocks and pads to a whole record. Call once, after the last member.

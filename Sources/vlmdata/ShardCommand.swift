@@ -44,6 +44,9 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
     var part: String?
 
+    @Option(help: ArgumentHelp("Shards written at once, each hashed on its own thread (default: all cores); the output is the same.", valueName: "n"))
+    var jobs: Int?
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
@@ -72,6 +75,7 @@ struct ShardCommand: ParsableCommand {
             throw ValidationError("--part must look like 0/4 (index/count, index < count).")
         }
         if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
     }
 
     func run() throws {
@@ -88,6 +92,7 @@ struct ShardCommand: ParsableCommand {
         options.tokenizedConfig = tokenized
         options.pixelsConfig = pixels
         options.part = part.flatMap { PartSpec(parsing: $0) }
+        options.jobs = jobs
         let report = try runOrExit {
             if let synthetic {
                 var inputs = SyntheticShardInputs(count: synthetic, seed: 1)

@@ -47,6 +47,12 @@ func writeSampleTar(to path: String) throws -> [TarMember] {
             #expect(try reader.read(entry) == bytes)
             #expect(try reader.read(at: entry.contentOffset, count: entry.size) == bytes)
         }
+        // Each member takes exactly its footprint, so shard boundaries can be planned before writing.
+        for (i, member) in written.enumerated() {
+            let next = i + 1 < written.count ? written[i + 1].headerOffset : member.contentEnd + TarHeader.padding(member.size)
+            #expect(next - member.headerOffset == TarWriter.footprint(name: member.name, size: member.size), "\(member.name)")
+        }
+        #expect(TarWriter.footprint(name: "k", size: 1 << 33) == 3 * 512 + (1 << 33))
         // The long name takes a pax header block plus its records before the ustar header.
         let long = entries[5]
         #expect(long.contentOffset - long.headerOffset == 3 * 512)
