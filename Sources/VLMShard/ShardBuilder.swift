@@ -511,7 +511,8 @@ public final class ShardBuilder {
         var number: Int
         var name: String
         var path: String
-        var samples: [PreparedSample]
+        /// Filled by the preparing thread while the shard is already being written.
+        var samples: SampleStream
     }
 
     /// Prepares samples in key order on this thread and closes a shard once its samples reach the target size;
@@ -532,30 +533,11 @@ public final class ShardBuilder {
         defer { try? writers.wait() }   // on an error, let the shards already written finish committing
         while position < items.count {
             try writers.check()
-            var samples: [PreparedSample] = []
-            var bytes = 0
-            while position < items.count {
-                if tokens[items[position].tokenizedID] == nil {
-                    let batch = items[position ..< min(items.count, position + batchSize)]
-                    tokens = try fetchTokens(batch.map(\.tokenizedID))
-                    if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
-                }
-                let item = items[position]
-                guard let token = tokens[item.tokenizedID] else {
-                    throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
-                                   "tokenized row \(item.tokenizedID) disappeared while sharding")
-                }
-                let sample = try prepare(item, token, params: plan.params, imageCache: &imageCache)
-                samples.append(sample)
-                bytes += sample.tarBytes
-                position += 1
-                progress.advance(by: 1)
-                if bytes >= options.targetBytes { break }
-                if let max = options.maxSamplesPerShard, samples.count >= max { break }
-            }
             let name = options.shardName(shardNumber)
-            let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name, samples: samples)
-            let catalog = self.catalog, part = options.part, workspace = catalog.workspace
+            let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name,
+                               samples: SampleStream())
+            let catalog = self.catalog, part = options.part, workspace = catalog.workspace, progress = self.progress
+            // The shard starts writing with its first sample; the samples that follow stream in as they are prepared.
             writers.submit(number: shardNumber) {
                 let tmp = AtomicFile.temporaryPath(for: job.path)
                 let (rows, sha, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace)
@@ -566,10 +548,38 @@ public final class ShardBuilder {
                     AtomicFile.syncDirectory(of: job.path)
                     try ShardBuilder.commit(catalog: catalog, part: part, shardName: job.name, sha256: sha, bytes: size,
                                             rows: rows, paramsHash: shardParamsHash)
+                    progress.advance(by: rows.count)   // samples count as done once their shard is committed
                 }
                 return (commit, { unlink(tmp) })
             }
-            written += samples.count
+            var count = 0
+            var bytes = 0
+            do {
+                while position < items.count {
+                    if tokens[items[position].tokenizedID] == nil {
+                        let batch = items[position ..< min(items.count, position + batchSize)]
+                        tokens = try fetchTokens(batch.map(\.tokenizedID))
+                        if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
+                    }
+                    let item = items[position]
+                    guard let token = tokens[item.tokenizedID] else {
+                        throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
+                                       "tokenized row \(item.tokenizedID) disappeared while sharding")
+                    }
+                    let sample = try prepare(item, token, params: plan.params, imageCache: &imageCache)
+                    job.samples.append(sample)
+                    count += 1
+                    bytes += sample.tarBytes
+                    position += 1
+                    if bytes >= options.targetBytes { break }
+                    if let max = options.maxSamplesPerShard, count >= max { break }
+                }
+            } catch {
+                job.samples.close(abandoned: true)
+                throw error
+            }
+            job.samples.close()
+            written += count
             shardNumber += 1
         }
         try writers.wait()
@@ -618,9 +628,11 @@ public final class ShardBuilder {
         do {
             let tar = TarWriter(output: file)
             var rows: [SampleIndexRow] = []
-            rows.reserveCapacity(job.samples.count)
-            for sample in job.samples {
-                rows.append(try writeSample(sample, tar: tar, output: file, index: rows.count, pixelFiles: &pixelFiles, workspace: workspace))
+            while let samples = try job.samples.next() {
+                for sample in samples {
+                    rows.append(try writeSample(sample, tar: tar, output: file, index: rows.count, pixelFiles: &pixelFiles,
+                                                workspace: workspace))
+                }
             }
             try tar.finish()
             let (sha, bytes) = try file.finish()
@@ -648,7 +660,11 @@ public final class ShardBuilder {
             guard got == head.count else {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))", "pixel shard ends before the indexed npy")
             }
-            let header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)")
+            let header: NpyHeader
+            do { header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)") } catch let error as VLMError {
+                throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
+                               "no pixel npy where the catalog points: \(error.message)")
+            }
             let expected = [pixels.tiles, pixels.patches, pixels.patchDim]
             guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
@@ -748,10 +764,45 @@ struct ImageBytesCache {
     }
 }
 
+/// Samples handed from the thread that prepares them to the thread writing their shard, in order.
+final class SampleStream: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pending: [ShardBuilder.PreparedSample] = []
+    private var closed = false
+    private var abandoned = false
+
+    func append(_ sample: ShardBuilder.PreparedSample) {
+        condition.withLock {
+            pending.append(sample)
+            condition.signal()
+        }
+    }
+
+    /// No more samples; `abandoned` makes the writer stop with an error instead of finishing the shard.
+    func close(abandoned: Bool = false) {
+        condition.withLock {
+            closed = true
+            self.abandoned = abandoned
+            condition.signal()
+        }
+    }
+
+    /// The samples appended since the last call (waiting for at least one), or nil once the stream is closed.
+    func next() throws -> [ShardBuilder.PreparedSample]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while pending.isEmpty && !closed { condition.wait() }
+        if abandoned { throw VLMError(.io, "shard abandoned: preparing its samples failed") }
+        if pending.isEmpty { return nil }
+        defer { pending.removeAll(keepingCapacity: true) }
+        return pending
+    }
+}
+
 /// Writes up to `jobs` shards at once, each on its own serial queue (so a shard's hashing and I/O queues never wait
 /// for a free pool thread), and runs their commits strictly in shard order: a shard whose predecessor has not
-/// committed waits for it. After the first failure, shards not yet committed are cancelled (their temporary files
-/// removed) and `check()`/`wait()` throw that error.
+/// committed waits for it. When a shard fails, the shards after it are cancelled (their temporary files removed),
+/// the ones before it still commit, and `check()`/`wait()` throw the first error.
 final class OrderedShardWriters: @unchecked Sendable {
     private let queues: [DispatchQueue]
     private let group = DispatchGroup()
@@ -759,6 +810,7 @@ final class OrderedShardWriters: @unchecked Sendable {
     private let turn = NSCondition()
     private var nextToCommit: Int
     private var failure: (any Error)?
+    private var firstFailedShard = Int.max
 
     init(jobs: Int, firstShard: Int) {
         queues = (0 ..< jobs).map { DispatchQueue(label: "vlmdata.shard.write-\($0)") }
@@ -772,35 +824,35 @@ final class OrderedShardWriters: @unchecked Sendable {
         slots.wait()
         queues[number % queues.count].async(group: group) { [self] in
             defer { slots.signal() }
+            var finish: (commit: @Sendable () throws -> Void, cancel: @Sendable () -> Void)?
             do {
-                guard !failed else { return }
-                let finish = try write()
+                guard !turn.withLock({ firstFailedShard < number }) else { return }
+                finish = try write()
                 turn.lock()
-                while nextToCommit != number && failure == nil { turn.wait() }
-                let cancelled = failure != nil
+                while nextToCommit != number && firstFailedShard > number { turn.wait() }
+                let cancelled = firstFailedShard < number
                 turn.unlock()
                 if cancelled {
-                    finish.cancel()
+                    finish?.cancel()
                     return
                 }
-                do { try finish.commit() } catch {
-                    finish.cancel()
-                    throw error
-                }
+                try finish?.commit()
                 turn.withLock {
                     nextToCommit += 1
                     turn.broadcast()
                 }
             } catch {
+                finish?.cancel()
                 turn.withLock {
-                    failure = failure ?? error
+                    if number < firstFailedShard {
+                        firstFailedShard = number
+                        failure = error
+                    }
                     turn.broadcast()
                 }
             }
         }
     }
-
-    private var failed: Bool { turn.withLock { failure != nil } }
 
     func check() throws {
         if let failure = turn.withLock({ failure }) { throw failure }

@@ -136,6 +136,52 @@ func smallShards() -> ShardOptions {
         #expect(try ShardVerifier(catalog: crashed).verify(deep: true).problems == [])
     }
 
+    /// A bad pixel record fails its shard; with shards written in parallel the ones before it still commit, none
+    /// after it does, no temporary file is left, and a rerun after the fix gives the clean hashes.
+    @Test(arguments: [1, 2, 3])
+    func aBadPixelRecordKeepsTheShardsBeforeIt(jobs: Int) throws {
+        var options = smallShards()
+        options.jobs = jobs
+        let clean = try makeCatalog("clean-\(jobs)", count: 120)
+        _ = try ShardBuilder(catalog: clean, options: options).run()
+        // The first sample (in key order) that uses the image of the 70th sample is where writing must fail.
+        let (badKey, badShard) = try clean.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                WITH chosen AS (SELECT img.sha256 FROM samples s JOIN instructions i ON i.id = s.instruction_id
+                                JOIN images img ON img.id = i.image_id WHERE s.has_image = 1 ORDER BY s.key LIMIT 1 OFFSET 70)
+                SELECT s.key, h.name FROM samples s JOIN shards h ON h.id = s.shard_id JOIN instructions i ON i.id = s.instruction_id
+                JOIN images img ON img.id = i.image_id WHERE img.sha256 = (SELECT sha256 FROM chosen) ORDER BY s.key LIMIT 1
+                """)!
+            return (row["key"] as String, row["name"] as String)
+        }
+        let broken = try makeCatalog("broken-\(jobs)", count: 120)
+        let moveImage = { (delta: Int) in
+            try broken.write { db in
+                try db.execute(sql: """
+                    UPDATE pixels SET offset = offset + ? WHERE sha256 =
+                        (SELECT img.sha256 FROM instructions i JOIN images img ON img.id = i.image_id WHERE i.key = ?)
+                    """, arguments: [delta, badKey])
+            }
+        }
+        try moveImage(3)
+        #expect {
+            try ShardBuilder(catalog: broken, options: options).run()
+        } throws: { error in
+            "\(error)".contains("no pixel npy where the catalog points") && "\(error)".contains(badKey)
+        }
+        let committed = try shardHashes(broken)
+        let cleanHashes = try shardHashes(clean)
+        #expect(!committed.isEmpty)
+        #expect(committed.keys.allSatisfy { $0 < badShard }, "\(committed.keys.sorted()) vs \(badShard)")
+        #expect(committed.count == cleanHashes.keys.filter { $0 < badShard }.count)
+        for (name, sha) in committed { #expect(cleanHashes[name] == sha) }
+        let files = try FileManager.default.contentsOfDirectory(atPath: broken.workspace.shardsDirectory).filter { $0.hasSuffix(".tar") || $0.contains(".tmp-") }
+        #expect(Set(files) == Set(committed.keys), "no temporary or uncommitted shard file is left")
+        try moveImage(-3)
+        _ = try ShardBuilder(catalog: broken, options: options).run()
+        #expect(try shardHashes(broken) == cleanHashes)
+    }
+
     @Test func changedParametersReplaceTheShards() throws {
         let catalog = try makeCatalog()
         _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
