@@ -221,21 +221,28 @@ extension PixelBuffer {
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
             pixels.withUnsafeBytes { src in
                 c.pairedWeights.withUnsafeBufferPointer { weights in
-                    let dst = UnsafeMutableRawPointer(out.baseAddress!)
-                    let rowBytes = width * 3
-                    for top in stride(from: rows.lowerBound, to: rows.upperBound, by: band) {
-                        // Rows past the end repeat the last one; their results are not stored.
-                        ResampleKernel.transpose(lines: span * 3, to: source) { r in
-                            src.baseAddress! + min(top + r, rows.upperBound - 1) * rowBytes + first * 3
-                        }
-                        for (i, xx) in columns.enumerated() {
-                            ResampleKernel.line(source + (c.start[xx] - columnOffset - first) * 3 * band, stride: 3 * band,
-                                                taps: c.count[xx], weights: weights.baseAddress! + xx * c.vectorsPerOutput,
-                                                byteCount: 3 * band, into: results + i * 3 * band)
-                        }
-                        let valid = min(band, rows.upperBound - top)
-                        ResampleKernel.transpose(lines: max(outRowBytes, band), from: results, rows: valid, count: outRowBytes) { r in
-                            dst + (top - rows.lowerBound + r) * outRowBytes
+                    withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer.self, capacity: 2 * band) { lines in
+                        let dst = UnsafeMutableRawPointer(out.baseAddress!)
+                        let srcRows = lines.baseAddress!, dstRows = srcRows + band
+                        var top = rows.lowerBound
+                        while top < rows.upperBound {
+                            // The last band overlaps the one before (its rows are computed twice, identically); with
+                            // fewer than 16 rows in all, the last row repeats and only the real ones are stored.
+                            top = max(min(top, rows.upperBound - band), rows.lowerBound)
+                            for r in 0..<band {
+                                let y = min(top + r, rows.upperBound - 1)
+                                srcRows[r] = UnsafeMutableRawPointer(mutating: src.baseAddress! + (y * width + first) * 3)
+                                dstRows[r] = dst + (y - rows.lowerBound) * outRowBytes
+                            }
+                            ResampleKernel.transpose(lines: span * 3, from: srcRows, to: source)
+                            for (i, xx) in columns.enumerated() {
+                                ResampleKernel.line(source + (c.start[xx] - columnOffset - first) * 3 * band, stride: 3 * band,
+                                                    taps: c.count[xx], weights: weights.baseAddress! + xx * c.vectorsPerOutput,
+                                                    byteCount: 3 * band, into: results + i * 3 * band)
+                            }
+                            ResampleKernel.transpose(lines: max(outRowBytes, band), from: results, to: dstRows,
+                                                     rows: min(band, rows.count), count: outRowBytes)
+                            top += band
                         }
                     }
                 }
@@ -338,28 +345,25 @@ enum ResampleKernel {
         }
     }
 
-    /// 16 bytes of an output line.
+    /// 16 bytes of an output line. All sums wrap in Int32: 2¹⁵·Σ p·h + Σ p·l ≡ Σ p·w (mod 2³²), and the true sum
+    /// fits Int32 (it is PIL's accumulator), so no partial sum needs a bound.
     @inline(__always)
     static func chunk(_ p: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>) -> SIMD16<UInt8> {
-        var acc = SIMD16<Int32>(repeating: 1 << (ResampleCoefficients.precisionBits - 1))
+        var high = SIMD16<Int32>()
+        var low = SIMD16<Int32>(repeating: 1 << (ResampleCoefficients.precisionBits - 1))
         var k = 0
         while k < taps {
-            // The low sums stay below 2³¹ for up to 256 taps (256·255·(2¹⁵ − 1)); longer kernels fold per block.
-            let end = min(k &+ 256, taps)
-            var high = SIMD16<Int32>(), low = SIMD16<Int32>()
-            while k < end {
-                let a = (p + k &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
-                // An odd last tap pairs with itself under weight 0, so no line past the taps is read.
-                let b = k &+ 1 < taps ? (p + (k &+ 1) &* stride).loadUnaligned(as: SIMD16<UInt8>.self) : a
-                let lo = interleaveLow(a, b), hi = interleaveHigh(a, b)
-                let wh = weights[k], wl = weights[k &+ 1]
-                high &+= SIMD16(lowHalf: multiplyAdd(lo, wh), highHalf: multiplyAdd(hi, wh))
-                low &+= SIMD16(lowHalf: multiplyAdd(lo, wl), highHalf: multiplyAdd(hi, wl))
-                k &+= 2
-            }
-            acc &+= high &<< 15 &+ low
+            let a = (p + k &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
+            // An odd last tap pairs with itself under weight 0, so no line past the taps is read.
+            let b = k &+ 1 < taps ? (p + (k &+ 1) &* stride).loadUnaligned(as: SIMD16<UInt8>.self) : a
+            let lo = interleaveLow(a, b), hi = interleaveHigh(a, b)
+            let wh = weights[k], wl = weights[k &+ 1]
+            high &+= SIMD16(lowHalf: multiplyAdd(lo, wh), highHalf: multiplyAdd(hi, wh))
+            low &+= SIMD16(lowHalf: multiplyAdd(lo, wl), highHalf: multiplyAdd(hi, wl))
+            k &+= 2
         }
-        return SIMD16<UInt8>(truncatingIfNeeded: SIMD16(lowHalf: clip8(acc.lowHalf), highHalf: clip8(acc.highHalf)))
+        let sum = high &<< 15 &+ low
+        return SIMD16<UInt8>(truncatingIfNeeded: SIMD16(lowHalf: clip8(sum.lowHalf), highHalf: clip8(sum.highHalf)))
     }
 
     /// Eight (pixel, pixel) byte pairs times a weight pair, summed per pair: two `pmaddwd`.
@@ -380,8 +384,8 @@ enum ResampleKernel {
     @inline(__always)
     static func clip8(_ acc: SIMD8<Int32>) -> SIMD8<Int16> {
         var v = SIMD8<Int16>(truncatingIfNeeded: acc &>> ResampleCoefficients.precisionBits)
-        v &= ~(v &>> 15)            // negative → 0
-        v |= (255 &- v) &>> 15      // above 255 → all ones, 255 once truncated
+        v &= ~(v &>> 15)                        // max(v, 0)
+        v ^= (v ^ 255) & ((255 &- v) &>> 15)    // min(v, 255); the two become pmaxsw and pminsw
         return v
     }
 
@@ -397,12 +401,12 @@ enum ResampleKernel {
 
     /// Transposes 16 rows of `lines` (≥ 16) bytes into `lines` vectors of 16 bytes at `out`: vector b holds byte b
     /// of each row. Blocks of 16 bytes, the last one overlapping the previous.
-    static func transpose(lines: Int, to out: UnsafeMutableRawPointer, row: (Int) -> UnsafeRawPointer) {
+    static func transpose(lines: Int, from rows: UnsafePointer<UnsafeMutableRawPointer>, to out: UnsafeMutableRawPointer) {
         withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
             var b = 0
             while b < lines {
                 let at = min(b, lines - 16)
-                for r in 0..<16 { scratch[r] = (row(r) + at).loadUnaligned(as: SIMD16<UInt8>.self) }
+                for r in 0..<16 { scratch[r] = (rows[r] + at).loadUnaligned(as: SIMD16<UInt8>.self) }
                 let block = transpose16(scratch.baseAddress!)
                 for i in 0..<16 { (out + (at + i) * 16).storeBytes(of: block[i], as: SIMD16<UInt8>.self) }
                 b += 16
@@ -410,21 +414,20 @@ enum ResampleKernel {
         }
     }
 
-    /// The inverse: `lines` (≥ 16) vectors at `vectors` back into the first `rows` of 16 rows, writing `count`
-    /// bytes of each (fewer than 16 only when `count` is).
-    static func transpose(lines: Int, from vectors: UnsafeRawPointer, rows: Int, count: Int, row: (Int) -> UnsafeMutableRawPointer) {
+    /// The inverse: `lines` (≥ 16) vectors at `vectors` back into the first `count` bytes of the first `rows` of
+    /// 16 rows (fewer than 16 bytes only when `count` is).
+    static func transpose(lines: Int, from vectors: UnsafeRawPointer, to rowStarts: UnsafePointer<UnsafeMutableRawPointer>,
+                          rows: Int, count: Int) {
         withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
             var b = 0
             while b < count {
                 let at = min(b, lines - 16)
                 for i in 0..<16 { scratch[i] = (vectors + (at + i) * 16).load(as: SIMD16<UInt8>.self) }
                 let block = transpose16(scratch.baseAddress!)
-                for r in 0..<rows {
-                    if count >= 16 {
-                        (row(r) + at).storeBytes(of: block[r], as: SIMD16<UInt8>.self)
-                    } else {
-                        withUnsafeBytes(of: block[r]) { row(r).copyMemory(from: $0.baseAddress!, byteCount: count) }
-                    }
+                if count >= 16 {
+                    for r in 0..<rows { (rowStarts[r] + at).storeBytes(of: block[r], as: SIMD16<UInt8>.self) }
+                } else {
+                    for r in 0..<rows { rowStarts[r].copyMemory(from: block + r, byteCount: count) }
                 }
                 b += 16
             }
