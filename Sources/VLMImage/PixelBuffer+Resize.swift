@@ -1,3 +1,4 @@
+import Foundation
 import VLMCore
 
 /// PIL's resampling filters for 8-bit images.
@@ -93,6 +94,34 @@ struct ResampleCoefficients {
     }
 }
 
+extension ResampleCoefficients {
+    /// The table for a whole-axis resize, shared by all threads: a dataset has few distinct sizes, and a table
+    /// costs about as much to build as a tenth of the resize itself. Cleared when it holds 256 tables.
+    static func cached(inSize: Int, outSize: Int, filter: ResampleFilter) -> ResampleCoefficients {
+        let key = Cache.Key(inSize: inSize, outSize: outSize, filter: filter)
+        if let hit = Cache.shared.lock.withLock({ Cache.shared.tables[key] }) { return hit }
+        let table = ResampleCoefficients(inSize: inSize, outSize: outSize, filter: filter)
+        Cache.shared.lock.withLock {
+            if Cache.shared.tables.count >= 256 { Cache.shared.tables.removeAll() }
+            Cache.shared.tables[key] = table
+        }
+        return table
+    }
+
+    private final class Cache: @unchecked Sendable {
+        struct Key: Hashable {
+            var inSize: Int
+            var outSize: Int
+            var filter: ResampleFilter
+        }
+
+        static let shared = Cache()
+        let lock = NSLock()
+        /// Guarded by `lock`.
+        var tables: [Key: ResampleCoefficients] = [:]
+    }
+}
+
 /// Which pass runs first when both axes change. Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass
 /// first when the height shrinks by more than twice the width's shrink, `h − H > 2·(w − W)` with H < h (measured
 /// against Pillow 13.0 on 300 size combinations); Pillow up to 12.1 always runs the horizontal pass first. The order
@@ -152,10 +181,10 @@ extension PixelBuffer {
         let needH = outW != width
         let needV = outH != height
         if !needH && !needV { return cropped(window) }
-        let vertical = ResampleCoefficients(inSize: height, outSize: outH, filter: filter)
+        let vertical = ResampleCoefficients.cached(inSize: height, outSize: outH, filter: filter)
         if needH && needV && order.verticalFirst(width: width, height: height, outW: outW, outH: outH) {
             // Vertical into an 8-bit temporary image over the source columns the horizontal pass reads, then horizontal.
-            let horizontal = ResampleCoefficients(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
             var firstColumn = Int.max, lastColumn = 0
             for xx in window.x..<(window.x + window.width) {
                 firstColumn = min(firstColumn, horizontal.start[xx])
@@ -167,7 +196,7 @@ extension PixelBuffer {
                                        coefficients: horizontal, columnOffset: firstColumn)
         }
         if needH {
-            let horizontal = ResampleCoefficients(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
             // Source rows the vertical pass reads for the window's rows (all of them when there is no vertical pass).
             var firstRow = window.y, lastRow = window.y + window.height
             if needV {
