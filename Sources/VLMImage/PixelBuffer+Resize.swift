@@ -431,15 +431,13 @@ enum ResampleKernel {
     /// Transposes 16 rows of `lines` (≥ 16) bytes into `lines` vectors of 16 bytes at `out`: vector b holds byte b
     /// of each row. Blocks of 16 bytes, the last one overlapping the previous.
     static func transpose(lines: Int, from rows: UnsafePointer<UnsafeMutableRawPointer>, to out: UnsafeMutableRawPointer) {
-        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
-            var b = 0
-            while b < lines {
-                let at = min(b, lines - 16)
-                for r in 0..<16 { scratch[r] = (rows[r] + at).loadUnaligned(as: SIMD16<UInt8>.self) }
-                let block = transpose16(scratch.baseAddress!)
-                for i in 0..<16 { (out + (at + i) * 16).storeBytes(of: block[i], as: SIMD16<UInt8>.self) }
-                b += 16
+        var b = 0
+        while b < lines {
+            let at = min(b, lines - 16)
+            transpose16 { (rows[$0] + at).loadUnaligned(as: SIMD16<UInt8>.self) } store: { i, v in
+                (out + (at + i) * 16).storeBytes(of: v, as: SIMD16<UInt8>.self)
             }
+            b += 16
         }
     }
 
@@ -447,34 +445,42 @@ enum ResampleKernel {
     /// 16 rows (fewer than 16 bytes only when `count` is).
     static func transpose(lines: Int, from vectors: UnsafeRawPointer, to rowStarts: UnsafePointer<UnsafeMutableRawPointer>,
                           rows: Int, count: Int) {
-        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
-            var b = 0
-            while b < count {
-                let at = min(b, lines - 16)
-                for i in 0..<16 { scratch[i] = (vectors + (at + i) * 16).load(as: SIMD16<UInt8>.self) }
-                let block = transpose16(scratch.baseAddress!)
+        var b = 0
+        while b < count {
+            let at = min(b, lines - 16)
+            transpose16 { (vectors + (at + $0) * 16).load(as: SIMD16<UInt8>.self) } store: { r, v in
+                if r >= rows { return }
                 if count >= 16 {
-                    for r in 0..<rows { (rowStarts[r] + at).storeBytes(of: block[r], as: SIMD16<UInt8>.self) }
+                    (rowStarts[r] + at).storeBytes(of: v, as: SIMD16<UInt8>.self)
                 } else {
-                    for r in 0..<rows { rowStarts[r].copyMemory(from: block + r, byteCount: count) }
+                    withUnsafeBytes(of: v) { rowStarts[r].copyMemory(from: $0.baseAddress!, byteCount: count) }
                 }
-                b += 16
             }
+            b += 16
         }
     }
 
-    /// 16x16 bytes transposed in place in `v[0..<16]` (using `v[16..<32]`): four rounds of interleaving vector i
-    /// with vector i + 8. Returns where the result ended up.
+    /// A 16x16 byte block transposed: four rounds of interleaving vector i with vector i + 8, the first reading
+    /// the rows and the last writing the columns, the two between on the stack.
     @inline(__always)
-    static func transpose16(_ v: UnsafeMutablePointer<SIMD16<UInt8>>) -> UnsafeMutablePointer<SIMD16<UInt8>> {
-        var a = v, b = v + 16
-        for _ in 0..<4 {
+    static func transpose16(load: (Int) -> SIMD16<UInt8>, store: (Int, SIMD16<UInt8>) -> Void) {
+        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
+            let a = scratch.baseAddress!, b = a + 16
             for i in 0..<8 {
-                b[2 * i] = interleaveLow(a[i], a[i + 8])
-                b[2 * i + 1] = interleaveHigh(a[i], a[i + 8])
+                let x = load(i), y = load(i + 8)
+                a[2 * i] = interleaveLow(x, y)
+                a[2 * i + 1] = interleaveHigh(x, y)
             }
-            swap(&a, &b)
+            for (from, to) in [(a, b), (b, a)] {
+                for i in 0..<8 {
+                    to[2 * i] = interleaveLow(from[i], from[i + 8])
+                    to[2 * i + 1] = interleaveHigh(from[i], from[i + 8])
+                }
+            }
+            for i in 0..<8 {
+                store(2 * i, interleaveLow(a[i], a[i + 8]))
+                store(2 * i + 1, interleaveHigh(a[i], a[i + 8]))
+            }
         }
-        return a
     }
 }
