@@ -225,9 +225,7 @@ extension PixelBuffer {
     func horizontalPass(rows: Range<Int>, columns: Range<Int>, coefficients c: ResampleCoefficients, columnOffset: Int = 0) -> PixelBuffer {
         if width < 6 {
             // A transposed block reads 16 bytes of each row; columns past the taps do not change the result.
-            var padded = PixelBuffer(width: 6, height: height)
-            padded.paste(self, x: 0, y: 0)
-            return padded.horizontalPass(rows: rows, columns: columns, coefficients: c, columnOffset: columnOffset)
+            return widened(to: 6).horizontalPass(rows: rows, columns: columns, coefficients: c, columnOffset: columnOffset)
         }
         // The source pixels the output columns read, at least 6 (16 bytes), inside the image.
         var first = Int.max, last = 0
@@ -286,11 +284,7 @@ extension PixelBuffer {
     func verticalPass(rowOffset: Int, columns: Range<Int>, rows: Range<Int>, coefficients c: ResampleCoefficients) -> PixelBuffer {
         if columns.count < 6 {
             // The kernel works on 16-byte lines: compute 6 columns (padding a narrower image) and keep the asked ones.
-            var wide = self
-            if width < 6 {
-                wide = PixelBuffer(width: 6, height: height)
-                wide.paste(self, x: 0, y: 0)
-            }
+            let wide = width < 6 ? widened(to: 6) : self
             let left = min(columns.lowerBound, wide.width - 6)
             let result = wide.verticalPass(rowOffset: rowOffset, columns: left..<(left + 6), rows: rows, coefficients: c)
             return result.cropped(PixelRect(x: columns.lowerBound - left, y: 0, width: columns.count, height: rows.count))
@@ -313,6 +307,13 @@ extension PixelBuffer {
             initialized = count
         }
         return PixelBuffer(width: columns.count, height: rows.count, pixels: bytes)
+    }
+
+    /// This image on the left of a zero-filled one `width` pixels wide.
+    func widened(to width: Int) -> PixelBuffer {
+        var wide = PixelBuffer(width: width, height: height)
+        wide.paste(self, x: 0, y: 0)
+        return wide
     }
 
     /// PIL's NEAREST resize: `ImagingScaleAffine` with xo = scale/2 accumulated by repeated addition.
