@@ -461,27 +461,73 @@ enum ResampleKernel {
         }
     }
 
-    /// A 16x16 byte block transposed: four rounds of interleaving vector i with vector i + 8, the first reading
-    /// the rows and the last writing the columns, the two between on the stack.
+    /// A 16x16 byte block transposed: rows interleaved by bytes, then words, then 32-bit lanes within each half of
+    /// 8 rows (in registers), and the halves joined by 64-bit lanes. One half waits on the stack, which also keeps
+    /// the compiler from fusing the stages into byte-by-byte inserts.
     @inline(__always)
     static func transpose16(load: (Int) -> SIMD16<UInt8>, store: (Int, SIMD16<UInt8>) -> Void) {
-        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 32) { scratch in
-            let a = scratch.baseAddress!, b = a + 16
-            for i in 0..<8 {
-                let x = load(i), y = load(i + 8)
-                a[2 * i] = interleaveLow(x, y)
-                a[2 * i + 1] = interleaveHigh(x, y)
-            }
-            for (from, to) in [(a, b), (b, a)] {
-                for i in 0..<8 {
-                    to[2 * i] = interleaveLow(from[i], from[i + 8])
-                    to[2 * i + 1] = interleaveHigh(from[i], from[i + 8])
-                }
-            }
-            for i in 0..<8 {
-                store(2 * i, interleaveLow(a[i], a[i + 8]))
-                store(2 * i + 1, interleaveHigh(a[i], a[i + 8]))
+        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 16) { scratch in
+            let top = scratch.baseAddress!, bottom = top + 8
+            transposeHalf(load, into: top)
+            transposeHalf({ load($0 + 8) }, into: bottom)
+            for j in 0..<8 {
+                store(2 * j, interleave64Low(top[j], bottom[j]))
+                store(2 * j + 1, interleave64High(top[j], bottom[j]))
             }
         }
+    }
+
+    /// Rows 0..<8 of a block: vector j gets bytes 2j and 2j + 1 of the 8 rows, as two 8-byte columns.
+    @inline(__always)
+    static func transposeHalf(_ row: (Int) -> SIMD16<UInt8>, into out: UnsafeMutablePointer<SIMD16<UInt8>>) {
+        let r = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7))
+        let a = (interleaveLow(r.0, r.1), interleaveHigh(r.0, r.1), interleaveLow(r.2, r.3), interleaveHigh(r.2, r.3),
+                 interleaveLow(r.4, r.5), interleaveHigh(r.4, r.5), interleaveLow(r.6, r.7), interleaveHigh(r.6, r.7))
+        let b = (interleave16Low(a.0, a.2), interleave16High(a.0, a.2), interleave16Low(a.1, a.3), interleave16High(a.1, a.3),
+                 interleave16Low(a.4, a.6), interleave16High(a.4, a.6), interleave16Low(a.5, a.7), interleave16High(a.5, a.7))
+        out[0] = interleave32Low(b.0, b.4)
+        out[1] = interleave32High(b.0, b.4)
+        out[2] = interleave32Low(b.1, b.5)
+        out[3] = interleave32High(b.1, b.5)
+        out[4] = interleave32Low(b.2, b.6)
+        out[5] = interleave32High(b.2, b.6)
+        out[6] = interleave32Low(b.3, b.7)
+        out[7] = interleave32High(b.3, b.7)
+    }
+
+    // Interleaving by 16-, 32- and 64-bit lanes (punpck{l,h}{wd,dq,qdq}).
+
+    @inline(__always)
+    static func interleave16Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD8<UInt16>.self), y = unsafeBitCast(b, to: SIMD8<UInt16>.self)
+        return unsafeBitCast(SIMD8(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave16High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD8<UInt16>.self), y = unsafeBitCast(b, to: SIMD8<UInt16>.self)
+        return unsafeBitCast(SIMD8(x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave32Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD4<UInt32>.self), y = unsafeBitCast(b, to: SIMD4<UInt32>.self)
+        return unsafeBitCast(SIMD4(x[0], y[0], x[1], y[1]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave32High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD4<UInt32>.self), y = unsafeBitCast(b, to: SIMD4<UInt32>.self)
+        return unsafeBitCast(SIMD4(x[2], y[2], x[3], y[3]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave64Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(lowHalf: a.lowHalf, highHalf: b.lowHalf)
+    }
+
+    @inline(__always)
+    static func interleave64High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(lowHalf: a.highHalf, highHalf: b.highHalf)
     }
 }
