@@ -1,3 +1,4 @@
+import CVLMKernels
 import Foundation
 import VLMCore
 
@@ -354,6 +355,10 @@ extension PixelBuffer {
 /// 0 ≤ l < 2¹⁵, so both parts fit Int16 and Σ p·w = 2¹⁵·Σ p·h + Σ p·l exactly: SSE2's `pmaddwd` multiplies two taps'
 /// pixels by two weights and adds them in each Int32 lane. The sums are PIL's Int32 accumulator, value for value.
 enum ResampleKernel {
+    /// Whether lines of 32 bytes or more go to the AVX2 copy of this kernel (CVLMKernels), checked once per
+    /// process. `VLMDATA_NO_AVX2=1` keeps the baseline path, to test it on a machine that has AVX2.
+    static let hasAVX2 = vlm_has_avx2() != 0 && ProcessInfo.processInfo.environment["VLMDATA_NO_AVX2"] == nil
+
     /// Two taps' weights as the kernel reads them: (w₀, w₁) repeated, high parts, then low parts.
     static func split(_ w0: Int32, _ w1: Int32) -> (high: SIMD8<Int16>, low: SIMD8<Int16>) {
         let high = SIMD2<Int16>(Int16(w0 >> 15), Int16(w1 >> 15))
@@ -367,6 +372,12 @@ enum ResampleKernel {
     @inline(__always)
     static func line(_ first: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>,
                      byteCount: Int, into out: UnsafeMutableRawPointer) {
+        if byteCount >= 32, hasAVX2 {
+            let w = UnsafeRawPointer(weights).assumingMemoryBound(to: Int16.self)
+            vlm_resample_line_avx2(first.assumingMemoryBound(to: UInt8.self), stride, taps, w, byteCount,
+                                   out.assumingMemoryBound(to: UInt8.self))
+            return
+        }
         var i = 0
         while i < byteCount {
             let at = min(i, byteCount - 16)
@@ -385,7 +396,7 @@ enum ResampleKernel {
         while k < taps {
             let a = (p + k &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
             // An odd last tap pairs with itself under weight 0, so no line past the taps is read.
-            let b = k &+ 1 < taps ? (p + (k &+ 1) &* stride).loadUnaligned(as: SIMD16<UInt8>.self) : a
+            let b = (p + min(k &+ 1, taps &- 1) &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
             let lo = interleaveLow(a, b), hi = interleaveHigh(a, b)
             let wh = weights[k], wl = weights[k &+ 1]
             high &+= SIMD16(lowHalf: multiplyAdd(lo, wh), highHalf: multiplyAdd(hi, wh))
