@@ -376,8 +376,15 @@ enum ResampleKernel {
             let w = UnsafeRawPointer(weights).assumingMemoryBound(to: Int16.self)
             vlm_resample_line_avx2(first.assumingMemoryBound(to: UInt8.self), stride, taps, w, byteCount,
                                    out.assumingMemoryBound(to: UInt8.self))
-            return
+        } else {
+            baselineLine(first, stride: stride, taps: taps, weights: weights, byteCount: byteCount, into: out)
         }
+    }
+
+    /// `line` in SSE2 (x86-64 baseline) through Swift SIMD, 16 bytes at a time.
+    @inline(__always)
+    static func baselineLine(_ first: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>,
+                             byteCount: Int, into out: UnsafeMutableRawPointer) {
         var i = 0
         while i < byteCount {
             let at = min(i, byteCount - 16)

@@ -350,6 +350,50 @@ struct PreprocessTests {
         }
     }
 
+    /// Both copies of the line kernel (AVX2 where the CPU has it, and the baseline) against the plain Int32 sum,
+    /// with weights over the whole range, odd and even tap counts, and line lengths around the vector widths.
+    @Test func lineKernelsAgreeWithTheIntegerSum() {
+        var state: UInt64 = 99
+        func next(_ n: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(state >> 33) % n
+        }
+        for (taps, byteCount) in [(1, 16), (2, 31), (3, 32), (5, 33), (6, 48), (7, 100), (12, 1008), (301, 47)] {
+            let stride = byteCount + next(5)
+            let lines = (0..<(taps * stride)).map { _ in UInt8(next(256)) }
+            let raw = (0..<taps).map { _ in Int32(next(1 << 23)) - (1 << 22) }
+            // Scaled so that the sums cover 0...255 and beyond on both sides, as clip8 sees them.
+            let weights = raw.map { $0 / Int32(max(taps / 2, 1)) }
+            var paired: [SIMD8<Int16>] = []
+            for k in Swift.stride(from: 0, to: taps, by: 2) {
+                let pair = ResampleKernel.split(weights[k], k + 1 < taps ? weights[k + 1] : 0)
+                paired += [pair.high, pair.low]
+            }
+            let expected = (0..<byteCount).map { i -> UInt8 in
+                var sum: Int32 = 1 << 21
+                for k in 0..<taps { sum &+= Int32(lines[k * stride + i]) &* weights[k] }
+                return UInt8(min(max(sum >> 22, 0), 255))
+            }
+            for avx2 in [false, true] where !avx2 || (ResampleKernel.hasAVX2 && byteCount >= 32) {
+                var out = [UInt8](repeating: 0, count: byteCount)
+                lines.withUnsafeBytes { src in
+                    paired.withUnsafeBufferPointer { w in
+                        out.withUnsafeMutableBytes { dst in
+                            if avx2 {
+                                ResampleKernel.line(src.baseAddress!, stride: stride, taps: taps, weights: w.baseAddress!,
+                                                    byteCount: byteCount, into: dst.baseAddress!)
+                            } else {
+                                ResampleKernel.baselineLine(src.baseAddress!, stride: stride, taps: taps, weights: w.baseAddress!,
+                                                            byteCount: byteCount, into: dst.baseAddress!)
+                            }
+                        }
+                    }
+                }
+                #expect(out == expected, "taps \(taps), \(byteCount) bytes, AVX2 \(avx2)")
+            }
+        }
+    }
+
     @Test func passOrderRule() {
         #expect(ResizePassOrder.pillow13.verticalFirst(width: 427, height: 640, outW: 336, outH: 336))
         #expect(!ResizePassOrder.pillow13.verticalFirst(width: 640, height: 480, outW: 336, outH: 336))
