@@ -368,7 +368,7 @@ enum ResampleKernel {
     }
 
     /// One output line of `byteCount` (≥ 16) bytes: Σₖ wₖ·lineₖ over `taps` lines `stride` bytes apart, rounded and
-    /// clipped as PIL's `clip8`. The last 16 bytes may overlap the previous chunk (the same values are written twice).
+    /// clipped as PIL's `clip8`. The last chunk may overlap the one before (the same values are written twice).
     @inline(__always)
     static func line(_ first: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>,
                      byteCount: Int, into out: UnsafeMutableRawPointer) {
