@@ -34,7 +34,9 @@ let package = Package(
         .target(name: "VLMCore"),
         .target(name: "VLMIO", dependencies: ["VLMCore", "CArchive", "CCurl", "CTurboJPEG", "CPNG", crypto]),
         .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", grdb]),
-        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO"]),
+        // The resampler's AVX2 kernel: C, because Swift cannot give one function its own target features.
+        .target(name: "CVLMKernels"),
+        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CVLMKernels"]),
         .target(name: "VLMText", dependencies: ["VLMCore", "VLMIO"]),
         .target(name: "VLMInstruct", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
         .target(name: "VLMShard", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),

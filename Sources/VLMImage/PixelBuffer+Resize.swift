@@ -1,3 +1,5 @@
+import CVLMKernels
+import Foundation
 import VLMCore
 
 /// PIL's resampling filters for 8-bit images.
@@ -41,9 +43,13 @@ struct ResampleCoefficients {
     /// Per output index: the first input index and the number of taps.
     var start: [Int]
     var count: [Int]
-    /// `outSize * ksize` Q22 weights, row-major by output index.
-    var weights: [Int32]
+    /// The Q22 weights as `ResampleKernel` reads them: per output index `ksize + ksize % 2` vectors, for each pair
+    /// of taps (zero past `count`) its high then its low part (`ResampleKernel.split`).
+    var pairedWeights: [SIMD8<Int16>]
     var ksize: Int
+
+    /// Vectors of `pairedWeights` per output index.
+    var vectorsPerOutput: Int { ksize + ksize % 2 }
 
     init(inSize: Int, in0: Float = 0, in1: Float? = nil, outSize: Int, filter: ResampleFilter) {
         let in1 = in1 ?? Float(inSize)
@@ -52,9 +58,10 @@ struct ResampleCoefficients {
         let support = filter.support * filterscale
         let ksize = Int(support.rounded(.up)) * 2 + 1
         self.ksize = ksize
+        let vectors = ksize + ksize % 2
         var start = [Int](repeating: 0, count: outSize)
         var count = [Int](repeating: 0, count: outSize)
-        var weights = [Int32](repeating: 0, count: outSize * ksize)
+        var paired = [SIMD8<Int16>](repeating: .zero, count: outSize * vectors)
         var k = [Double](repeating: 0, count: ksize)
         let ss = 1.0 / filterscale
         let scaleFactor = Double(1 << ResampleCoefficients.precisionBits)
@@ -72,16 +79,47 @@ struct ResampleCoefficients {
                 ww += w
             }
             for x in 0..<xmax where ww != 0 { k[x] /= ww }
-            for x in 0..<xmax {
-                let v = k[x]
-                weights[xx * ksize + x] = v < 0 ? Int32(-0.5 + v * scaleFactor) : Int32(0.5 + v * scaleFactor)
+            // Round half away from zero, as PIL does.
+            let fixed = { (v: Double) -> Int32 in v < 0 ? Int32(-0.5 + v * scaleFactor) : Int32(0.5 + v * scaleFactor) }
+            for x in stride(from: 0, to: xmax, by: 2) {
+                let pair = ResampleKernel.split(fixed(k[x]), x + 1 < xmax ? fixed(k[x + 1]) : 0)
+                paired[xx * vectors + x] = pair.high
+                paired[xx * vectors + x + 1] = pair.low
             }
             start[xx] = xmin
             count[xx] = xmax
         }
         self.start = start
         self.count = count
-        self.weights = weights
+        self.pairedWeights = paired
+    }
+}
+
+extension ResampleCoefficients {
+    /// The table for a whole-axis resize, shared by all threads: a dataset has few distinct sizes, and a table
+    /// costs about as much to build as a tenth of the resize itself. Cleared when it holds 256 tables.
+    static func cached(inSize: Int, outSize: Int, filter: ResampleFilter) -> ResampleCoefficients {
+        let key = Cache.Key(inSize: inSize, outSize: outSize, filter: filter)
+        if let hit = Cache.shared.lock.withLock({ Cache.shared.tables[key] }) { return hit }
+        let table = ResampleCoefficients(inSize: inSize, outSize: outSize, filter: filter)
+        Cache.shared.lock.withLock {
+            if Cache.shared.tables.count >= 256 { Cache.shared.tables.removeAll() }
+            Cache.shared.tables[key] = table
+        }
+        return table
+    }
+
+    private final class Cache: @unchecked Sendable {
+        struct Key: Hashable {
+            var inSize: Int
+            var outSize: Int
+            var filter: ResampleFilter
+        }
+
+        static let shared = Cache()
+        let lock = NSLock()
+        /// Guarded by `lock`.
+        var tables: [Key: ResampleCoefficients] = [:]
     }
 }
 
@@ -144,10 +182,10 @@ extension PixelBuffer {
         let needH = outW != width
         let needV = outH != height
         if !needH && !needV { return cropped(window) }
-        let vertical = ResampleCoefficients(inSize: height, outSize: outH, filter: filter)
+        let vertical = ResampleCoefficients.cached(inSize: height, outSize: outH, filter: filter)
         if needH && needV && order.verticalFirst(width: width, height: height, outW: outW, outH: outH) {
             // Vertical into an 8-bit temporary image over the source columns the horizontal pass reads, then horizontal.
-            let horizontal = ResampleCoefficients(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
             var firstColumn = Int.max, lastColumn = 0
             for xx in window.x..<(window.x + window.width) {
                 firstColumn = min(firstColumn, horizontal.start[xx])
@@ -159,7 +197,7 @@ extension PixelBuffer {
                                        coefficients: horizontal, columnOffset: firstColumn)
         }
         if needH {
-            let horizontal = ResampleCoefficients(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
             // Source rows the vertical pass reads for the window's rows (all of them when there is no vertical pass).
             var firstRow = window.y, lastRow = window.y + window.height
             if needV {
@@ -179,102 +217,104 @@ extension PixelBuffer {
                             coefficients: vertical)
     }
 
-    /// Horizontal pass over source `rows`, producing output `columns`; result rounded and clipped to 8 bits.
+    /// Horizontal pass over source `rows`, producing output `columns` (their source pixels shifted by
+    /// `columnOffset`, the first column `self` holds); result rounded and clipped to 8 bits.
+    ///
+    /// Bands of 16 rows are transposed so that a source column becomes three 16-byte vectors (R, G and B of the
+    /// 16 rows); the taps of an output column are then whole vectors, as in the vertical pass, and the same
+    /// kernel computes them. The output columns are transposed back into rows.
     func horizontalPass(rows: Range<Int>, columns: Range<Int>, coefficients c: ResampleCoefficients, columnOffset: Int = 0) -> PixelBuffer {
-        let outWidth = columns.count
-        let outHeight = rows.count
-        let count = outWidth * outHeight * 3
-        let ksize = c.ksize
-        let srcWidth = width
+        if width < 6 {
+            // A transposed block reads 16 bytes of each row; columns past the taps do not change the result.
+            return widened(to: 6).horizontalPass(rows: rows, columns: columns, coefficients: c, columnOffset: columnOffset)
+        }
+        // The source pixels the output columns read, at least 6 (16 bytes), inside the image.
+        var first = Int.max, last = 0
+        for xx in columns {
+            first = min(first, c.start[xx] - columnOffset)
+            last = max(last, c.start[xx] + c.count[xx] - columnOffset)
+        }
+        let span = max(last - first, 6)
+        first = min(first, width - span)
+        let band = 16
+        let outRowBytes = columns.count * 3
+        // Transposed layout: byte b of a row span becomes vector b, holding that byte of the band's 16 rows.
+        let source = UnsafeMutableRawPointer.allocate(byteCount: span * 3 * band, alignment: 16)
+        let results = UnsafeMutableRawPointer.allocate(byteCount: max(outRowBytes, band) * band, alignment: 16)
+        defer {
+            source.deallocate()
+            results.deallocate()
+        }
+        let count = outRowBytes * rows.count
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
-            pixels.withUnsafeBufferPointer { srcBuffer in
-                c.weights.withUnsafeBufferPointer { weightBuffer in
-                    c.start.withUnsafeBufferPointer { starts in
-                        c.count.withUnsafeBufferPointer { counts in
-                            let src = srcBuffer.baseAddress!
-                            let weights = weightBuffer.baseAddress!
-                            var dst = out.baseAddress!
-                            let half: Int32 = 1 << (ResampleCoefficients.precisionBits - 1)
-                            for y in rows {
-                                let line = src + y * srcWidth * 3
-                                for xx in columns {
-                                    let n = counts[xx]
-                                    var p = line + (starts[xx] - columnOffset) * 3
-                                    let k = weights + xx * ksize
-                                    // R and B share one 64-bit multiply: (R + B·2³²)·w sums to S_R + S_B·2³²
-                                    // exactly, and |S_R| < 2³¹, so S_R is the low word (signed) and S_B the rest.
-                                    // Two multiplies per tap instead of three; same integers as PIL's.
-                                    var rb = Int64(half) | Int64(half) << 32
-                                    var g = half
-                                    for x in 0..<n {
-                                        let w = k[x]
-                                        rb &+= (Int64(p[0]) | Int64(p[2]) << 32) &* Int64(w)
-                                        g &+= Int32(p[1]) &* w
-                                        p += 3
-                                    }
-                                    let r = Int32(truncatingIfNeeded: rb)
-                                    let b = Int32(truncatingIfNeeded: (rb &- Int64(r)) >> 32)
-                                    dst[0] = clip8(r)
-                                    dst[1] = clip8(g)
-                                    dst[2] = clip8(b)
-                                    dst += 3
-                                }
+            pixels.withUnsafeBytes { src in
+                c.pairedWeights.withUnsafeBufferPointer { weights in
+                    withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer.self, capacity: 2 * band) { lines in
+                        let dst = UnsafeMutableRawPointer(out.baseAddress!)
+                        let srcRows = lines.baseAddress!, dstRows = srcRows + band
+                        var top = rows.lowerBound
+                        while top < rows.upperBound {
+                            // The last band overlaps the one before (its rows are computed twice, identically); with
+                            // fewer than 16 rows in all, the last row repeats and only the real ones are stored.
+                            top = max(min(top, rows.upperBound - band), rows.lowerBound)
+                            for r in 0..<band {
+                                let y = min(top + r, rows.upperBound - 1)
+                                srcRows[r] = UnsafeMutableRawPointer(mutating: src.baseAddress! + (y * width + first) * 3)
+                                dstRows[r] = dst + (y - rows.lowerBound) * outRowBytes
                             }
+                            ResampleKernel.transpose(lines: span * 3, from: srcRows, to: source)
+                            for (i, xx) in columns.enumerated() {
+                                ResampleKernel.line(source + (c.start[xx] - columnOffset - first) * 3 * band, stride: 3 * band,
+                                                    taps: c.count[xx], weights: weights.baseAddress! + xx * c.vectorsPerOutput,
+                                                    byteCount: 3 * band, into: results + i * 3 * band)
+                            }
+                            ResampleKernel.transpose(lines: max(outRowBytes, band), from: results, to: dstRows,
+                                                     rows: min(band, rows.count), count: outRowBytes)
+                            top += band
                         }
                     }
                 }
             }
             initialized = count
         }
-        return PixelBuffer(width: outWidth, height: outHeight, pixels: bytes)
+        return PixelBuffer(width: columns.count, height: rows.count, pixels: bytes)
     }
 
     /// Vertical pass: output `rows` (indices into the coefficient table, whose source rows are shifted by
     /// `rowOffset`, the first row `self` holds), over source `columns`.
     func verticalPass(rowOffset: Int, columns: Range<Int>, rows: Range<Int>, coefficients c: ResampleCoefficients) -> PixelBuffer {
-        let outWidth = columns.count
-        let rowBytes = outWidth * 3
+        if columns.count < 6 {
+            // The kernel works on 16-byte lines: compute 6 columns (padding a narrower image) and keep the asked ones.
+            let wide = width < 6 ? widened(to: 6) : self
+            let left = min(columns.lowerBound, wide.width - 6)
+            let result = wide.verticalPass(rowOffset: rowOffset, columns: left..<(left + 6), rows: rows, coefficients: c)
+            return result.cropped(PixelRect(x: columns.lowerBound - left, y: 0, width: columns.count, height: rows.count))
+        }
+        let rowBytes = columns.count * 3
         let count = rowBytes * rows.count
-        let ksize = c.ksize
         let srcStride = width * 3
-        let columnOffset = columns.lowerBound * 3
-        var accumulator = [Int32](repeating: 0, count: rowBytes)
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
-            pixels.withUnsafeBufferPointer { srcBuffer in
-                c.weights.withUnsafeBufferPointer { weightBuffer in
-                    accumulator.withUnsafeMutableBufferPointer { accBuffer in
-                        let src = srcBuffer.baseAddress! + columnOffset
-                        let acc = accBuffer.baseAddress!
-                        let half: Int32 = 1 << (ResampleCoefficients.precisionBits - 1)
-                        var dst = out.baseAddress!
-                        for yy in rows {
-                            let n = c.count[yy]
-                            let first = c.start[yy] - rowOffset
-                            let k = weightBuffer.baseAddress! + yy * ksize
-                            for i in 0..<rowBytes { acc[i] = half }
-                            // Taps in pairs: half the accumulator traffic; integer sums, so the grouping is exact.
-                            var y = 0
-                            while y + 1 < n {
-                                let w0 = k[y], w1 = k[y + 1]
-                                let l0 = src + (first + y) * srcStride
-                                let l1 = l0 + srcStride
-                                for i in 0..<rowBytes { acc[i] &+= Int32(l0[i]) &* w0 &+ Int32(l1[i]) &* w1 }
-                                y += 2
-                            }
-                            if y < n {
-                                let w = k[y]
-                                let line = src + (first + y) * srcStride
-                                for i in 0..<rowBytes { acc[i] &+= Int32(line[i]) &* w }
-                            }
-                            for i in 0..<rowBytes { dst[i] = clip8(acc[i]) }
-                            dst += rowBytes
-                        }
+            pixels.withUnsafeBytes { src in
+                c.pairedWeights.withUnsafeBufferPointer { weights in
+                    let base = src.baseAddress! + columns.lowerBound * 3
+                    var dst = UnsafeMutableRawPointer(out.baseAddress!)
+                    for yy in rows {
+                        ResampleKernel.line(base + (c.start[yy] - rowOffset) * srcStride, stride: srcStride, taps: c.count[yy],
+                                            weights: weights.baseAddress! + yy * c.vectorsPerOutput, byteCount: rowBytes, into: dst)
+                        dst += rowBytes
                     }
                 }
             }
             initialized = count
         }
-        return PixelBuffer(width: outWidth, height: rows.count, pixels: bytes)
+        return PixelBuffer(width: columns.count, height: rows.count, pixels: bytes)
+    }
+
+    /// This image on the left of a zero-filled one `width` pixels wide.
+    func widened(to width: Int) -> PixelBuffer {
+        var wide = PixelBuffer(width: width, height: height)
+        wide.paste(self, x: 0, y: 0)
+        return wide
     }
 
     /// PIL's NEAREST resize: `ImagingScaleAffine` with xo = scale/2 accumulated by repeated addition.
@@ -311,9 +351,201 @@ extension PixelBuffer {
     }
 }
 
-/// PIL's `clip8`: the Q22 accumulator shifted down and clamped to 0...255.
-@inline(__always)
-func clip8(_ value: Int32) -> UInt8 {
-    let v = value >> ResampleCoefficients.precisionBits
-    return v < 0 ? 0 : (v > 255 ? 255 : UInt8(truncatingIfNeeded: v))
+/// The integer SIMD core of both passes. Pixels are 0...255 and a Q22 weight w is split as w = h·2¹⁵ + l with
+/// 0 ≤ l < 2¹⁵, so both parts fit Int16 and Σ p·w = 2¹⁵·Σ p·h + Σ p·l exactly: SSE2's `pmaddwd` multiplies two taps'
+/// pixels by two weights and adds them in each Int32 lane. The sums are PIL's Int32 accumulator, value for value.
+enum ResampleKernel {
+    /// Whether lines of 32 bytes or more go to the AVX2 copy of this kernel (CVLMKernels), checked once per
+    /// process. `VLMDATA_NO_AVX2=1` keeps the baseline path, to test it on a machine that has AVX2.
+    static let hasAVX2 = vlm_has_avx2() != 0 && ProcessInfo.processInfo.environment["VLMDATA_NO_AVX2"] == nil
+
+    /// Two taps' weights as the kernel reads them: (w₀, w₁) repeated, high parts, then low parts.
+    static func split(_ w0: Int32, _ w1: Int32) -> (high: SIMD8<Int16>, low: SIMD8<Int16>) {
+        let high = SIMD2<Int16>(Int16(w0 >> 15), Int16(w1 >> 15))
+        let low = SIMD2<Int16>(Int16(w0 & 0x7fff), Int16(w1 & 0x7fff))
+        return (SIMD8(lowHalf: SIMD4(lowHalf: high, highHalf: high), highHalf: SIMD4(lowHalf: high, highHalf: high)),
+                SIMD8(lowHalf: SIMD4(lowHalf: low, highHalf: low), highHalf: SIMD4(lowHalf: low, highHalf: low)))
+    }
+
+    /// One output line of `byteCount` (≥ 16) bytes: Σₖ wₖ·lineₖ over `taps` lines `stride` bytes apart, rounded and
+    /// clipped as PIL's `clip8`. The last chunk may overlap the one before (the same values are written twice).
+    @inline(__always)
+    static func line(_ first: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>,
+                     byteCount: Int, into out: UnsafeMutableRawPointer) {
+        if byteCount >= 32, hasAVX2 {
+            let w = UnsafeRawPointer(weights).assumingMemoryBound(to: Int16.self)
+            vlm_resample_line_avx2(first.assumingMemoryBound(to: UInt8.self), stride, taps, w, byteCount,
+                                   out.assumingMemoryBound(to: UInt8.self))
+        } else {
+            baselineLine(first, stride: stride, taps: taps, weights: weights, byteCount: byteCount, into: out)
+        }
+    }
+
+    /// `line` in SSE2 (x86-64 baseline) through Swift SIMD, 16 bytes at a time.
+    @inline(__always)
+    static func baselineLine(_ first: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>,
+                             byteCount: Int, into out: UnsafeMutableRawPointer) {
+        var i = 0
+        while i < byteCount {
+            let at = min(i, byteCount - 16)
+            (out + at).storeBytes(of: chunk(first + at, stride: stride, taps: taps, weights: weights), as: SIMD16<UInt8>.self)
+            i += 16
+        }
+    }
+
+    /// 16 bytes of an output line. All sums wrap in Int32: 2¹⁵·Σ p·h + Σ p·l ≡ Σ p·w (mod 2³²), and the true sum
+    /// fits Int32 (it is PIL's accumulator), so no partial sum needs a bound.
+    @inline(__always)
+    static func chunk(_ p: UnsafeRawPointer, stride: Int, taps: Int, weights: UnsafePointer<SIMD8<Int16>>) -> SIMD16<UInt8> {
+        var high = SIMD16<Int32>()
+        var low = SIMD16<Int32>(repeating: 1 << (ResampleCoefficients.precisionBits - 1))
+        var k = 0
+        while k < taps {
+            let a = (p + k &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
+            // An odd last tap pairs with itself under weight 0, so no line past the taps is read.
+            let b = (p + min(k &+ 1, taps &- 1) &* stride).loadUnaligned(as: SIMD16<UInt8>.self)
+            let lo = interleaveLow(a, b), hi = interleaveHigh(a, b)
+            let wh = weights[k], wl = weights[k &+ 1]
+            high &+= SIMD16(lowHalf: multiplyAdd(lo, wh), highHalf: multiplyAdd(hi, wh))
+            low &+= SIMD16(lowHalf: multiplyAdd(lo, wl), highHalf: multiplyAdd(hi, wl))
+            k &+= 2
+        }
+        let sum = high &<< 15 &+ low
+        return SIMD16<UInt8>(truncatingIfNeeded: SIMD16(lowHalf: clip8(sum.lowHalf), highHalf: clip8(sum.highHalf)))
+    }
+
+    /// Eight (pixel, pixel) byte pairs times a weight pair, summed per pair: two `pmaddwd`.
+    @inline(__always)
+    static func multiplyAdd(_ pairs: SIMD16<UInt8>, _ w: SIMD8<Int16>) -> SIMD8<Int32> {
+        SIMD8(lowHalf: multiplyAdd(SIMD8<Int16>(truncatingIfNeeded: pairs.lowHalf), w),
+              highHalf: multiplyAdd(SIMD8<Int16>(truncatingIfNeeded: pairs.highHalf), w))
+    }
+
+    /// The `pmaddwd` pattern: even lanes times even lanes plus odd times odd, in Int32.
+    @inline(__always)
+    static func multiplyAdd(_ p: SIMD8<Int16>, _ w: SIMD8<Int16>) -> SIMD4<Int32> {
+        SIMD4<Int32>(truncatingIfNeeded: p.evenHalf) &* SIMD4<Int32>(truncatingIfNeeded: w.evenHalf)
+            &+ SIMD4<Int32>(truncatingIfNeeded: p.oddHalf) &* SIMD4<Int32>(truncatingIfNeeded: w.oddHalf)
+    }
+
+    /// PIL's `clip8`: the Q22 sums shifted down and clamped to 0...255 (in Int16, which the shifted sums fit).
+    @inline(__always)
+    static func clip8(_ acc: SIMD8<Int32>) -> SIMD8<Int16> {
+        var v = SIMD8<Int16>(truncatingIfNeeded: acc &>> ResampleCoefficients.precisionBits)
+        v &= ~(v &>> 15)                        // max(v, 0)
+        v ^= (v ^ 255) & ((255 &- v) &>> 15)    // min(v, 255); the two become pmaxsw and pminsw
+        return v
+    }
+
+    @inline(__always)
+    static func interleaveLow(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(a[0], b[0], a[1], b[1], a[2], b[2], a[3], b[3], a[4], b[4], a[5], b[5], a[6], b[6], a[7], b[7])
+    }
+
+    @inline(__always)
+    static func interleaveHigh(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(a[8], b[8], a[9], b[9], a[10], b[10], a[11], b[11], a[12], b[12], a[13], b[13], a[14], b[14], a[15], b[15])
+    }
+
+    /// Transposes 16 rows of `lines` (≥ 16) bytes into `lines` vectors of 16 bytes at `out`: vector b holds byte b
+    /// of each row. Blocks of 16 bytes, the last one overlapping the previous.
+    static func transpose(lines: Int, from rows: UnsafePointer<UnsafeMutableRawPointer>, to out: UnsafeMutableRawPointer) {
+        var b = 0
+        while b < lines {
+            let at = min(b, lines - 16)
+            transpose16 { (rows[$0] + at).loadUnaligned(as: SIMD16<UInt8>.self) } store: { i, v in
+                (out + (at + i) * 16).storeBytes(of: v, as: SIMD16<UInt8>.self)
+            }
+            b += 16
+        }
+    }
+
+    /// The inverse: `lines` (≥ 16) vectors at `vectors` back into the first `count` bytes of the first `rows` of
+    /// 16 rows (fewer than 16 bytes only when `count` is).
+    static func transpose(lines: Int, from vectors: UnsafeRawPointer, to rowStarts: UnsafePointer<UnsafeMutableRawPointer>,
+                          rows: Int, count: Int) {
+        var b = 0
+        while b < count {
+            let at = min(b, lines - 16)
+            transpose16 { (vectors + (at + $0) * 16).load(as: SIMD16<UInt8>.self) } store: { r, v in
+                if r >= rows { return }
+                if count >= 16 {
+                    (rowStarts[r] + at).storeBytes(of: v, as: SIMD16<UInt8>.self)
+                } else {
+                    withUnsafeBytes(of: v) { rowStarts[r].copyMemory(from: $0.baseAddress!, byteCount: count) }
+                }
+            }
+            b += 16
+        }
+    }
+
+    /// A 16x16 byte block transposed: rows interleaved by bytes, then words, then 32-bit lanes within each half of
+    /// 8 rows (in registers), and the halves joined by 64-bit lanes. One half waits on the stack, which also keeps
+    /// the compiler from fusing the stages into byte-by-byte inserts.
+    @inline(__always)
+    static func transpose16(load: (Int) -> SIMD16<UInt8>, store: (Int, SIMD16<UInt8>) -> Void) {
+        withUnsafeTemporaryAllocation(of: SIMD16<UInt8>.self, capacity: 16) { scratch in
+            let top = scratch.baseAddress!, bottom = top + 8
+            transposeHalf(load, into: top)
+            transposeHalf({ load($0 + 8) }, into: bottom)
+            for j in 0..<8 {
+                store(2 * j, interleave64Low(top[j], bottom[j]))
+                store(2 * j + 1, interleave64High(top[j], bottom[j]))
+            }
+        }
+    }
+
+    /// Rows 0..<8 of a block: vector j gets bytes 2j and 2j + 1 of the 8 rows, as two 8-byte columns.
+    @inline(__always)
+    static func transposeHalf(_ row: (Int) -> SIMD16<UInt8>, into out: UnsafeMutablePointer<SIMD16<UInt8>>) {
+        let r = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7))
+        let a = (interleaveLow(r.0, r.1), interleaveHigh(r.0, r.1), interleaveLow(r.2, r.3), interleaveHigh(r.2, r.3),
+                 interleaveLow(r.4, r.5), interleaveHigh(r.4, r.5), interleaveLow(r.6, r.7), interleaveHigh(r.6, r.7))
+        let b = (interleave16Low(a.0, a.2), interleave16High(a.0, a.2), interleave16Low(a.1, a.3), interleave16High(a.1, a.3),
+                 interleave16Low(a.4, a.6), interleave16High(a.4, a.6), interleave16Low(a.5, a.7), interleave16High(a.5, a.7))
+        out[0] = interleave32Low(b.0, b.4)
+        out[1] = interleave32High(b.0, b.4)
+        out[2] = interleave32Low(b.1, b.5)
+        out[3] = interleave32High(b.1, b.5)
+        out[4] = interleave32Low(b.2, b.6)
+        out[5] = interleave32High(b.2, b.6)
+        out[6] = interleave32Low(b.3, b.7)
+        out[7] = interleave32High(b.3, b.7)
+    }
+
+    // Interleaving by 16-, 32- and 64-bit lanes (punpck{l,h}{wd,dq,qdq}).
+
+    @inline(__always)
+    static func interleave16Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD8<UInt16>.self), y = unsafeBitCast(b, to: SIMD8<UInt16>.self)
+        return unsafeBitCast(SIMD8(x[0], y[0], x[1], y[1], x[2], y[2], x[3], y[3]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave16High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD8<UInt16>.self), y = unsafeBitCast(b, to: SIMD8<UInt16>.self)
+        return unsafeBitCast(SIMD8(x[4], y[4], x[5], y[5], x[6], y[6], x[7], y[7]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave32Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD4<UInt32>.self), y = unsafeBitCast(b, to: SIMD4<UInt32>.self)
+        return unsafeBitCast(SIMD4(x[0], y[0], x[1], y[1]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave32High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        let x = unsafeBitCast(a, to: SIMD4<UInt32>.self), y = unsafeBitCast(b, to: SIMD4<UInt32>.self)
+        return unsafeBitCast(SIMD4(x[2], y[2], x[3], y[3]), to: SIMD16<UInt8>.self)
+    }
+
+    @inline(__always)
+    static func interleave64Low(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(lowHalf: a.lowHalf, highHalf: b.lowHalf)
+    }
+
+    @inline(__always)
+    static func interleave64High(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        SIMD16(lowHalf: a.highHalf, highHalf: b.highHalf)
+    }
 }

@@ -334,6 +334,66 @@ struct PreprocessTests {
         }
     }
 
+    /// The SIMD resampler against a scalar transcription of PIL's `ImagingResampleInner` (one Int32 sum per
+    /// channel, `clip8`), on the sizes that reach its edge paths: lines that are not a multiple of 16 bytes or
+    /// shorter than 16, fewer or not a multiple of 16 rows in a band, single pixels, and kernels past 256 taps.
+    @Test(arguments: [ResampleFilter.bicubic, .bilinear])
+    func resamplerMatchesScalarPIL(filter: ResampleFilter) {
+        let sizes = [(200, 150, 140, 105), (150, 200, 105, 140), (37, 23, 10, 50), (5, 3, 17, 2), (1, 1, 7, 9), (9, 1, 2, 1),
+                     (3, 40, 1, 17), (100, 33, 6, 5), (16, 16, 5, 31), (2000, 7, 3, 7), (7, 2000, 7, 3), (70, 70, 71, 69)]
+        for (i, (w, h, outW, outH)) in sizes.enumerated() {
+            let image = randomImage(width: w, height: h, seed: UInt64(10 + i))
+            for order in ResizePassOrder.allCases {
+                let expected = scalarResize(image, width: outW, height: outH, filter: filter, order: order)
+                #expect(image.resized(width: outW, height: outH, filter: filter, order: order) == expected, "\(w)x\(h) → \(outW)x\(outH)")
+            }
+        }
+    }
+
+    /// Both copies of the line kernel (AVX2 where the CPU has it, and the baseline) against the plain Int32 sum,
+    /// with weights over the whole range, odd and even tap counts, and line lengths around the vector widths.
+    @Test func lineKernelsAgreeWithTheIntegerSum() {
+        var state: UInt64 = 99
+        func next(_ n: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(state >> 33) % n
+        }
+        for (taps, byteCount) in [(1, 16), (2, 31), (3, 32), (5, 33), (6, 48), (7, 100), (12, 1008), (301, 47)] {
+            let stride = byteCount + next(5)
+            let lines = (0..<(taps * stride)).map { _ in UInt8(next(256)) }
+            let raw = (0..<taps).map { _ in Int32(next(1 << 23)) - (1 << 22) }
+            // Scaled so that the sums cover 0...255 and beyond on both sides, as clip8 sees them.
+            let weights = raw.map { $0 / Int32(max(taps / 2, 1)) }
+            var paired: [SIMD8<Int16>] = []
+            for k in Swift.stride(from: 0, to: taps, by: 2) {
+                let pair = ResampleKernel.split(weights[k], k + 1 < taps ? weights[k + 1] : 0)
+                paired += [pair.high, pair.low]
+            }
+            let expected = (0..<byteCount).map { i -> UInt8 in
+                var sum: Int32 = 1 << 21
+                for k in 0..<taps { sum &+= Int32(lines[k * stride + i]) &* weights[k] }
+                return UInt8(min(max(sum >> 22, 0), 255))
+            }
+            for avx2 in [false, true] where !avx2 || (ResampleKernel.hasAVX2 && byteCount >= 32) {
+                var out = [UInt8](repeating: 0, count: byteCount)
+                lines.withUnsafeBytes { src in
+                    paired.withUnsafeBufferPointer { w in
+                        out.withUnsafeMutableBytes { dst in
+                            if avx2 {
+                                ResampleKernel.line(src.baseAddress!, stride: stride, taps: taps, weights: w.baseAddress!,
+                                                    byteCount: byteCount, into: dst.baseAddress!)
+                            } else {
+                                ResampleKernel.baselineLine(src.baseAddress!, stride: stride, taps: taps, weights: w.baseAddress!,
+                                                            byteCount: byteCount, into: dst.baseAddress!)
+                            }
+                        }
+                    }
+                }
+                #expect(out == expected, "taps \(taps), \(byteCount) bytes, AVX2 \(avx2)")
+            }
+        }
+    }
+
     @Test func passOrderRule() {
         #expect(ResizePassOrder.pillow13.verticalFirst(width: 427, height: 640, outW: 336, outH: 336))
         #expect(!ResizePassOrder.pillow13.verticalFirst(width: 640, height: 480, outW: 336, outH: 336))
@@ -397,4 +457,36 @@ struct PreprocessTests {
         #expect(throws: Never.self) { try PreprocessConfig(imageSize: 224, patchSize: 16, mode: .squash).validate() }
         #expect(PreprocessConfig().hash != PreprocessConfig(mode: .pad).hash)
     }
+}
+
+/// PIL's two passes in scalar Int32 arithmetic, weights read back from the kernel's split table.
+func scalarResize(_ image: PixelBuffer, width outW: Int, height outH: Int, filter: ResampleFilter, order: ResizePassOrder) -> PixelBuffer {
+    func pass(_ src: PixelBuffer, horizontal: Bool, size: Int) -> PixelBuffer {
+        let c = ResampleCoefficients(inSize: horizontal ? src.width : src.height, outSize: size, filter: filter)
+        let (w, h) = horizontal ? (size, src.height) : (src.width, size)
+        var out = PixelBuffer(width: w, height: h)
+        for y in 0..<h {
+            for x in 0..<w {
+                let o = horizontal ? x : y
+                for ch in 0..<3 {
+                    var sum: Int32 = 1 << 21
+                    for k in 0..<c.count[o] {
+                        let pair = o * c.vectorsPerOutput + k / 2 * 2
+                        let weight = Int32(c.pairedWeights[pair][k % 2]) << 15 + Int32(c.pairedWeights[pair + 1][k % 2])
+                        let (sx, sy) = horizontal ? (c.start[o] + k, y) : (x, c.start[o] + k)
+                        sum += Int32(src.pixels[(sy * src.width + sx) * 3 + ch]) * weight
+                    }
+                    out.pixels[(y * w + x) * 3 + ch] = UInt8(min(max(sum >> 22, 0), 255))
+                }
+            }
+        }
+        return out
+    }
+    var result = image
+    let verticalFirst = order.verticalFirst(width: image.width, height: image.height, outW: outW, outH: outH)
+    for horizontal in verticalFirst ? [false, true] : [true, false] {
+        if horizontal, outW != image.width { result = pass(result, horizontal: true, size: outW) }
+        if !horizontal, outH != image.height { result = pass(result, horizontal: false, size: outH) }
+    }
+    return result
 }
