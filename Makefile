@@ -44,11 +44,15 @@ debug: deps
 ## test: Swift unit tests, then the parity and end-to-end tests against the reference tools
 test: deps venv build test-swift test-parity
 
+# The image tests run a second time with VLMDATA_NO_AVX2=1: the resampler's baseline (SSE2) path must match
+# Pillow too, and on a machine with AVX2 nothing else would exercise it.
 test-swift:
 	VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_PYTHON=$(CURDIR)/$(PYTHON) $(SWIFT) test --parallel --num-workers 2
+	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_PYTHON=$(CURDIR)/$(PYTHON) $(SWIFT) test --filter VLMImageTests
 
 test-parity:
 	VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity
+	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity/test_image.py
 
 ## demo: the whole chain on the embedded default data (synthetic shapes), ending with RefVLM's accuracies:
 ## synth → ingest → gen-instructions → tokenizer train → tokenize → patchify → shard → loader → train-smoke
