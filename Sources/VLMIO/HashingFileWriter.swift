@@ -13,8 +13,8 @@ import VLMCore
 /// ```swift
 /// let out = try HashingFileWriter(path: tmp)
 /// try out.write(header)
-/// try out.copy(from: pixelFD, at: offset, count: n)   // read straight into the chunk
-/// let (sha256, bytes) = try out.finish()               // drain, fsync, close
+/// try out.write(record)                     // copied into the current chunk
+/// let (sha256, bytes) = try out.finish()    // drain, fsync, close
 /// ```
 /// Not thread-safe: one thread appends; `finish()` may be called from another thread once appending is over.
 public final class HashingFileWriter: @unchecked Sendable {
@@ -146,25 +146,6 @@ public final class HashingFileWriter: @unchecked Sendable {
             (chunk + filled).initializeMemory(as: UInt8.self, repeating: 0, count: n)
             try advance(by: n)
             left -= n
-        }
-    }
-
-    /// Appends `count` bytes of the file open as `source`, starting at `sourceOffset`, read straight into the chunk.
-    public func copy(from source: Int32, at sourceOffset: Int, count: Int) throws {
-        var done = 0
-        while done < count {
-            let chunk = try currentChunk()
-            let want = min(count - done, chunkSize - filled)
-            let n = pread(source, chunk + filled, want, off_t(sourceOffset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw VLMError.io(file: path, "reading \(count) bytes at \(sourceOffset) of the copy source failed: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 {
-                throw VLMError(.corrupt, file: path, "copy source ended \(count - done) bytes early (copying \(count) bytes at \(sourceOffset))")
-            }
-            try advance(by: n)
-            done += n
         }
     }
 

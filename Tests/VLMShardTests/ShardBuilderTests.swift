@@ -182,6 +182,22 @@ func smallShards() -> ShardOptions {
         #expect(try shardHashes(broken) == cleanHashes)
     }
 
+    /// Pixel shards are read through a mapping: one cut short must be a clear error, never a fault past its end.
+    @Test func aTruncatedPixelShardIsAnError() throws {
+        let catalog = try makeCatalog(count: 40)
+        let dir = catalog.workspace.pixelShardsDirectory
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasSuffix(".tar") })
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as? Int)
+        #expect(truncate(dir + "/" + name, off_t(size / 2)) == 0)
+        #expect {
+            try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        } throws: { error in
+            "\(error)".contains(name) && "\(error)".contains("pixel shard ends before the indexed npy")
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: catalog.workspace.shardsDirectory).filter { $0.contains(".tmp-") }
+        #expect(left.isEmpty)
+    }
+
     @Test func changedParametersReplaceTheShards() throws {
         let catalog = try makeCatalog()
         _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
