@@ -5,53 +5,43 @@ import VLMCore
 public enum Patchify {
     /// `tiles` stacked `[tiles, S, S, 3]` uint8 → `[tiles, (S/P)², P·P·3]`.
     public static func patchify(_ stacked: [UInt8], tiles: Int, size s: Int, patch p: Int) -> [UInt8] {
-        precondition(s % p == 0 && stacked.count == tiles * s * s * 3)
-        let g = s / p
-        let rowBytes = p * 3
-        return [UInt8](unsafeUninitializedCapacity: stacked.count) { out, initialized in
-            stacked.withUnsafeBufferPointer { src in
-                var dst = out.baseAddress!
-                for t in 0..<tiles {
-                    let tile = src.baseAddress! + t * s * s * 3
-                    for py in 0..<g {
-                        for px in 0..<g {
-                            var line = tile + (py * p * s + px * p) * 3
-                            for _ in 0..<p {
-                                dst.update(from: line, count: rowBytes)
-                                dst += rowBytes
-                                line += s * 3
-                            }
-                        }
-                    }
-                }
-            }
-            initialized = stacked.count
-        }
+        rearrange(stacked, tiles: tiles, size: s, patch: p, toPatches: true)
     }
 
     /// The inverse: `[tiles, (S/P)², P·P·3]` → `[tiles, S, S, 3]`, for viewing.
     public static func unpatchify(_ patches: [UInt8], tiles: Int, size s: Int, patch p: Int) -> [UInt8] {
-        precondition(s % p == 0 && patches.count == tiles * s * s * 3)
+        rearrange(patches, tiles: tiles, size: s, patch: p, toPatches: false)
+    }
+
+    /// One walk over the patch rows (P·3 bytes each) in patch order, pairing each with its place in the image;
+    /// `toPatches` says which side is read and which written.
+    static func rearrange(_ input: [UInt8], tiles: Int, size s: Int, patch p: Int, toPatches: Bool) -> [UInt8] {
+        precondition(s % p == 0 && input.count == tiles * s * s * 3)
         let g = s / p
         let rowBytes = p * 3
-        return [UInt8](unsafeUninitializedCapacity: patches.count) { out, initialized in
-            patches.withUnsafeBufferPointer { src in
-                var from = src.baseAddress!
+        return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
+            input.withUnsafeBufferPointer { src in
+                let from = src.baseAddress!, to = out.baseAddress!
+                var patched = 0
                 for t in 0..<tiles {
-                    let tile = out.baseAddress! + t * s * s * 3
+                    let tile = t * s * s * 3
                     for py in 0..<g {
                         for px in 0..<g {
-                            var line = tile + (py * p * s + px * p) * 3
+                            var image = tile + (py * p * s + px * p) * 3
                             for _ in 0..<p {
-                                line.update(from: from, count: rowBytes)
-                                from += rowBytes
-                                line += s * 3
+                                if toPatches {
+                                    (to + patched).update(from: from + image, count: rowBytes)
+                                } else {
+                                    (to + image).update(from: from + patched, count: rowBytes)
+                                }
+                                patched += rowBytes
+                                image += s * 3
                             }
                         }
                     }
                 }
             }
-            initialized = patches.count
+            initialized = input.count
         }
     }
 }
