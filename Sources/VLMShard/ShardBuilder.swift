@@ -630,8 +630,11 @@ public final class ShardBuilder {
             var rows: [SampleIndexRow] = []
             while let samples = try job.samples.next() {
                 for sample in samples {
+                    let before = file.offset
                     rows.append(try writeSample(sample, tar: tar, output: file, index: rows.count, pixelFiles: &pixelFiles,
                                                 workspace: workspace))
+                    // Shards were closed by `tarBytes` (prepare); the members written must be the ones it counted.
+                    assert(file.offset - before == sample.tarBytes, "\(sample.item.key): wrote \(file.offset - before) bytes, planned \(sample.tarBytes)")
                 }
             }
             try tar.finish()
