@@ -5,10 +5,21 @@ import VLMIO
 
 /// Stage run bookkeeping: a run row per (stage, parameters, input fingerprint). A stage asks `completedRun`
 /// first and does nothing when one exists; otherwise it calls `beginRun`, does its (idempotent) work, and `endRun`.
+///
+/// Lineage (see docs/stages.md) is kept in the same rows: a runner opens a lineage run with `beginLineageRun`
+/// and runs the stage inside `Catalog.withLineageRun(id)`; a `beginRun` inside adopts that row instead of adding one.
 extension Catalog {
     public struct RunRecord: Sendable {
         public var id: Int64
         public var counts: [String: Int]
+    }
+
+    /// The lineage run a stage being run now belongs to (set by the runner; nil for direct library use).
+    @TaskLocal public static var currentLineageRun: Int64?
+
+    /// Runs `body` with `beginRun` adopting the lineage run `id`.
+    public static func withLineageRun<T>(_ id: Int64, _ body: () throws -> T) rethrows -> T {
+        try $currentLineageRun.withValue(id, operation: body)
     }
 
     /// The completed run of `stage` with these parameters on this input, if there is one.
@@ -24,11 +35,17 @@ extension Catalog {
         }
     }
 
-    /// Records the start of a run; returns its id.
+    /// Records the start of a run; returns its id. Inside `withLineageRun` it fills in that run's row instead.
     public func beginRun(stage: String, params: some Encodable, inputFingerprint: String) throws -> Int64 {
         let paramsJSON = String(decoding: Hashing.canonicalJSON(params), as: UTF8.self)
         let hash = Hashing.sha256(paramsJSON)
+        let adopted = Catalog.currentLineageRun
         return try write { db in
+            if let adopted {
+                try db.execute(sql: "UPDATE runs SET params_hash = ?, params = ?, input_fingerprint = ? WHERE id = ?",
+                               arguments: [hash, paramsJSON, inputFingerprint, adopted])
+                return adopted
+            }
             try db.execute(sql: """
                 INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at)
                 VALUES (?, ?, ?, ?, 'running', ?)
@@ -47,5 +64,160 @@ extension Catalog {
 
     public static func paramsHash(_ params: some Encodable) -> String {
         Hashing.canonicalHash(params)
+    }
+}
+
+// MARK: - Lineage
+
+extension Catalog {
+    /// A run as lineage sees it: what stage, which config (readable name, canonical JSON, hash), read from what.
+    public struct LineageRun: Sendable, Equatable {
+        public var id: Int64
+        public var stage: String
+        public var name: String
+        public var config: String
+        public var configHash: String
+        public var inputs: [Int64]
+        /// The config hash of the rows the run made (`tokenized.config_hash`, `pixels.config_hash`), if any.
+        public var output: String?
+        public var status: String
+        public var counts: [String: Int]
+
+        init(row: Row) {
+            id = row["id"]
+            stage = row["stage"]
+            name = row["name"] ?? ""
+            config = row["config"] ?? "{}"
+            configHash = row["config_hash"] ?? ""
+            let inputsText: String = row["inputs"] ?? "[]"
+            inputs = (try? JSONDecoder().decode([Int64].self, from: Data(inputsText.utf8))) ?? []
+            output = row["output"]
+            status = row["status"]
+            let countsText: String = row["counts"] ?? "{}"
+            counts = (try? JSONDecoder().decode([String: Int].self, from: Data(countsText.utf8))) ?? [:]
+        }
+    }
+
+    /// The tables whose rows record the run that made them.
+    public enum DerivedTable: String, Sendable, CaseIterable {
+        case instructions, tokenized, pixels, shards, samples
+
+        /// Rows carry the config hash of the run that made them (stamping picks only those).
+        var hasConfigHash: Bool { self == .tokenized || self == .pixels }
+    }
+
+    static func inputsJSON(_ inputs: [Int64]) -> String {
+        "[" + inputs.sorted().map(String.init).joined(separator: ",") + "]"
+    }
+
+    /// The done run of `stage` with this config hash that read exactly `inputs`, if any.
+    public func doneLineageRun(stage: String, configHash: String, inputs: [Int64]) throws -> LineageRun? {
+        try read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT * FROM runs WHERE stage = ? AND config_hash = ? AND inputs = ? AND status = 'done'
+                ORDER BY id DESC LIMIT 1
+                """, arguments: [stage, configHash, Catalog.inputsJSON(inputs)]).map(LineageRun.init(row:))
+        }
+    }
+
+    /// The current done runs of the given stages: for each (stage, config hash) the latest, most recently used first.
+    public func currentLineageRuns(stages: [String]) throws -> [LineageRun] {
+        guard !stages.isEmpty else { return [] }
+        let marks = Array(repeating: "?", count: stages.count).joined(separator: ", ")
+        return try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT r.* FROM runs r
+                WHERE r.status = 'done' AND r.config_hash IS NOT NULL AND r.stage IN (\(marks))
+                  AND r.id = (SELECT MAX(q.id) FROM runs q WHERE q.status = 'done' AND q.stage = r.stage
+                              AND q.config_hash = r.config_hash)
+                ORDER BY r.used_seq DESC, r.id DESC
+                """, arguments: StatementArguments(stages)).map(LineageRun.init(row:))
+        }
+    }
+
+    /// Opens a lineage run (status 'running'); returns its id.
+    public func beginLineageRun(stage: String, name: String, config: String, configHash: String, inputs: [Int64]) throws -> Int64 {
+        try write { db in
+            try db.execute(sql: """
+                INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at,
+                                  name, config, config_hash, inputs)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
+                """, arguments: [stage, configHash, config, Catalog.inputsJSON(inputs), Catalog.now(),
+                                 name, config, configHash, Catalog.inputsJSON(inputs)])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Closes a lineage run: status done, its counts and output, rows of `derived` tables with no run yet stamped
+    /// with it, and its `used_seq` raised so it becomes the latest run of its stage.
+    public func finishLineageRun(_ id: Int64, counts: [String: Int], output: String?, derived: [DerivedTable]) throws {
+        let countsJSON = String(decoding: Hashing.canonicalJSON(counts), as: UTF8.self)
+        try write { db in
+            for table in derived {
+                if let output, table.hasConfigHash {
+                    try db.execute(sql: "UPDATE \(table.rawValue) SET run_id = ? WHERE run_id IS NULL AND config_hash = ?",
+                                   arguments: [id, output])
+                } else {
+                    try db.execute(sql: "UPDATE \(table.rawValue) SET run_id = ? WHERE run_id IS NULL", arguments: [id])
+                }
+            }
+            try db.execute(sql: """
+                UPDATE runs SET status = 'done', counts = ?, error = NULL, output = ?, ended_at = ?,
+                       used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM runs)
+                WHERE id = ?
+                """, arguments: [countsJSON, output, Catalog.now(), id])
+        }
+    }
+
+    /// Marks a lineage run failed with the error.
+    public func failLineageRun(_ id: Int64, error: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE runs SET status = 'failed', error = ?, ended_at = ? WHERE id = ?",
+                           arguments: [error, Catalog.now(), id])
+        }
+    }
+
+    /// Drops a lineage run that turned out to repeat `existing` (the stage found nothing to do) and reuses that one;
+    /// rows of `derived` tables with no run yet are stamped with it.
+    public func replaceLineageRun(_ id: Int64, with existing: Int64, derived: [DerivedTable]) throws {
+        try write { db in
+            for table in derived {
+                try db.execute(sql: "UPDATE \(table.rawValue) SET run_id = ? WHERE run_id IS NULL OR run_id = ?", arguments: [existing, id])
+            }
+            try db.execute(sql: "DELETE FROM runs WHERE id = ?", arguments: [id])
+        }
+        try touchLineageRun(existing)
+    }
+
+    /// Makes a run the latest of its stage again (it was reused).
+    public func touchLineageRun(_ id: Int64) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE runs SET used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM runs) WHERE id = ?",
+                           arguments: [id])
+        }
+    }
+
+    /// How many rows of `table` each config hash has (for configs made before lineage was recorded).
+    public func configCounts(table: DerivedTable) throws -> [(configHash: String, rows: Int, detail: String)] {
+        try read { db in
+            let detail: String
+            switch table {
+            case .tokenized: detail = "'template ' || MIN(template) || ', tokenizer ' || substr(MIN(tokenizer_sha256), 1, 12)"
+            case .pixels: detail = "MIN(config)"
+            default: detail = "''"
+            }
+            return try Row.fetchAll(db, sql: """
+                SELECT config_hash, COUNT(*) AS n, \(detail) AS detail FROM \(table.rawValue) GROUP BY config_hash ORDER BY config_hash
+                """).map { row -> (configHash: String, rows: Int, detail: String) in
+                (row["config_hash"], row["n"], (row["detail"] as String?) ?? "")
+            }
+        }
+    }
+
+    /// Rows of `table` with this config hash.
+    public func rowCount(table: DerivedTable, configHash: String) throws -> Int {
+        try read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table.rawValue) WHERE config_hash = ?", arguments: [configHash]) ?? 0
+        }
     }
 }

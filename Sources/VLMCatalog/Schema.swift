@@ -207,6 +207,23 @@ public enum Schema {
             PRIMARY KEY (sample_id, name)
         );
         """),
+        Migration(name: "v6_lineage", sql: """
+        -- Lineage: each run row also names its stage config (readable name, canonical JSON, hash) and the runs it
+        -- read from; each derived row names the run that made it. A stage whose config and inputs are unchanged is
+        -- skipped; the latest run of a stage (highest used_seq) is what the next stage reads by default.
+        ALTER TABLE runs ADD COLUMN name TEXT;              -- readable config name, e.g. vicuna_v1@mistral-v1
+        ALTER TABLE runs ADD COLUMN config TEXT;            -- canonical JSON of the stage config
+        ALTER TABLE runs ADD COLUMN config_hash TEXT;       -- sha256 of the stage name and config
+        ALTER TABLE runs ADD COLUMN inputs TEXT;            -- JSON array of the ids of the runs it read from
+        ALTER TABLE runs ADD COLUMN output TEXT;            -- config_hash of the rows it made (tokenized, pixels)
+        ALTER TABLE runs ADD COLUMN used_seq INTEGER;       -- raised each time the run is made or reused
+        CREATE INDEX runs_lineage ON runs(stage, config_hash, inputs);
+        ALTER TABLE instructions ADD COLUMN run_id INTEGER REFERENCES runs(id);
+        ALTER TABLE tokenized ADD COLUMN run_id INTEGER REFERENCES runs(id);
+        ALTER TABLE pixels ADD COLUMN run_id INTEGER REFERENCES runs(id);
+        ALTER TABLE shards ADD COLUMN run_id INTEGER REFERENCES runs(id);
+        ALTER TABLE samples ADD COLUMN run_id INTEGER REFERENCES runs(id);
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

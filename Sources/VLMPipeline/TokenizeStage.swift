@@ -55,6 +55,12 @@ public struct TokenizeStage: Sendable {
 
     public init(options: Options) { self.options = options }
 
+    /// The config these options make with a tokenizer of this sha256; its canonical hash is `tokenized.config_hash`.
+    func config(tokenizerSHA256: String) -> Config {
+        Config(tokenizer_sha256: tokenizerSHA256, template: options.template.rawValue, max_length: options.maxLength,
+               image_tokens: options.imageTokens, overflow: options.overflow.rawValue, legacy: options.legacy)
+    }
+
     struct Pending {
         var id: Int64
         var key: String
@@ -78,8 +84,7 @@ public struct TokenizeStage: Sendable {
         guard options.maxLength > 0 else { throw VLMError(.invalidArgument, "--max-length must be positive") }
         guard options.imageTokens >= 1 else { throw VLMError(.invalidArgument, "--image-tokens must be at least 1") }
         let tokenizer = try Tokenizer(contentsOf: options.tokenizer)
-        let config = Config(tokenizer_sha256: tokenizer.sha256, template: options.template.rawValue, max_length: options.maxLength,
-                            image_tokens: options.imageTokens, overflow: options.overflow.rawValue, legacy: options.legacy)
+        let config = self.config(tokenizerSHA256: tokenizer.sha256)
         let configHash = Hashing.canonicalHash(config)
         let fingerprint: String = try catalog.read { db in
             let row = try GRDB.Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM instructions")!

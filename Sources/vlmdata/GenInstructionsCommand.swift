@@ -57,68 +57,33 @@ struct GenInstructionsCommand: ParsableCommand {
 
     @Flag(help: "Print the report as JSON.") var json = false
 
-    func parsedKinds<K: RawRepresentable>(_ type: K.Type, all: [K]) throws -> [K] where K.RawValue == String {
-        guard let kinds else { return all }
-        var out: [K] = []
-        for name in kinds.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
-            guard let kind = K(rawValue: name) else {
-                throw ValidationError("Unknown kind '\(name)' for --generator \(generator.rawValue); choose from \(all.map(\.rawValue).joined(separator: ", ")).")
-            }
-            if !out.contains(where: { $0.rawValue == kind.rawValue }) { out.append(kind) }
-        }
-        if out.isEmpty { throw ValidationError("--kinds is empty.") }
-        return out
+    var config: GenInstructionsStep.Config {
+        var c = GenInstructionsStep.Config()
+        c.generator = generator == .llm ? .llm : .templates
+        c.kinds = kinds
+        c.seed = seed
+        c.perImage = perImage
+        c.circular = circular
+        c.minBox = minBox
+        c.baseURL = baseURL
+        c.model = model
+        c.concurrency = concurrency
+        c.rpm = rpm
+        c.tpm = tpm
+        c.maxRequests = maxRequests
+        c.maxTokens = maxTokens
+        c.replyMaxTokens = replyMaxTokens
+        c.timeout = timeout
+        c.maxRetries = maxRetries
+        c.temperature = temperature
+        c.jsonMode = jsonMode
+        c.limit = limit
+        return c
     }
 
-    func validate() throws {
-        if perImage < 1 { throw ValidationError("--per-image must be at least 1.") }
-        if !(0..<1).contains(minBox) { throw ValidationError("--min-box must be in [0, 1).") }
-        switch generator {
-        case .templates:
-            _ = try parsedKinds(TemplateKind.self, all: TemplateKind.allCases)
-        case .llm:
-            _ = try parsedKinds(LLMKind.self, all: LLMKind.allCases)
-            guard let baseURL, baseURL.hasPrefix("http://") || baseURL.hasPrefix("https://") else {
-                throw ValidationError("--generator llm needs --base-url http(s)://... (e.g. https://api.openai.com/v1).")
-            }
-            if model?.isEmpty ?? true { throw ValidationError("--generator llm needs --model.") }
-            if concurrency < 1 { throw ValidationError("--concurrency must be at least 1.") }
-            if let rpm, rpm < 1 { throw ValidationError("--rpm must be at least 1.") }
-            if let tpm, tpm < 1 { throw ValidationError("--tpm must be at least 1.") }
-            if let maxRequests, maxRequests < 0 { throw ValidationError("--max-requests must not be negative.") }
-            if let maxTokens, maxTokens < 0 { throw ValidationError("--max-tokens must not be negative.") }
-            if replyMaxTokens < 1 { throw ValidationError("--reply-max-tokens must be at least 1.") }
-            if timeout <= 0 { throw ValidationError("--timeout must be positive.") }
-            if maxRetries < 0 { throw ValidationError("--max-retries must not be negative.") }
-        }
-        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1.") }
-    }
+    func validate() throws { _ = try makeStage(GenInstructionsStep.self, config) }
 
     func run() throws {
-        let stage: GenInstructionsStage
-        switch generator {
-        case .templates:
-            stage = GenInstructionsStage(.templates(TemplateOptions(
-                seed: seed, kinds: try parsedKinds(TemplateKind.self, all: TemplateKind.allCases), perImage: perImage,
-                circular: circular, minBoxFraction: minBox)))
-        case .llm:
-            let options = LLMOptions(
-                baseURL: baseURL!, model: model!, kinds: try parsedKinds(LLMKind.self, all: LLMKind.allCases), seed: seed,
-                concurrency: concurrency, requestsPerMinute: rpm, tokensPerMinute: tpm, maxRequests: maxRequests,
-                maxTokens: maxTokens, replyMaxTokens: replyMaxTokens, temperature: temperature, timeout: timeout,
-                jsonMode: jsonMode, maxRetries: maxRetries, limit: limit)
-            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]))
-        }
-        do {
-            let report = try runOrExit {
-                let catalog = try Catalog(workspace: Workspace(root: workspace.path))
-                return try stage.run(catalog: catalog, progress: workspace.progress())
-            }
-            printReport(report, json: json)
-        } catch let failure as GenInstructionsFailure {
-            printReport(failure.report, json: json)
-            FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
-            throw ExitCode(1)
-        }
+        try runStage(try makeStage(GenInstructionsStep.self, config), workspace.context(), json: json)
     }
 }

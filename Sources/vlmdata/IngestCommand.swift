@@ -31,18 +31,15 @@ struct IngestCommand: ParsableCommand {
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(help: "Print the report as JSON.") var json = false
 
-        func validate() throws {
-            if captions == nil && instances == nil { throw ValidationError("Give --captions and/or --instances.") }
-            if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
+        var config: IngestCOCOStep.Config {
+            IngestCOCOStep.Config(captions: captions, instances: instances, images: images, split: split, part: part)
         }
 
+        func validate() throws { _ = try makeStage(IngestCOCOStep.self, config) }
+
         func run() throws {
-            let options = IngestCOCO.Options(captions: captions, instances: instances, images: images, split: split,
-                                             part: part.flatMap(PartSpec.init(parsing:)))
-            try runIngest(json: json, strict: strict) {
-                let catalog = try Catalog(workspace: Workspace(root: common.path))
-                return try IngestCOCO(options: options).run(catalog: catalog, progress: common.progress())
-            }
+            try runStage(try makeStage(IngestCOCOStep.self, config), common.context(), json: json, strict: strict,
+                         problemsOnStderr: true, failureHint: ingestFailureHint)
         }
     }
 
@@ -58,38 +55,15 @@ struct IngestCommand: ParsableCommand {
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(name: .customLong("json-report"), help: "Print the report as JSON.") var jsonReport = false
 
+        var config: IngestLLaVAStep.Config { IngestLLaVAStep.Config(json: json, images: images, split: split) }
+
+        func validate() throws { _ = try makeStage(IngestLLaVAStep.self, config) }
+
         func run() throws {
-            let options = IngestLLaVA.Options(json: json, images: images, split: split)
-            try runIngest(json: jsonReport, strict: strict) {
-                let catalog = try Catalog(workspace: Workspace(root: common.path))
-                return try IngestLLaVA(options: options).run(catalog: catalog, progress: common.progress())
-            }
+            try runStage(try makeStage(IngestLLaVAStep.self, config), common.context(), json: jsonReport, strict: strict,
+                         problemsOnStderr: true, failureHint: ingestFailureHint)
         }
     }
 }
 
-/// Prints problems on stderr, the report on stdout, and maps failures to exit codes.
-func runIngest(json: Bool, strict: Bool, _ body: () throws -> StageReport) throws {
-    let report: StageReport
-    do {
-        report = try body()
-    } catch let failure as IngestFailure {
-        printProblems(failure.report.problems)
-        printReport(failure.report, json: json)
-        FileHandle.standardError.write(Data("error: \(failure.error)\n(the records before it were kept; fix the file and run again)\n".utf8))
-        throw ExitCode(1)
-    } catch let error as VLMError {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        throw ExitCode(1)
-    }
-    printProblems(report.problems)
-    var shown = report
-    shown.problems = []
-    printReport(shown, json: json)
-    if strict && !report.problems.isEmpty { throw ExitCode(1) }
-}
-
-func printProblems(_ problems: [String]) {
-    for problem in problems.prefix(50) { FileHandle.standardError.write(Data("problem: \(problem)\n".utf8)) }
-    if problems.count > 50 { FileHandle.standardError.write(Data("... and \(problems.count - 50) more problems\n".utf8)) }
-}
+let ingestFailureHint = "the records before it were kept; fix the file and run again"

@@ -29,26 +29,27 @@ struct PatchifyCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
 
+    var config: PatchifyStep.Config {
+        var c = PatchifyStep.Config()
+        c.imageSize = imageOptions.imageSize
+        c.patchSize = imageOptions.patchSize
+        c.mode = imageOptions.mode.rawValue
+        c.resample = imageOptions.resample.rawValue
+        c.passOrder = imageOptions.passOrder.rawValue
+        c.fastDecode = imageOptions.fastDecode
+        c.exifTranspose = imageOptions.exifTranspose
+        c.gridPinpoints = imageOptions.gridPinpoints
+        c.jobs = jobs
+        c.shardMib = shardMib
+        c.part = part
+        return c
+    }
+
     func validate() throws {
-        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
-        if shardMib < 1 { throw ValidationError("--shard-mib must be at least 1") }
-        if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
-        _ = try imageOptions.config()
+        do { _ = try makeStage(PatchifyStep.self, config) } catch let error as VLMError { throw ValidationError(error.message) }
     }
 
     func run() throws {
-        let config = try imageOptions.config()
-        let workspace = Workspace(root: common.path)
-        guard FileManager.default.fileExists(atPath: workspace.catalogPath) else {
-            FileHandle.standardError.write(Data("error: no catalog at \(workspace.catalogPath) (run an ingest first)\n".utf8))
-            throw ExitCode(1)
-        }
-        let report = try runOrExit {
-            let catalog = try Catalog(workspace: workspace)
-            let options = PatchifyStage.Options(config: config, jobs: jobs ?? ImageWorkers.defaultJobs, shardBytes: shardMib << 20,
-                                                 part: part.flatMap(PartSpec.init(parsing:)))
-            return try PatchifyStage.run(catalog: catalog, options: options, progress: common.progress())
-        }
-        printReport(report, json: json)
+        try runStage(try makeStage(PatchifyStep.self, config), common.context(), json: json)
     }
 }

@@ -35,10 +35,10 @@ struct ShardCommand: ParsableCommand {
     @Flag(help: "Also store each sample's original image file (KEY.jpg / KEY.png).")
     var includeJpeg = false
 
-    @Option(help: ArgumentHelp("Tokenization config hash (required when the catalog holds several).", valueName: "hash"))
+    @Option(help: ArgumentHelp("Tokenize run to read, by readable name (e.g. vicuna_v1@mistral-v1) or config hash prefix (default: the latest run).", valueName: "name"))
     var tokenized: String?
 
-    @Option(help: ArgumentHelp("Pixel config hash (required when the catalog holds several).", valueName: "hash"))
+    @Option(help: ArgumentHelp("Patchify run to read, by readable name (e.g. pad-336/14) or config hash prefix (default: the latest run).", valueName: "name"))
     var pixels: String?
 
     @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
@@ -65,60 +65,44 @@ struct ShardCommand: ParsableCommand {
     @Option(help: .hidden)
     var syntheticPatchDim = 588
 
+    var config: ShardStep.Config {
+        var c = ShardStep.Config()
+        c.targetSize = targetSize
+        c.maxSamples = maxSamples
+        c.limit = limit
+        c.name = name
+        c.includeJpeg = includeJpeg
+        c.tokenized = tokenized
+        c.pixels = pixels
+        c.part = part
+        c.jobs = jobs
+        return c
+    }
+
     func validate() throws {
-        guard (try? parseByteSize(targetSize)) != nil else {
-            throw ValidationError("--target-size '\(targetSize)' is not a size; write e.g. 256MB, 1GiB or 500000.")
-        }
-        if let maxSamples, maxSamples < 1 { throw ValidationError("--max-samples must be at least 1.") }
-        if let limit, limit < 0 { throw ValidationError("--limit must not be negative.") }
-        if let part, PartSpec(parsing: part) == nil {
-            throw ValidationError("--part must look like 0/4 (index/count, index < count).")
-        }
+        _ = try makeStage(ShardStep.self, config)
         if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
-        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
     }
 
     func run() throws {
         let ws = Workspace(root: workspace.path)
-        guard synthetic != nil || FileManager.default.fileExists(atPath: ws.catalogPath) else {
-            throw ValidationError("no catalog at \(ws.catalogPath); give --workspace, or run ingest, tokenize and patchify first.")
-        }
-        var options = ShardOptions()
-        options.name = name
-        options.targetBytes = try parseByteSize(targetSize)
-        options.maxSamplesPerShard = maxSamples
-        options.limit = limit
-        options.includeImageBytes = includeJpeg
-        options.tokenizedConfig = tokenized
-        options.pixelsConfig = pixels
-        options.part = part.flatMap { PartSpec(parsing: $0) }
-        options.jobs = jobs
-        let report = try runOrExit {
-            if let synthetic {
-                var inputs = SyntheticShardInputs(count: synthetic, seed: 1)
-                inputs.tokens = syntheticTokens
-                inputs.patches = syntheticPatches
-                inputs.patchDim = syntheticPatchDim
-                _ = try ShardStage.fillSynthetic(workspace: ws, inputs: inputs)
-                if syntheticOnly { return StageReport(stage: "synthetic shard inputs", counts: ["instructions": synthetic]) }
+        if let synthetic {
+            var inputs = SyntheticShardInputs(count: synthetic, seed: 1)
+            inputs.tokens = syntheticTokens
+            inputs.patches = syntheticPatches
+            inputs.patchDim = syntheticPatchDim
+            _ = try runOrExit { try ShardStage.fillSynthetic(workspace: ws, inputs: inputs) }
+            if syntheticOnly {
+                printReport(StageReport(stage: "synthetic shard inputs", counts: ["instructions": synthetic]), json: json)
+                return
             }
-            return try ShardStage.run(workspace: ws, options: options, progress: workspace.progress())
         }
-        printReport(report, json: json)
+        try runStage(try makeStage(ShardStep.self, config), workspace.context(), json: json)
     }
 }
 
 /// `256MB` → 256,000,000; `1GiB` → 2^30; a plain number is bytes.
 func parseByteSize(_ text: String) throws -> Int {
-    let units: [(String, Double)] = [
-        ("KIB", 1024), ("MIB", 1_048_576), ("GIB", 1_073_741_824), ("TIB", 1_099_511_627_776),
-        ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("B", 1),
-    ]
-    let upper = text.trimmingCharacters(in: .whitespaces).uppercased()
-    for (suffix, factor) in units where upper.hasSuffix(suffix) {
-        guard let value = Double(upper.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0 else { break }
-        return Int(value * factor)
-    }
-    guard let value = Int(upper), value > 0 else { throw ValidationError("not a size: \(text)") }
+    guard let value = ByteSize.parse(text) else { throw ValidationError("not a size: \(text)") }
     return value
 }

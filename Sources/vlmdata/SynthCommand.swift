@@ -34,26 +34,23 @@ struct SynthCommand: ParsableCommand {
         @Flag(help: "No progress output.") var quiet = false
         @Flag(help: "Print the report as JSON.") var json = false
 
-        func validate() throws {
-            guard count >= 1 else { throw ValidationError("--count must be at least 1.") }
-            guard (32...512).contains(size) else { throw ValidationError("--size must be within 32...512.") }
-            guard ["png", "jpeg"].contains(format) else { throw ValidationError("--format must be png or jpeg.") }
-            guard minShapes >= 1, maxShapes >= minShapes, maxShapes <= 4 else {
-                throw ValidationError("--min-shapes/--max-shapes must satisfy 1 <= min <= max <= 4.")
-            }
+        var config: SynthShapesStep.Config {
+            var config = SynthShapesStep.Config(count: count, seed: seed, out: out)
+            config.size = size
+            config.minShapes = minShapes
+            config.maxShapes = maxShapes
+            config.format = format
+            config.split = split
+            config.captionsPerImage = captionsPerImage
+            config.firstID = firstId
+            return config
         }
 
+        func validate() throws { _ = try makeStage(SynthShapesStep.self, config) }
+
         func run() throws {
-            var options = ShapesSynth.Options(count: count, seed: seed, out: out)
-            options.size = size
-            options.minShapes = minShapes
-            options.maxShapes = maxShapes
-            options.format = format
-            options.split = split
-            options.captionsPerImage = captionsPerImage
-            options.firstID = firstId
-            let report = try runOrExit { try ShapesSynth(options: options).run(progress: TerminalProgress(quiet: quiet)) }
-            printReport(report, json: json)
+            let stage = try makeStage(SynthShapesStep.self, config)
+            try runStage(stage, StageContext(workspace: ".", progress: TerminalProgress(quiet: quiet)), json: json)
         }
     }
 }

@@ -43,29 +43,24 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    var config: TokenizeStep.Config {
+        var c = TokenizeStep.Config(tokenizer: tokenizer, template: template)
+        c.maxLength = maxLength
+        c.imageTokens = imageTokens
+        c.overflow = overflow
+        c.nonLegacy = nonLegacy
+        c.jobs = jobs
+        return c
+    }
+
     func validate() throws {
-        guard ChatTemplate(rawValue: template) != nil else {
-            throw ValidationError("--template must be one of \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")), not '\(template)'")
-        }
-        guard TokenizeStage.Overflow(rawValue: overflow) != nil else {
-            throw ValidationError("--overflow must be 'truncate' or 'drop', not '\(overflow)'")
-        }
-        guard maxLength > 0 else { throw ValidationError("--max-length must be positive") }
-        guard imageTokens > 0 else { throw ValidationError("--image-tokens must be positive") }
-        guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
+        _ = try makeStage(TokenizeStep.self, config)
         guard FileManager.default.fileExists(atPath: tokenizer) else {
             throw ValidationError("--tokenizer '\(tokenizer)' does not exist")
         }
     }
 
     func run() throws {
-        let report = try runOrExit {
-            let catalog = try Catalog(workspace: Workspace(root: workspace.path))
-            let stage = TokenizeStage(options: .init(
-                tokenizer: tokenizer, template: ChatTemplate(rawValue: template)!, maxLength: maxLength,
-                imageTokens: imageTokens, overflow: TokenizeStage.Overflow(rawValue: overflow)!, legacy: !nonLegacy, jobs: jobs))
-            return try stage.run(catalog: catalog, progress: workspace.progress(json: json))
-        }
-        printReport(report, json: json)
+        try runStage(try makeStage(TokenizeStep.self, config), workspace.context(), json: json)
     }
 }

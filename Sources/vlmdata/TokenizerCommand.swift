@@ -216,34 +216,30 @@ struct TokenizerCommand: ParsableCommand {
         var json = false
 
         func validate() throws {
-            guard fromCatalog != !files.isEmpty else {
-                throw ValidationError("give either --from-catalog or text files, not both and not neither")
-            }
-            guard vocabSize > 0 else { throw ValidationError("--vocab-size must be positive") }
-            guard minFrequency >= 1 else { throw ValidationError("--min-frequency must be at least 1") }
+            _ = try makeStage(TokenizerTrainStep.self, trainConfig)
+        }
+
+        var trainConfig: TokenizerTrainStep.Config {
+            var config = TokenizerTrainStep.Config(vocabSize: vocabSize, out: out)
+            config.fromCatalog = fromCatalog
+            config.minFrequency = minFrequency
+            config.specialTokens = specialTokens
+            config.files = files
+            return config
         }
 
         func run() throws {
-            var texts: [String] = []
-            if fromCatalog {
-                texts = try runOrExit { try TokenizeStage.catalogTexts(Catalog(workspace: Workspace(root: workspace.path))) }
-            } else {
-                for file in files {
-                    for (i, record) in try TokenizerCommand.readRecords(file).enumerated() {
-                        texts.append(try TokenizerCommand.text(record, json: false, line: i + 1))
-                    }
-                }
+            let stage = try makeStage(TokenizerTrainStep.self, trainConfig)
+            let report: StageReport
+            do { report = try stage.run(workspace.context()) } catch let failure as StageFailure {
+                FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+                throw ExitCode(1)
             }
-            let trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : specialTokens,
-                                     minFrequency: minFrequency)
-            let result = try runOrExit { try trainer.train(texts: texts) }
-            let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
-            try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-            try runOrExit { try AtomicFile.write(result.json, to: out) }
+            let c = report.counts
             if json {
-                print("{\"texts\": \(texts.count), \"vocab_size\": \(result.vocabSize), \"merges\": \(result.merges), \"out\": \"\(out)\"}")
+                print("{\"texts\": \(c["texts"] ?? 0), \"vocab_size\": \(c["vocab_size"] ?? 0), \"merges\": \(c["merges"] ?? 0), \"out\": \"\(out)\"}")
             } else {
-                print("tokenizer train: texts=\(texts.count) vocab_size=\(result.vocabSize) merges=\(result.merges) -> \(out)")
+                print("tokenizer train: texts=\(c["texts"] ?? 0) vocab_size=\(c["vocab_size"] ?? 0) merges=\(c["merges"] ?? 0) -> \(out)")
             }
         }
     }

@@ -27,16 +27,28 @@ struct VerifyCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: ws.catalogPath) else {
             throw ValidationError("no catalog at \(ws.catalogPath); give --workspace.")
         }
-        let summary = try runOrExit { try ShardStage.verify(workspace: ws, deep: deep, progress: workspace.progress()) }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
-        } else {
-            for problem in summary.problems { print("problem: \(problem)") }
-            print("verify\(deep ? " --deep" : ""): \(summary.shards) shards, \(summary.samples) samples, \(summary.bytes) bytes, "
-                + (summary.problems.isEmpty ? "all well" : "\(summary.problems.count) problems"))
+        let stage = try makeStage(VerifyStep.self, .init(deep: deep))
+        let report: StageReport
+        do { report = try stage.run(workspace.context()) } catch let failure as StageFailure {
+            guard let partial = failure.report else {
+                FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+                throw ExitCode(1)
+            }
+            report = partial
         }
-        if !summary.problems.isEmpty { throw ExitCode(1) }
+        if json {
+            // The counts at the top level, as before, and the problems (capped) with their total.
+            var object: [String: Any] = report.counts
+            object["problems"] = Array(report.problems.prefix(StageReport.problemLimit))
+            object["problem_count"] = report.problemCount
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for problem in report.problems { print("problem: \(problem)") }
+            let c = report.counts
+            print("verify\(deep ? " --deep" : ""): \(c["shards"] ?? 0) shards, \(c["samples"] ?? 0) samples, \(c["bytes"] ?? 0) bytes, "
+                + (report.problems.isEmpty ? "all well" : "\(report.problemCount) problems"))
+        }
+        if report.problemCount > 0 { throw ExitCode(1) }
     }
 }

@@ -1,0 +1,179 @@
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMIO
+import VLMText
+
+/// `tokenize` as a stage value: every instruction through a tokenizer.json and a LLaVA chat template.
+///
+/// Its run is named `TEMPLATE@TOKENIZER` (the tokenizer named by its folder, or its file name when that is not
+/// `tokenizer.json`), e.g. `vicuna_v1@mistral-v1`; `shard --tokenized` accepts the name.
+public struct TokenizeStep: Stage, LineageStage {
+    public static let name = "tokenize"
+    public static let summary = "tokenize the instructions with a tokenizer.json and a LLaVA chat template (input_ids + labels)"
+    static let reads = [GenInstructionsStep.name, IngestLLaVAStep.name]
+    static let derived: [Catalog.DerivedTable] = [.tokenized]
+
+    public struct Config: StageConfig, Equatable {
+        public var tokenizer: String
+        public var template: String
+        public var maxLength = 2048
+        public var imageTokens = 576
+        public var overflow = "truncate"
+        public var nonLegacy = false
+        public var jobs = 1
+
+        public init(tokenizer: String, template: String) {
+            self.tokenizer = tokenizer
+            self.template = template
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case tokenizer, template, overflow, jobs
+            case maxLength = "max_length", imageTokens = "image_tokens", nonLegacy = "non_legacy"
+        }
+        public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(tokenizer: try c.decode(String.self, forKey: .tokenizer), template: try c.decode(String.self, forKey: .template))
+            maxLength = try c.value(.maxLength, default: maxLength)
+            imageTokens = try c.value(.imageTokens, default: imageTokens)
+            overflow = try c.value(.overflow, default: overflow)
+            nonLegacy = try c.value(.nonLegacy, default: nonLegacy)
+            jobs = try c.value(.jobs, default: jobs)
+        }
+    }
+
+    public let config: Config
+    let stage: TokenizeStage
+
+    public init(config: Config) throws {
+        guard let template = ChatTemplate(rawValue: config.template) else {
+            throw invalid("template", "must be one of \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")), not '\(config.template)'")
+        }
+        guard let overflow = TokenizeStage.Overflow(rawValue: config.overflow) else {
+            throw invalid("overflow", "must be 'truncate' or 'drop', not '\(config.overflow)'")
+        }
+        guard config.maxLength > 0 else { throw invalid("max_length", "must be positive") }
+        guard config.imageTokens > 0 else { throw invalid("image_tokens", "must be positive") }
+        guard config.jobs > 0 else { throw invalid("jobs", "must be positive") }
+        self.config = config
+        stage = TokenizeStage(options: .init(tokenizer: config.tokenizer, template: template, maxLength: config.maxLength,
+                                             imageTokens: config.imageTokens, overflow: overflow, legacy: !config.nonLegacy,
+                                             jobs: config.jobs))
+    }
+
+    public func run(_ context: StageContext) throws -> StageReport { try runWithLineage(context) }
+
+    /// `vicuna_v1@mistral-v1`: the template, then the tokenizer's folder (or file) name.
+    public static func readableName(template: String, tokenizer: String) -> String {
+        let url = URL(fileURLWithPath: tokenizer)
+        let label = url.lastPathComponent == "tokenizer.json" ? url.deletingLastPathComponent().lastPathComponent
+            : url.deletingPathExtension().lastPathComponent
+        return "\(template)@\(label)"
+    }
+
+    func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity {
+        guard FileManager.default.fileExists(atPath: config.tokenizer) else {
+            throw VLMError(.notFound, file: config.tokenizer, "tokenizer file does not exist")
+        }
+        let tokenizerConfig = stage.config(tokenizerSHA256: try Hashing.sha256(file: config.tokenizer))
+        return LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
+                               config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
+    }
+
+    func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
+        try stage.run(catalog: catalog, progress: context.progress)
+    }
+}
+
+/// `tokenizer train` as a stage value: a byte-level BPE tokenizer.json from the catalog's text or from files.
+public struct TokenizerTrainStep: Stage, LineageStage {
+    public static let name = "tokenizer train"
+    public static let summary = "train a byte-level BPE tokenizer (GPT-2 style) and write a tokenizer.json"
+    static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name, GenInstructionsStep.name]
+    /// The output is a file that may be removed or edited: the stage always runs (it is deterministic).
+    var skipsUnchanged: Bool { false }
+
+    public struct Config: StageConfig, Equatable {
+        public var vocabSize: Int
+        public var out: String
+        public var fromCatalog = false
+        public var minFrequency = 2
+        public var specialTokens: [String] = []
+        /// Text files, one text per line (instead of the catalog).
+        public var files: [String] = []
+
+        public init(vocabSize: Int, out: String) {
+            self.vocabSize = vocabSize
+            self.out = out
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case out, files
+            case vocabSize = "vocab_size", fromCatalog = "from_catalog", minFrequency = "min_frequency", specialTokens = "special_tokens"
+        }
+        public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(vocabSize: try c.decode(Int.self, forKey: .vocabSize), out: try c.decode(String.self, forKey: .out))
+            fromCatalog = try c.value(.fromCatalog, default: fromCatalog)
+            minFrequency = try c.value(.minFrequency, default: minFrequency)
+            specialTokens = try c.value(.specialTokens, default: specialTokens)
+            files = try c.value(.files, default: files)
+        }
+    }
+
+    public let config: Config
+
+    public init(config: Config) throws {
+        guard config.fromCatalog != !config.files.isEmpty else {
+            throw invalid("from_catalog", "or text files must be given, not both and not neither")
+        }
+        guard config.vocabSize > 0 else { throw invalid("vocab_size", "must be positive") }
+        guard config.minFrequency >= 1 else { throw invalid("min_frequency", "must be at least 1") }
+        self.config = config
+    }
+
+    public func run(_ context: StageContext) throws -> StageReport {
+        if config.fromCatalog { return try runWithLineage(context) }
+        do { return try train(texts: try fileTexts()) } catch { throw Self.failure(error) }
+    }
+
+    func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity {
+        LineageIdentity(name: "bpe-\(config.vocabSize)", config: config)
+    }
+
+    func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
+        try train(texts: try TokenizeStage.catalogTexts(catalog))
+    }
+
+    func fileTexts() throws -> [String] {
+        var texts: [String] = []
+        for file in config.files {
+            guard let data = FileManager.default.contents(atPath: file) else { throw VLMError(.notFound, file: file, "cannot read the text file") }
+            var records = Array(data).split(separator: 0x0A, omittingEmptySubsequences: false)
+            if records.last?.isEmpty == true { records.removeLast() }
+            for (i, record) in records.enumerated() {
+                guard let text = String(validating: record, as: UTF8.self) else {
+                    throw VLMError.badInput(file: file, record: "line \(i + 1)", "not valid UTF-8")
+                }
+                texts.append(text)
+            }
+        }
+        return texts
+    }
+
+    func train(texts: [String]) throws -> StageReport {
+        let trainer = BPETrainer(vocabSize: config.vocabSize,
+                                 specialTokens: config.specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : config.specialTokens,
+                                 minFrequency: config.minFrequency)
+        let result = try trainer.train(texts: texts)
+        let parent = URL(fileURLWithPath: config.out).deletingLastPathComponent().path
+        try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        try AtomicFile.write(result.json, to: config.out)
+        return StageReport(stage: Self.name, counts: ["texts": texts.count, "vocab_size": result.vocabSize, "merges": result.merges])
+    }
+}
