@@ -27,18 +27,17 @@ struct IngestCommand: ParsableCommand {
         @Option(help: "COCO instances file (instances_*.json): categories and boxes.") var instances: String?
         @Option(help: "Image folder, .zip or .tar(.gz). Without it every image is recorded as missing.") var images: String?
         @Option(help: "Split name; prefixes image keys (letters, digits, _ and -).") var split = "train"
-        @Option(help: ArgumentHelp("Handle part I of N (0-based), by a stable hash of the image key.", valueName: "I/N")) var part: String?
+        @Option(help: PartHelp.text) var part: PartSpec?
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(help: "Print the report as JSON.") var json = false
 
         func validate() throws {
             if captions == nil && instances == nil { throw ValidationError("Give --captions and/or --instances.") }
-            if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
         }
 
         func run() throws {
             let options = IngestCOCO.Options(captions: captions, instances: instances, images: images, split: split,
-                                             part: part.flatMap(PartSpec.init(parsing:)))
+                                             part: part)
             try runIngest(json: json, strict: strict) {
                 let catalog = try Catalog(workspace: Workspace(root: common.path))
                 return try IngestCOCO(options: options).run(catalog: catalog, progress: common.progress())
@@ -55,11 +54,12 @@ struct IngestCommand: ParsableCommand {
         @Option(help: "LLaVA JSON file (a JSON array of records).") var json: String
         @Option(help: "Folder (or zip/tar) the records' image paths are relative to.") var images: String?
         @Option(help: "Split name; prefixes keys.") var split = "llava"
+        @Option(help: PartHelp.text) var part: PartSpec?
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(name: .customLong("json-report"), help: "Print the report as JSON.") var jsonReport = false
 
         func run() throws {
-            let options = IngestLLaVA.Options(json: json, images: images, split: split)
+            let options = IngestLLaVA.Options(json: json, images: images, split: split, part: part)
             try runIngest(json: jsonReport, strict: strict) {
                 let catalog = try Catalog(workspace: Workspace(root: common.path))
                 return try IngestLLaVA(options: options).run(catalog: catalog, progress: common.progress())
