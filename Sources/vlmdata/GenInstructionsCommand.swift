@@ -54,6 +54,9 @@ struct GenInstructionsCommand: ParsableCommand {
     @Option(help: ArgumentHelp("llm: sampling temperature.", valueName: "t")) var temperature = 0.0
     @Flag(help: "llm: ask for JSON replies (response_format json_object).") var jsonMode = false
     @Option(help: ArgumentHelp("Only the first N images (key order).", valueName: "n")) var limit: Int?
+    @Option(help: ArgumentHelp("templates: the frame boxes are stated in, matching patchify --mode: pad (LLaVA-1.5's padded square), crop (the centre crop; boxes it cuts are left out), original (the whole image: squash, anyres). shard checks it.", valueName: "frame"))
+    var boxFrame: BoxFrame = .original
+    @Option(help: PartHelp.text) var part: PartSpec?
 
     @Flag(help: "Print the report as JSON.") var json = false
 
@@ -100,14 +103,14 @@ struct GenInstructionsCommand: ParsableCommand {
         case .templates:
             stage = GenInstructionsStage(.templates(TemplateOptions(
                 seed: seed, kinds: try parsedKinds(TemplateKind.self, all: TemplateKind.allCases), perImage: perImage,
-                circular: circular, minBoxFraction: minBox)))
+                circular: circular, minBoxFraction: minBox, boxFrame: boxFrame)), part: part)
         case .llm:
             let options = LLMOptions(
                 baseURL: baseURL!, model: model!, kinds: try parsedKinds(LLMKind.self, all: LLMKind.allCases), seed: seed,
                 concurrency: concurrency, requestsPerMinute: rpm, tokensPerMinute: tpm, maxRequests: maxRequests,
                 maxTokens: maxTokens, replyMaxTokens: replyMaxTokens, temperature: temperature, timeout: timeout,
                 jsonMode: jsonMode, maxRetries: maxRetries, limit: limit)
-            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]))
+            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]), part: part)
         }
         do {
             let report = try runOrExit {
@@ -122,3 +125,5 @@ struct GenInstructionsCommand: ParsableCommand {
         }
     }
 }
+
+extension BoxFrame: ExpressibleByArgument {}

@@ -23,8 +23,8 @@ struct PatchifyCommand: ParsableCommand {
     @Option(name: .long, help: "Close a pixel shard once it holds this many MiB.")
     var shardMib = 256
 
-    @Option(name: .long, help: ArgumentHelp("Handle part I of N (0-based), by a stable hash of the image bytes' sha256; join part catalogs with `vlmdata catalog merge`.", valueName: "I/N"))
-    var part: String?
+    @Option(name: .long, help: PartHelp.text)
+    var part: PartSpec?
 
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
@@ -32,7 +32,6 @@ struct PatchifyCommand: ParsableCommand {
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if shardMib < 1 { throw ValidationError("--shard-mib must be at least 1") }
-        if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
         _ = try imageOptions.config()
     }
 
@@ -46,7 +45,7 @@ struct PatchifyCommand: ParsableCommand {
         let report = try runOrExit {
             let catalog = try Catalog(workspace: workspace)
             let options = PatchifyStage.Options(config: config, jobs: jobs ?? ImageWorkers.defaultJobs, shardBytes: shardMib << 20,
-                                                 part: part.flatMap(PartSpec.init(parsing:)))
+                                                 part: part)
             return try PatchifyStage.run(catalog: catalog, options: options, progress: common.progress())
         }
         printReport(report, json: json)

@@ -41,8 +41,8 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Pixel config hash (required when the catalog holds several).", valueName: "hash"))
     var pixels: String?
 
-    @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
-    var part: String?
+    @Option(help: PartHelp.text)
+    var part: PartSpec?
 
     @Option(help: ArgumentHelp("Shards written at once, each hashed on its own thread (default: all cores); the output is the same.", valueName: "n"))
     var jobs: Int?
@@ -60,10 +60,10 @@ struct ShardCommand: ParsableCommand {
     var syntheticTokens = 600
 
     @Option(help: .hidden)
-    var syntheticPatches = 576
+    var syntheticPatches = PatchGrid.clipViTL14at336.patchesPerTile
 
     @Option(help: .hidden)
-    var syntheticPatchDim = 588
+    var syntheticPatchDim = PatchGrid.clipViTL14at336.patchDim
 
     func validate() throws {
         guard (try? parseByteSize(targetSize)) != nil else {
@@ -71,9 +71,6 @@ struct ShardCommand: ParsableCommand {
         }
         if let maxSamples, maxSamples < 1 { throw ValidationError("--max-samples must be at least 1.") }
         if let limit, limit < 0 { throw ValidationError("--limit must not be negative.") }
-        if let part, PartSpec(parsing: part) == nil {
-            throw ValidationError("--part must look like 0/4 (index/count, index < count).")
-        }
         if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
     }
@@ -91,7 +88,7 @@ struct ShardCommand: ParsableCommand {
         options.includeImageBytes = includeJpeg
         options.tokenizedConfig = tokenized
         options.pixelsConfig = pixels
-        options.part = part.flatMap { PartSpec(parsing: $0) }
+        options.part = part
         options.jobs = jobs
         let report = try runOrExit {
             if let synthetic {

@@ -28,8 +28,24 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Maximum positions per sample, the image counting --image-tokens.")
     var maxLength = 2048
 
-    @Option(help: "Positions the image takes in the model (576 for CLIP ViT-L/14-336).")
-    var imageTokens = 576
+    /// A fixed count, or `pixels`: each image's count from its stored pixels.
+    enum ImageTokens: ExpressibleByArgument, Equatable {
+        case count(Int)
+        case pixels
+        init?(argument: String) {
+            if argument == "pixels" { self = .pixels } else if let n = Int(argument) { self = .count(n) } else { return nil }
+        }
+        var defaultValueDescription: String { if case .count(let n) = self { "\(n)" } else { "pixels" } }
+    }
+
+    @Option(help: ArgumentHelp("Positions the image takes in the model: a number (576 for CLIP ViT-L/14-336: (336/14)^2), or `pixels` to take each image's count from its stored pixels (run patchify first; anyres images differ). shard refuses samples whose count is not their pixels'.", valueName: "n|pixels"))
+    var imageTokens: ImageTokens = .count(PatchGrid.clipViTL14at336.imageTokens)
+
+    @Option(help: ArgumentHelp("With --image-tokens pixels: the pixel config to count from (when the catalog holds several).", valueName: "hash"))
+    var pixels: String?
+
+    @Option(help: PartHelp.text)
+    var part: PartSpec?
 
     @Option(help: "What to do with longer samples: truncate or drop.")
     var overflow = "truncate"
@@ -51,7 +67,8 @@ struct TokenizeCommand: ParsableCommand {
             throw ValidationError("--overflow must be 'truncate' or 'drop', not '\(overflow)'")
         }
         guard maxLength > 0 else { throw ValidationError("--max-length must be positive") }
-        guard imageTokens > 0 else { throw ValidationError("--image-tokens must be positive") }
+        if case .count(let n) = imageTokens, n <= 0 { throw ValidationError("--image-tokens must be positive or 'pixels'") }
+        if pixels != nil, imageTokens != .pixels { throw ValidationError("--pixels is only used with --image-tokens pixels") }
         guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
         guard FileManager.default.fileExists(atPath: tokenizer) else {
             throw ValidationError("--tokenizer '\(tokenizer)' does not exist")
@@ -61,9 +78,14 @@ struct TokenizeCommand: ParsableCommand {
     func run() throws {
         let report = try runOrExit {
             let catalog = try Catalog(workspace: Workspace(root: workspace.path))
-            let stage = TokenizeStage(options: .init(
+            var options = TokenizeStage.Options(
                 tokenizer: tokenizer, template: ChatTemplate(rawValue: template)!, maxLength: maxLength,
-                imageTokens: imageTokens, overflow: TokenizeStage.Overflow(rawValue: overflow)!, legacy: !nonLegacy, jobs: jobs))
+                imageTokens: { if case .count(let n) = imageTokens { n } else { 0 } }(),
+                overflow: TokenizeStage.Overflow(rawValue: overflow)!, legacy: !nonLegacy, jobs: jobs)
+            options.imageTokensFromPixels = imageTokens == .pixels
+            options.pixelsConfig = pixels
+            options.part = part
+            let stage = TokenizeStage(options: options)
             return try stage.run(catalog: catalog, progress: workspace.progress(json: json))
         }
         printReport(report, json: json)
