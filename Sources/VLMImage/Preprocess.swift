@@ -75,10 +75,16 @@ public struct PreprocessConfig: Sendable, Codable, Hashable {
     public var hash: String { Hashing.canonicalHash(self) }
     public var canonicalJSON: String { String(decoding: Hashing.canonicalJSON(self), as: UTF8.self) }
 
+    /// One tile of this config's patch geometry (`PatchGrid`, the one place that derives patch counts).
+    public var patchGrid: PatchGrid { PatchGrid(imageSize: imageSize, patchSize: patchSize) }
+    /// The most tiles one image can take: 1, or for anyres 1 + the largest pinpoint grid.
+    public var maxTiles: Int {
+        mode == .anyres ? 1 + gridPinpoints.map { ($0[0] / imageSize) * ($0[1] / imageSize) }.max()! : 1
+    }
     /// Patches per tile side.
-    public var gridSide: Int { imageSize / patchSize }
-    public var patchesPerTile: Int { gridSide * gridSide }
-    public var patchDim: Int { patchSize * patchSize * 3 }
+    public var gridSide: Int { patchGrid.side }
+    public var patchesPerTile: Int { patchGrid.patchesPerTile }
+    public var patchDim: Int { patchGrid.patchDim }
 
     /// Decode options for this config: the smallest JPEG scale that still covers what the mode resizes to.
     public func decodeOptions(pixelLimit: Int? = PixelLimit.error) -> DecodeOptions {

@@ -61,9 +61,10 @@ public struct ImageFacts: Sendable {
         self.objects = objects
     }
 
-    /// `[x1, y1, x2, y2]` normalized to the image and rounded to 2 decimals, as the text shows it.
-    public func normalizedBox(_ object: ObjectFact) -> [Double] {
-        object.box.normalized(imageWidth: width, imageHeight: height).map { ($0 * 100).rounded() / 100 }
+    /// `[x1, y1, x2, y2]` normalized to `frame` (the image, LLaVA-1.5's padded square, or the centre crop) and
+    /// rounded to 2 decimals, as the text shows it; nil when the crop cuts the box off.
+    public func normalizedBox(_ object: ObjectFact, in frame: BoxFrame = .original) -> [Double]? {
+        frame.normalized(object.box, imageWidth: width, imageHeight: height)?.map { ($0 * 100).rounded() / 100 }
     }
 
     /// The fraction of the image the box covers.
@@ -76,15 +77,19 @@ public struct ImageFacts: Sendable {
 public enum ImageFactsReader {
     /// Images with status `ok` and a known size, optionally limited to `keys`. Images are read in batches so a
     /// large catalog is never held twice.
-    public static func read(_ catalog: Catalog, limit: Int? = nil) throws -> [ImageFacts] {
+    ///
+    /// With `part`, only the images whose key falls in it (`PartSpec.owns`); `limit` then counts within the part.
+    public static func read(_ catalog: Catalog, limit: Int? = nil, part: PartSpec? = nil) throws -> [ImageFacts] {
         try catalog.read { db in
             var images: [Int64: ImageFacts] = [:]
             var order: [Int64] = []
             let sql = """
                 SELECT id, key, source_id, file_name, width, height FROM images
                 WHERE status = 'ok' AND width > 0 AND height > 0 ORDER BY key
-                """ + (limit.map { " LIMIT \($0)" } ?? "")
+                """ + (part == nil ? limit.map { " LIMIT \($0)" } ?? "" : "")
             for row in try Row.fetchAll(db, sql: sql) {
+                if let part, !part.owns(imageKey: row[1], sampleKey: row[1]) { continue }
+                if let limit, order.count >= limit { break }
                 let id: Int64 = row[0]
                 images[id] = ImageFacts(id: id, key: row[1], sourceID: row[2], fileName: row[3], width: row[4],
                                         height: row[5], captions: [], objects: [])

@@ -30,6 +30,8 @@ public struct LLMOptions: Codable, Sendable {
     public var backoffCap: Double
     /// Only the first N images (key order).
     public var limit: Int?
+    /// Only the images whose key falls in this part (`PartSpec.owns`); `limit` counts within it.
+    public var part: PartSpec?
 
     public init(baseURL: String, model: String, kinds: [LLMKind] = LLMKind.allCases, seed: UInt64 = 0,
                 concurrency: Int = 4, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil,
@@ -119,7 +121,7 @@ public struct LLMGenerator: Sendable {
     /// Runs every pending request. Returns the counts and, when the run stopped early, why (a budget, or a fatal
     /// error such as a bad key; fatal ones are also thrown by the stage).
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> (LLMRunCounts, LLMStop?) {
-        let images = try ImageFactsReader.read(catalog, limit: options.limit).filter { !$0.captions.isEmpty }
+        let images = try ImageFactsReader.read(catalog, limit: options.limit, part: options.part).filter { !$0.captions.isEmpty }
         var items: [WorkItem] = []
         for image in images {
             for kind in LLMKind.allCases where options.kinds.contains(kind) {

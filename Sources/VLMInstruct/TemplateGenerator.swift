@@ -17,9 +17,13 @@ public struct TemplateOptions: Codable, Sendable, Equatable {
     public var minBoxFraction: Double
     /// Counts above this are not asked (annotators miss objects in large groups).
     public var maxCount: Int
+    /// The frame boxes are stated in: the pixels' (`pad` for LLaVA-1.5's padded square, `crop` for CLIP's centre
+    /// crop, which drops the boxes it cuts). nil is `original`, the whole image (squash, anyres).
+    public var boxFrame: BoxFrame?
 
     public init(seed: UInt64 = 0, kinds: [TemplateKind] = TemplateKind.allCases, perImage: Int = 1,
-                circular: Bool = false, minBoxFraction: Double = 0.01, maxCount: Int = 10) {
+                circular: Bool = false, minBoxFraction: Double = 0.01, maxCount: Int = 10, boxFrame: BoxFrame? = nil) {
+        self.boxFrame = boxFrame == .original ? nil : boxFrame
         self.seed = seed
         self.kinds = kinds
         self.perImage = perImage
@@ -47,8 +51,11 @@ public struct TemplateGenerator: Sendable {
         self.categories = categories
     }
 
+    /// The frame boxes are stated in.
+    public var boxFrame: BoxFrame { options.boxFrame ?? .original }
+
     public func generate(_ image: ImageFacts) -> [GeneratedInstruction] {
-        let analysis = Analysis(image: image, options: options)
+        let analysis = Analysis(image: image, options: options, frame: boxFrame)
         var out: [GeneratedInstruction] = []
         for kind in TemplateKind.allCases where options.kinds.contains(kind) {
             var rng = InstructRandom(seed: options.seed, key: image.key, kind: kind.rawValue)
@@ -74,9 +81,21 @@ public struct TemplateGenerator: Sendable {
             conversation.append(Turn(from: .human, value: index == 0 ? "\(Conversation.imagePlaceholder)\n\(question)" : question))
             conversation.append(Turn(from: .gpt, value: answer))
         }
+        var meta = meta
+        // An instruction that states a box records its frame, so `shard` can check it against the pixels' mode.
+        if Self.statesBox(meta) { meta["box_frame"] = .string(boxFrame.rawValue) }
         return GeneratedInstruction(key: "\(image.key)-tpl-\(kind.rawValue)-\(suffix)", imageID: image.id,
                                     sourceID: image.sourceID, generator: "templates", kind: kind.rawValue,
                                     groupID: group, turns: conversation, meta: meta)
+    }
+
+    /// True when the metadata (or a turn's, for multi-turn) holds a box.
+    static func statesBox(_ meta: [String: MetaValue]) -> Bool {
+        if meta["box"] != nil { return true }
+        if case .array(let turns)? = meta["turns"] {
+            return turns.contains { if case .object(let turn) = $0 { return statesBox(turn) } else { return false } }
+        }
+        return false
     }
 
     private func captions(_ image: ImageFacts, _ rng: inout InstructRandom) -> [GeneratedInstruction] {
@@ -254,7 +273,7 @@ public struct TemplateGenerator: Sendable {
     }
 
     private func recItem(_ image: ImageFacts, _ target: Referable, _ rng: inout InstructRandom) -> QA {
-        let box = image.normalizedBox(target.object)
+        let box = target.box
         return QA(question: rng.pick(Phrasings.rec).replacingOccurrences(of: "{expr}", with: target.expression),
                   answer: English.box(box),
                   meta: ["type": .string("rec"), "object_id": .int(Int(target.object.externalID)),
@@ -263,7 +282,7 @@ public struct TemplateGenerator: Sendable {
     }
 
     private func regionItem(_ image: ImageFacts, _ target: Referable, _ rng: inout InstructRandom) -> QA {
-        let box = image.normalizedBox(target.object)
+        let box = target.box
         return QA(question: rng.pick(Phrasings.region).replacingOccurrences(of: "{box}", with: English.box(box)),
                   answer: English.sentence(target.description),
                   meta: ["type": .string("region"), "object_id": .int(Int(target.object.externalID)),
@@ -300,6 +319,8 @@ public struct TemplateGenerator: Sendable {
         var expression: String
         /// "a dog", "the dog on the left".
         var description: String
+        /// The box in the generator's frame (2 decimals).
+        var box: [Double]
     }
 
     struct Analysis {
@@ -313,7 +334,7 @@ public struct TemplateGenerator: Sendable {
         /// Categories whose count is reliable: no crowd annotation, at most `maxCount` instances.
         var countable: [String] = []
 
-        init(image: ImageFacts, options: TemplateOptions) {
+        init(image: ImageFacts, options: TemplateOptions, frame: BoxFrame) {
             for object in image.objects {
                 if byCategory[object.category] == nil { categoryOrder.append(object.category) }
                 byCategory[object.category, default: []].append(object)
@@ -323,12 +344,14 @@ public struct TemplateGenerator: Sendable {
             countable = categoryOrder.filter { !crowdCategories.contains($0) && byCategory[$0]!.count <= options.maxCount }
             for object in image.objects where !object.isCrowd && !crowdCategories.contains(object.category)
                 && image.areaFraction(object) >= options.minBoxFraction {
+                // A box the crop cuts off is not stated (the model would not see the whole object).
+                guard let box = image.normalizedBox(object, in: frame) else { continue }
                 let instances = byCategory[object.category]!
                 let name = object.category
                 if instances.count == 1 {
-                    referable.append(Referable(object: object, expression: "the \(name)", description: English.withArticle(name)))
+                    referable.append(Referable(object: object, expression: "the \(name)", description: English.withArticle(name), box: box))
                 } else if let phrase = Analysis.position(of: object, among: instances, image: image) {
-                    referable.append(Referable(object: object, expression: phrase, description: phrase))
+                    referable.append(Referable(object: object, expression: phrase, description: phrase, box: box))
                 }
             }
         }

@@ -138,6 +138,18 @@ enum SampleDecoder {
         guard haveIds else {
             throw VLMError(.corrupt, file: shard.name, record: info.key, "the sample has no input_ids.npy member")
         }
+        // The image takes the positions its stored pixels make (PatchGrid); the index's count must agree, since
+        // packing and lengths use it.
+        if !sample.pixels.isEmpty {
+            let grid: PatchGrid
+            do { grid = try PatchGrid(shape: sample.pixelShape) } catch let error as VLMError {
+                throw VLMError(.corrupt, file: shard.name, record: "\(info.key).pixels.npy", error.message)
+            }
+            guard grid.imageTokens == info.imageTokens else {
+                throw VLMError(.corrupt, file: shard.name, record: info.key,
+                               "the index gives \(info.imageTokens) image tokens, the stored pixels \(sample.pixelShape) make \(grid.imageTokens)")
+            }
+        }
         if sample.labels.isEmpty { sample.labels = [Int32](repeating: ignoreIndex, count: sample.inputIds.count) }
         guard sample.labels.count == sample.inputIds.count else {
             throw VLMError(.corrupt, file: shard.name, record: info.key,

@@ -8,8 +8,11 @@ import VLMIO
 ///
 /// Rows are matched by their natural keys (source kind+name, image key, instruction key, ...), not by row id, so
 /// parts that ingested the same annotation file agree; the same key with different content is a conflict.
-/// Training samples must not overlap, the parts must come from one partitioning (same N, distinct I) and their
-/// shard runs must have used the same parameters. Shard files are hard-linked (copied across file systems)
+/// Training samples must not overlap, and their shard runs must have used the same parameters.
+///
+/// Coverage: each input's parts are read from what its runs recorded (`"part": "I/N"` in the run parameters of
+/// every stage that ran with `--part`). The inputs must come from one partitioning (same N), no part may be held by
+/// two inputs, and every part of N must be present, unless `allowPartial` says a partial merge is intended. Shard files are hard-linked (copied across file systems)
 /// into `OUT/shards/`, or with `referenceShards` left where they are and indexed by absolute path. Pixel shards
 /// whose names collide with different content are renamed `mK-NAME` (K = position of the part in the list).
 ///
@@ -18,7 +21,7 @@ import VLMIO
 ///                                     parts: [Workspace(root: "part1"), Workspace(root: "part2")])
 /// ```
 public enum CatalogMerge {
-    public static func merge(into out: Workspace, parts: [Workspace], referenceShards: Bool = false,
+    public static func merge(into out: Workspace, parts: [Workspace], referenceShards: Bool = false, allowPartial: Bool = false,
                              progress: any ProgressSink = SilentProgress()) throws -> StageReport {
         guard !parts.isEmpty else { throw VLMError(.invalidArgument, "no part workspaces to merge") }
         for part in parts {
@@ -35,6 +38,13 @@ public enum CatalogMerge {
         // Open every part once through the Catalog (migrates older parts to the current schema).
         let partCatalogs = try parts.map { try Catalog(workspace: $0) }
         try checkPartitioning(partCatalogs)
+        var coverage = try PartCoverage.of(partCatalogs)
+        // Parts already merged into OUT count too: adding one of them again overlaps.
+        if FileManager.default.fileExists(atPath: out.catalogPath),
+           let existing = try PartCoverage.of([try Catalog(workspace: out)]).first, existing.count != nil {
+            coverage.append(existing)
+        }
+        let summary = try PartCoverage.check(coverage, allowPartial: allowPartial)
         let catalog = try Catalog(workspace: out)
         var counts: [String: Int] = [:]
         progress.start("catalog merge", total: parts.count)
@@ -44,36 +54,21 @@ public enum CatalogMerge {
             progress.advance(by: 1)
         }
         counts["parts"] = parts.count
+        counts["parts_of"] = summary.count
+        counts["parts_present"] = summary.present.count
+        counts["parts_missing"] = summary.missing.count
         progress.finish("\(parts.count) parts, \(counts["samples"] ?? 0) samples in \(counts["shards"] ?? 0) shards")
-        return StageReport(stage: "catalog merge", counts: counts)
+        var problems: [String] = []
+        if !summary.missing.isEmpty {
+            problems.append("partial merge (--partial): parts \(summary.missing.map { "\($0)/\(summary.count)" }.joined(separator: ", ")) are missing")
+        }
+        return StageReport(stage: "catalog merge", counts: counts, problems: problems)
     }
 
-    /// Each part's shards come from one `--part I/N`; across parts N agrees, no I repeats, and the shard
-    /// parameters (apart from the part) are identical.
+    /// The shard parameters (apart from the part) of every input are identical.
     static func checkPartitioning(_ parts: [Catalog]) throws {
-        var seen: [String: String] = [:]   // part label -> workspace
-        var count: Int?
         var params: (String, String)?      // (canonical params without part, workspace)
         for part in parts {
-            let labels = try part.read { db in
-                try String?.fetchAll(db, sql: "SELECT DISTINCT part FROM shards")
-            }
-            guard labels.count <= 1 else {
-                throw VLMError(.conflict, file: part.workspace.root,
-                               "holds shards of several parts (\(labels.map { $0 ?? "whole" }.joined(separator: ", "))); merge parts one workspace each")
-            }
-            if let label = labels.first {
-                let name = label ?? "whole run"
-                if let other = seen[name] {
-                    throw VLMError(.conflict, file: part.workspace.root, "part \(name) is also in \(other); parts overlap")
-                }
-                seen[name] = part.workspace.root
-                let n = label.flatMap { PartSpec(parsing: $0) }?.count ?? 1
-                if let count, count != n {
-                    throw VLMError(.conflict, file: part.workspace.root, "part \(name) is from a \(n)-way split, other parts from a \(count)-way split")
-                }
-                count = n
-            }
             if let json = try part.read({ db in
                 try String.fetchOne(db, sql: "SELECT params FROM runs WHERE stage = 'shard' AND status = 'done' ORDER BY id DESC LIMIT 1")
             }), var object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] {
@@ -85,9 +80,6 @@ public enum CatalogMerge {
                 }
                 params = params ?? (canonical, part.workspace.root)
             }
-        }
-        if seen.count > 1, seen["whole run"] != nil {
-            throw VLMError(.conflict, "a whole (unpartitioned) run cannot be merged with parts of a split run")
         }
     }
 

@@ -17,8 +17,13 @@ public struct GenInstructionsStage {
     }
 
     public var generator: Generator
+    /// Only the images whose key falls in this part (`PartSpec.owns`); recorded in the run row.
+    public var part: PartSpec?
 
-    public init(_ generator: Generator) { self.generator = generator }
+    public init(_ generator: Generator, part: PartSpec? = nil) {
+        self.generator = generator
+        self.part = part
+    }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
         switch generator {
@@ -44,14 +49,16 @@ public struct GenInstructionsStage {
     func runTemplates(_ options: TemplateOptions, catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
         let stage = "gen-instructions-templates"
         let fingerprint = try Self.inputFingerprint(catalog)
+        // The instructions' params hash leaves the part out: every part's rows are those of a whole run.
         let paramsHash = Catalog.paramsHash(options)
-        if let done = try catalog.completedRun(stage: stage, paramsHash: paramsHash, inputFingerprint: fingerprint) {
+        let runParams = PartRunParams(options, part: part)
+        if let done = try catalog.completedRun(stage: stage, paramsHash: Catalog.paramsHash(runParams), inputFingerprint: fingerprint) {
             return StageReport(stage: "gen-instructions templates", counts: done.counts, skipped: true)
         }
-        let runID = try catalog.beginRun(stage: stage, params: options, inputFingerprint: fingerprint)
+        let runID = try catalog.beginRun(stage: stage, params: runParams, inputFingerprint: fingerprint)
         do {
             let generator = TemplateGenerator(options: options, categories: try ImageFactsReader.categories(catalog))
-            let images = try ImageFactsReader.read(catalog)
+            let images = try ImageFactsReader.read(catalog, part: part)
             progress.start("generating instructions", total: images.count)
             var counts: [String: Int] = ["images": images.count, "instructions": 0, "added": 0, "existing": 0]
             for start in stride(from: 0, to: images.count, by: 500) {
@@ -90,7 +97,9 @@ public struct GenInstructionsStage {
         let params = LLMContentParams(model: options.model, kinds: options.kinds, seed: options.seed,
                                       replyMaxTokens: options.replyMaxTokens, temperature: options.temperature,
                                       jsonMode: options.jsonMode, limit: options.limit)
-        let runID = try catalog.beginRun(stage: "gen-instructions-llm", params: params,
+        var options = options
+        options.part = part
+        let runID = try catalog.beginRun(stage: "gen-instructions-llm", params: PartRunParams(params, part: part),
                                          inputFingerprint: try Self.inputFingerprint(catalog))
         let counts: LLMRunCounts
         let stop: LLMStop?

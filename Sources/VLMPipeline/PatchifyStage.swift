@@ -30,7 +30,8 @@ public enum PatchifyStage {
         public var shardBytes: Int
         /// Images decoded and preprocessed in parallel before their results are written, in order.
         public var batchSize: Int
-        /// Only the images whose sha256 falls in part I of N (for a job array; `vlmdata catalog merge` joins parts).
+        /// Only the images whose key falls in part I of N (`PartSpec.owns`, the partition every stage uses; for a
+        /// job array, `vlmdata catalog merge` joins the parts).
         public var part: PartSpec?
 
         public init(config: PreprocessConfig, jobs: Int = ImageWorkers.defaultJobs, shardBytes: Int = 256 << 20, batchSize: Int = 256,
@@ -60,7 +61,7 @@ public enum PatchifyStage {
     }
 
     enum Outcome: Sendable {
-        case ok(npy: [UInt8], tiles: Int, gridRows: Int, gridCols: Int)
+        case ok(npy: [UInt8], grid: PatchGrid)
         case error(String)
     }
 
@@ -72,26 +73,30 @@ public enum PatchifyStage {
         let workspace = catalog.workspace
         try workspace.create()
 
-        // Input fingerprint: the set of ok image hashes. Same images + same config = nothing to do.
+        // Input fingerprint: the set of ok image hashes (of this part's image keys). Same images + same config =
+        // nothing to do.
         let okHashes = try catalog.read { db in
-            try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL ORDER BY sha256")
-        }.filter { options.part?.contains(key: $0) ?? true }
+            try Row.fetchAll(db, sql: "SELECT key, sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL")
+                .filter { options.part?.owns(imageKey: $0["key"], sampleKey: $0["key"]) ?? true }
+                .map { $0["sha256"] as String }
+        }.uniqued().sorted()
         let fingerprint = Hashing.sha256(okHashes.joined(separator: "\n"))
         let params = Params(config: config, configHash: configHash, part: options.part?.description)
         if let done = try catalog.completedRun(stage: stageName, paramsHash: Catalog.paramsHash(params), inputFingerprint: fingerprint) {
             return StageReport(stage: stageName, counts: done.counts, skipped: true)
         }
 
+        // The first image (by id) of this part holding each hash: equal bytes are patchified once per part.
         let pending = try catalog.read { db -> [Item] in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT i.sha256, i.location, i.member, i.key FROM images i
                 WHERE i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
-                  AND i.id = (SELECT MIN(j.id) FROM images j WHERE j.sha256 = i.sha256 AND j.status = 'ok' AND j.location IS NOT NULL)
                   AND NOT EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?)
                 ORDER BY i.id
                 """, arguments: [configHash])
+            var seen = Set<String>()
             return rows.map { Item(sha256: $0["sha256"], location: workspace.resolve($0["location"]), member: $0["member"], key: $0["key"]) }
-                .filter { options.part?.contains(key: $0.sha256) ?? true }
+                .filter { (options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true) && seen.insert($0.sha256).inserted }
         }
         let already = okHashes.count - pending.count
         let runID = try catalog.beginRun(stage: stageName, params: params, inputFingerprint: fingerprint)
@@ -102,10 +107,7 @@ public enum PatchifyStage {
                                           targetBytes: options.shardBytes, part: options.part)
         var problems: [String] = []
         // Keep a batch's results under ~128 MiB (anyres images hold up to 1 + 9 tiles).
-        let maxTiles = config.mode == .anyres
-            ? 1 + config.gridPinpoints.map { ($0[0] / config.imageSize) * ($0[1] / config.imageSize) }.max()!
-            : 1
-        let perImage = maxTiles * config.imageSize * config.imageSize * 3
+        let perImage = config.patchGrid.withTiles(config.maxTiles).pixelBytes
         let batchSize = max(options.jobs * 2, min(options.batchSize, (128 << 20) / max(perImage, 1)))
         do {
             let workers = (0..<max(1, options.jobs)).map { _ in Preprocessor(config: config) }
@@ -181,11 +183,11 @@ public enum PatchifyStage {
         do {
             let bytes = try preloaded ?? ImageFileReader.read(item.location)
             let result = try pre.process(bytes, name: item.name)
-            let config = pre.config
-            let tiles = result.tiles.count
-            let patches = Patchify.patchify(result.stacked, tiles: tiles, size: config.imageSize, patch: config.patchSize)
-            let npy = Npy.header(dtype: .uint8, shape: [tiles, config.patchesPerTile, config.patchDim]) + patches
-            return .ok(npy: npy, tiles: tiles, gridRows: result.gridRows, gridCols: result.gridCols)
+            let grid = pre.config.patchGrid.withTiles(result.tiles.count, gridRows: result.gridRows, gridCols: result.gridCols)
+            try grid.validate()
+            let patches = Patchify.patchify(result.stacked, tiles: grid.tiles, size: grid.imageSize, patch: grid.patchSize)
+            let npy = Npy.header(dtype: .uint8, shape: grid.shape) + patches
+            return .ok(npy: npy, grid: grid)
         } catch let error as VLMError {
             return .error(error.message)
         } catch {
@@ -236,7 +238,7 @@ final class PixelShardWriter {
         case .error:
             rows.append((item, nil, outcome))
             if open == nil, rows.count >= 1000 { try commit(shard: nil) }
-        case .ok(let npy, _, _, _):
+        case .ok(let npy, _):
             if open == nil { try openShard() }
             let member = try open!.tar.add(name: "\(item.sha256).npy", bytes: npy)
             rows.append((item, member, outcome))
@@ -294,13 +296,13 @@ final class PixelShardWriter {
             }
             for (item, member, outcome) in pending {
                 switch outcome {
-                case .ok(_, let tiles, let gridRows, let gridCols):
+                case .ok(_, let grid):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
                                                        patch_dim, grid_rows, grid_cols)
                         VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [item.sha256, configHash, configJSON, shardID, member!.contentOffset, member!.size, tiles,
-                                         config.patchesPerTile, config.patchDim, gridRows, gridCols])
+                        """, arguments: [item.sha256, configHash, configJSON, shardID, member!.contentOffset, member!.size, grid.tiles,
+                                         grid.patchesPerTile, grid.patchDim, grid.gridRows, grid.gridCols])
                 case .error(let message):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, error) VALUES (?, ?, ?, 'error', ?)
@@ -327,4 +329,12 @@ final class OutcomeSlots: @unchecked Sendable {
     private(set) var values: [PatchifyStage.Outcome?]
     init(count: Int) { values = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ value: PatchifyStage.Outcome) { lock.withLock { values[i] = value } }
+}
+
+extension Array where Element: Hashable {
+    /// The elements in order, each kept once.
+    func uniqued() -> [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
+    }
 }

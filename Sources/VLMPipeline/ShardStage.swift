@@ -94,15 +94,22 @@ public enum ShardStage {
         lines.append("shard:        \(view.shard) (sample #\(view.indexInShard))")
         lines.append("source:       \(m.source ?? "-")  kind: \(m.kind)  generator: \(m.generator)")
         if let image = m.image {
-            lines.append("image:        \(image) (\(m.imageFile ?? "-"), sha256 \(m.imageSHA256?.prefix(16) ?? "-")...)")
+            let size = m.imageSize.map { " \($0[0])x\($0[1])" } ?? ""
+            lines.append("image:        \(image) (\(m.imageFile ?? "-")\(size), sha256 \(m.imageSHA256?.prefix(16) ?? "-")...)")
         } else {
             lines.append("image:        none (text-only)")
         }
         lines.append("template:     \(m.template)  tokenizer: \(m.tokenizerSHA256.prefix(16))  status: \(m.status)")
-        lines.append("lengths:      \(m.length) ids, \(m.tokens) text tokens, \(m.supervised) supervised, \(m.imageTokens) image tokens")
+        // The image-token count is the stored pixels' (PatchGrid), whatever an older json says.
+        let grid = view.pixelsShape.flatMap { try? PatchGrid(shape: $0, grid: m.grid) }
+        let imageTokens = grid?.imageTokens ?? m.imageTokens
+        lines.append("lengths:      \(m.length) ids, \(m.tokens) text tokens, \(m.supervised) supervised, \(imageTokens) image tokens"
+                     + (imageTokens != m.imageTokens ? " (the sample json says \(m.imageTokens))" : ""))
         if let shape = view.pixelsShape {
             lines.append("pixels:       uint8 \(shape)\(m.grid.map { "  grid \($0[0])x\($0[1])" } ?? "")  sha256 \(view.pixelsSHA256?.prefix(16) ?? "")...")
         }
+        if let grid { lines.append("geometry:     \(grid)") }
+        if let frame = m.boxFrame { lines.append("boxes:        in the \(frame) frame") }
         lines.append("members:      " + view.members.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value) B" }.joined(separator: ", "))
         lines.append("conversation:")
         for turn in m.conversations {

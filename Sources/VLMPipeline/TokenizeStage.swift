@@ -27,8 +27,15 @@ public struct TokenizeStage: Sendable {
         public var legacy: Bool
         public var jobs: Int
         public var batchSize: Int
+        /// Take each image's positions from its stored pixels (`PatchGrid.imageTokens`) instead of `imageTokens`:
+        /// anyres images differ, and `shard` refuses a count that is not the pixels'. Needs `patchify` first.
+        public var imageTokensFromPixels = false
+        /// The pixel config to count from; nil when the catalog holds one.
+        public var pixelsConfig: String?
+        /// Only the instructions whose image key (sample key if text-only) falls in this part (`PartSpec.owns`).
+        public var part: PartSpec?
 
-        public init(tokenizer: String, template: ChatTemplate, maxLength: Int = 2048, imageTokens: Int = 576,
+        public init(tokenizer: String, template: ChatTemplate, maxLength: Int = 2048, imageTokens: Int = PatchGrid.clipViTL14at336.imageTokens,
                     overflow: Overflow = .truncate, legacy: Bool = true, jobs: Int = 1, batchSize: Int = 2000) {
             self.tokenizer = tokenizer
             self.template = template
@@ -49,6 +56,10 @@ public struct TokenizeStage: Sendable {
         var image_tokens: Int
         var overflow: String
         var legacy: Bool
+        /// "pixels:HASH" when each image counts its stored pixels' tokens (then `image_tokens` is 0).
+        var image_tokens_from: String?
+        /// Recorded in the run row only; not part of the config hash, so every part's rows share one config.
+        var part: PartSpec?
     }
 
     public var options: Options
@@ -56,9 +67,12 @@ public struct TokenizeStage: Sendable {
     public init(options: Options) { self.options = options }
 
     /// The config these options make with a tokenizer of this sha256; its canonical hash is `tokenized.config_hash`.
-    func config(tokenizerSHA256: String) -> Config {
-        Config(tokenizer_sha256: tokenizerSHA256, template: options.template.rawValue, max_length: options.maxLength,
-               image_tokens: options.imageTokens, overflow: options.overflow.rawValue, legacy: options.legacy)
+    /// `catalog` resolves the pixel config with `imageTokensFromPixels`.
+    func config(tokenizerSHA256: String, catalog: Catalog) throws -> Config {
+        let pixelsConfig = options.imageTokensFromPixels ? try Self.resolvePixelsConfig(catalog, requested: options.pixelsConfig) : nil
+        return Config(tokenizer_sha256: tokenizerSHA256, template: options.template.rawValue, max_length: options.maxLength,
+                      image_tokens: pixelsConfig == nil ? options.imageTokens : 0, overflow: options.overflow.rawValue,
+                      legacy: options.legacy, image_tokens_from: pixelsConfig.map { "pixels:" + $0 })
     }
 
     struct Pending {
@@ -66,6 +80,8 @@ public struct TokenizeStage: Sendable {
         var key: String
         var hasImage: Bool
         var conversations: String
+        /// Positions of this instruction's image from its pixels (with `imageTokensFromPixels`), or why there are none.
+        var pixelTokens: Result<Int, VLMError>?
     }
 
     struct Row {
@@ -82,21 +98,32 @@ public struct TokenizeStage: Sendable {
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
         guard options.maxLength > 0 else { throw VLMError(.invalidArgument, "--max-length must be positive") }
-        guard options.imageTokens >= 1 else { throw VLMError(.invalidArgument, "--image-tokens must be at least 1") }
+        guard options.imageTokensFromPixels || options.imageTokens >= 1 else {
+            throw VLMError(.invalidArgument, "--image-tokens must be at least 1")
+        }
         let tokenizer = try Tokenizer(contentsOf: options.tokenizer)
-        let config = self.config(tokenizerSHA256: tokenizer.sha256)
+        var config = try self.config(tokenizerSHA256: tokenizer.sha256, catalog: catalog)
+        let pixelsConfig = config.image_tokens_from.map { String($0.dropFirst("pixels:".count)) }
         let configHash = Hashing.canonicalHash(config)
+        config.part = options.part
         let fingerprint: String = try catalog.read { db in
             let row = try GRDB.Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM instructions")!
             let n: Int = row[0]
             let m: Int = row[1]
             return "instructions:\(n):\(m)"
         }
+        let part = options.part
         let pendingCount: Int = try catalog.read { db in
-            try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM instructions i
+            guard let part else {
+                return try Int.fetchOne(db, sql: """
+                    SELECT COUNT(*) FROM instructions i
+                    WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
+                    """, arguments: [configHash]) ?? 0
+            }
+            return try GRDB.Row.fetchAll(db, sql: """
+                SELECT i.key, img.key FROM instructions i LEFT JOIN images img ON img.id = i.image_id
                 WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-                """, arguments: [configHash]) ?? 0
+                """, arguments: [configHash]).filter { part.owns(imageKey: $0[1], sampleKey: $0[0]) }.count
         }
         if pendingCount == 0 {
             var report = StageReport(stage: "tokenize", counts: try counts(catalog, configHash), skipped: true)
@@ -116,17 +143,24 @@ public struct TokenizeStage: Sendable {
                 LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: options.legacy, modelMaxLength: options.maxLength)
             }
             while true {
-                let batch: [Pending] = try catalog.read { db in
+                let fetched: [(Pending, imageKey: String?)] = try catalog.read { db in
                     try GRDB.Row.fetchAll(db, sql: """
-                        SELECT i.id, i.key, i.image_id, i.conversations FROM instructions i
+                        SELECT i.id, i.key, i.image_id, i.conversations, img.key AS image_key, p.status AS pixel_status, p.error,
+                               p.tiles, p.patches, p.patch_dim, p.grid_rows, p.grid_cols
+                        FROM instructions i LEFT JOIN images img ON img.id = i.image_id
+                        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
                         WHERE i.id > ? AND NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
                         ORDER BY i.id LIMIT ?
-                        """, arguments: [lastID, configHash, options.batchSize]).map { row in
-                        Pending(id: row[0], key: row[1], hasImage: (row[2] as Int64?) != nil, conversations: row[3])
+                        """, arguments: [pixelsConfig, lastID, configHash, options.batchSize]).map { row in
+                        var pending = Pending(id: row[0], key: row[1], hasImage: (row[2] as Int64?) != nil, conversations: row[3])
+                        if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
+                        return (pending, imageKey: row["image_key"] as String?)
                     }
                 }
-                guard let last = batch.last else { break }
-                lastID = last.id
+                guard let last = fetched.last else { break }
+                lastID = last.0.id
+                let batch = fetched.filter { part?.owns(imageKey: $0.imageKey, sampleKey: $0.0.key) ?? true }.map(\.0)
+                if batch.isEmpty { continue }
                 var rows = [Row?](repeating: nil, count: batch.count)
                 if jobs == 1 || batch.count < 64 {
                     for (i, p) in batch.enumerated() { rows[i] = process(p, maskers[0]) }
@@ -205,8 +239,14 @@ public struct TokenizeStage: Sendable {
             }
             let conversation = Conversation(id: p.key, image: p.hasImage ? "image" : nil, conversations: turns)
             try conversation.validate()
+            let perImage: Int
+            switch p.pixelTokens {
+            case .success(let n)?: perImage = n
+            case .failure(let error)?: throw error
+            case nil: perImage = options.imageTokens
+            }
             let sample = try masker.tokenize(conversation)
-            let imagePositions = p.hasImage ? options.imageTokens : 0
+            let imagePositions = p.hasImage ? perImage : 0
             let modelLength = sample.inputIDs.count - (p.hasImage ? 1 : 0) + imagePositions
             var ids = sample.inputIDs, labels = sample.labels
             var status = "ok"
@@ -219,14 +259,14 @@ public struct TokenizeStage: Sendable {
                 var used = 0
                 var keep = 0
                 for id in ids {
-                    let cost = id == LLaVAMasker.imageTokenIndex ? options.imageTokens : 1
+                    let cost = id == LLaVAMasker.imageTokenIndex ? perImage : 1
                     if used + cost > options.maxLength { break }
                     used += cost
                     keep += 1
                 }
                 if p.hasImage, !ids[..<keep].contains(LLaVAMasker.imageTokenIndex) {
                     return Row(instructionID: p.id, status: "dropped",
-                               error: "the image does not fit in --max-length \(options.maxLength) with --image-tokens \(options.imageTokens)",
+                               error: "the image does not fit in --max-length \(options.maxLength) with \(perImage) image tokens",
                                nTokens: sample.inputIDs.count, nImageTokens: imagePositions, nSupervised: 0)
                 }
                 ids = Array(ids[..<keep])
@@ -243,6 +283,47 @@ public struct TokenizeStage: Sendable {
 }
 
 extension TokenizeStage {
+    /// The one pixel config of the catalog, or the requested one; a clear error otherwise.
+    static func resolvePixelsConfig(_ catalog: Catalog, requested: String?) throws -> String {
+        let available = try catalog.read { db in
+            try String.fetchAll(db, sql: "SELECT DISTINCT config_hash FROM pixels ORDER BY config_hash")
+        }
+        if let requested {
+            guard available.contains(requested) else {
+                throw VLMError(.notFound, file: catalog.workspace.catalogPath, record: "--pixels",
+                               "no pixels with config \(requested); the catalog has: \(available.isEmpty ? "none" : available.joined(separator: ", "))")
+            }
+            return requested
+        }
+        guard available.count == 1 else {
+            throw VLMError(available.isEmpty ? .notFound : .invalidArgument, file: catalog.workspace.catalogPath, record: "--image-tokens pixels",
+                           available.isEmpty ? "the catalog holds no pixels: run `vlmdata patchify` before tokenizing with --image-tokens pixels"
+                                             : "the catalog holds \(available.count) pixel configs; choose one with --pixels HASH: \(available.joined(separator: ", "))")
+        }
+        return available[0]
+    }
+
+    /// The image tokens of one instruction's stored pixels (`PatchGrid`), or an error naming what is missing.
+    static func pixelTokens(_ row: GRDB.Row, config: String) -> Result<Int, VLMError> {
+        let key: String = row["image_key"] ?? "?"
+        guard let status: String = row["pixel_status"] else {
+            return .failure(VLMError(.notFound, record: key, "image has no pixels in config \(config): run `vlmdata patchify` first"))
+        }
+        guard status == "ok" else {
+            return .failure(VLMError(.badInput, record: key, "image has no usable pixels: \(row["error"] as String? ?? status)"))
+        }
+        let rows: Int? = row["grid_rows"], cols: Int? = row["grid_cols"]
+        do {
+            let grid = try PatchGrid(shape: [row["tiles"] ?? 0, row["patches"] ?? 0, row["patch_dim"] ?? 0],
+                                     grid: rows.flatMap { r in cols.map { [r, $0] } })
+            return .success(grid.imageTokens)
+        } catch let error as VLMError {
+            return .failure(VLMError(.corrupt, record: key, "pixels: \(error.message)"))
+        } catch {
+            return .failure(VLMError(.corrupt, record: key, "pixels: \(error)"))
+        }
+    }
+
     /// The catalog's text for tokenizer training: every caption, then every turn of every instruction, in id order.
     public static func catalogTexts(_ catalog: Catalog) throws -> [String] {
         try catalog.read { db in

@@ -166,8 +166,8 @@ extension TrainSmoke {
         let tokenizer = try Tokenizer(contentsOf: tokenizerPath)
 
         // the model's shape comes from the data: vocabulary from the tokenizer, context from the longest sample
-        let patches = (o.imageSize / o.patchSize) * (o.imageSize / o.patchSize)
-        let patchDim = o.patchSize * o.patchSize * 3
+        let grid = PatchGrid(imageSize: o.imageSize, patchSize: o.patchSize)
+        let patches = grid.patchesPerTile, patchDim = grid.patchDim
         let trainLoader = try Loader(workspace: trainWS.root, options: Self.loaderOptions(seed: o.seed, batch: o.batchSize))
         let evalLoader = try Loader(workspace: evalWS.root, options: Self.loaderOptions(seed: 0, batch: 1))
         let longest = (trainLoader.datasets[0].index.samples + evalLoader.datasets[0].index.samples)
@@ -194,7 +194,7 @@ extension TrainSmoke {
         let result = try TrainingRun.run(trainer, steps: o.steps, progress: { _ in progress.advance(by: 1) }) {
             var samples: [LoadedSample] = []
             while samples.count < o.batchSize { samples.append(try nextSample()) }
-            return try TrainBatch(samples: samples, patches: patches, patchDim: patchDim)
+            return try TrainBatch(samples: samples, grid: grid)
         }
         progress.finish(String(format: "%d steps, loss %.3f", result.steps, result.finalLoss))
 
@@ -214,7 +214,7 @@ extension TrainSmoke {
                 }
                 return Array(s.inputIds[..<first])
             }
-            let batch = try TrainBatch(samples: pending, patches: patches, patchDim: patchDim)
+            let batch = try TrainBatch(samples: pending, grid: grid)
             let answers = try trainer.model.generate(prompts: prompts, pixels: batch.pixels, maxNewTokens: 24,
                                                      stopTokens: stop)
             for (s, answer) in zip(pending, answers) {
@@ -289,8 +289,8 @@ extension TrainSmoke {
             let result = try BPETrainer(vocabSize: Self.vocabularySize).train(texts: texts)
             try AtomicFile.write(result.json, to: tokenizerPath)
         }
-        let patches = (o.imageSize / o.patchSize) * (o.imageSize / o.patchSize)
-        _ = try TokenizeStage(options: .init(tokenizer: tokenizerPath, template: .plain, imageTokens: patches))
+        let grid = PatchGrid(imageSize: o.imageSize, patchSize: o.patchSize)
+        _ = try TokenizeStage(options: .init(tokenizer: tokenizerPath, template: .plain, imageTokens: grid.imageTokens))
             .run(catalog: catalog, progress: progress)
         let config = PreprocessConfig(imageSize: o.imageSize, patchSize: o.patchSize, mode: .squash)
         _ = try PatchifyStage.run(catalog: catalog, options: .init(config: config), progress: progress)

@@ -67,6 +67,10 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
     public var imageID: Int?
     public var imageFile: String?
     public var imageSHA256: String?
+    /// `[width, height]` of the original image (LLaVA-NeXT's `image_sizes`, which its unpad step needs).
+    public var imageSize: [Int]?
+    /// The frame of the boxes in the conversations (`BoxFrame`), when they state any.
+    public var boxFrame: String?
     public var conversations: [[String: String]]
     public var template: String
     public var tokenizerSHA256: String
@@ -77,6 +81,7 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
     public var length: Int
     public var tokens: Int
     public var supervised: Int
+    /// Positions the image takes in the model: `PatchGrid.imageTokens` of the stored pixels (0 if text-only).
     public var imageTokens: Int
     public var pixelsConfig: String?
     /// `[tiles, patches, patch_dim]` of `KEY.pixels.npy`.
@@ -88,7 +93,8 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case key, source, kind, generator, image, conversations, template, status, length, tokens, supervised, grid
-        case imageID = "image_id", imageFile = "image_file", imageSHA256 = "image_sha256"
+        case imageID = "image_id", imageFile = "image_file", imageSHA256 = "image_sha256", imageSize = "image_size"
+        case boxFrame = "box_frame"
         case tokenizerSHA256 = "tokenizer_sha256", tokenizedConfig = "tokenized_config"
         case imageTokens = "image_tokens", pixelsConfig = "pixels_config", pixelsShape = "pixels_shape"
         case imageMember = "image_member"
@@ -99,6 +105,7 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
     public var canonicalJSON: [UInt8] {
         var json = CanonicalJSONWriter()
         json.beginObject()
+        json.key("box_frame"); json.value(boxFrame)
         json.key("conversations")
         json.beginArray()
         for turn in conversations { json.value(turn) }
@@ -110,6 +117,7 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         json.key("image_id"); json.value(imageID)
         json.key("image_member"); json.value(imageMember)
         json.key("image_sha256"); json.value(imageSHA256)
+        json.key("image_size"); json.value(imageSize)
         json.key("image_tokens"); json.value(imageTokens)
         json.key("key"); json.value(key)
         json.key("kind"); json.value(kind)
@@ -138,6 +146,8 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         try c.encode(imageID, forKey: .imageID)
         try c.encode(imageFile, forKey: .imageFile)
         try c.encode(imageSHA256, forKey: .imageSHA256)
+        try c.encode(imageSize, forKey: .imageSize)
+        try c.encode(boxFrame, forKey: .boxFrame)
         try c.encode(conversations, forKey: .conversations)
         try c.encode(template, forKey: .template)
         try c.encode(tokenizerSHA256, forKey: .tokenizerSHA256)
@@ -181,7 +191,8 @@ public final class ShardBuilder {
 
     /// The resolved parameters that define the output (hashed into the run row and `shards.params_hash`).
     struct Params: Codable {
-        var format = 1
+        /// 2: sample json gained `image_size` and `box_frame`; image tokens come from the stored pixels.
+        var format = 2
         var name: String
         var targetBytes: Int
         var maxSamplesPerShard: Int?
@@ -196,11 +207,8 @@ public final class ShardBuilder {
         var shardName: String
         var offset: Int
         var size: Int
-        var tiles: Int
-        var patches: Int
-        var patchDim: Int
-        var gridRows: Int?
-        var gridCols: Int?
+        /// The geometry of the stored record (checked against its npy header when it is copied).
+        var grid: PatchGrid
     }
 
     struct ImageRef {
@@ -211,6 +219,8 @@ public final class ShardBuilder {
         var location: String?
         var member: String?
         var format: String?
+        var width: Int?
+        var height: Int?
     }
 
     struct PlanItem {
@@ -222,6 +232,8 @@ public final class ShardBuilder {
         var generator: String
         var image: ImageRef?
         var pixels: PixelRef?
+        /// The frame the instruction's boxes are stated in, when it states any.
+        var boxFrame: BoxFrame?
     }
 
     // MARK: - Planning
@@ -259,15 +271,26 @@ public final class ShardBuilder {
             }
             let pixelsConfig = try Self.resolveConfig(db, table: "pixels", flag: "--pixels",
                                                       requested: options.pixelsConfig, what: "pixel")
+            // The frame boxes must be in for these pixels (pad: the padded square, crop: the crop, else the image).
+            let pixelFrame: BoxFrame? = try pixelsConfig.flatMap { hash in
+                guard let json = try String.fetchOne(db, sql: "SELECT config FROM pixels WHERE config_hash = ? AND config IS NOT NULL LIMIT 1",
+                                                     arguments: [hash]),
+                      let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+                      let mode = object["mode"] as? String else { return nil }
+                guard let frame = BoxFrame(pixelMode: mode) else {
+                    throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels config \(hash)", "unknown preprocessing mode '\(mode)'")
+                }
+                return frame
+            }
             let params = Params(name: options.name, targetBytes: options.targetBytes,
                                 maxSamplesPerShard: options.maxSamplesPerShard, limit: options.limit,
                                 includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
                                 pixelsConfig: pixelsConfig, part: options.part?.description)
             let cursor = try Row.fetchCursor(db, sql: """
-                SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id,
-                       s.kind AS source_kind, s.name AS source_name,
+                SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
+                       t.n_image_tokens, s.kind AS source_kind, s.name AS source_name,
                        img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
-                       img.location, img.member, img.format, img.status AS image_status,
+                       img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
                        p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
                        p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
                 FROM tokenized t
@@ -282,13 +305,15 @@ public final class ShardBuilder {
             var items: [PlanItem] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
+            var tokenMismatches: [String] = [], frameMismatches: [String] = []
+            var tokenMismatchCount = 0, frameMismatchCount = 0
             while let row = try cursor.next() {
                 let key: String = row["key"]
                 guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
                     throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
                                    "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
                 }
-                if let part = options.part, !part.contains(key: key) { continue }
+                if let part = options.part, !part.owns(imageKey: row["image_key"], sampleKey: key) { continue }
                 if let limit = options.limit, items.count >= limit { break }
                 var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],
                                     source: (row["source_kind"] as String?).map { "\($0):\(row["source_name"] as String? ?? "")" },
@@ -301,10 +326,36 @@ public final class ShardBuilder {
                     else { skipped["no_pixels", default: 0] += 1; continue }
                     item.image = ImageRef(key: row["image_key"], externalID: row["external_id"], fileName: row["file_name"],
                                           sha256: row["image_sha256"], location: row["location"], member: row["member"],
-                                          format: row["format"])
-                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, tiles: row["tiles"] ?? 1,
-                                           patches: row["patches"] ?? 0, patchDim: row["patch_dim"] ?? 0,
-                                           gridRows: row["grid_rows"], gridCols: row["grid_cols"])
+                                          format: row["format"], width: row["width"], height: row["height"])
+                    let grid: PatchGrid
+                    do {
+                        let rows: Int? = row["grid_rows"], cols: Int? = row["grid_cols"]
+                        grid = try PatchGrid(shape: [row["tiles"] ?? 0, row["patches"] ?? 0, row["patch_dim"] ?? 0],
+                                             grid: rows.flatMap { r in cols.map { [r, $0] } })
+                    } catch let error as VLMError {
+                        throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
+                    }
+                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid)
+                    // The image takes the positions its stored pixels make; tokenize must have counted the same.
+                    let counted: Int = row["n_image_tokens"] ?? 0
+                    if counted != grid.imageTokens {
+                        tokenMismatchCount += 1
+                        if tokenMismatches.count < 3 {
+                            tokenMismatches.append("\(key): tokenized with \(counted) image tokens, its pixels are \(grid)")
+                        }
+                    }
+                    // Boxes must be stated in the frame of these pixels.
+                    if let meta: String = row["meta"], meta.contains("box_frame") {
+                        let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
+                        let stated = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
+                        item.boxFrame = stated
+                        if let pixelFrame, stated != pixelFrame {
+                            frameMismatchCount += 1
+                            if frameMismatches.count < 3 {
+                                frameMismatches.append("\(key): boxes in the \(stated?.rawValue ?? "unknown") frame, pixels need \(pixelFrame.rawValue)")
+                            }
+                        }
+                    }
                 }
                 let pixelShard: String = row["pixel_shard"] ?? "-"
                 let pixelShardSHA: String = row["pixel_shard_sha256"] ?? "-"
@@ -312,6 +363,18 @@ public final class ShardBuilder {
                                       "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
                 hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
                 items.append(item)
+            }
+            if tokenMismatchCount > 0 {
+                throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
+                               "\(tokenMismatchCount) samples were tokenized for another image-token count than their stored pixels give, "
+                               + "e.g. \(tokenMismatches.joined(separator: "; ")); tokenize again with --image-tokens pixels "
+                               + "(or the count above) and shard with --tokenized HASH")
+            }
+            if frameMismatchCount > 0 {
+                throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "pixels config \(pixelsConfig ?? "-")",
+                               "\(frameMismatchCount) instructions state boxes in another frame than the pixels show, "
+                               + "e.g. \(frameMismatches.joined(separator: "; ")); generate them with --box-frame \(pixelFrame?.rawValue ?? "original") "
+                               + "or patchify in the matching --mode")
             }
             return Plan(params: params, items: items, skipped: skipped, fingerprint: hasher.finalize())
         }
@@ -601,12 +664,14 @@ public final class ShardBuilder {
         let meta = SampleMetadata(
             key: item.key, source: item.source, kind: item.kind, generator: item.generator,
             image: item.image?.key, imageID: item.image?.externalID, imageFile: item.image?.fileName,
-            imageSHA256: item.image?.sha256, conversations: conversations, template: token.template,
+            imageSHA256: item.image?.sha256,
+            imageSize: item.image.flatMap { i in i.width.flatMap { w in i.height.map { [w, $0] } } },
+            boxFrame: item.boxFrame?.rawValue, conversations: conversations, template: token.template,
             tokenizerSHA256: token.tokenizerSHA256, tokenizedConfig: params.tokenizedConfig, status: token.status,
             length: token.inputIDs.count / 4, tokens: token.tokens, supervised: token.supervised,
-            imageTokens: token.imageTokens, pixelsConfig: item.pixels == nil ? nil : params.pixelsConfig,
-            pixelsShape: item.pixels.map { [$0.tiles, $0.patches, $0.patchDim] },
-            grid: item.pixels.flatMap { p in p.gridRows.flatMap { r in p.gridCols.map { [r, $0] } } },
+            imageTokens: item.pixels?.grid.imageTokens ?? token.imageTokens, pixelsConfig: item.pixels == nil ? nil : params.pixelsConfig,
+            pixelsShape: item.pixels?.grid.shape,
+            grid: item.pixels?.grid.grid,
             imageMember: image?.member)
         let header = Npy.header(dtype: .int32, shape: [token.inputIDs.count / 4])
         var sample = PreparedSample(item: item, token: token, json: meta.canonicalJSON, inputIDs: header + token.inputIDs,
@@ -668,7 +733,7 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "no pixel npy where the catalog points: \(error.message)")
             }
-            let expected = [pixels.tiles, pixels.patches, pixels.patchDim]
+            let expected = pixels.grid.shape
             guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
@@ -681,7 +746,8 @@ public final class ShardBuilder {
         let start = parts[0].1.headerOffset
         let token = sample.token
         return SampleIndexRow(item: item, index: index, offset: start, size: parts.last!.1.contentEnd - start,
-                              tokens: token.tokens, supervised: token.supervised, imageTokens: token.imageTokens, parts: parts)
+                              tokens: token.tokens, supervised: token.supervised,
+                              imageTokens: item.pixels?.grid.imageTokens ?? token.imageTokens, parts: parts)
     }
 
     static func imageSuffix(_ image: ImageRef) -> String {

@@ -18,8 +18,8 @@ public struct SyntheticShardInputs: Sendable {
     public var seed: UInt64
     public var tokens = 600
     public var tiles = 1
-    public var patches = 576
-    public var patchDim = 588
+    public var patches = PatchGrid.clipViTL14at336.patchesPerTile
+    public var patchDim = PatchGrid.clipViTL14at336.patchDim
     public var textOnlyEvery = 10
     /// Bytes of the fake original image file written per image (for `--include-jpeg`).
     public var imageFileBytes = 2_000

@@ -5,6 +5,11 @@ extension TrainBatch {
     /// Collates samples from the streaming loader: right padding (token 0, label -100, mask 0); a text-only sample
     /// gets zero pixels, which the model never reads since it has no image position.
     ///
+    /// Throws when an image is not one tile of `grid` (what `patchify` wrote must match the model).
+    public init(samples: [LoadedSample], grid: PatchGrid) throws {
+        try self.init(samples: samples, patches: grid.patchesPerTile, patchDim: grid.patchDim)
+    }
+
     /// Throws when an image is not one tile of `patches × patchDim` (what `patchify` wrote must match the model).
     public init(samples: [LoadedSample], patches: Int, patchDim: Int) throws {
         var pixels: [UInt8] = []

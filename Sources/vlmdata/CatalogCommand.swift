@@ -30,6 +30,10 @@ struct CatalogCommand: ParsableCommand {
             shard files into OUT/shards/. Overlapping sample keys, shards of the same part twice, parts of
             different splits, shard runs with different parameters, and equal keys with different content are
             refused with an error naming them; nothing is merged from a refused part.
+
+            Coverage: the parts each workspace holds are read from what its stages recorded when they ran with
+            --part I/N (printed before the report). The workspaces must come from one split, hold each part once
+            and, unless --partial, every part of N. See docs/partitioning.md.
             """)
 
         @Argument(help: "Output workspace (created if needed).")
@@ -40,6 +44,9 @@ struct CatalogCommand: ParsableCommand {
 
         @Flag(help: "Index the parts' training shards where they are (absolute paths) instead of linking them into OUT.")
         var reference = false
+
+        @Flag(help: "Merge even when parts of the split are missing (a partial merge is intended); the report lists them.")
+        var partial = false
 
         @Flag(help: "Print the report as one JSON object.")
         var json = false
@@ -53,8 +60,13 @@ struct CatalogCommand: ParsableCommand {
 
         func run() throws {
             let report = try runOrExit {
-                try CatalogMerge.merge(into: Workspace(root: out), parts: parts.map { Workspace(root: $0) },
-                                       referenceShards: reference, progress: TerminalProgress(quiet: quiet))
+                let report = try CatalogMerge.merge(into: Workspace(root: out), parts: parts.map { Workspace(root: $0) },
+                                                    referenceShards: reference, allowPartial: partial, progress: TerminalProgress(quiet: quiet))
+                if !json {
+                    let catalogs = try parts.map { try Catalog(workspace: Workspace(root: $0)) }
+                    for coverage in try PartCoverage.of(catalogs) { print("coverage: \(coverage)") }
+                }
+                return report
             }
             printReport(report, json: json)
         }

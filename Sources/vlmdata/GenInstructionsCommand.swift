@@ -54,6 +54,9 @@ struct GenInstructionsCommand: ParsableCommand {
     @Option(help: ArgumentHelp("llm: sampling temperature.", valueName: "t")) var temperature = 0.0
     @Flag(help: "llm: ask for JSON replies (response_format json_object).") var jsonMode = false
     @Option(help: ArgumentHelp("Only the first N images (key order).", valueName: "n")) var limit: Int?
+    @Option(help: ArgumentHelp("templates: the frame boxes are stated in, matching patchify --mode: pad (LLaVA-1.5's padded square), crop (the centre crop; boxes it cuts are left out), original (the whole image: squash, anyres). shard checks it.", valueName: "frame"))
+    var boxFrame: BoxFrame = .original
+    @Option(help: PartHelp.text) var part: PartSpec?
 
     @Flag(help: "Print the report as JSON.") var json = false
 
@@ -78,6 +81,8 @@ struct GenInstructionsCommand: ParsableCommand {
         c.temperature = temperature
         c.jsonMode = jsonMode
         c.limit = limit
+        c.boxFrame = boxFrame.rawValue
+        c.part = part?.description
         return c
     }
 
@@ -87,3 +92,5 @@ struct GenInstructionsCommand: ParsableCommand {
         try runStage(try makeStage(GenInstructionsStep.self, config), workspace.context(), json: json)
     }
 }
+
+extension BoxFrame: ExpressibleByArgument {}

@@ -27,12 +27,12 @@ struct IngestCommand: ParsableCommand {
         @Option(help: "COCO instances file (instances_*.json): categories and boxes.") var instances: String?
         @Option(help: "Image folder, .zip or .tar(.gz). Without it every image is recorded as missing.") var images: String?
         @Option(help: "Split name; prefixes image keys (letters, digits, _ and -).") var split = "train"
-        @Option(help: ArgumentHelp("Handle part I of N (0-based), by a stable hash of the image key.", valueName: "I/N")) var part: String?
+        @Option(help: PartHelp.text) var part: PartSpec?
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(help: "Print the report as JSON.") var json = false
 
         var config: IngestCOCOStep.Config {
-            IngestCOCOStep.Config(captions: captions, instances: instances, images: images, split: split, part: part)
+            IngestCOCOStep.Config(captions: captions, instances: instances, images: images, split: split, part: part?.description)
         }
 
         func validate() throws { _ = try makeStage(IngestCOCOStep.self, config) }
@@ -52,10 +52,11 @@ struct IngestCommand: ParsableCommand {
         @Option(help: "LLaVA JSON file (a JSON array of records).") var json: String
         @Option(help: "Folder (or zip/tar) the records' image paths are relative to.") var images: String?
         @Option(help: "Split name; prefixes keys.") var split = "llava"
+        @Option(help: PartHelp.text) var part: PartSpec?
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(name: .customLong("json-report"), help: "Print the report as JSON.") var jsonReport = false
 
-        var config: IngestLLaVAStep.Config { IngestLLaVAStep.Config(json: json, images: images, split: split) }
+        var config: IngestLLaVAStep.Config { IngestLLaVAStep.Config(json: json, images: images, split: split, part: part?.description) }
 
         func validate() throws { _ = try makeStage(IngestLLaVAStep.self, config) }
 

@@ -23,8 +23,8 @@ struct PatchifyCommand: ParsableCommand {
     @Option(name: .long, help: "Close a pixel shard once it holds this many MiB.")
     var shardMib = 256
 
-    @Option(name: .long, help: ArgumentHelp("Handle part I of N (0-based), by a stable hash of the image bytes' sha256; join part catalogs with `vlmdata catalog merge`.", valueName: "I/N"))
-    var part: String?
+    @Option(name: .long, help: PartHelp.text)
+    var part: PartSpec?
 
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
@@ -41,7 +41,7 @@ struct PatchifyCommand: ParsableCommand {
         c.gridPinpoints = imageOptions.gridPinpoints
         c.jobs = jobs
         c.shardMib = shardMib
-        c.part = part
+        c.part = part?.description
         return c
     }
 

@@ -201,7 +201,7 @@ struct PreprocessCommand: ParsableCommand {
         var shape = [tiles, h, w, 3]
         if patches {
             pixels = Patchify.patchify(pixels, tiles: tiles, size: s, patch: p)
-            shape = [tiles, config.patchesPerTile, config.patchDim]
+            shape = config.patchGrid.withTiles(tiles).shape
         }
         let path = "\(out)/\(name).npy"
         if let normalization {

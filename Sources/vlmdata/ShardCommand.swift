@@ -41,8 +41,8 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Patchify run to read, by readable name (e.g. pad-336/14) or config hash prefix (default: the latest run).", valueName: "name"))
     var pixels: String?
 
-    @Option(help: ArgumentHelp("Write only part I of N (0-based, 0 <= I < N; keys split by hash), for one task of a job array.", valueName: "I/N"))
-    var part: String?
+    @Option(help: PartHelp.text)
+    var part: PartSpec?
 
     @Option(help: ArgumentHelp("Shards written at once, each hashed on its own thread (default: all cores); the output is the same.", valueName: "n"))
     var jobs: Int?
@@ -60,10 +60,10 @@ struct ShardCommand: ParsableCommand {
     var syntheticTokens = 600
 
     @Option(help: .hidden)
-    var syntheticPatches = 576
+    var syntheticPatches = PatchGrid.clipViTL14at336.patchesPerTile
 
     @Option(help: .hidden)
-    var syntheticPatchDim = 588
+    var syntheticPatchDim = PatchGrid.clipViTL14at336.patchDim
 
     var config: ShardStep.Config {
         var c = ShardStep.Config()
@@ -74,7 +74,7 @@ struct ShardCommand: ParsableCommand {
         c.includeJpeg = includeJpeg
         c.tokenized = tokenized
         c.pixels = pixels
-        c.part = part
+        c.part = part?.description
         c.jobs = jobs
         return c
     }

@@ -28,8 +28,24 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Maximum positions per sample, the image counting --image-tokens.")
     var maxLength = 2048
 
-    @Option(help: "Positions the image takes in the model (576 for CLIP ViT-L/14-336).")
-    var imageTokens = 576
+    /// A fixed count, or `pixels`: each image's count from its stored pixels.
+    enum ImageTokens: ExpressibleByArgument, Equatable {
+        case count(Int)
+        case pixels
+        init?(argument: String) {
+            if argument == "pixels" { self = .pixels } else if let n = Int(argument) { self = .count(n) } else { return nil }
+        }
+        var defaultValueDescription: String { if case .count(let n) = self { "\(n)" } else { "pixels" } }
+    }
+
+    @Option(help: ArgumentHelp("Positions the image takes in the model: a number (576 for CLIP ViT-L/14-336: (336/14)^2), or `pixels` to take each image's count from its stored pixels (run patchify first; anyres images differ). shard refuses samples whose count is not their pixels'.", valueName: "n|pixels"))
+    var imageTokens: ImageTokens = .count(PatchGrid.clipViTL14at336.imageTokens)
+
+    @Option(help: ArgumentHelp("With --image-tokens pixels: the pixel config to count from (when the catalog holds several).", valueName: "hash"))
+    var pixels: String?
+
+    @Option(help: PartHelp.text)
+    var part: PartSpec?
 
     @Option(help: "What to do with longer samples: truncate or drop.")
     var overflow = "truncate"
@@ -46,7 +62,12 @@ struct TokenizeCommand: ParsableCommand {
     var config: TokenizeStep.Config {
         var c = TokenizeStep.Config(tokenizer: tokenizer, template: template)
         c.maxLength = maxLength
-        c.imageTokens = imageTokens
+        switch imageTokens {
+        case .count(let n): c.imageTokens = n
+        case .pixels: c.imageTokensFromPixels = true
+        }
+        c.pixels = pixels
+        c.part = part?.description
         c.overflow = overflow
         c.nonLegacy = nonLegacy
         c.jobs = jobs
@@ -54,6 +75,7 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func validate() throws {
+        if pixels != nil, imageTokens != .pixels { throw ValidationError("--pixels is only used with --image-tokens pixels") }
         _ = try makeStage(TokenizeStep.self, config)
         guard FileManager.default.fileExists(atPath: tokenizer) else {
             throw ValidationError("--tokenizer '\(tokenizer)' does not exist")

@@ -243,4 +243,45 @@ import VLMCore
         #expect(English.plural("person") == "people" && English.plural("bus") == "buses" && English.plural("wine glass") == "wine glasses")
         #expect(English.withArticle("apple") == "an apple" && English.withArticle("dog") == "a dog")
     }
+
+    /// Issue 12 case 5: boxes are stated in the frame of the pixels (pad: LLaVA-1.5's padded square; crop: the
+    /// centre crop, dropping boxes it cuts), and each instruction stating a box records its frame.
+    @Test(arguments: [BoxFrame.original, .pad, .crop])
+    func groundingBoxesAreInTheFrameOfThePixels(frame: BoxFrame) throws {
+        let dir = try TestPaths.temporaryDirectory("frame-\(frame.rawValue)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try coco.catalog(in: dir)
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 5, kinds: [.grounding, .multiturn, .caption], perImage: 3, boxFrame: frame))
+        let imageByKey = Dictionary(uniqueKeysWithValues: coco.images.map { (CocoMini.key($0), $0) })
+        var boxes = 0
+        for row in try storedInstructions(catalog) {
+            let image = imageByKey[row.imageKey]!
+            let items = row.kind == "multiturn" ? (row.meta["turns"] as! [[String: Any]]) : [row.meta]
+            let stated = items.filter { $0["box"] != nil }
+            #expect((row.meta["box_frame"] as? String) == (stated.isEmpty ? nil : frame.rawValue), "\(row.key)")
+            for item in stated {
+                let object = coco.annotations.first { $0.id == item["object_id"] as! Int }!
+                let (x, y, w, h) = (object.bbox[0], object.bbox[1], object.bbox[2], object.bbox[3])
+                let (W, H) = (Double(image.width), Double(image.height))
+                var expected: [Double]
+                switch frame {
+                case .original:
+                    expected = [x / W, y / H, (x + w) / W, (y + h) / H]
+                case .pad:
+                    let side = Double(max(image.width, image.height))
+                    let ox = Double((max(image.width, image.height) - image.width) / 2)
+                    let oy = Double((max(image.width, image.height) - image.height) / 2)
+                    expected = [(x + ox) / side, (y + oy) / side, (x + w + ox) / side, (y + h + oy) / side]
+                case .crop:
+                    let side = min(W, H), ox = (W - side) / 2, oy = (H - side) / 2
+                    expected = [(x - ox) / side, (y - oy) / side, (x + w - ox) / side, (y + h - oy) / side]
+                    #expect(expected.allSatisfy { $0 >= -0.5 / side && $0 <= 1 + 0.5 / side }, "the crop cuts \(row.key)'s box")
+                }
+                expected = expected.map { (min(max($0, 0), 1) * 100).rounded() / 100 }
+                #expect((item["box"] as! [Double]) == expected, "\(row.key)")
+                boxes += 1
+            }
+        }
+        #expect(boxes > 30)
+    }
 }

@@ -20,6 +20,7 @@ import VLMIO
         let meta = SampleMetadata(
             key: text(), source: maybe ? nil : text(), kind: text(), generator: text(), image: maybe ? nil : text(),
             imageID: maybe ? nil : random.below(1_000_000) - 500, imageFile: maybe ? nil : text(), imageSHA256: maybe ? nil : text(),
+            imageSize: maybe ? nil : [random.below(700), random.below(700)], boxFrame: round % 4 == 1 ? nil : text(),
             conversations: turns, template: text(), tokenizerSHA256: text(), tokenizedConfig: text(), status: text(),
             length: random.below(5000), tokens: random.below(5000), supervised: random.below(5000), imageTokens: random.below(3000),
             pixelsConfig: maybe ? nil : text(), pixelsShape: maybe ? nil : [1, random.below(600), 588],

@@ -134,7 +134,7 @@ public struct IngestCOCO {
             let meta = images[id]!
             let stem = (meta.fileName as NSString).deletingPathExtension
             let key = "\(split)_\(SampleKey.sanitize(stem))"
-            guard options.part?.contains(key: key) ?? true else { continue }
+            guard options.part?.owns(imageKey: key, sampleKey: key) ?? true else { continue }
             inPart.insert(id)
             if done.contains(id) { continue }
             let expected = meta.width.flatMap { w in meta.height.map { h in (width: w, height: h) } }

@@ -12,11 +12,14 @@ public struct IngestLLaVA {
         public var json: String
         public var images: String?
         public var split: String
+        /// Only the records whose image key (record key if text-only) falls in this part (`PartSpec.owns`).
+        public var part: PartSpec?
 
-        public init(json: String, images: String? = nil, split: String = "llava") {
+        public init(json: String, images: String? = nil, split: String = "llava", part: PartSpec? = nil) {
             self.json = json
             self.images = images
             self.split = split
+            self.part = part
         }
     }
 
@@ -107,6 +110,13 @@ public struct IngestLLaVA {
             }
         } catch let error as VLMError {
             fatal = error
+        }
+        if let part = options.part {
+            // Keys (and their _dupN suffixes) were given over the whole file, so every part names a record alike.
+            records = records.filter { record in
+                part.owns(imageKey: record.image.map { Self.imageKey(split: split, path: $0) }, sampleKey: record.key)
+            }
+            imagePaths = imagePaths.filter { part.contains(key: Self.imageKey(split: split, path: $0)) }
         }
         progress.finish("\(records.count) records, \(imagePaths.count) images")
 

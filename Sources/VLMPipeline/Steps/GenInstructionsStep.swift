@@ -36,11 +36,16 @@ public struct GenInstructionsStep: Stage, LineageStage {
         public var temperature = 0.0
         public var jsonMode = false
         public var limit: Int?
+        /// templates: the frame boxes are stated in (`pad`, `crop` or `original`), matching patchify's mode.
+        public var boxFrame = BoxFrame.original.rawValue
+        /// `--part I/N`: only this part's images.
+        public var part: String?
 
         public init() {}
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case generator, kinds, seed, circular, model, concurrency, rpm, tpm, timeout, temperature, limit
+            case generator, kinds, seed, circular, model, concurrency, rpm, tpm, timeout, temperature, limit, part
+            case boxFrame = "box_frame"
             case perImage = "per_image", minBox = "min_box", baseURL = "base_url", maxRequests = "max_requests"
             case maxTokens = "max_tokens", replyMaxTokens = "reply_max_tokens", maxRetries = "max_retries", jsonMode = "json_mode"
         }
@@ -72,6 +77,8 @@ public struct GenInstructionsStep: Stage, LineageStage {
             temperature = try c.value(.temperature, default: temperature)
             jsonMode = try c.value(.jsonMode, default: jsonMode)
             limit = try c.decodeIfPresent(Int.self, forKey: .limit)
+            boxFrame = try c.value(.boxFrame, default: boxFrame)
+            part = try c.decodeIfPresent(String.self, forKey: .part)
         }
 
         /// The kinds named by `kinds` (all when nil), each once, in the given order.
@@ -113,6 +120,10 @@ public struct GenInstructionsStep: Stage, LineageStage {
             if config.maxRetries < 0 { throw invalid("max_retries", "must not be negative") }
         }
         if let limit = config.limit, limit < 1 { throw invalid("limit", "must be at least 1") }
+        guard BoxFrame(rawValue: config.boxFrame) != nil else {
+            throw invalid("box_frame", "must be one of \(BoxFrame.allCases.map(\.rawValue).joined(separator: ", ")), not '\(config.boxFrame)'")
+        }
+        if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
         self.config = config
     }
 
@@ -133,14 +144,15 @@ public struct GenInstructionsStep: Stage, LineageStage {
 
     func templateOptions() throws -> TemplateOptions {
         TemplateOptions(seed: config.seed, kinds: try config.parsedKinds(all: TemplateKind.allCases), perImage: config.perImage,
-                        circular: config.circular, minBoxFraction: config.minBox)
+                        circular: config.circular, minBoxFraction: config.minBox, boxFrame: BoxFrame(rawValue: config.boxFrame)!)
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
         let stage: GenInstructionsStage
+        let part = config.part.flatMap(PartSpec.init(parsing:)) ?? context.part
         switch config.generator {
         case .templates:
-            stage = GenInstructionsStage(.templates(try templateOptions()))
+            stage = GenInstructionsStage(.templates(try templateOptions()), part: part)
         case .llm:
             let options = LLMOptions(
                 baseURL: config.baseURL!, model: config.model!, kinds: try config.parsedKinds(all: LLMKind.allCases), seed: config.seed,
@@ -148,7 +160,7 @@ public struct GenInstructionsStep: Stage, LineageStage {
                 maxRequests: config.maxRequests, maxTokens: config.maxTokens, replyMaxTokens: config.replyMaxTokens,
                 temperature: config.temperature, timeout: config.timeout, jsonMode: config.jsonMode, maxRetries: config.maxRetries,
                 limit: config.limit)
-            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]))
+            stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]), part: part)
         }
         return try stage.run(catalog: catalog, progress: context.progress)
     }

@@ -71,26 +71,32 @@ public struct IngestLLaVAStep: Stage, LineageStage {
         public var json: String
         public var images: String?
         public var split: String
+        /// `--part I/N`: only the records whose image key (sample key if text-only) falls in this part.
+        public var part: String?
 
-        public init(json: String, images: String? = nil, split: String = "llava") {
+        public init(json: String, images: String? = nil, split: String = "llava", part: String? = nil) {
             self.json = json
             self.images = images
             self.split = split
+            self.part = part
         }
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case json, images, split }
+        enum CodingKeys: String, CodingKey, CaseIterable { case json, images, split, part }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init(json: try c.decode(String.self, forKey: .json), images: try c.decodeIfPresent(String.self, forKey: .images),
-                      split: try c.value(.split, default: "llava"))
+                      split: try c.value(.split, default: "llava"), part: try c.decodeIfPresent(String.self, forKey: .part))
         }
     }
 
     public let config: Config
 
-    public init(config: Config) throws { self.config = config }
+    public init(config: Config) throws {
+        if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
+        self.config = config
+    }
 
     public func run(_ context: StageContext) throws -> StageReport { try runWithLineage(context) }
 
@@ -99,7 +105,8 @@ public struct IngestLLaVAStep: Stage, LineageStage {
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
-        let options = IngestLLaVA.Options(json: config.json, images: config.images, split: config.split)
+        let options = IngestLLaVA.Options(json: config.json, images: config.images, split: config.split,
+                                          part: config.part.flatMap(PartSpec.init(parsing:)) ?? context.part)
         return try IngestLLaVA(options: options).run(catalog: catalog, progress: context.progress)
     }
 }

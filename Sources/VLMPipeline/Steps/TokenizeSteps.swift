@@ -18,10 +18,16 @@ public struct TokenizeStep: Stage, LineageStage {
         public var tokenizer: String
         public var template: String
         public var maxLength = 2048
-        public var imageTokens = 576
+        public var imageTokens = PatchGrid.clipViTL14at336.imageTokens
         public var overflow = "truncate"
         public var nonLegacy = false
         public var jobs = 1
+        /// `image_tokens: pixels`: each image's count from its stored pixels (`imageTokens` is then unused).
+        public var imageTokensFromPixels = false
+        /// With `imageTokensFromPixels`: the pixel config (hash) to count from, when the catalog holds several.
+        public var pixels: String?
+        /// `--part I/N`: only the instructions of this part's images.
+        public var part: String?
 
         public init(tokenizer: String, template: String) {
             self.tokenizer = tokenizer
@@ -29,7 +35,7 @@ public struct TokenizeStep: Stage, LineageStage {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case tokenizer, template, overflow, jobs
+            case tokenizer, template, overflow, jobs, pixels, part
             case maxLength = "max_length", imageTokens = "image_tokens", nonLegacy = "non_legacy"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
@@ -38,7 +44,13 @@ public struct TokenizeStep: Stage, LineageStage {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init(tokenizer: try c.decode(String.self, forKey: .tokenizer), template: try c.decode(String.self, forKey: .template))
             maxLength = try c.value(.maxLength, default: maxLength)
-            imageTokens = try c.value(.imageTokens, default: imageTokens)
+            if (try? c.decodeIfPresent(String.self, forKey: .imageTokens)) == "pixels" {
+                imageTokensFromPixels = true
+            } else {
+                imageTokens = try c.value(.imageTokens, default: imageTokens)
+            }
+            pixels = try c.decodeIfPresent(String.self, forKey: .pixels)
+            part = try c.decodeIfPresent(String.self, forKey: .part)
             overflow = try c.value(.overflow, default: overflow)
             nonLegacy = try c.value(.nonLegacy, default: nonLegacy)
             jobs = try c.value(.jobs, default: jobs)
@@ -56,12 +68,18 @@ public struct TokenizeStep: Stage, LineageStage {
             throw invalid("overflow", "must be 'truncate' or 'drop', not '\(config.overflow)'")
         }
         guard config.maxLength > 0 else { throw invalid("max_length", "must be positive") }
-        guard config.imageTokens > 0 else { throw invalid("image_tokens", "must be positive") }
+        guard config.imageTokensFromPixels || config.imageTokens > 0 else { throw invalid("image_tokens", "must be positive or 'pixels'") }
+        if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
+        if config.pixels != nil, !config.imageTokensFromPixels { throw invalid("pixels", "is only used with image_tokens: pixels") }
         guard config.jobs > 0 else { throw invalid("jobs", "must be positive") }
         self.config = config
-        stage = TokenizeStage(options: .init(tokenizer: config.tokenizer, template: template, maxLength: config.maxLength,
-                                             imageTokens: config.imageTokens, overflow: overflow, legacy: !config.nonLegacy,
-                                             jobs: config.jobs))
+        var options = TokenizeStage.Options(tokenizer: config.tokenizer, template: template, maxLength: config.maxLength,
+                                            imageTokens: config.imageTokensFromPixels ? 0 : config.imageTokens, overflow: overflow,
+                                            legacy: !config.nonLegacy, jobs: config.jobs)
+        options.imageTokensFromPixels = config.imageTokensFromPixels
+        options.pixelsConfig = config.pixels
+        options.part = config.part.flatMap(PartSpec.init(parsing:))
+        stage = TokenizeStage(options: options)
     }
 
     public func run(_ context: StageContext) throws -> StageReport { try runWithLineage(context) }
@@ -78,13 +96,15 @@ public struct TokenizeStep: Stage, LineageStage {
         guard FileManager.default.fileExists(atPath: config.tokenizer) else {
             throw VLMError(.notFound, file: config.tokenizer, "tokenizer file does not exist")
         }
-        let tokenizerConfig = stage.config(tokenizerSHA256: try Hashing.sha256(file: config.tokenizer))
+        let tokenizerConfig = try stage.config(tokenizerSHA256: try Hashing.sha256(file: config.tokenizer), catalog: catalog)
         return LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
                                config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
-        try stage.run(catalog: catalog, progress: context.progress)
+        var stage = stage
+        if stage.options.part == nil { stage.options.part = context.part }
+        return try stage.run(catalog: catalog, progress: context.progress)
     }
 }
 
