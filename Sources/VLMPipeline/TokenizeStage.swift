@@ -5,11 +5,18 @@ import VLMCore
 import VLMIO
 import VLMText
 
-/// `vlmdata tokenize`: every instruction of the catalog through a tokenizer.json and a LLaVA chat template into
-/// `tokenized` rows (input_ids with -200 at the image, labels with -100 where not supervised).
+/// `vlmdata tokenize`: every instruction of the catalog through a tokenizer (tokenizer.json, or a SentencePiece
+/// tokenizer.model as transformers' slow LlamaTokenizer) and a LLaVA chat template into `tokenized` rows
+/// (input_ids with -200 at the image, labels with -100 where not supervised).
 ///
-/// Idempotent per configuration (tokenizer sha256, template, limits): rows already present for the configuration
-/// are kept, so a rerun after a crash finishes the rest. Rows are written in batches, each in one transaction.
+/// Labels are LLaVA's where LLaVA's arithmetic finds the assistant turns, and come from the turn boundaries
+/// where it does not (counted as `llava_differs`; `mismatch` counts LLaVA's own "tokenization mismatch").
+/// A sample left with no supervised token is an error row (counted as `unsupervised`, never sharded) unless
+/// `allowUnsupervised`; a run in which no sample is supervised fails.
+///
+/// Idempotent per configuration (tokenizer identity, template, limits): rows already present for the
+/// configuration are kept, so a rerun after a crash finishes the rest. Rows are written in batches, each in one
+/// transaction.
 public struct TokenizeStage: Sendable {
     public enum Overflow: String, Codable, Sendable, CaseIterable {
         /// Keep the first positions that fit (the image counts as `imageTokens`); status 'truncated'.
@@ -24,18 +31,24 @@ public struct TokenizeStage: Sendable {
         public var maxLength: Int
         public var imageTokens: Int
         public var overflow: Overflow
-        public var legacy: Bool
+        /// LLaVA's `tokenizer.legacy`; for a tokenizer.model also the tokenizer's mode. nil: the
+        /// `tokenizer_config.json` beside a tokenizer.model, else true.
+        public var legacy: Bool?
+        /// Keep samples with no supervised token (status ok) instead of making them error rows.
+        public var allowUnsupervised: Bool
         public var jobs: Int
         public var batchSize: Int
 
         public init(tokenizer: String, template: ChatTemplate, maxLength: Int = 2048, imageTokens: Int = 576,
-                    overflow: Overflow = .truncate, legacy: Bool = true, jobs: Int = 1, batchSize: Int = 2000) {
+                    overflow: Overflow = .truncate, legacy: Bool? = nil, allowUnsupervised: Bool = false, jobs: Int = 1,
+                    batchSize: Int = 2000) {
             self.tokenizer = tokenizer
             self.template = template
             self.maxLength = maxLength
             self.imageTokens = imageTokens
             self.overflow = overflow
             self.legacy = legacy
+            self.allowUnsupervised = allowUnsupervised
             self.jobs = jobs
             self.batchSize = batchSize
         }
@@ -49,11 +62,29 @@ public struct TokenizeStage: Sendable {
         var image_tokens: Int
         var overflow: String
         var legacy: Bool
+        var allow_unsupervised: Bool
     }
 
     public var options: Options
 
     public init(options: Options) { self.options = options }
+
+    /// A readable name of the configuration: `template@tokenizer`, the tokenizer named by its folder for
+    /// tokenizer.json / tokenizer.model, else by its file's stem (`vicuna_v1@mistral-v1`).
+    public var readableName: String { "\(options.template.rawValue)@\(tokenizerDisplayName(options.tokenizer))" }
+
+    /// The hash of what decides the rows (tokenizer identity, template, limits, legacy): the `config_hash` of
+    /// the `tokenized` rows. Loads the tokenizer.
+    public func configHash() throws -> String {
+        let tokenizer = try loadTokenizer(options.tokenizer, legacy: options.legacy)
+        return Hashing.canonicalHash(makeConfig(tokenizer))
+    }
+
+    func makeConfig(_ tokenizer: any TextTokenizer) -> Config {
+        Config(tokenizer_sha256: tokenizer.sha256, template: options.template.rawValue, max_length: options.maxLength,
+               image_tokens: options.imageTokens, overflow: options.overflow.rawValue,
+               legacy: options.legacy ?? tokenizer.legacyMode ?? true, allow_unsupervised: options.allowUnsupervised)
+    }
 
     struct Pending {
         var id: Int64
@@ -72,14 +103,15 @@ public struct TokenizeStage: Sendable {
         var nImageTokens: Int?
         var nSupervised: Int?
         var mismatch = false
+        var llavaDiffers = false
+        var unsupervised = false
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
         guard options.maxLength > 0 else { throw VLMError(.invalidArgument, "--max-length must be positive") }
         guard options.imageTokens >= 1 else { throw VLMError(.invalidArgument, "--image-tokens must be at least 1") }
-        let tokenizer = try Tokenizer(contentsOf: options.tokenizer)
-        let config = Config(tokenizer_sha256: tokenizer.sha256, template: options.template.rawValue, max_length: options.maxLength,
-                            image_tokens: options.imageTokens, overflow: options.overflow.rawValue, legacy: options.legacy)
+        let tokenizer = try loadTokenizer(options.tokenizer, legacy: options.legacy)
+        let config = makeConfig(tokenizer)
         let configHash = Hashing.canonicalHash(config)
         let fingerprint: String = try catalog.read { db in
             let row = try GRDB.Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM instructions")!
@@ -101,6 +133,10 @@ public struct TokenizeStage: Sendable {
         let runID = try catalog.beginRun(stage: "tokenize", params: config, inputFingerprint: fingerprint)
         var written = 0
         var mismatches = 0
+        var llavaDiffers = 0
+        var unsupervised = 0
+        var supervisedRows = 0
+        var examples: [String] = []
         var problems: [String] = []
         progress.start("tokenizing (\(options.template.rawValue))", total: pendingCount)
         do {
@@ -108,7 +144,7 @@ public struct TokenizeStage: Sendable {
             let jobs = max(1, options.jobs)
             // One masker (tokenizer session + cache) per worker; worker w only touches maskers[w].
             nonisolated(unsafe) let maskers = (0..<jobs).map { _ in
-                LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: options.legacy, modelMaxLength: options.maxLength)
+                LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: config.legacy, modelMaxLength: options.maxLength)
             }
             while true {
                 let batch: [Pending] = try catalog.read { db in
@@ -154,6 +190,14 @@ public struct TokenizeStage: Sendable {
                 }
                 for r in done {
                     if r.mismatch { mismatches += 1 }
+                    if r.llavaDiffers {
+                        llavaDiffers += 1
+                        if examples.count < 5 {
+                            examples.append("instruction \(r.instructionID): LLaVA's \(r.mismatch ? "round lengths do not add up (it would mask the whole sample)" : "mask is not the assistant turns"); labels taken from the turn boundaries")
+                        }
+                    }
+                    if r.unsupervised { unsupervised += 1 }
+                    if (r.status == "ok" || r.status == "truncated"), (r.nSupervised ?? 0) > 0 { supervisedRows += 1 }
                     if let e = r.error, problems.count < 1000 { problems.append("instruction \(r.instructionID): \(e)") }
                 }
                 written += done.count
@@ -167,8 +211,18 @@ public struct TokenizeStage: Sendable {
         var result = try counts(catalog, configHash)
         result["written"] = written
         result["mismatch"] = mismatches
+        result["llava_differs"] = llavaDiffers
+        result["unsupervised"] = unsupervised
+        // Invariant: the run produced supervised samples. A run in which every sample lost its supervision
+        // (a template that does not fit the tokenizer) is an error, not an empty success.
+        if written > 0, supervisedRows == 0, !options.allowUnsupervised {
+            let message = "tokenize \(readableName): none of the \(written) samples has a supervised token; first problems: "
+                + problems.prefix(3).joined(separator: "; ")
+            try? catalog.endRun(runID, counts: result, error: message)
+            throw VLMError(.invalidArgument, message)
+        }
         try catalog.endRun(runID, counts: result)
-        return StageReport(stage: "tokenize", counts: result, problems: problems)
+        return StageReport(stage: "tokenize", counts: result, problems: examples + problems)
     }
 
     /// Counts of this configuration's rows by status.
@@ -180,6 +234,8 @@ public struct TokenizeStage: Sendable {
                 c[row[0] as String] = row[1]
             }
             c["tokenized"] = c.values.reduce(0, +)
+            c["unsupervised"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokenized WHERE config_hash = ? AND n_supervised = 0 AND status != 'dropped'",
+                                                 arguments: [configHash]) ?? 0
             return c
         }
     }
@@ -229,8 +285,17 @@ public struct TokenizeStage: Sendable {
                 status = "truncated"
             }
             let supervised = labels.reduce(0) { $0 + ($1 != LLaVAMasker.ignoreIndex ? 1 : 0) }
+            if supervised == 0, !options.allowUnsupervised {
+                let why = sample.supervisedCount == 0
+                    ? "no token of an assistant turn survives tokenization (empty answers, or answers merged into the next turn)"
+                    : "the truncation to --max-length \(options.maxLength) removed every supervised token"
+                return Row(instructionID: p.id, status: "error", error: "no supervised token: \(why) (--allow-unsupervised keeps it)",
+                           nTokens: ids.count, nImageTokens: imagePositions, nSupervised: 0, mismatch: sample.mismatch,
+                           llavaDiffers: sample.llavaDiffers, unsupervised: true)
+            }
             return Row(instructionID: p.id, status: status, error: nil, inputIDs: ids, labels: labels, nTokens: ids.count,
-                       nImageTokens: imagePositions, nSupervised: supervised, mismatch: sample.mismatch)
+                       nImageTokens: imagePositions, nSupervised: supervised, mismatch: sample.mismatch,
+                       llavaDiffers: sample.llavaDiffers, unsupervised: supervised == 0)
         } catch {
             return Row(instructionID: p.id, status: "error", error: "\(error)")
         }
