@@ -50,7 +50,7 @@ def slow(model_path):
 @pytest.fixture(scope="module")
 def texts(shared):
     captions = coco_captions(shared)
-    mini = json.loads((shared / "coco-mini" / "captions_train2017.json").read_text())["annotations"]
+    mini = json.loads((shared / "coco-mini" / "annotations" / "captions_train2017.json").read_text())["annotations"]
     return captions + [a["caption"] for a in mini] + llava_texts(shared) + EDGE_TEXTS + SPECIAL_TEXTS
 
 
@@ -271,26 +271,37 @@ def test_every_template_supervises_the_replies(vlmdata_bin, shared, model_path, 
     def decode(ids):
         return ref_tok.decode(ids, skip_special_tokens=False)
 
+
     eot = END_OF_TURN[template]
-    eot_is_token = template == "plain" or all(len((ref_tok.encode(m, add_special_tokens=False).ids if is_fast else ref_tok(m, add_special_tokens=False).input_ids)) == 1 for m in [eot.strip()])
+    eot_ids = ref_tok.encode(eot.strip(), add_special_tokens=False).ids if is_fast else ref_tok(eot.strip(), add_special_tokens=False).input_ids
+    eot_is_token = template == "plain" or len(eot_ids) == 1
+
+    def squeeze(text):
+        return "".join(text.split())
+
+    def supervises_replies(runs, replies):
+        """Each run decodes to its reply + the end-of-turn text (whitespace aside: the slow tokenizer's decode
+        puts a space before special tokens in legacy mode), or to the reply + a prefix of the end-of-turn text
+        where that text is not one token."""
+        if len(runs) != len(replies):
+            return False
+        for run, reply in zip(runs, replies):
+            text, expected = squeeze(decode(run)), squeeze(reply + eot)
+            if not (text == expected if eot_is_token else text.startswith(squeeze(reply)) and expected.startswith(text)):
+                return False
+        return True
+
     identical = 0
     for record, got in zip(records, ours, strict=True):
         runs = _runs(got["labels"])
         replies = _replies(record)
         assert runs, f"{tok_name}/{template} {record['id']}: no supervised token"
-        assert len(runs) == len(replies), f"{record['id']}: {len(runs)} supervised runs for {len(replies)} replies"
-        for run, reply in zip(runs, replies):
-            text = decode(run).strip()
-            expected = (reply + eot).strip()
-            if eot_is_token:
-                assert text == expected, f"{tok_name}/{template} {record['id']}: supervised {text[-40:]!r} != {expected[-40:]!r}"
-            else:
-                assert text.startswith(reply.strip()) and expected.startswith(text), f"{record['id']}: {text[-40:]!r} vs {expected[-40:]!r}"
+        assert supervises_replies(runs, replies), (
+            f"{tok_name}/{template} {record['id']}: supervised {[decode(r)[-30:] for r in runs]} for replies {[r[-30:] for r in replies]}")
         ids, labels = ref.preprocess(template, record)
         assert got["input_ids"] == ids
-        llava_right = _runs(labels) == runs
-        if llava_right:
-            assert got["labels"] == labels and not got["llava_differs"]
+        if supervises_replies(_runs(labels), replies):
+            assert got["labels"] == labels and not got["llava_differs"], f"{record['id']}: LLaVA is right but not kept"
             identical += 1
         else:
             assert got["llava_differs"]
