@@ -5,11 +5,18 @@ import VLMCore
 import VLMIO
 import VLMText
 
-/// `vlmdata tokenize`: every instruction of the catalog through a tokenizer.json and a LLaVA chat template into
-/// `tokenized` rows (input_ids with -200 at the image, labels with -100 where not supervised).
+/// `vlmdata tokenize`: every instruction of the catalog through a tokenizer (tokenizer.json, or a SentencePiece
+/// tokenizer.model as transformers' slow LlamaTokenizer) and a LLaVA chat template into `tokenized` rows
+/// (input_ids with -200 at the image, labels with -100 where not supervised).
 ///
-/// Idempotent per configuration (tokenizer sha256, template, limits): rows already present for the configuration
-/// are kept, so a rerun after a crash finishes the rest. Rows are written in batches, each in one transaction.
+/// Labels are LLaVA's where LLaVA's arithmetic finds the assistant turns, and come from the turn boundaries
+/// where it does not (counted as `llava_differs`; `mismatch` counts LLaVA's own "tokenization mismatch").
+/// A sample left with no supervised token is an error row (counted as `unsupervised`, never sharded) unless
+/// `allowUnsupervised`; a run in which no sample is supervised fails.
+///
+/// Idempotent per configuration (tokenizer identity, template, limits): rows already present for the
+/// configuration are kept, so a rerun after a crash finishes the rest. Rows are written in batches, each in one
+/// transaction.
 public struct TokenizeStage: Sendable {
     public enum Overflow: String, Codable, Sendable, CaseIterable {
         /// Keep the first positions that fit (the image counts as `imageTokens`); status 'truncated'.
@@ -24,7 +31,11 @@ public struct TokenizeStage: Sendable {
         public var maxLength: Int
         public var imageTokens: Int
         public var overflow: Overflow
-        public var legacy: Bool
+        /// LLaVA's `tokenizer.legacy`; for a tokenizer.model also the tokenizer's mode. nil: the
+        /// `tokenizer_config.json` beside a tokenizer.model, else true.
+        public var legacy: Bool?
+        /// Keep samples with no supervised token (status ok) instead of making them error rows.
+        public var allowUnsupervised: Bool
         public var jobs: Int
         public var batchSize: Int
         /// Take each image's positions from its stored pixels (`PatchGrid.imageTokens`) instead of `imageTokens`:
@@ -36,13 +47,15 @@ public struct TokenizeStage: Sendable {
         public var part: PartSpec?
 
         public init(tokenizer: String, template: ChatTemplate, maxLength: Int = 2048, imageTokens: Int = PatchGrid.clipViTL14at336.imageTokens,
-                    overflow: Overflow = .truncate, legacy: Bool = true, jobs: Int = 1, batchSize: Int = 2000) {
+                    overflow: Overflow = .truncate, legacy: Bool? = nil, allowUnsupervised: Bool = false, jobs: Int = 1,
+                    batchSize: Int = 2000) {
             self.tokenizer = tokenizer
             self.template = template
             self.maxLength = maxLength
             self.imageTokens = imageTokens
             self.overflow = overflow
             self.legacy = legacy
+            self.allowUnsupervised = allowUnsupervised
             self.jobs = jobs
             self.batchSize = batchSize
         }
@@ -58,6 +71,7 @@ public struct TokenizeStage: Sendable {
         var legacy: Bool
         /// "pixels:HASH" when each image counts its stored pixels' tokens (then `image_tokens` is 0).
         var image_tokens_from: String?
+        var allow_unsupervised: Bool
         /// Recorded in the run row only; not part of the config hash, so every part's rows share one config.
         var part: PartSpec?
     }
@@ -66,13 +80,18 @@ public struct TokenizeStage: Sendable {
 
     public init(options: Options) { self.options = options }
 
-    /// The config these options make with a tokenizer of this sha256; its canonical hash is `tokenized.config_hash`.
+    /// A readable name of the configuration: `template@tokenizer`, the tokenizer named by its folder for
+    /// tokenizer.json / tokenizer.model, else by its file's stem (`vicuna_v1@mistral-v1`).
+    public var readableName: String { "\(options.template.rawValue)@\(tokenizerDisplayName(options.tokenizer))" }
+
+    /// The config these options make with this tokenizer; its canonical hash is `tokenized.config_hash`.
     /// `catalog` resolves the pixel config with `imageTokensFromPixels`.
-    func config(tokenizerSHA256: String, catalog: Catalog) throws -> Config {
+    func config(_ tokenizer: any TextTokenizer, catalog: Catalog) throws -> Config {
         let pixelsConfig = options.imageTokensFromPixels ? try Self.resolvePixelsConfig(catalog, requested: options.pixelsConfig) : nil
-        return Config(tokenizer_sha256: tokenizerSHA256, template: options.template.rawValue, max_length: options.maxLength,
+        return Config(tokenizer_sha256: tokenizer.sha256, template: options.template.rawValue, max_length: options.maxLength,
                       image_tokens: pixelsConfig == nil ? options.imageTokens : 0, overflow: options.overflow.rawValue,
-                      legacy: options.legacy, image_tokens_from: pixelsConfig.map { "pixels:" + $0 })
+                      legacy: options.legacy ?? tokenizer.legacyMode ?? true, image_tokens_from: pixelsConfig.map { "pixels:" + $0 },
+                      allow_unsupervised: options.allowUnsupervised)
     }
 
     struct Pending {
@@ -94,6 +113,8 @@ public struct TokenizeStage: Sendable {
         var nImageTokens: Int?
         var nSupervised: Int?
         var mismatch = false
+        var llavaDiffers = false
+        var unsupervised = false
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
@@ -101,8 +122,8 @@ public struct TokenizeStage: Sendable {
         guard options.imageTokensFromPixels || options.imageTokens >= 1 else {
             throw VLMError(.invalidArgument, "--image-tokens must be at least 1")
         }
-        let tokenizer = try Tokenizer(contentsOf: options.tokenizer)
-        var config = try self.config(tokenizerSHA256: tokenizer.sha256, catalog: catalog)
+        let tokenizer = try loadTokenizer(options.tokenizer, legacy: options.legacy)
+        var config = try self.config(tokenizer, catalog: catalog)
         let pixelsConfig = config.image_tokens_from.map { String($0.dropFirst("pixels:".count)) }
         let configHash = Hashing.canonicalHash(config)
         config.part = options.part
@@ -133,6 +154,10 @@ public struct TokenizeStage: Sendable {
         let runID = try catalog.beginRun(stage: "tokenize", params: config, inputFingerprint: fingerprint)
         var written = 0
         var mismatches = 0
+        var llavaDiffers = 0
+        var unsupervised = 0
+        var supervisedRows = 0
+        var examples: [String] = []
         var problems: [String] = []
         progress.start("tokenizing (\(options.template.rawValue))", total: pendingCount)
         do {
@@ -140,7 +165,7 @@ public struct TokenizeStage: Sendable {
             let jobs = max(1, options.jobs)
             // One masker (tokenizer session + cache) per worker; worker w only touches maskers[w].
             nonisolated(unsafe) let maskers = (0..<jobs).map { _ in
-                LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: options.legacy, modelMaxLength: options.maxLength)
+                LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: config.legacy, modelMaxLength: options.maxLength)
             }
             while true {
                 let fetched: [(Pending, imageKey: String?)] = try catalog.read { db in
@@ -193,6 +218,14 @@ public struct TokenizeStage: Sendable {
                 }
                 for r in done {
                     if r.mismatch { mismatches += 1 }
+                    if r.llavaDiffers {
+                        llavaDiffers += 1
+                        if examples.count < 5 {
+                            examples.append("instruction \(r.instructionID): LLaVA's \(r.mismatch ? "round lengths do not add up (it would mask the whole sample)" : "mask is not the assistant turns"); labels taken from the turn boundaries")
+                        }
+                    }
+                    if r.unsupervised { unsupervised += 1 }
+                    if (r.status == "ok" || r.status == "truncated"), (r.nSupervised ?? 0) > 0 { supervisedRows += 1 }
                     if let e = r.error, problems.count < 1000 { problems.append("instruction \(r.instructionID): \(e)") }
                 }
                 written += done.count
@@ -206,8 +239,18 @@ public struct TokenizeStage: Sendable {
         var result = try counts(catalog, configHash)
         result["written"] = written
         result["mismatch"] = mismatches
+        result["llava_differs"] = llavaDiffers
+        result["unsupervised"] = unsupervised
+        // Invariant: the run produced supervised samples. A run in which every sample lost its supervision
+        // (a template that does not fit the tokenizer) is an error, not an empty success.
+        if written > 0, supervisedRows == 0, !options.allowUnsupervised {
+            let message = "tokenize \(readableName): none of the \(written) samples has a supervised token; first problems: "
+                + problems.prefix(3).joined(separator: "; ")
+            try? catalog.endRun(runID, counts: result, error: message)
+            throw VLMError(.invalidArgument, message)
+        }
         try catalog.endRun(runID, counts: result)
-        return StageReport(stage: "tokenize", counts: result, problems: problems)
+        return StageReport(stage: "tokenize", counts: result, problems: examples + problems)
     }
 
     /// Counts of this configuration's rows by status.
@@ -219,6 +262,8 @@ public struct TokenizeStage: Sendable {
                 c[row[0] as String] = row[1]
             }
             c["tokenized"] = c.values.reduce(0, +)
+            c["unsupervised"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokenized WHERE config_hash = ? AND n_supervised = 0 AND status != 'dropped'",
+                                                 arguments: [configHash]) ?? 0
             return c
         }
     }
@@ -274,8 +319,17 @@ public struct TokenizeStage: Sendable {
                 status = "truncated"
             }
             let supervised = labels.reduce(0) { $0 + ($1 != LLaVAMasker.ignoreIndex ? 1 : 0) }
+            if supervised == 0, !options.allowUnsupervised {
+                let why = sample.supervisedCount == 0
+                    ? "no token of an assistant turn survives tokenization (empty answers, or answers merged into the next turn)"
+                    : "the truncation to --max-length \(options.maxLength) removed every supervised token"
+                return Row(instructionID: p.id, status: "error", error: "no supervised token: \(why) (--allow-unsupervised keeps it)",
+                           nTokens: ids.count, nImageTokens: imagePositions, nSupervised: 0, mismatch: sample.mismatch,
+                           llavaDiffers: sample.llavaDiffers, unsupervised: true)
+            }
             return Row(instructionID: p.id, status: status, error: nil, inputIDs: ids, labels: labels, nTokens: ids.count,
-                       nImageTokens: imagePositions, nSupervised: supervised, mismatch: sample.mismatch)
+                       nImageTokens: imagePositions, nSupervised: supervised, mismatch: sample.mismatch,
+                       llavaDiffers: sample.llavaDiffers, unsupervised: supervised == 0)
         } catch {
             return Row(instructionID: p.id, status: "error", error: "\(error)")
         }

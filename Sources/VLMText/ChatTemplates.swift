@@ -56,6 +56,70 @@ public enum ChatTemplate: String, CaseIterable, Sendable, Codable {
     }
 }
 
+extension ChatTemplate {
+    /// The end-of-turn text the template puts after each answer (supervised with it).
+    public var endOfTurn: String {
+        switch self {
+        case .vicunaV1: return "</s>"
+        case .llama2: return " </s>"
+        case .chatml: return "<|im_end|>"
+        case .plain: return "\n"
+        }
+    }
+
+    /// The prompt of `prompt(_:)` cut into pieces, each marked supervised (an answer and its end-of-turn text)
+    /// or not. Joined, the pieces are exactly `prompt(turns)` (the plain template's first turn is "<image>").
+    public func segments(_ turns: [Turn]) -> [(text: String, supervised: Bool)] {
+        var out: [(text: String, supervised: Bool)] = []
+        switch self {
+        case .vicunaV1:
+            out.append((system + " ", false))
+            for (i, turn) in turns.enumerated() {
+                let role = turn.from == .human ? "USER" : "ASSISTANT"
+                if turn.value.isEmpty {
+                    out.append((role + ":", false))
+                } else if i % 2 == 0 {
+                    out.append((role + ": " + turn.value + " ", false))
+                } else {
+                    out.append((role + ": ", false))
+                    out.append((turn.value + "</s>", true))
+                }
+            }
+        case .llama2:
+            for (i, turn) in turns.enumerated() where !turn.value.isEmpty {
+                var message = turn.value
+                if i == 0 { message = "<<SYS>>\n\(system)\n<</SYS>>\n\n" + message }
+                if i % 2 == 0 {
+                    out.append(("<s>" + "[INST] \(message) [/INST]", false))
+                } else {
+                    out.append((" ", false))
+                    out.append((message + " </s>", true))
+                }
+            }
+            if let first = out.first {
+                out[0].text = pythonLStrip(first.text, characters: "<s>")
+            }
+        case .chatml:
+            out.append((system + "<|im_end|>", false))
+            for turn in turns {
+                let role = turn.from == .human ? "<|im_start|>user\n" : "<|im_start|>assistant\n"
+                if turn.value.isEmpty {
+                    out.append((role, false))
+                } else if turn.from == .human {
+                    out.append((role + turn.value + "<|im_end|>", false))
+                } else {
+                    out.append((role, false))
+                    out.append((turn.value + "<|im_end|>", true))
+                }
+            }
+        case .plain:
+            out.append((Conversation.imagePlaceholder, false))
+            if turns.count > 1 { out.append((turns[1].value + "\n", true)) }
+        }
+        return out.filter { !$0.text.isEmpty }
+    }
+}
+
 /// Python `str.lstrip(chars)`: removes any leading characters that are in the set.
 func pythonLStrip(_ s: String, characters: String) -> String {
     let set = Set(characters.unicodeScalars)
@@ -95,14 +159,27 @@ func pythonSplit(_ s: String, _ separator: String) -> [String] {
 public struct LabeledTokens: Sendable, Equatable {
     public var inputIDs: [Int32]
     public var labels: [Int32]
-    /// LLaVA's "tokenization mismatch" case: the round lengths did not add up, so every label is -100.
+    /// LLaVA's "tokenization mismatch" case: its round lengths did not add up (LLaVA masks the whole sample;
+    /// here the labels come from the turn boundaries instead).
     public var mismatch: Bool
+    /// LLaVA's arithmetic gave a mask other than the assistant turns (a mismatch, or turns cut in the wrong
+    /// place); `labels` are the ones found from the turn boundaries.
+    public var llavaDiffers: Bool = false
+    /// Assistant turns that kept no token of their own (e.g. an empty answer merged into the next token).
+    public var unsupervisedTurns: Int = 0
 
     public var supervisedCount: Int { labels.reduce(0) { $0 + ($1 != LLaVAMasker.ignoreIndex ? 1 : 0) } }
 }
 
 /// LLaVA's `preprocess` (llava/train/train.py): template prompt, `tokenizer_image_token`, and the label mask of
 /// `preprocess_v1` (vicuna_v1), `preprocess_llama_2`, `preprocess_mpt` (chatml) and `preprocess_plain`.
+///
+/// LLaVA finds the answers by counting the tokens of text pieces, which is right only for tokenizers that
+/// behave like LLaMA's (and, for chatml, not even then). So every sample is also masked from the turn
+/// boundaries: the tokens of the answer (and its end-of-turn text) are those between the longest common prefix
+/// of the whole prompt's ids with the ids of the prompt cut where the answer starts, and where it ends. When
+/// LLaVA's mask equals that one it is LLaVA's; otherwise the boundary mask is used and the sample is marked
+/// (`mismatch` / `llavaDiffers`), so no sample is silently left without supervision.
 ///
 /// ```swift
 /// let masker = LLaVAMasker(tokenizer: tokenizer, template: .vicunaV1)
@@ -112,34 +189,32 @@ public final class LLaVAMasker {
     public static let imageTokenIndex: Int32 = -200
     public static let ignoreIndex: Int32 = -100
 
-    public let tokenizer: Tokenizer
+    public let tokenizer: any TextTokenizer
     public let template: ChatTemplate
     /// `tokenizer.legacy` in LLaVA's length adjustment (true: no adjustment in preprocess_v1; +1 in preprocess_mpt).
     public let legacy: Bool
     /// LLaVA's `model_max_length`: the mismatch check only runs when the counted length is below it.
     public let modelMaxLength: Int
-    let session: TokenizerSession
-    /// The id the post-processor puts first (LLaMA's BOS), if any.
+    let encoder: any TokenEncoder
+    /// The id the tokenizer puts first (LLaMA's BOS), if any.
     public let bosID: Int32?
     /// LLaVA sets pad = unk; ids equal to it are not counted in total_len.
     public let padID: Int32?
 
-    public init(tokenizer: Tokenizer, template: ChatTemplate, legacy: Bool = true, modelMaxLength: Int = 2048) {
+    /// `legacy` defaults to the tokenizer's own mode (a tokenizer.model), else true.
+    public init(tokenizer: any TextTokenizer, template: ChatTemplate, legacy: Bool? = nil, modelMaxLength: Int = 2048) {
         self.tokenizer = tokenizer
         self.template = template
-        self.legacy = legacy
+        self.legacy = legacy ?? tokenizer.legacyMode ?? true
         self.modelMaxLength = modelMaxLength
-        session = tokenizer.makeSession()
-        bosID = (tokenizer.postProcessor?.process([]) ?? []).first.flatMap { first in
-            // Only a token placed before the sequence is a BOS.
-            (tokenizer.postProcessor?.process([Int32.max]).first == first) ? first : nil
-        }
-        padID = tokenizer.model.unkId.map { Int32(bitPattern: $0) }
+        encoder = tokenizer.makeEncoder()
+        bosID = tokenizer.bosID
+        padID = tokenizer.unkID
     }
 
     /// `tokenizer(text).input_ids`.
     public func encode(_ text: String) -> [Int32] {
-        session.encode(text, addSpecialTokens: true)
+        encoder.encode(text, addSpecialTokens: true)
     }
 
     /// LLaVA's `tokenizer_image_token`: chunks split on "<image>" encoded separately, joined by -200, BOS once.
@@ -176,12 +251,66 @@ public final class LLaVAMasker {
         var turns = conversation.conversations
         if let first = turns.first, first.from != .human { turns.removeFirst() }
         if hasImage { turns = Self.preprocessMultimodal(turns) }
+        var sample = try llava(turns, hasImage: hasImage, record: conversation.id)
+        let (boundary, emptyTurns) = boundaryLabels(turns, hasImage: hasImage || template == .plain, inputIDs: sample.inputIDs)
+        sample.unsupervisedTurns = emptyTurns
+        if sample.mismatch || sample.labels != boundary {
+            sample.labels = boundary
+            sample.llavaDiffers = true
+        }
+        return sample
+    }
+
+    /// LLaVA's own mask (its arithmetic, a mismatch masking everything).
+    public func llava(_ conversation: Conversation, hasImage: Bool? = nil) throws -> LabeledTokens {
+        let hasImage = hasImage ?? (conversation.image != nil)
+        var turns = conversation.conversations
+        if let first = turns.first, first.from != .human { turns.removeFirst() }
+        if hasImage { turns = Self.preprocessMultimodal(turns) }
+        return try llava(turns, hasImage: hasImage, record: conversation.id)
+    }
+
+    private func llava(_ turns: [Turn], hasImage: Bool, record: String) throws -> LabeledTokens {
         switch template {
-        case .plain: return try plain(turns, record: conversation.id)
+        case .plain: return try plain(turns, record: record)
         case .vicunaV1: return rounds(turns, hasImage: hasImage, roundSeparator: "</s>", answerSeparator: " ASSISTANT: ", startLength: 1, instructionOffset: 2, adjustment: legacy ? 0 : -1)
         case .llama2: return rounds(turns, hasImage: hasImage, roundSeparator: "</s>", answerSeparator: "[/INST] ", startLength: 1, instructionOffset: 2, adjustment: 0)
         case .chatml: return mpt(turns, hasImage: hasImage)
         }
+    }
+
+    /// Labels from the turn boundaries: for each supervised piece of the prompt, the tokens from the end of the
+    /// longest common prefix of `inputIDs` with the ids of the prompt cut at the piece's start, to the end of
+    /// the one with the prompt cut at its end (the whole rest at the prompt's end). A token that straddles the
+    /// answer's start (LLaMA's "▁Hello" after "ASSISTANT: ") belongs to the answer; one that straddles its end
+    /// (BPE merging the end-of-turn text into the next turn) does not. Returns the labels and the number of
+    /// answers that kept no token.
+    func boundaryLabels(_ turns: [Turn], hasImage: Bool, inputIDs: [Int32]) -> ([Int32], Int) {
+        let pieces = template.segments(turns)
+        var labels = [Int32](repeating: Self.ignoreIndex, count: inputIDs.count)
+        var prefix = ""
+        var empty = 0
+        func commonPrefix(_ text: String) -> Int {
+            let ids = self.ids(text, hasImage: hasImage)
+            var n = 0
+            while n < ids.count, n < inputIDs.count, ids[n] == inputIDs[n] { n += 1 }
+            return n
+        }
+        for (k, piece) in pieces.enumerated() {
+            guard piece.supervised else {
+                prefix += piece.text
+                continue
+            }
+            let start = commonPrefix(prefix)
+            prefix += piece.text
+            let end = k == pieces.count - 1 ? inputIDs.count : commonPrefix(prefix)
+            if end <= start {
+                empty += 1
+                continue
+            }
+            for i in start..<end where inputIDs[i] != Self.imageTokenIndex { labels[i] = inputIDs[i] }
+        }
+        return (labels, empty)
     }
 
     private func ids(_ text: String, hasImage: Bool) -> [Int32] {

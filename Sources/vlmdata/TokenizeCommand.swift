@@ -8,18 +8,27 @@ import VLMText
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize",
-        abstract: "Tokenize the catalog's instructions with a tokenizer.json and a LLaVA chat template (input_ids + labels).",
+        abstract: "Tokenize the catalog's instructions with a tokenizer and a LLaVA chat template (input_ids + labels).",
         discussion: """
         Labels follow LLaVA's preprocess_v1 / preprocess_llama_2 / preprocess_mpt / preprocess_plain: -100 on the \
         system prompt and every human turn, the answers and their end-of-turn separator supervised; <image> becomes \
-        -200. A sample longer than --max-length (the image counting --image-tokens positions) is truncated or dropped \
-        as --overflow says, and counted. Rerunning with the same tokenizer, template and limits does nothing.
+        -200. Where LLaVA's length arithmetic does not find the assistant turns (chatml, GPT-2-style tokenizers, \
+        LLaVA's "tokenization mismatch"), the labels come from the turn boundaries instead (counted as llava_differs). \
+        A sample with no supervised token is an error row, counted as unsupervised, unless --allow-unsupervised; a \
+        run in which no sample is supervised fails. A sample longer than --max-length (the image counting \
+        --image-tokens positions) is truncated or dropped as --overflow says, and counted. Rerunning with the same \
+        tokenizer, template and limits does nothing. The report names the configuration (template@tokenizer) and \
+        its hash.
+
+        --tokenizer takes a HF tokenizer.json, a SentencePiece tokenizer.model (encoded as transformers' slow \
+        LlamaTokenizer, which LLaVA uses, with the legacy mode and special tokens of a tokenizer_config.json \
+        beside it), or a folder holding one (tokenizer.model first).
         """
     )
 
     @OptionGroup var workspace: WorkspaceOptions
 
-    @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+    @Option(help: ArgumentHelp("tokenizer.json, tokenizer.model, or a folder holding one.", valueName: "path"))
     var tokenizer: String
 
     @Option(help: ArgumentHelp("Chat template: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "name"))
@@ -50,8 +59,14 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "What to do with longer samples: truncate or drop.")
     var overflow = "truncate"
 
-    @Flag(help: "The tokenizer is non-legacy (LLaVA's `tokenizer.legacy == False` length adjustment).")
+    @Option(help: ArgumentHelp("LLaVA's tokenizer.legacy, and a tokenizer.model's mode (default: its tokenizer_config.json, else true).", valueName: "true|false"))
+    var legacy: Bool?
+
+    @Flag(help: "Same as --legacy false.")
     var nonLegacy = false
+
+    @Flag(help: "Keep samples that have no supervised token (default: they are error rows, counted as unsupervised).")
+    var allowUnsupervised = false
 
     @Option(help: "Worker threads.")
     var jobs = 1
@@ -70,6 +85,8 @@ struct TokenizeCommand: ParsableCommand {
         c.part = part?.description
         c.overflow = overflow
         c.nonLegacy = nonLegacy
+        c.legacy = legacy
+        c.allowUnsupervised = allowUnsupervised
         c.jobs = jobs
         return c
     }
@@ -80,6 +97,7 @@ struct TokenizeCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: tokenizer) else {
             throw ValidationError("--tokenizer '\(tokenizer)' does not exist")
         }
+        if nonLegacy, legacy == true { throw ValidationError("--non-legacy contradicts --legacy true") }
     }
 
     func run() throws {

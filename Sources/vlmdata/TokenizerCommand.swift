@@ -9,7 +9,12 @@ import VLMText
 struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
-        abstract: "Encode and decode with a HF tokenizer.json, or train a byte-level BPE tokenizer.",
+        abstract: "Encode and decode with a HF tokenizer.json or a SentencePiece tokenizer.model, or train a byte-level BPE tokenizer.",
+        discussion: """
+        --tokenizer takes a tokenizer.json (HF tokenizers), a tokenizer.model (transformers' slow LlamaTokenizer over \
+        sentencepiece, with the legacy mode, BOS/EOS and added tokens of a tokenizer_config.json beside it; --legacy \
+        overrides), or a folder holding one (tokenizer.model first, as LLaVA loads the slow tokenizer).
+        """,
         subcommands: [Encode.self, Decode.self, Mask.self, Train.self, Bench.self]
     )
 
@@ -35,8 +40,11 @@ struct TokenizerCommand: ParsableCommand {
             discussion: "With --json-lines each line is a JSON string (so texts may hold newlines) or an object with a \"text\" field."
         )
 
-        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        @Option(help: ArgumentHelp("tokenizer.json, tokenizer.model, or a folder holding one.", valueName: "path"))
         var tokenizer: String
+
+        @Option(help: ArgumentHelp("A tokenizer.model's legacy mode (default: its tokenizer_config.json, else true).", valueName: "true|false"))
+        var legacy: Bool?
 
         @Option(help: ArgumentHelp("Input file (default: stdin), one text per line.", valueName: "file"))
         var lines: String?
@@ -55,7 +63,7 @@ struct TokenizerCommand: ParsableCommand {
         }
 
         func run() throws {
-            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let tok = try runOrExit { try loadTokenizer(tokenizer, legacy: legacy) }
             let records = try TokenizerCommand.readRecords(lines)
             let texts = try records.enumerated().map { try TokenizerCommand.text($0.element, json: jsonLines, line: $0.offset + 1) }
             let workers = min(jobs, max(1, texts.count))
@@ -65,7 +73,7 @@ struct TokenizerCommand: ParsableCommand {
             outputs.withUnsafeMutableBufferPointer { buffer in
                 nonisolated(unsafe) let buffer = buffer
                 DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    let session = tok.makeSession()
+                    let session = tok.makeEncoder()
                     var out: [UInt8] = []
                     let lo = w * chunk, hi = min(texts.count, lo + chunk)
                     if lo < hi {
@@ -103,20 +111,31 @@ struct TokenizerCommand: ParsableCommand {
 
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Decode each input line (a JSON array of ids) and print the text as a JSON string, as HF tokenizers' decode()."
+            abstract: "Decode each input line (a JSON array of ids) and print the text as a JSON string, as HF tokenizers' decode().",
+            discussion: """
+            Special tokens are skipped by default, as tokenizers' Tokenizer.decode(skip_special_tokens=True); \
+            --no-skip-special-tokens keeps them, as transformers' tokenizer.decode() does by default \
+            (LLaMA-2: "<s> hello world"). A tokenizer.model decodes as transformers' slow LlamaTokenizer.
+            """
         )
 
-        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        @Option(help: ArgumentHelp("tokenizer.json, tokenizer.model, or a folder holding one.", valueName: "path"))
         var tokenizer: String
+
+        @Option(help: ArgumentHelp("A tokenizer.model's legacy mode (default: its tokenizer_config.json, else true).", valueName: "true|false"))
+        var legacy: Bool?
 
         @Option(help: ArgumentHelp("Input file (default: stdin), one JSON array of ids per line.", valueName: "file"))
         var lines: String?
 
-        @Flag(help: "Keep special tokens in the text (skip_special_tokens=False).")
+        @Flag(inversion: .prefixedNo, help: "Leave special tokens out of the text (tokenizers' skip_special_tokens; default true).")
+        var skipSpecialTokens = true
+
+        @Flag(help: ArgumentHelp("Same as --no-skip-special-tokens.", visibility: .hidden))
         var keepSpecial = false
 
         func run() throws {
-            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let tok = try runOrExit { try loadTokenizer(tokenizer, legacy: legacy) }
             var out: [UInt8] = []
             for (index, record) in try TokenizerCommand.readRecords(lines).enumerated() {
                 guard let array = try? JSONSerialization.jsonObject(with: Data(record)) as? [Any] else {
@@ -128,7 +147,7 @@ struct TokenizerCommand: ParsableCommand {
                     }
                     return Int32(n)
                 }
-                appendJSONString(tok.decode(ids, skipSpecialTokens: !keepSpecial), to: &out)
+                appendJSONString(tok.decode(ids, skipSpecialTokens: skipSpecialTokens && !keepSpecial), to: &out)
                 out.append(0x0A)
             }
             FileHandle.standardOutput.write(Data(out))
@@ -138,11 +157,19 @@ struct TokenizerCommand: ParsableCommand {
     struct Mask: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print LLaVA's input_ids and labels for each conversation (one JSON record per input line).",
-            discussion: "Input lines are LLaVA records {\"id\", \"image\"?, \"conversations\": [...]}; output lines are {\"id\", \"input_ids\", \"labels\", \"mismatch\"}."
+            discussion: """
+            Input lines are LLaVA records {"id", "image"?, "conversations": [...]}; output lines are {"id", "input_ids", \
+            "labels", "mismatch", "llava_differs"}. The labels are the tokenize stage's: LLaVA's where its arithmetic \
+            finds the assistant turns, else from the turn boundaries; --llava-arithmetic prints LLaVA's own (a \
+            mismatch masks the whole sample).
+            """
         )
 
-        @Option(help: ArgumentHelp("Path to tokenizer.json.", valueName: "path"))
+        @Option(help: ArgumentHelp("tokenizer.json, tokenizer.model, or a folder holding one.", valueName: "path"))
         var tokenizer: String
+
+        @Option(help: ArgumentHelp("A tokenizer.model's legacy mode (default: its tokenizer_config.json, else true).", valueName: "true|false"))
+        var legacy: Bool?
 
         @Option(help: ArgumentHelp("Chat template: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "name"))
         var template: String
@@ -150,8 +177,11 @@ struct TokenizerCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Input file (default: stdin), one LLaVA record per line.", valueName: "file"))
         var lines: String?
 
-        @Flag(help: "The tokenizer is non-legacy (LLaVA's `tokenizer.legacy == False` length adjustment).")
+        @Flag(help: "Same as --legacy false (LLaVA's `tokenizer.legacy == False` length adjustment).")
         var nonLegacy = false
+
+        @Flag(help: "Print LLaVA's own labels (its length arithmetic; a mismatch masks everything).")
+        var llavaArithmetic = false
 
         @Option(help: "LLaVA's model_max_length (the mismatch check runs below it).")
         var modelMaxLength = 2048
@@ -163,20 +193,20 @@ struct TokenizerCommand: ParsableCommand {
         }
 
         func run() throws {
-            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
-            let masker = LLaVAMasker(tokenizer: tok, template: ChatTemplate(rawValue: template)!, legacy: !nonLegacy, modelMaxLength: modelMaxLength)
+            let tok = try runOrExit { try loadTokenizer(tokenizer, legacy: nonLegacy ? false : legacy) }
+            let masker = LLaVAMasker(tokenizer: tok, template: ChatTemplate(rawValue: template)!, legacy: nonLegacy ? false : legacy, modelMaxLength: modelMaxLength)
             var out: [UInt8] = []
             for (index, record) in try TokenizerCommand.readRecords(lines).enumerated() {
                 let conversation: Conversation
                 do { conversation = try JSONDecoder().decode(Conversation.self, from: Data(record)) } catch {
                     throw ValidationError("line \(index + 1) is not a LLaVA record: \(error)")
                 }
-                let sample = try runOrExit { try masker.tokenize(conversation) }
+                let sample = try runOrExit { try llavaArithmetic ? masker.llava(conversation) : masker.tokenize(conversation) }
                 out.append(contentsOf: "{\"id\":".utf8)
                 appendJSONString(conversation.id, to: &out)
                 out.append(contentsOf: ",\"input_ids\":[\(sample.inputIDs.map(String.init).joined(separator: ","))]".utf8)
                 out.append(contentsOf: ",\"labels\":[\(sample.labels.map(String.init).joined(separator: ","))]".utf8)
-                out.append(contentsOf: ",\"mismatch\":\(sample.mismatch)}\n".utf8)
+                out.append(contentsOf: ",\"mismatch\":\(sample.mismatch),\"llava_differs\":\(sample.llavaDiffers)}\n".utf8)
             }
             FileHandle.standardOutput.write(Data(out))
         }
@@ -255,13 +285,13 @@ struct TokenizerCommand: ParsableCommand {
         @Option(help: "Timed passes over the lines (the median is reported).") var repeats = 5
 
         func run() throws {
-            let tok = try runOrExit { try Tokenizer(contentsOf: tokenizer) }
+            let tok = try runOrExit { try loadTokenizer(tokenizer) }
             let texts = try TokenizerCommand.readRecords(lines).enumerated().map { try TokenizerCommand.text($0.element, json: false, line: $0.offset + 1) }
             let bytes = texts.reduce(0) { $0 + $1.utf8.count }
             var times: [Double] = []
             var tokens = 0
             for _ in 0..<max(1, repeats) {
-                let session = tok.makeSession() // fresh cache each pass: the first pass pays for misses
+                let session = tok.makeEncoder() // fresh cache each pass: the first pass pays for misses
                 let start = DispatchTime.now().uptimeNanoseconds
                 var count = 0
                 for text in texts { count += session.encode(text, addSpecialTokens: false).count }

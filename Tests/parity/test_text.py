@@ -224,7 +224,8 @@ def _llava_records(shared):
 def _mask(bin_path, tok_path, template, records, tmp_path, non_legacy=False):
     lines = tmp_path / "records.jsonl"
     lines.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    args = [bin_path, "tokenizer", "mask", "--tokenizer", str(tok_path), "--template", template, "--lines", str(lines)]
+    args = [bin_path, "tokenizer", "mask", "--tokenizer", str(tok_path), "--template", template, "--lines", str(lines),
+            "--llava-arithmetic"]
     if non_legacy:
         args.append("--non-legacy")
     out = subprocess.run(args, capture_output=True, text=True)

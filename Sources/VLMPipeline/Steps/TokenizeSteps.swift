@@ -21,6 +21,10 @@ public struct TokenizeStep: Stage, LineageStage {
         public var imageTokens = PatchGrid.clipViTL14at336.imageTokens
         public var overflow = "truncate"
         public var nonLegacy = false
+        /// LLaVA's `tokenizer.legacy` and a tokenizer.model's mode; nil: its tokenizer_config.json, else true.
+        public var legacy: Bool?
+        /// Keep samples with no supervised token instead of making them error rows.
+        public var allowUnsupervised = false
         public var jobs = 1
         /// `image_tokens: pixels`: each image's count from its stored pixels (`imageTokens` is then unused).
         public var imageTokensFromPixels = false
@@ -35,7 +39,8 @@ public struct TokenizeStep: Stage, LineageStage {
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case tokenizer, template, overflow, jobs, pixels, part
+            case tokenizer, template, overflow, jobs, pixels, part, legacy
+            case allowUnsupervised = "allow_unsupervised"
             case maxLength = "max_length", imageTokens = "image_tokens", nonLegacy = "non_legacy"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
@@ -53,6 +58,8 @@ public struct TokenizeStep: Stage, LineageStage {
             part = try c.decodeIfPresent(String.self, forKey: .part)
             overflow = try c.value(.overflow, default: overflow)
             nonLegacy = try c.value(.nonLegacy, default: nonLegacy)
+            legacy = try c.decodeIfPresent(Bool.self, forKey: .legacy)
+            allowUnsupervised = try c.value(.allowUnsupervised, default: allowUnsupervised)
             jobs = try c.value(.jobs, default: jobs)
         }
     }
@@ -72,10 +79,12 @@ public struct TokenizeStep: Stage, LineageStage {
         if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
         if config.pixels != nil, !config.imageTokensFromPixels { throw invalid("pixels", "is only used with image_tokens: pixels") }
         guard config.jobs > 0 else { throw invalid("jobs", "must be positive") }
+        if config.nonLegacy, config.legacy == true { throw invalid("non_legacy", "contradicts legacy: true") }
         self.config = config
         var options = TokenizeStage.Options(tokenizer: config.tokenizer, template: template, maxLength: config.maxLength,
                                             imageTokens: config.imageTokensFromPixels ? 0 : config.imageTokens, overflow: overflow,
-                                            legacy: !config.nonLegacy, jobs: config.jobs)
+                                            legacy: config.nonLegacy ? false : config.legacy,
+                                            allowUnsupervised: config.allowUnsupervised, jobs: config.jobs)
         options.imageTokensFromPixels = config.imageTokensFromPixels
         options.pixelsConfig = config.pixels
         options.part = config.part.flatMap(PartSpec.init(parsing:))
@@ -86,17 +95,14 @@ public struct TokenizeStep: Stage, LineageStage {
 
     /// `vicuna_v1@mistral-v1`: the template, then the tokenizer's folder (or file) name.
     public static func readableName(template: String, tokenizer: String) -> String {
-        let url = URL(fileURLWithPath: tokenizer)
-        let label = url.lastPathComponent == "tokenizer.json" ? url.deletingLastPathComponent().lastPathComponent
-            : url.deletingPathExtension().lastPathComponent
-        return "\(template)@\(label)"
+        "\(template)@\(tokenizerDisplayName(tokenizer))"
     }
 
     func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity {
         guard FileManager.default.fileExists(atPath: config.tokenizer) else {
             throw VLMError(.notFound, file: config.tokenizer, "tokenizer file does not exist")
         }
-        let tokenizerConfig = try stage.config(tokenizerSHA256: try Hashing.sha256(file: config.tokenizer), catalog: catalog)
+        let tokenizerConfig = try stage.config(try loadTokenizer(config.tokenizer, legacy: stage.options.legacy), catalog: catalog)
         return LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
                                config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
     }
