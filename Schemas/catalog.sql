@@ -198,3 +198,26 @@ CREATE TABLE sample_parts (
     size INTEGER NOT NULL,
     PRIMARY KEY (sample_id, name)
 );
+
+-- migration: v6_runs_interrupted
+-- A run whose process died (killed, crashed) is marked 'interrupted' by the next run that finds its row
+-- still 'running' and its process gone: runs now record the process id and host that started them.
+CREATE TABLE runs_v6 (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,               -- canonical JSON
+    input_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    counts TEXT,                        -- JSON object
+    error TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    pid INTEGER,                        -- process that started the run (NULL before v6)
+    host TEXT                           -- its host name
+);
+INSERT INTO runs_v6 (id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at)
+    SELECT id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v6 RENAME TO runs;
+CREATE INDEX runs_stage ON runs(stage, params_hash, input_fingerprint, status);

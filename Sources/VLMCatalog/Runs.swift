@@ -24,16 +24,35 @@ extension Catalog {
         }
     }
 
-    /// Records the start of a run; returns its id.
+    /// Records the start of a run; returns its id. First marks `interrupted` every run still `running` whose
+    /// process, on this host, is gone (killed or crashed).
     public func beginRun(stage: String, params: some Encodable, inputFingerprint: String) throws -> Int64 {
         let paramsJSON = String(decoding: Hashing.canonicalJSON(params), as: UTF8.self)
         let hash = Hashing.sha256(paramsJSON)
+        let host = ProcessInfo.processInfo.hostName
+        let pid = Int64(getpid())
         return try write { db in
+            try Catalog.markInterruptedRuns(db, host: host)
             try db.execute(sql: """
-                INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at)
-                VALUES (?, ?, ?, ?, 'running', ?)
-                """, arguments: [stage, hash, paramsJSON, inputFingerprint, Catalog.now()])
+                INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at, pid, host)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                """, arguments: [stage, hash, paramsJSON, inputFingerprint, Catalog.now(), pid, host])
             return db.lastInsertedRowID
+        }
+    }
+
+    /// Marks `interrupted` the `running` rows started on `host` by a process that no longer exists.
+    static func markInterruptedRuns(_ db: Database, host: String) throws {
+        let rows = try Row.fetchAll(db, sql: "SELECT id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+                                    arguments: [host])
+        for row in rows {
+            let pid: Int64 = row["pid"]
+            guard pid != Int64(getpid()), kill(pid_t(pid), 0) != 0, errno == ESRCH else { continue }
+            try db.execute(sql: """
+                UPDATE runs SET status = 'interrupted', ended_at = ?,
+                    error = 'process ' || pid || ' ended without finishing the run (killed or crashed)'
+                WHERE id = ?
+                """, arguments: [Catalog.now(), row["id"] as Int64])
         }
     }
 
