@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a corpus of hostile ingest input, with the message each case must produce.
 
-    python scripts/make_bad_corpus.py OUT [--shared ../shared/data] [--bomb-mb 400]
+    python scripts/make_bad_corpus.py OUT [--shared ../shared/data] [--bomb-mb 200]
 
 OUT gets:
   images/              good JPEGs (real COCO images) and PNGs, and every kind of bad image file
@@ -68,7 +68,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    ap.add_argument("--bomb-mb", type=int, default=400, help="decompressed size of the zip and tar.gz bombs")
+    ap.add_argument("--bomb-mb", type=int, default=200, help="decompressed size of the zip and tar.gz bombs (under the 256 MiB member cap, so the expansion cap stops them)")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

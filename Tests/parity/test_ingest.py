@@ -312,7 +312,7 @@ def peak_rss_mb(bin_path, *args):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("bad-corpus")
-    subprocess.run([sys.executable, ROOT / "scripts" / "make_bad_corpus.py", out, "--bomb-mb", "400"], check=True)
+    subprocess.run([sys.executable, ROOT / "scripts" / "make_bad_corpus.py", out, "--bomb-mb", "200"], check=True)
     return out, json.loads((out / "expected.json").read_text())
 
 
