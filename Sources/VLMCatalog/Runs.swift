@@ -36,21 +36,40 @@ extension Catalog {
     }
 
     /// Records the start of a run; returns its id. Inside `withLineageRun` it fills in that run's row instead.
+    /// First marks `interrupted` every run still `running` whose process, on this host, is gone (killed or crashed).
     public func beginRun(stage: String, params: some Encodable, inputFingerprint: String) throws -> Int64 {
         let paramsJSON = String(decoding: Hashing.canonicalJSON(params), as: UTF8.self)
         let hash = Hashing.sha256(paramsJSON)
         let adopted = Catalog.currentLineageRun
+        let host = ProcessInfo.processInfo.hostName
+        let pid = Int64(getpid())
         return try write { db in
             if let adopted {
                 try db.execute(sql: "UPDATE runs SET params_hash = ?, params = ?, input_fingerprint = ? WHERE id = ?",
                                arguments: [hash, paramsJSON, inputFingerprint, adopted])
                 return adopted
             }
+            try Catalog.markInterruptedRuns(db, host: host)
             try db.execute(sql: """
-                INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at)
-                VALUES (?, ?, ?, ?, 'running', ?)
-                """, arguments: [stage, hash, paramsJSON, inputFingerprint, Catalog.now()])
+                INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at, pid, host)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                """, arguments: [stage, hash, paramsJSON, inputFingerprint, Catalog.now(), pid, host])
             return db.lastInsertedRowID
+        }
+    }
+
+    /// Marks `interrupted` the `running` rows started on `host` by a process that no longer exists.
+    static func markInterruptedRuns(_ db: Database, host: String) throws {
+        let rows = try Row.fetchAll(db, sql: "SELECT id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+                                    arguments: [host])
+        for row in rows {
+            let pid: Int64 = row["pid"]
+            guard pid != Int64(getpid()), kill(pid_t(pid), 0) != 0, errno == ESRCH else { continue }
+            try db.execute(sql: """
+                UPDATE runs SET status = 'interrupted', ended_at = ?,
+                    error = 'process ' || pid || ' ended without finishing the run (killed or crashed)'
+                WHERE id = ?
+                """, arguments: [Catalog.now(), row["id"] as Int64])
         }
     }
 
@@ -137,13 +156,16 @@ extension Catalog {
 
     /// Opens a lineage run (status 'running'); returns its id.
     public func beginLineageRun(stage: String, name: String, config: String, configHash: String, inputs: [Int64]) throws -> Int64 {
-        try write { db in
+        let host = ProcessInfo.processInfo.hostName
+        let pid = Int64(getpid())
+        return try write { db in
+            try Catalog.markInterruptedRuns(db, host: host)
             try db.execute(sql: """
                 INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at,
-                                  name, config, config_hash, inputs)
-                VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
+                                  name, config, config_hash, inputs, pid, host)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [stage, configHash, config, Catalog.inputsJSON(inputs), Catalog.now(),
-                                 name, config, configHash, Catalog.inputsJSON(inputs)])
+                                 name, config, configHash, Catalog.inputsJSON(inputs), pid, host])
             return db.lastInsertedRowID
         }
     }

@@ -224,6 +224,38 @@ public enum Schema {
         ALTER TABLE shards ADD COLUMN run_id INTEGER REFERENCES runs(id);
         ALTER TABLE samples ADD COLUMN run_id INTEGER REFERENCES runs(id);
         """),
+        Migration(name: "v7_runs_interrupted", sql: """
+        -- A run whose process died (killed, crashed) is marked 'interrupted' by the next run that finds its row
+        -- still 'running' and its process gone: runs now record the process id and host that started them.
+        CREATE TABLE runs_v7 (
+            id INTEGER PRIMARY KEY,
+            stage TEXT NOT NULL,
+            params_hash TEXT NOT NULL,
+            params TEXT NOT NULL,               -- canonical JSON
+            input_fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+            counts TEXT,                        -- JSON object
+            error TEXT,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            name TEXT,                          -- readable config name, e.g. vicuna_v1@mistral-v1
+            config TEXT,                        -- canonical JSON of the stage config
+            config_hash TEXT,                   -- sha256 of the stage name and config
+            inputs TEXT,                        -- JSON array of the ids of the runs it read from
+            output TEXT,                        -- config_hash of the rows it made (tokenized, pixels)
+            used_seq INTEGER,                   -- raised each time the run is made or reused
+            pid INTEGER,                        -- process that started the run (NULL before v7)
+            host TEXT                           -- its host name
+        );
+        INSERT INTO runs_v7 (id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at,
+                             name, config, config_hash, inputs, output, used_seq)
+            SELECT id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at,
+                   name, config, config_hash, inputs, output, used_seq FROM runs;
+        DROP TABLE runs;
+        ALTER TABLE runs_v7 RENAME TO runs;
+        CREATE INDEX runs_stage ON runs(stage, params_hash, input_fingerprint, status);
+        CREATE INDEX runs_lineage ON runs(stage, config_hash, inputs);
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

@@ -20,12 +20,46 @@ public final class ArchiveReader {
 
     public enum Step { case `continue`, stop, skip }
 
+    /// What a member is. Links are reported with their target and never followed.
+    public enum Kind: Equatable, Sendable {
+        case file
+        case directory
+        case symbolicLink(target: String)
+        case hardLink(target: String)
+        case other
+    }
+
+    /// Caps on one member's decompressed bytes, so a small archive cannot expand into a huge read.
+    public struct Limits: Sendable {
+        /// Most decompressed bytes one member may have.
+        public var maxBytes: Int
+        /// Most decompressed bytes per compressed byte, once `ratioFloor` bytes have been read.
+        public var maxRatio: Int
+        public var ratioFloor: Int
+
+        public init(maxBytes: Int = 256 << 20, maxRatio: Int = 100, ratioFloor: Int = 1 << 20) {
+            self.maxBytes = maxBytes
+            self.maxRatio = maxRatio
+            self.ratioFloor = ratioFloor
+        }
+    }
+
+    /// A member that passed a `Limits` cap; reading it stopped there.
+    public struct LimitExceeded: Error, CustomStringConvertible, Sendable {
+        public var member: String
+        public var message: String
+        public var description: String { message }
+    }
+
     /// One member, valid only inside the `forEachEntry` callback.
     public struct Entry {
         public let name: String
         public let size: Int
-        public let isRegularFile: Bool
+        public let kind: Kind
         fileprivate let reader: ArchiveReader
+
+        /// True for a regular file (not a link, folder or device).
+        public var isRegularFile: Bool { kind == .file }
 
         /// False for absolute names and names with a `..` component.
         public var isSafe: Bool { ArchiveReader.isSafeMemberName(name) }
@@ -33,6 +67,12 @@ public final class ArchiveReader {
         /// Reads the member's bytes (at most `limit`; more is an error naming the member).
         public func readAll(limit: Int = 1 << 31) throws -> [UInt8] {
             try reader.readData(member: name, expected: size, limit: limit)
+        }
+
+        /// Streams the member's bytes to `body` in blocks of at most 64 KiB, holding no more than one block.
+        /// Throws `LimitExceeded` when the member passes `limits` (a decompression bomb), having read no further.
+        public func stream(limits: Limits = Limits(), _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+            try reader.streamData(member: name, declared: size, limits: limits, body)
         }
     }
 
@@ -71,12 +111,50 @@ public final class ArchiveReader {
             }
             let name = archive_entry_pathname(entryPointer).map { String(cString: $0) } ?? ""
             let size = Int(archive_entry_size(entryPointer))
-            let isFile = archive_entry_filetype(entryPointer) == 0o100000
+            let kind: Kind
+            if let target = archive_entry_hardlink(entryPointer) {
+                kind = .hardLink(target: String(cString: target))
+            } else {
+                switch archive_entry_filetype(entryPointer) {
+                case 0o100000: kind = .file
+                case 0o040000: kind = .directory
+                case 0o120000: kind = .symbolicLink(target: archive_entry_symlink(entryPointer).map { String(cString: $0) } ?? "")
+                default: kind = .other
+                }
+            }
             last = name
-            switch try body(Entry(name: name, size: size, isRegularFile: isFile, reader: self)) {
+            switch try body(Entry(name: name, size: size, kind: kind, reader: self)) {
             case .stop: return
             case .continue, .skip: continue
             }
+        }
+    }
+
+    fileprivate func streamData(member: String, declared: Int, limits: Limits,
+                                _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        if declared > limits.maxBytes {
+            throw LimitExceeded(member: member, message: "member declares \(declared) bytes, over the \(limits.maxBytes)-byte cap on one image: not read")
+        }
+        let rawStart = archive_filter_bytes(handle, -1)
+        var total = 0
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { archive_read_data(handle, $0.baseAddress, $0.count) }
+            if n == 0 { return }
+            guard n > 0 else {
+                throw VLMError(.corrupt, file: path, record: member, "cannot read member: \(ArchiveReader.errorString(handle))")
+            }
+            total += n
+            if total > limits.maxBytes {
+                throw LimitExceeded(member: member, message: "decompression bomb: member expands past the \(limits.maxBytes)-byte cap on one image (stopped there)")
+            }
+            if total > limits.ratioFloor {
+                let compressed = max(Int(archive_filter_bytes(handle, -1) - rawStart), 1)
+                if total / compressed > limits.maxRatio {
+                    throw LimitExceeded(member: member, message: "decompression bomb: member expands more than \(limits.maxRatio)x (\(total) bytes from \(compressed) compressed, stopped there)")
+                }
+            }
+            try chunk.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
     }
 

@@ -73,6 +73,12 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
 /// A pull parser over a file, read in 1 MiB blocks: memory stays bounded by the largest single element
 /// materialized, however large the file (a 450 MB COCO instances file parses in a few MB).
 ///
+/// Inside an array element (a record), problems that leave the JSON structure intact — invalid UTF-8, a string
+/// over `maxStringBytes`, nesting deeper than `maxDepth`, a record over `maxElementBytes` — reject that record
+/// only: the parser skips the rest of it without materializing it and goes on with the next one. Errors that
+/// break the structure (truncation, a missing comma) stop the file, except in JSONL (`forEachLine`), where
+/// each line stands alone and the parser resynchronizes at the next newline.
+///
 /// ```swift
 /// let reader = try JSONStreamReader(path: "instances_train2017.json")
 /// try reader.forEachTopLevelMember { key in
@@ -86,6 +92,9 @@ public final class JSONStreamReader {
         case value((JSONValue) throws -> Void)
         /// The member must be an array; materialize and pass each element with its index.
         case eachElement((JSONValue, Int) throws -> Void)
+        /// As `eachElement`, but a rejected element (see the type's summary) goes to `rejected` with its index
+        /// and the walk goes on.
+        case eachRecord((JSONValue, Int) throws -> Void, rejected: (VLMError, Int) throws -> Void)
     }
 
     public let path: String
@@ -100,6 +109,19 @@ public final class JSONStreamReader {
     public var elementSkipKeys: Set<String> = []
     /// Where the parser is, for errors: e.g. "annotations[12]".
     public private(set) var context = ""
+    /// Strings longer than this (in UTF-8 bytes) reject their record; they are scanned, never stored.
+    public var maxStringBytes = Int.max
+    /// Containers nested deeper than this inside a record reject it.
+    public var maxDepth = 512
+    /// A record whose materialized strings and values pass this many bytes is rejected.
+    public var maxElementBytes = Int.max
+    /// A JSONL line longer than this is rejected without being held in memory.
+    public var maxLineBytes = 16 << 20
+    /// The first problem in the record being read, if it has one.
+    private var rejection: VLMError?
+    private var inRecord = false
+    private var materialized = 0
+    private var lastKey = ""
 
     public init(path: String, blockSize: Int = 1 << 20) throws {
         self.path = path
@@ -115,13 +137,23 @@ public final class JSONStreamReader {
         buffer = [UInt8](repeating: 0, count: blockSize)
     }
 
-    deinit { close(fd) }
+    /// Parses bytes already in memory (one JSONL line); `path` and `context` name them in errors.
+    public init(bytes: [UInt8], path: String, context: String = "") {
+        self.path = path
+        self.context = context
+        fd = -1
+        buffer = bytes
+        limit = bytes.count
+        eof = true
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
 
     /// Byte offset of the next unread byte.
     public var offset: Int { consumedBefore + position }
 
     private func fill() throws -> Bool {
-        if eof { return false }
+        if eof || fd < 0 { return false }
         consumedBefore += limit
         position = 0
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
@@ -133,6 +165,33 @@ public final class JSONStreamReader {
 
     private func error(_ message: String) -> VLMError {
         VLMError.badInput(file: path, record: context.isEmpty ? nil : context, "\(message) at byte \(offset)")
+    }
+
+    /// A problem that leaves the structure intact: inside a record it rejects the record (the first one is
+    /// kept) and parsing goes on; elsewhere it is thrown.
+    private func reject(_ message: String) throws {
+        let problem = VLMError.badInput(file: path, record: context.isEmpty ? nil : context, "\(message) at byte \(offset)\(inRecord ? ": record rejected" : "")")
+        guard inRecord else { throw problem }
+        if rejection == nil { rejection = problem }
+    }
+
+    private func count(_ bytes: Int) throws {
+        materialized += bytes
+        if materialized > maxElementBytes, rejection == nil {
+            try reject("record is larger than \(maxElementBytes) bytes in memory")
+        }
+    }
+
+    /// Reads one record: the value, or the first problem that rejected it.
+    private func readRecord() throws -> Result<JSONValue, VLMError> {
+        inRecord = true
+        rejection = nil
+        materialized = 0
+        lastKey = ""
+        defer { inRecord = false; rejection = nil }
+        let value = try readValue()
+        if let rejection { return .failure(rejection) }
+        return .success(value)
     }
 
     @inline(__always) private func peek() throws -> UInt8? {
@@ -176,7 +235,9 @@ public final class JSONStreamReader {
                 context = key
                 try body(try readValue())
             case .eachElement(let body):
-                try forEachElement(named: key, body)
+                try forEachElement(named: key, body, rejected: nil)
+            case .eachRecord(let body, let rejected):
+                try forEachElement(named: key, body, rejected: rejected)
             }
             context = ""
             try skipWhitespace()
@@ -188,14 +249,84 @@ public final class JSONStreamReader {
         if try peek() != nil { throw error("unexpected data after the top-level object") }
     }
 
-    /// Reads a top-level array (a LLaVA file), materializing one element at a time.
-    public func forEachTopLevelElement(_ body: (JSONValue, Int) throws -> Void) throws {
-        try forEachElement(named: "", body)
+    /// Reads a top-level array (a LLaVA file), materializing one element at a time. With `rejected`, a rejected
+    /// element goes there and the walk goes on; without, it is thrown.
+    public func forEachTopLevelElement(_ body: (JSONValue, Int) throws -> Void,
+                                       rejected: ((VLMError, Int) throws -> Void)? = nil) throws {
+        try forEachElement(named: "", body, rejected: rejected)
         try skipWhitespace()
         if try peek() != nil { throw error("unexpected data after the top-level array") }
     }
 
-    private func forEachElement(named name: String, _ body: (JSONValue, Int) throws -> Void) throws {
+    /// The first byte that is not whitespace, without consuming it: `[` for a JSON array, `{` for JSONL.
+    public func firstSignificantByte() throws -> UInt8? {
+        try skipWhitespace()
+        return try peek()
+    }
+
+    /// Reads JSON Lines: one value per line, blank lines skipped. `body` gets each value with its 1-based line
+    /// number; a line that does not parse, or is rejected, goes to `rejected` with its line number, and
+    /// reading resumes at the next line.
+    public func forEachLine(_ body: (JSONValue, Int) throws -> Void, rejected: (VLMError, Int) throws -> Void) throws {
+        var line: [UInt8] = []
+        var lineNumber = 1
+        var tooLong = false
+        func finishLine() throws {
+            defer { line.removeAll(keepingCapacity: line.capacity <= 1 << 20); tooLong = false; lineNumber += 1 }
+            let where_ = "line \(lineNumber)"
+            if tooLong {
+                try rejected(VLMError.badInput(file: path, record: where_, "line is longer than \(maxLineBytes) bytes: record rejected"), lineNumber)
+                return
+            }
+            guard line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) else { return }
+            let parser = JSONStreamReader(bytes: line, path: path, context: where_)
+            parser.maxStringBytes = maxStringBytes
+            parser.maxDepth = maxDepth
+            parser.maxElementBytes = maxElementBytes
+            let result: Result<JSONValue, VLMError>
+            do {
+                result = try parser.readRecord()
+                try parser.skipWhitespace()
+                if try parser.peek() != nil { throw parser.error("unexpected data after the value") }
+            } catch let error as VLMError {
+                try rejected(error, lineNumber)
+                return
+            }
+            switch result {
+            case .success(let value): try body(value, lineNumber)
+            case .failure(let error): try rejected(error, lineNumber)
+            }
+        }
+        while true {
+            if position >= limit {
+                guard try fill() else { break }
+            }
+            let start = position, end = limit
+            let newline = buffer.withUnsafeBufferPointer { buf -> Int? in
+                var i = start
+                while i < end { if buf[i] == 0x0A { return i }; i += 1 }
+                return nil
+            }
+            let stop = newline ?? end
+            if !tooLong {
+                if line.count + (stop - start) > maxLineBytes {
+                    tooLong = true
+                    line.removeAll()
+                } else {
+                    line.append(contentsOf: buffer[start..<stop])
+                }
+            }
+            position = stop
+            if newline != nil {
+                position += 1
+                try finishLine()
+            }
+        }
+        if !line.isEmpty || tooLong { try finishLine() }
+    }
+
+    private func forEachElement(named name: String, _ body: (JSONValue, Int) throws -> Void,
+                                rejected: ((VLMError, Int) throws -> Void)?) throws {
         context = name
         try skipWhitespace()
         guard try peek() == UInt8(ascii: "[") else {
@@ -207,8 +338,12 @@ public final class JSONStreamReader {
         var index = 0
         while true {
             context = "\(name)[\(index)]"
-            let value = try readValue()
-            try body(value, index)
+            switch try readRecord() {
+            case .success(let value): try body(value, index)
+            case .failure(let problem):
+                guard let rejected else { throw problem }
+                try rejected(problem, index)
+            }
             index += 1
             try skipWhitespace()
             let b = try next()
@@ -219,7 +354,17 @@ public final class JSONStreamReader {
 
     /// Materializes the next value.
     public func readValue(depth: Int = 0) throws -> JSONValue {
-        guard depth < 512 else { throw error("nesting deeper than 512 levels") }
+        if rejection != nil {
+            // The record is already rejected: skip the rest of it, materializing nothing.
+            try skipValue()
+            return .null
+        }
+        guard depth < maxDepth else {
+            try reject("nesting deeper than \(maxDepth) levels")
+            try skipValue()
+            return .null
+        }
+        try count(16)
         try skipWhitespace()
         guard let b = try peek() else { throw error("unexpected end of file (truncated JSON?)") }
         switch b {
@@ -232,12 +377,16 @@ public final class JSONStreamReader {
                 try skipWhitespace()
                 guard try peek() == UInt8(ascii: "\"") else { throw error("expected a member name") }
                 let key = try readString()
+                lastKey = key
                 try expect(UInt8(ascii: ":"))
                 if depth == 0, elementSkipKeys.contains(key) {
                     try skipValue()
                 } else {
-                    object.keys.append(key)
-                    object.values.append(try readValue(depth: depth + 1))
+                    let value = try readValue(depth: depth + 1)
+                    if rejection == nil {
+                        object.keys.append(key)
+                        object.values.append(value)
+                    }
                 }
                 try skipWhitespace()
                 let c = try next()
@@ -250,7 +399,8 @@ public final class JSONStreamReader {
             try skipWhitespace()
             if try peek() == UInt8(ascii: "]") { position += 1; return .array(items) }
             while true {
-                items.append(try readValue(depth: depth + 1))
+                let item = try readValue(depth: depth + 1)
+                if rejection == nil { items.append(item) }
                 try skipWhitespace()
                 let c = try next()
                 if c == UInt8(ascii: "]") { return .array(items) }
@@ -381,15 +531,27 @@ public final class JSONStreamReader {
             if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
             end += 1
         }
-        if end < limit, buffer[end] == UInt8(ascii: "\"") {
+        if end < limit, buffer[end] == UInt8(ascii: "\""), end - position <= maxStringBytes {
             let start = position
             let string = buffer.withUnsafeBufferPointer { String(validating: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self) }
-            guard let string else { throw error("invalid UTF-8 in a string") }
+            guard let string else {
+                try reject("invalid UTF-8 in a string\(inKey)")
+                position = end + 1
+                return ""
+            }
             position = end + 1
+            try count(string.utf8.count)
             return string
         }
         var bytes: [UInt8] = []
+        var invalid = false
         while true {
+            if bytes.count > maxStringBytes {
+                try reject("string\(inKey) is longer than \(maxStringBytes) bytes (skipped unread)")
+                bytes = []
+                try skipRestOfString()
+                return ""
+            }
             // Fast path: copy a run of plain bytes from the buffer.
             if position < limit {
                 var end = position
@@ -405,7 +567,11 @@ public final class JSONStreamReader {
             }
             let c = try next()
             if c == UInt8(ascii: "\"") { break }
-            if c < 0x20 { throw error("raw control character 0x\(String(c, radix: 16)) in a string") }
+            if c < 0x20 {
+                try reject("raw control character 0x\(String(c, radix: 16)) in a string\(inKey)")
+                invalid = true
+                continue
+            }
             if c == UInt8(ascii: "\\") {
                 let e = try next()
                 switch e {
@@ -431,16 +597,54 @@ public final class JSONStreamReader {
                     }
                     bytes.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
                 default:
-                    throw error("invalid escape '\\\(Character(Unicode.Scalar(e)))'")
+                    try reject("invalid escape '\\\(Character(Unicode.Scalar(e)))' in a string\(inKey)")
+                    invalid = true
                 }
             } else {
                 bytes.append(c)
             }
         }
-        guard let string = String(validating: bytes, as: UTF8.self) else {
-            throw error("invalid UTF-8 in a string")
+        if invalid { return "" }
+        if bytes.count > maxStringBytes {
+            try reject("string\(inKey) is longer than \(maxStringBytes) bytes")
+            return ""
         }
+        guard let string = String(validating: bytes, as: UTF8.self) else {
+            try reject("invalid UTF-8 in a string\(inKey)")
+            return ""
+        }
+        try count(string.utf8.count)
         return string
+    }
+
+    /// " in 'caption'" when the string is a member's value, for messages.
+    private var inKey: String { lastKey.isEmpty ? "" : " in '\(lastKey)'" }
+
+    /// Scans to the end of the string being read (its opening quote already consumed).
+    private func skipRestOfString() throws {
+        while true {
+            if position >= limit {
+                guard try fill() else { throw error("unexpected end of file (truncated JSON?)") }
+            }
+            let start = position, end = limit
+            var escaped = false
+            var closed = false
+            let stop = buffer.withUnsafeBufferPointer { buf -> Int in
+                var i = start
+                while i < end {
+                    let c = buf[i]
+                    i += 1
+                    if escaped { escaped = false } else if c == 0x5C { escaped = true } else if c == 0x22 { closed = true; return i }
+                }
+                return i
+            }
+            position = stop
+            if closed { return }
+            if escaped {
+                // The escaped byte is in the next block.
+                _ = try next()
+            }
+        }
     }
 
     private func hex4() throws -> UInt32 {

@@ -17,9 +17,11 @@ struct IngestCommand: ParsableCommand {
             abstract: "Import COCO captions/instances JSON and their images (folder, zip or tar).",
             discussion: """
             The JSON is streamed (bounded memory). Each image's header is checked against the annotation and its bytes \
-            hashed; its status is ok, missing, corrupt, size_mismatch or too_large. Running again adds nothing; a run \
-            killed midway and run again ends with the rows of a clean run. Per-record problems are listed on stderr and \
-            the good records kept; --strict makes them fail the command.
+            hashed; its status is ok, missing, corrupt, size_mismatch or too_large. Boxes are clipped to their image, or \
+            rejected when they lie outside it, are not finite or have zero area. Running again adds nothing; a run \
+            killed midway and run again ends with the rows of a clean run. Per-record and per-image problems are listed \
+            on stderr (the first 50, then a count) and in --json; the good records are kept; --strict makes problems \
+            fail the command. Limits are in docs/ingest.md.
             """
         )
         @OptionGroup var common: WorkspaceOptions
@@ -46,10 +48,16 @@ struct IngestCommand: ParsableCommand {
     struct LLaVA: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "llava",
-            abstract: "Import an existing LLaVA-format JSON file (id, image, conversations) as images and instructions."
+            abstract: "Import an existing LLaVA-format JSON or JSONL file (id, image, conversations) as images and instructions.",
+            discussion: """
+            The file is a JSON array or JSON Lines. Records carry conversations, or (GPT-4 QA files) instruction, output \
+            and type: these become a human turn "<image>\\n" + instruction and a gpt turn output, of kind conversation, \
+            detail or complex. A bad record or line is reported and skipped; the others are kept. Limits are in \
+            docs/ingest.md.
+            """
         )
         @OptionGroup var common: WorkspaceOptions
-        @Option(help: "LLaVA JSON file (a JSON array of records).") var json: String
+        @Option(help: "LLaVA file: a JSON array of records, or JSON Lines.") var json: String
         @Option(help: "Folder (or zip/tar) the records' image paths are relative to.") var images: String?
         @Option(help: "Split name; prefixes keys.") var split = "llava"
         @Option(help: PartHelp.text) var part: PartSpec?

@@ -136,15 +136,15 @@ def test_truncated_json_keeps_the_records_before(vlmdata_bin, tmp_path, mini):
     assert s["images"]["ok"] == 4 and 0 < s["captions"] < len(caps)
 
 
-def test_invalid_utf8_is_named(vlmdata_bin, tmp_path, mini):
+def test_invalid_utf8_rejects_that_record_only(vlmdata_bin, tmp_path, mini):
+    """Finding 6: one invalid UTF-8 byte dropped every record after it; now only that record is rejected."""
     folder, images, caps = mini
-    raw = json.dumps({"images": images, "annotations": caps[:2] + [{"id": 5, "image_id": images[0]["id"], "caption": "XX"}]}).encode()
+    raw = json.dumps({"images": images, "annotations": caps[:2] + [{"id": 5, "image_id": images[0]["id"], "caption": "XX"}] + caps[2:]}).encode()
     raw = raw.replace(b'"XX"', b'"\xff\xfe"')
     f = write_coco(tmp_path / "utf.json", None, None, raw=raw)
-    r = run(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "ws", "--captions", f, "--images", folder, check=False)
-    assert r.returncode == 1
+    r = run(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "ws", "--captions", f, "--images", folder)
     assert "invalid UTF-8" in r.stderr and "utf.json" in r.stderr and "annotations[2]" in r.stderr
-    assert stats(vlmdata_bin, tmp_path / "ws")["captions"] == 2
+    assert stats(vlmdata_bin, tmp_path / "ws")["captions"] == len(caps)
 
 
 def test_bad_images_get_a_status_and_a_reason(vlmdata_bin, tmp_path, mini):
@@ -282,3 +282,212 @@ def test_synth_captions_are_true_to_the_pixels(vlmdata_bin, tmp_path):
         phrase = f'{obj["attributes"]["colour"]} {shapes[obj["category_id"]]}'
         for cap in (c["caption"] for c in caps["annotations"] if c["image_id"] == obj["image_id"]):
             assert phrase in cap and side in cap
+
+
+# --- Hostile input (issue 18 findings 3, 5, 6, 7; issue 12's JSONL) -------------------------------------------------
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def ingest_json(bin_path, *args, check=True):
+    """Runs an ingest with its JSON report; returns (report, stderr, returncode)."""
+    r = run(bin_path, *args, check=check)
+    return json.loads(r.stdout), r.stderr, r.returncode
+
+
+def peak_rss_mb(bin_path, *args):
+    """Runs the CLI in a fresh child of a fresh Python and returns that child's peak RSS in MB."""
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", probe, bin_path, *map(str, args)], capture_output=True, text=True, check=True)
+    code, kb = out.stdout.split()
+    assert code == "0", out
+    return int(kb) / 1024
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad-corpus")
+    subprocess.run([sys.executable, ROOT / "scripts" / "make_bad_corpus.py", out, "--bomb-mb", "200"], check=True)
+    return out, json.loads((out / "expected.json").read_text())
+
+
+def corpus_runs(vlmdata_bin, corpus, tmp_path):
+    out, _ = corpus
+    runs = {}
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "coco", "--captions", out / "coco/captions.json",
+                                 "--instances", out / "coco/instances.json", "--images", out / "images", "--split", "bad", "--json", "--quiet")
+    runs["coco"] = runs["instances"] = (report, err)
+    for run_name, archive in [("zip", "images.zip"), ("targz", "images.tar.gz")]:
+        report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / run_name,
+                                     "--captions", out / "coco/archive_captions.json", "--images", out / archive, "--json", "--quiet")
+        runs[run_name] = (report, err)
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "llava", "--workspace", tmp_path / "llava", "--json", out / "llava/records.jsonl",
+                                 "--images", out / "llava/images", "--json-report", "--quiet")
+    runs["llava"] = (report, err)
+    return runs
+
+
+def test_bad_corpus_every_case_is_named_and_good_records_kept(vlmdata_bin, corpus, tmp_path):
+    _, expected = corpus
+    runs = corpus_runs(vlmdata_bin, corpus, tmp_path)
+    missing = []
+    for case in expected["cases"]:
+        report, _ = runs[case["run"]]
+        if not any(case["needle"] in p for p in report["problems"]):
+            missing.append(f'{case["run"]}: {case["case"]}: no problem contains {case["needle"]!r}')
+    assert not missing, "\n".join(missing) + "\n\nproblems:\n" + "\n".join(
+        p for r, _ in {id(v[0]): v for v in runs.values()}.values() for p in r["problems"])
+    good = expected["good"]
+    coco = runs["coco"][0]["counts"]
+    assert coco["images_ok"] == good["coco_images_ok"]
+    assert coco["captions"] == good["coco_captions"]
+    assert coco["objects"] == good["objects"] and coco["objects_clipped"] == good["objects_clipped"]
+    for name in ["zip", "targz"]:
+        assert runs[name][0]["counts"]["images_ok"] == good["archive_images_ok"], name
+    llava = runs["llava"][0]["counts"]
+    assert llava["instructions"] == good["llava_instructions"] and llava["images"] == good["llava_images"]
+    # Every problem is also on stderr (capped there, with the count of the rest).
+    _, err = runs["coco"]
+    assert "trunc_tail.jpg: corrupt" in err and "gone.jpg: missing" in err
+
+
+def test_keys_that_escape_alike_stay_apart(vlmdata_bin, corpus, tmp_path):
+    """Finding 3: x.jpg + x.png, 'a b.jpg' + 'a_b.jpg' and a repeated image id did abort with UNIQUE constraint failed."""
+    out, _ = corpus
+    ws = tmp_path / "ws"
+    run(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--captions", out / "coco/captions.json", "--images", out / "images", "--quiet")
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        rows = dict(db.execute("SELECT file_name, key FROM images"))
+        caption_of = dict(db.execute("SELECT i.file_name, c.text FROM captions c JOIN images i ON i.id = c.image_id "
+                                     "WHERE c.text LIKE 'a photo called %'"))
+    for a, b in [("x.jpg", "x.png"), ("a b.jpg", "a_b.jpg")]:
+        assert rows[a] != rows[b] and rows[a].startswith("train_") and rows[b].startswith("train_")
+        assert caption_of[a] == f"a photo called {a}" and caption_of[b] == f"a photo called {b}"
+    assert len(set(rows.values())) == len(rows)
+    assert rows["good_0.jpg"] == "train_good_0"  # a name that collides with nothing keeps SPLIT_FILESTEM
+    # Running again changes no key.
+    run(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--captions", out / "coco/captions.json", "--images", out / "images", "--quiet")
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        assert dict(db.execute("SELECT file_name, key FROM images")) == rows
+
+
+def test_llava_paths_that_escape_alike_get_their_own_image(vlmdata_bin, corpus, tmp_path):
+    """Finding 3: a_b/c.jpg and a/b_c.jpg mapped to one image and a record lost its picture."""
+    out, _ = corpus
+    ws = tmp_path / "ws"
+    run(vlmdata_bin, "ingest", "llava", "--workspace", ws, "--json", out / "llava/records.jsonl", "--images", out / "llava/images", "--quiet")
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        got = dict(db.execute("SELECT json_extract(i.meta, '$.id'), m.file_name FROM instructions i JOIN images m ON m.id = i.image_id "
+                              "WHERE json_extract(i.meta, '$.id') IN ('r1', 'r2')"))
+        sizes = dict(db.execute("SELECT file_name, width FROM images"))
+    assert got == {"r1": "a_b/c.jpg", "r2": "a/b_c.jpg"}
+    assert sizes["a/b_c.jpg"] == 16 and sizes["a_b/c.jpg"] != 16
+
+
+def test_boxes_are_clipped_or_rejected(vlmdata_bin, corpus, tmp_path):
+    """Finding 5: boxes outside the image, 10x it, at 1e308 or of zero area were stored with no message."""
+    out, _ = corpus
+    ws = tmp_path / "ws"
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--instances", out / "coco/instances.json",
+                                 "--images", out / "images", "--json", "--quiet")
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        boxes = db.execute("SELECT o.x, o.y, o.w, o.h, i.width, i.height FROM objects o JOIN images i ON i.id = o.image_id").fetchall()
+    assert len(boxes) == 4
+    for x, y, w, h, iw, ih in boxes:
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= iw and y + h <= ih, (x, y, w, h, iw, ih)
+    assert report["counts"]["objects_rejected"] == 7 and report["counts"]["objects_clipped"] == 2
+    assert "outside the" in err and "clipped to" in err
+
+
+def test_bombs_are_stopped_with_bounded_memory(vlmdata_bin, corpus, tmp_path):
+    """Finding 6: a 400 MB member in a small zip or tar.gz was read whole (peak RSS ~ the member's size)."""
+    out, _ = corpus
+    for archive in ["images.zip", "images.tar.gz"]:
+        mb = peak_rss_mb(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / archive, "--captions",
+                         out / "coco/archive_captions.json", "--images", out / archive, "--quiet")
+        assert mb < 150, f"{archive}: peak RSS {mb:.0f} MB"
+
+
+def test_huge_caption_is_rejected_with_bounded_memory(vlmdata_bin, tmp_path, mini):
+    """Finding 6: a 60 MB caption was materialized whole; now that record is rejected and the rest kept."""
+    folder, images, caps = mini
+    f = tmp_path / "caps.json"
+    with open(f, "w") as out:
+        out.write('{"images": %s, "annotations": [%s, ' % (json.dumps(images), json.dumps(caps[0])))
+        out.write('{"id": 77, "image_id": %d, "caption": "' % images[0]["id"])
+        for _ in range(60):
+            out.write("z" * (1 << 20))
+        out.write('"}, %s]}' % ", ".join(json.dumps(c) for c in caps[1:]))
+    mb = peak_rss_mb(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "ws", "--captions", f, "--images", folder, "--quiet")
+    assert mb < 60, f"peak RSS {mb:.0f} MB"
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "ws2", "--captions", f, "--images", folder, "--json", "--quiet")
+    assert report["counts"]["captions"] == len(caps)
+    assert "annotations[1]" in err and "'caption' is longer than 65536 bytes" in err
+
+
+def test_image_problems_are_listed_per_item(vlmdata_bin, corpus, tmp_path):
+    """Finding 7: corrupt, missing and too-large images showed only as counts."""
+    out, _ = corpus
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", tmp_path / "ws", "--captions", out / "coco/captions.json",
+                                 "--images", out / "images", "--json", "--quiet")
+    for needle in ["text.jpg: corrupt: not an image", "gone.jpg: missing: no file at", "huge.png: too_large:",
+                   "empty.jpg: corrupt: file is empty"]:
+        assert needle in err, needle
+        assert any(needle in p for p in report["problems"]), needle
+
+
+def test_archive_links_are_reported_as_links(vlmdata_bin, corpus, tmp_path):
+    """Finding 7: symbolic and hard links in an archive were reported as 'not in archive'."""
+    out, _ = corpus
+    ws = tmp_path / "ws"
+    report, err, _ = ingest_json(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--captions", out / "coco/archive_captions.json",
+                                 "--images", out / "images.tar.gz", "--json", "--quiet")
+    assert "member is a symbolic link to '/etc/passwd'" in err
+    assert "member is a hard link to 'train/good_0.jpg'" in err
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        errors = dict(db.execute("SELECT file_name, error FROM images"))
+    assert "symbolic link" in errors["link.jpg"] and "hard link" in errors["hard.jpg"]
+
+
+def test_killed_run_is_marked_interrupted(vlmdata_bin, shared, tmp_path):
+    """Finding 7: a killed run's row stayed 'running' forever."""
+    caps = shared / "coco-captions" / "captions_val2017.json"
+    ws = tmp_path / "ws"
+    args = [vlmdata_bin, "ingest", "coco", "--captions", str(caps), "--split", "val2017", "--quiet", "--workspace", str(ws)]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with sqlite3.connect(ws / "catalog.sqlite") as db:
+                if db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        statuses = [s for (s,) in db.execute("SELECT status FROM runs ORDER BY id")]
+    assert statuses == ["interrupted", "done"], statuses
+
+
+def test_llava_jsonl_gpt4_qa_file(vlmdata_bin, shared, tmp_path):
+    """Issue 12 (7b): JSONL was refused ('expected a JSON array at byte 0'). GPT-4 QA records (instruction, output, type)
+    become one human turn ('<image>' then the instruction) and one gpt turn; type conv/detail/complex gives the kind."""
+    f = shared / "llava" / "coco2014_val_gpt4_qa_30x3.jsonl"
+    report, _, _ = ingest_json(vlmdata_bin, "ingest", "llava", "--workspace", tmp_path / "ws", "--json", f, "--json-report", "--quiet")
+    assert report["counts"]["instructions"] == 90 and report["counts"]["images"] == 30
+    source = [json.loads(line) for line in open(f)]
+    with sqlite3.connect(tmp_path / "ws" / "catalog.sqlite") as db:
+        stored = db.execute("SELECT kind, conversations FROM instructions ORDER BY id").fetchall()
+    kinds = {"conv": "conversation", "detail": "detail", "complex": "complex"}
+    for (kind, conversations), record in zip(stored, source):
+        assert kind == kinds[record["type"]]
+        assert json.loads(conversations) == [{"from": "human", "value": "<image>\n" + record["instruction"]},
+                                             {"from": "gpt", "value": record["output"]}]

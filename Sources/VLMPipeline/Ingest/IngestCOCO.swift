@@ -39,11 +39,13 @@ public struct IngestCOCO {
         var fileName: String
         var width: Int?
         var height: Int?
+        var record: String
     }
 
     struct CategoryMeta {
         var name: String
         var supercategory: String?
+        var record: String
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
@@ -71,35 +73,61 @@ public struct IngestCOCO {
             progress.start("reading images of \(file)", total: nil)
             do {
                 let reader = try JSONStreamReader(path: file)
+                IngestLimits.configure(reader)
+                let rejected: (VLMError, Int) -> Void = { error, _ in problems.append(error.description) }
                 try reader.forEachTopLevelMember { key in
                     switch key {
                     case "images":
-                        return .eachElement { value, index in
+                        return .eachRecord({ value, index in
                             do {
                                 let record = "images[\(index)]"
+                                try Self.expectObject(value, file: file, record: record)
                                 let id = try value.int("id", file: file, record: record)
                                 let name = try value.string("file_name", file: file, record: record)
-                                let width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record)) }
-                                let height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record)) }
-                                if images[id] == nil { imageOrder.append(id) }
-                                images[id] = ImageMeta(fileName: name, width: width, height: height)
+                                var width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record)) }
+                                var height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record)) }
+                                if let first = images[id] {
+                                    // The same image listed again (as captions and instances files both do) is fine;
+                                    // the same id naming another file is not.
+                                    if first.fileName != name {
+                                        throw VLMError.badInput(file: file, record: record,
+                                            "image id \(id) is already \(first.record) ('\(first.fileName)'); this entry names '\(name)': kept the first")
+                                    }
+                                    return
+                                }
+                                if (width ?? 1) <= 0 || (height ?? 1) <= 0 {
+                                    problems.append(VLMError.badInput(file: file, record: record,
+                                        "width and height must be positive, found \(width ?? 0)x\(height ?? 0): ignored, the header's size is used").description)
+                                    width = nil
+                                    height = nil
+                                }
+                                imageOrder.append(id)
+                                images[id] = ImageMeta(fileName: name, width: width, height: height, record: record)
                                 progress.advance(by: 1)
                             } catch let error as VLMError {
                                 problems.append(error.description)
                             }
-                        }
+                        }, rejected: rejected)
                     case "categories":
-                        return .eachElement { value, index in
+                        return .eachRecord({ value, index in
                             do {
                                 let record = "categories[\(index)]"
+                                try Self.expectObject(value, file: file, record: record)
                                 let id = try value.int("id", file: file, record: record)
                                 let name = try value.string("name", file: file, record: record)
                                 let superName = try value.optionalString("supercategory", file: file, record: record)
-                                categories[id] = CategoryMeta(name: name, supercategory: superName)
+                                if let first = categories[id] {
+                                    if first.name != name {
+                                        throw VLMError.badInput(file: file, record: record,
+                                            "category id \(id) is already \(first.record) ('\(first.name)'); this entry names '\(name)': kept the first")
+                                    }
+                                    return
+                                }
+                                categories[id] = CategoryMeta(name: name, supercategory: superName, record: record)
                             } catch let error as VLMError {
                                 problems.append(error.description)
                             }
-                        }
+                        }, rejected: rejected)
                     default:
                         return .skip
                     }
@@ -128,12 +156,22 @@ public struct IngestCOCO {
         let done: Set<Int64> = try catalog.read { db in
             Set(try Int64.fetchAll(db, sql: "SELECT external_id FROM images WHERE source_id = ? AND status = 'ok'", arguments: [sourceID]))
         }
+        // Keys for every image of the file (not only this part), so that every part assigns the same ones.
+        var existing: [String: String] = [:]
+        var taken = Set<String>()
+        for row in try catalog.imageKeys(prefix: "\(split)_") {
+            if row.sourceID == sourceID, let external = row.externalID, images[external] != nil {
+                existing["\(external)"] = row.key
+            } else {
+                taken.insert(row.key)
+            }
+        }
+        let keys = ImageKeys.assign(split: split, items: imageOrder.map { ("\($0)", images[$0]!.fileName) },
+                                    existing: existing, taken: taken)
         var pending: [PendingImage] = []
         var inPart = Set<Int64>()
-        for id in imageOrder {
+        for (id, key) in zip(imageOrder, keys) {
             let meta = images[id]!
-            let stem = (meta.fileName as NSString).deletingPathExtension
-            let key = "\(split)_\(SampleKey.sanitize(stem))"
             guard options.part?.owns(imageKey: key, sampleKey: key) ?? true else { continue }
             inPart.insert(id)
             if done.contains(id) { continue }
@@ -160,11 +198,11 @@ public struct IngestCOCO {
         }
         progress.finish("\(pending.count) checked")
 
-        // Row ids for pass 2.
-        let imageRows: [Int64: Int64] = try catalog.read { db in
-            var map: [Int64: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT external_id, id FROM images WHERE source_id = ?", arguments: [sourceID]) {
-                map[row[0]] = row[1]
+        // Row ids and sizes (the header's, else the annotation's) for pass 2.
+        let imageRows: [Int64: (id: Int64, width: Int?, height: Int?)] = try catalog.read { db in
+            var map: [Int64: (id: Int64, width: Int?, height: Int?)] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT external_id, id, width, height FROM images WHERE source_id = ?", arguments: [sourceID]) {
+                map[row[0]] = (row[1], row[2], row[3])
             }
             return map
         }
@@ -177,7 +215,7 @@ public struct IngestCOCO {
         }
 
         // Pass 2: annotations (captions or objects), streamed and written in batches.
-        var captionCount = 0, objectCount = 0
+        var captionCount = 0, objectCount = 0, objectsClipped = 0, objectsRejected = 0
         for file in files {
             progress.start("reading annotations of \(file)", total: nil)
             var batch: [(sql: String, arguments: StatementArguments)] = []
@@ -191,18 +229,22 @@ public struct IngestCOCO {
             }
             do {
                 let reader = try JSONStreamReader(path: file)
+                IngestLimits.configure(reader)
                 reader.elementSkipKeys = ["segmentation"]
                 try reader.forEachTopLevelMember { key in
                     guard key == "annotations" else { return .skip }
-                    return .eachElement { value, index in
+                    return .eachRecord({ value, index in
                         let record = "annotations[\(index)]"
+                        let isObject = value["bbox"] != nil && value["caption"] == nil
                         do {
+                            try Self.expectObject(value, file: file, record: record)
                             let id = try value.int("id", file: file, record: record)
                             let imageExternal = try value.int("image_id", file: file, record: record)
                             guard images[imageExternal] != nil else {
                                 throw VLMError.badInput(file: file, record: record, "image_id \(imageExternal) is not in 'images'")
                             }
-                            guard inPart.contains(imageExternal), let imageRow = imageRows[imageExternal] else { return }
+                            guard inPart.contains(imageExternal), let image = imageRows[imageExternal] else { return }
+                            let imageRow = image.id
                             if value["caption"] != nil {
                                 let text = try value.string("caption", file: file, record: record)
                                 batch.append((
@@ -224,14 +266,24 @@ public struct IngestCOCO {
                                     default: throw VLMError.badInput(file: file, record: record, "bbox[\(i)] is \(v.typeName), expected a number")
                                     }
                                 }
-                                guard numbers[2] >= 0, numbers[3] >= 0 else {
-                                    throw VLMError.badInput(file: file, record: record, "bbox has a negative width or height")
+                                var (x, y, w, h) = (numbers[0], numbers[1], numbers[2], numbers[3])
+                                switch BoxCheck.check(x: x, y: y, w: w, h: h, imageWidth: image.width, imageHeight: image.height) {
+                                case .keep: break
+                                case .rejected(let message):
+                                    throw VLMError.badInput(file: file, record: record, message)
+                                case .clipped(let cx, let cy, let cw, let ch, let message, let report):
+                                    (x, y, w, h) = (cx, cy, cw, ch)
+                                    objectsClipped += 1
+                                    if report { problems.append(VLMError.badInput(file: file, record: record, message).description) }
                                 }
                                 let area = try value["area"].map { _ in try value.double("area", file: file, record: record) }
+                                if let area, !area.isFinite || area < 0 {
+                                    throw VLMError.badInput(file: file, record: record, "area \(area) is not a finite, non-negative number")
+                                }
                                 let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record) } ?? 0
                                 batch.append((
                                     "INSERT OR IGNORE INTO objects (image_id, category_id, external_id, x, y, w, h, area, iscrowd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                    [imageRow, categoryRow, id, numbers[0], numbers[1], numbers[2], numbers[3], area, crowd]))
+                                    [imageRow, categoryRow, id, x, y, w, h, area, crowd]))
                                 objectCount += 1
                             } else {
                                 throw VLMError.badInput(file: file, record: record, "annotation has neither 'caption' nor 'bbox'")
@@ -239,9 +291,10 @@ public struct IngestCOCO {
                             progress.advance(by: 1)
                             if batch.count >= 5000 { try flush() }
                         } catch let error as VLMError {
+                            if isObject { objectsRejected += 1 }
                             problems.append(error.description)
                         }
-                    }
+                    }, rejected: { error, _ in problems.append(error.description) })
                 }
             } catch let error as VLMError {
                 fatal = fatal ?? error
@@ -263,11 +316,24 @@ public struct IngestCOCO {
         }
         var report = StageReport(stage: "ingest coco", counts: counts, problems: problems)
         report.counts["problems"] = problems.count
+        if options.instances != nil {
+            report.counts["objects_clipped"] = objectsClipped
+            report.counts["objects_rejected"] = objectsRejected
+        }
         try catalog.endRun(runID, counts: report.counts, error: fatal?.description)
         if let fatal {
             throw IngestFailure(report: report, error: fatal)
         }
         return report
+    }
+}
+
+extension IngestCOCO {
+    /// A record must be a JSON object.
+    static func expectObject(_ value: JSONValue, file: String, record: String) throws {
+        guard case .object = value else {
+            throw VLMError.badInput(file: file, record: record, "is \(value.typeName), expected an object")
+        }
     }
 }
 
