@@ -8,8 +8,8 @@ RELEASE    := .build/release/vlmdata
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
-              libsqlite3-dev nginx-light sqlite3 python3-venv
-PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3
+              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
+PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 
 .PHONY: all deps venv build debug test test-swift test-parity demo bench clean
 
@@ -22,6 +22,7 @@ deps:
 	for p in $(PKGCONFIG); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	command -v xxhsum >/dev/null 2>&1 || missing="$$missing xxhsum"; \
 	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: missing:$$missing; installing Debian packages"; \

@@ -198,3 +198,10 @@ CREATE TABLE sample_parts (
     size INTEGER NOT NULL,
     PRIMARY KEY (sample_id, name)
 );
+
+-- migration: v6_checksums
+-- Checksums recorded when a shard is written (XXH3 from libxxhash), so every read can be checked.
+-- NULL in rows written before this migration: those reads are not checked.
+ALTER TABLE sample_parts ADD COLUMN xxh3 INTEGER;   -- XXH3_64bits of the member's content, as a signed
+                                                    -- 64-bit integer: printf('%016x', xxh3) = `xxhsum -H3`
+ALTER TABLE shards ADD COLUMN xxh3_128 TEXT;        -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it

@@ -235,9 +235,9 @@ public enum CatalogMerge {
                 }
                 let pathExpression = referenceShards ? "? || '/' || ps.path" : "'shards/' || ps.name"
                 try db.execute(sql: """
-                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part)
+                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part, xxh3_128)
                     SELECT ps.name, CASE WHEN ps.path LIKE '/%' THEN ps.path ELSE \(pathExpression) END,
-                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part
+                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part, ps.xxh3_128
                     FROM p.shards ps ORDER BY ps.name
                     """, arguments: referenceShards ? [partRoot] : [])
                 counts["shards", default: 0] += db.changesCount
@@ -251,8 +251,8 @@ public enum CatalogMerge {
                     ORDER BY ps.name, s.index_in_shard
                     """)
                 try insert("sample_parts", """
-                    INSERT INTO main.sample_parts (sample_id, name, offset, size)
-                    SELECT ms.id, sp.name, sp.offset, sp.size FROM p.sample_parts sp JOIN p.samples s ON s.id = sp.sample_id
+                    INSERT INTO main.sample_parts (sample_id, name, offset, size, xxh3)
+                    SELECT ms.id, sp.name, sp.offset, sp.size, sp.xxh3 FROM p.sample_parts sp JOIN p.samples s ON s.id = sp.sample_id
                     JOIN main.samples ms ON ms.key = s.key
                     """)
                 try insert("runs", """

@@ -70,10 +70,11 @@ public enum ShardStage {
         }
     }
 
-    /// Reads one sample by key through the index; with `pngPath`, writes its pixels (unpatchified) as a PNG.
-    public static func show(workspace: Workspace, key: String, pngPath: String? = nil) throws -> SampleView {
+    /// Reads one sample by key through the index, each member checked against its recorded XXH3 unless
+    /// `verifyReads` is false; with `pngPath`, writes its pixels (unpatchified) as a PNG.
+    public static func show(workspace: Workspace, key: String, pngPath: String? = nil, verifyReads: Bool = true) throws -> SampleView {
         let catalog = try Catalog(workspace: workspace)
-        let sample = try ShardIndex(catalog: catalog).sample(key: key)
+        let sample = try ShardIndex(catalog: catalog).sample(key: key, verify: verifyReads)
         let pixels = try sample.pixels()
         if let pngPath {
             guard let pixels else { throw VLMError(.notFound, record: key, "this sample is text-only; it has no pixels") }
