@@ -36,6 +36,8 @@ public enum CatalogMerge {
         let partCatalogs = try parts.map { try Catalog(workspace: $0) }
         try checkPartitioning(partCatalogs)
         let catalog = try Catalog(workspace: out)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "merge")   // one writer per stage per workspace
+        defer { lock.release() }
         var counts: [String: Int] = [:]
         progress.start("catalog merge", total: parts.count)
         for (position, part) in partCatalogs.enumerated() {

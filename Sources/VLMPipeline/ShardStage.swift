@@ -16,12 +16,16 @@ public enum ShardStage {
     public static func run(workspace: Workspace, options: ShardOptions,
                            progress: any ProgressSink = SilentProgress()) throws -> StageReport {
         let catalog = try Catalog(workspace: workspace)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "shard")   // one writer per stage per workspace
+        defer { lock.release() }
         return try ShardBuilder(catalog: catalog, options: options, progress: progress).run()
     }
 
     /// Fills an empty workspace with generated shard inputs (for benchmarks and tests); a no-op when they exist.
     public static func fillSynthetic(workspace: Workspace, inputs: SyntheticShardInputs) throws -> Bool {
         let catalog = try Catalog(workspace: workspace)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // it writes what ingest would
+        defer { lock.release() }
         let existing = try catalog.read { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sources WHERE kind = 'synth' AND name = ?", arguments: [inputs.sourceName]) ?? 0
         }
