@@ -11,7 +11,7 @@ DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-op
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 
-.PHONY: all deps venv build debug test test-swift test-parity demo bench clean
+.PHONY: all deps venv build debug test test-swift test-parity demo bench crashtest clean
 
 all: build
 
@@ -66,6 +66,13 @@ demo: deps build
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build
 	$(PYTHON) Benchmarks/run.py --bin $(RELEASE)
+
+## crashtest: each writing stage SIGKILLed at seeded random points, rerun and compared with a clean run (catalog
+## dump, shard hashes, no temp files); `make test` runs a bounded version (2 kills per stage, small data)
+CRASH_KILLS ?= 10
+CRASH_SEED  ?= 1
+crashtest: deps venv build
+	$(PYTHON) scripts/crashtest.py --bin $(RELEASE) --kills $(CRASH_KILLS) --seed $(CRASH_SEED)
 
 clean:
 	rm -rf .build vlmdata-work

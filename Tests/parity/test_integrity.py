@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from contextlib import closing
 
 import pytest
 
@@ -32,7 +33,8 @@ def ws(sharded, tmp_path):
 
 
 def query(ws, sql, *args):
-    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+    # Closed at once: a connection left to the garbage collector deletes the WAL file whenever it goes.
+    with closing(sqlite3.connect(os.path.join(ws, "catalog.sqlite"))) as db:
         return db.execute(sql, args).fetchall()
 
 

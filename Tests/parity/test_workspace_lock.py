@@ -8,6 +8,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+from contextlib import closing
 import sys
 import time
 
@@ -40,7 +41,8 @@ class HeldLock:
 
 
 def runs(ws, stage_like):
-    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+    # Closed at once: a connection left to the garbage collector deletes the WAL file whenever it goes.
+    with closing(sqlite3.connect(os.path.join(ws, "catalog.sqlite"))) as db:
         return db.execute("SELECT COUNT(*) FROM runs WHERE stage LIKE ?", (stage_like,)).fetchone()[0]
 
 
@@ -120,7 +122,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(vlmdata_bin, pipeline, tmp_
 def consistent(vlmdata_bin, ws):
     """The index agrees with the files: verify --deep passes and the catalog is sound."""
     result = run(vlmdata_bin, "verify", "--deep", "--workspace", ws, check=False)
-    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+    # Closed at once: a connection left to the garbage collector deletes the WAL file whenever it goes.
+    with closing(sqlite3.connect(os.path.join(ws, "catalog.sqlite"))) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     return result
 
