@@ -8,10 +8,10 @@ RELEASE    := .build/release/vlmdata
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
-              libsqlite3-dev nginx-light sqlite3 python3-venv
-PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3
+              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
+PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 
-.PHONY: all deps venv build debug test test-swift test-parity demo bench clean
+.PHONY: all deps venv build debug test test-swift test-parity demo bench crashtest clean
 
 all: build
 
@@ -22,6 +22,7 @@ deps:
 	for p in $(PKGCONFIG); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	command -v xxhsum >/dev/null 2>&1 || missing="$$missing xxhsum"; \
 	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: missing:$$missing; installing Debian packages"; \
@@ -65,6 +66,13 @@ demo: deps build
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build
 	$(PYTHON) Benchmarks/run.py --bin $(RELEASE)
+
+## crashtest: each writing stage SIGKILLed at seeded random points, rerun and compared with a clean run (catalog
+## dump, shard hashes, no temp files); `make test` runs a bounded version (2 kills per stage, small data)
+CRASH_KILLS ?= 10
+CRASH_SEED  ?= 1
+crashtest: deps venv build
+	$(PYTHON) scripts/crashtest.py --bin $(RELEASE) --kills $(CRASH_KILLS) --seed $(CRASH_SEED)
 
 clean:
 	rm -rf .build vlmdata-work

@@ -256,6 +256,13 @@ public enum Schema {
         CREATE INDEX runs_stage ON runs(stage, params_hash, input_fingerprint, status);
         CREATE INDEX runs_lineage ON runs(stage, config_hash, inputs);
         """),
+        Migration(name: "v8_checksums", sql: """
+        -- Checksums recorded when a shard is written (XXH3 from libxxhash), so every read can be checked.
+        -- NULL in rows written before this migration: those reads are not checked.
+        ALTER TABLE sample_parts ADD COLUMN xxh3 INTEGER;   -- XXH3_64bits of the member's content, as a signed
+                                                            -- 64-bit integer: printf('%016x', xxh3) = `xxhsum -H3`
+        ALTER TABLE shards ADD COLUMN xxh3_128 TEXT;        -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

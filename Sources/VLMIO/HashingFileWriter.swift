@@ -21,6 +21,8 @@ public final class HashingFileWriter: @unchecked Sendable {
     public let path: String
     /// Bytes appended so far.
     public private(set) var offset = 0
+    /// XXH3_128bits of the file (32 hex digits, as `xxhsum -H2` prints it), set by `finish()`.
+    public private(set) var xxh3_128: String?
 
     /// Direct I/O wants buffers, offsets and lengths aligned to the device's logical block; 4 KiB covers them all here.
     static let alignment = 4096
@@ -40,6 +42,7 @@ public final class HashingFileWriter: @unchecked Sendable {
     private let inFlight = DispatchGroup()
     private let freeSlots: DispatchSemaphore
     private var hasher = StreamingSHA256()   // touched only on hashQueue until the pipeline drains
+    private let checksum = StreamingXXH3_128()   // likewise
     private var current: Int?   // index of the chunk being filled
     private var filled = 0
     private var chunkStart = 0
@@ -165,6 +168,7 @@ public final class HashingFileWriter: @unchecked Sendable {
         if durable, fsync(fd) != 0 {
             throw VLMError.io(file: path, "fsync failed: \(String(cString: strerror(errno)))")
         }
+        xxh3_128 = checksum.finalize()
         return (hasher.finalize(), offset)
     }
 
@@ -205,6 +209,7 @@ public final class HashingFileWriter: @unchecked Sendable {
         chunkStart += length
         hashQueue.async(group: inFlight) { [self] in
             hasher.update(UnsafeRawBufferPointer(start: buffers[chunk], count: length))
+            checksum.update(UnsafeRawBufferPointer(start: buffers[chunk], count: length))
             ioQueue.async(group: inFlight) { [self] in
                 writeChunk(buffers[chunk], length: length, at: fileOffset)
                 state.lock.withLock { state.free.append(chunk) }

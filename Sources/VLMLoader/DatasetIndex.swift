@@ -32,11 +32,15 @@ public struct SamplePart: Sendable, Hashable, Codable {
     public var name: String
     public var offset: Int
     public var size: Int
+    /// XXH3_64bits of the member's bytes, recorded when the shard was written (nil in older indexes): every read
+    /// is checked against it.
+    public var xxh3: UInt64?
 
-    public init(name: String, offset: Int, size: Int) {
+    public init(name: String, offset: Int, size: Int, xxh3: UInt64? = nil) {
         self.name = name
         self.offset = offset
         self.size = size
+        self.xxh3 = xxh3
     }
 }
 
@@ -105,11 +109,12 @@ public struct DatasetIndex: Sendable {
             }
             var parts: [Int64: [SamplePart]] = [:]
             let partRows = try Row.fetchCursor(db, sql: """
-                SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size
+                SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size, p.xxh3
                 FROM sample_parts p JOIN samples s ON s.id = p.sample_id ORDER BY p.sample_id, p.offset
                 """)
             while let row = try partRows.next() {
-                parts[row[0], default: []].append(SamplePart(name: row[1], offset: row[2], size: row[3]))
+                parts[row[0], default: []].append(SamplePart(name: row[1], offset: row[2], size: row[3],
+                                                             xxh3: (row[4] as Int64?).map(XXH3.loaded)))
             }
             var bucket = [[SampleInfo]](repeating: [], count: shards.count)
             let sampleRows = try Row.fetchCursor(db, sql: """

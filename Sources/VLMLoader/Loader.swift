@@ -10,6 +10,15 @@ public enum MissingPolicy: String, Sendable, Codable, CaseIterable {
     case skip
 }
 
+/// What to do with a sample whose bytes are damaged: a member that no longer matches the XXH3 recorded when its
+/// shard was written, a member that does not decode, or a shard cut short.
+public enum CorruptPolicy: String, Sendable, Codable, CaseIterable {
+    /// Stop with an error naming the shard, the member and its offset.
+    case error
+    /// Skip that sample, counting it and keeping the error in the stream's report.
+    case skip
+}
+
 /// How a loader orders, splits and reads.
 public struct LoaderOptions: Sendable {
     public var order: OrderSpec
@@ -21,12 +30,21 @@ public struct LoaderOptions: Sendable {
     /// Every rank gets a multiple of this many samples per epoch (the batch size).
     public var unit: Int
     public var remainder: RemainderPolicy
+    /// Missing shards; `.skip` also skips the samples a truncated or emptied shard no longer holds.
     public var onMissing: MissingPolicy
+    /// Damaged samples (checksum mismatch, undecodable member, truncated shard).
+    public var onCorrupt: CorruptPolicy
+    /// Check every member read against the XXH3 recorded at write time (on by default; costs well under a
+    /// memory copy of the sample).
+    public var verifyReads: Bool
     /// A mixture's epoch size for its `.weight` datasets (default: their total size).
     public var epochSize: Int?
 
     public init(order: OrderSpec = OrderSpec(), topology: Topology = Topology(), workers: Int = 2, prefetch: Int = 32,
-                unit: Int = 1, remainder: RemainderPolicy = .pad, onMissing: MissingPolicy = .error, epochSize: Int? = nil) {
+                unit: Int = 1, remainder: RemainderPolicy = .pad, onMissing: MissingPolicy = .error, epochSize: Int? = nil,
+                onCorrupt: CorruptPolicy = .error, verifyReads: Bool = true) {
+        self.onCorrupt = onCorrupt
+        self.verifyReads = verifyReads
         self.order = order
         self.topology = topology
         self.workers = workers
@@ -120,7 +138,7 @@ public final class Loader: Sendable {
         let dataset = datasets[Int(ref.dataset)]
         let info = dataset.index.samples[Int(ref.sample)]
         return try SampleDecoder.read(info, shard: dataset.index.shards[info.shard], source: dataset.source,
-                                      dataset: Int(ref.dataset), isPad: isPad)
+                                      dataset: Int(ref.dataset), isPad: isPad, verify: options.verifyReads)
     }
 
     func shardName(_ ref: SampleRef) -> String {
@@ -137,9 +155,14 @@ public struct StreamReport: Sendable, Codable, Equatable {
     /// Samples of the epoch no rank gets (`RemainderPolicy.dropLast`), and padded positions over all ranks.
     public var droppedGlobal = 0
     public var paddedGlobal = 0
-    /// Samples skipped because their shard was missing (`MissingPolicy.skip`), and those shards.
+    /// Samples skipped because their shard was missing (`MissingPolicy.skip`) or they were damaged (see
+    /// `corrupt`), and the missing shards.
     public var skipped = 0
     public var missingShards: [String] = []
+    /// Of the skipped samples, those whose bytes were damaged (`CorruptPolicy.skip`, or a truncated shard under
+    /// `MissingPolicy.skip`), with the first 100 errors (shard, member, offset).
+    public var corrupt = 0
+    public var corruptErrors: [String] = []
 }
 
 /// One rank's samples for the rest of an epoch, decoded ahead on background threads, delivered in order.
@@ -150,6 +173,7 @@ public final class SampleStream: @unchecked Sendable {
     enum Item {
         case sample(LoadedSample)
         case skipped(shard: String)
+        case damaged(VLMError)
         case failed(any Error)
     }
 
@@ -221,6 +245,11 @@ public final class SampleStream: @unchecked Sendable {
                 taken += 1
                 report.skipped += 1
                 if !report.missingShards.contains(shard) { report.missingShards.append(shard) }
+            case .damaged(let error):
+                taken += 1
+                report.skipped += 1
+                report.corrupt += 1
+                if report.corruptErrors.count < 100 { report.corruptErrors.append("\(error)") }
             case .failed(let error):
                 failed = true
                 close()
@@ -251,6 +280,10 @@ public final class SampleStream: @unchecked Sendable {
             return .sample(try loader.readSample(ref, isPad: isPad))
         } catch let error as VLMError where error.kind == .notFound && loader.options.onMissing == .skip {
             return .skipped(shard: loader.shardName(ref))
+        } catch let damage as DamagedSample {
+            let options = loader.options
+            if options.onCorrupt == .skip || (damage.truncated && options.onMissing == .skip) { return .damaged(damage.error) }
+            return .failed(damage.error)
         } catch {
             return .failed(error)
         }

@@ -97,14 +97,44 @@ func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: In
     }
 }
 
+/// A sample whose bytes cannot be served as written: its shard was cut short (`truncated`), or a member's bytes
+/// differ from their recorded checksum or do not decode. `error` names the shard, the member and its offset.
+struct DamagedSample: Error {
+    var error: VLMError
+    var truncated: Bool
+}
+
 /// Decodes a sample from the bytes of its tar members (one read of `SampleInfo.offset ..< offset + size`).
 enum SampleDecoder {
-    static func read(_ info: SampleInfo, shard: ShardInfo, source: ShardSource, dataset: Int, isPad: Bool) throws -> LoadedSample {
+    /// Reads and decodes one sample; with `verify`, each member is first checked against its recorded XXH3.
+    /// Throws `DamagedSample` for a truncated shard, a checksum mismatch or an undecodable member.
+    static func read(_ info: SampleInfo, shard: ShardInfo, source: ShardSource, dataset: Int, isPad: Bool,
+                     verify: Bool = true) throws -> LoadedSample {
         var bytes = [UInt8](unsafeUninitializedCapacity: info.size) { buffer, initialized in
             initialized = info.size
         }
-        try bytes.withUnsafeMutableBytes { raw in try source.read(shard, at: info.offset, into: raw) }
-        return try bytes.withUnsafeBytes { raw in try decode(raw, info: info, shard: shard, dataset: dataset, isPad: isPad) }
+        do {
+            try bytes.withUnsafeMutableBytes { raw in try source.read(shard, at: info.offset, into: raw) }
+        } catch let error as VLMError where error.kind == .corrupt {
+            throw DamagedSample(error: VLMError(.corrupt, file: shard.path, record: "\(info.key) (\(info.size) bytes at offset \(info.offset))",
+                                                "the shard ends before this sample does: it was truncated or emptied after it was written "
+                                                + "(\(error.record ?? ""): \(error.message))"),
+                                truncated: true)
+        }
+        return try bytes.withUnsafeBytes { raw in
+            do {
+                if verify {
+                    for part in info.parts where part.offset >= 0 && part.offset + part.size <= raw.count {
+                        try MemberChecksum.check(UnsafeRawBufferPointer(rebasing: raw[part.offset ..< part.offset + part.size]),
+                                                 expected: part.xxh3, shard: shard.path, key: info.key, member: part.name,
+                                                 offset: info.offset + part.offset)
+                    }
+                }
+                return try decode(raw, info: info, shard: shard, dataset: dataset, isPad: isPad)
+            } catch let error as VLMError where error.kind == .corrupt {
+                throw DamagedSample(error: error, truncated: false)
+            }
+        }
     }
 
     static func decode(_ raw: UnsafeRawBufferPointer, info: SampleInfo, shard: ShardInfo, dataset: Int,

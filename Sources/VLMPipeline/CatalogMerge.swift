@@ -46,6 +46,8 @@ public enum CatalogMerge {
         }
         let summary = try PartCoverage.check(coverage, allowPartial: allowPartial)
         let catalog = try Catalog(workspace: out)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "merge")   // one writer per stage per workspace
+        defer { lock.release() }
         var counts: [String: Int] = [:]
         progress.start("catalog merge", total: parts.count)
         for (position, part) in partCatalogs.enumerated() {
@@ -227,9 +229,9 @@ public enum CatalogMerge {
                 }
                 let pathExpression = referenceShards ? "? || '/' || ps.path" : "'shards/' || ps.name"
                 try db.execute(sql: """
-                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part)
+                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part, xxh3_128)
                     SELECT ps.name, CASE WHEN ps.path LIKE '/%' THEN ps.path ELSE \(pathExpression) END,
-                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part
+                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part, ps.xxh3_128
                     FROM p.shards ps ORDER BY ps.name
                     """, arguments: referenceShards ? [partRoot] : [])
                 counts["shards", default: 0] += db.changesCount
@@ -243,8 +245,8 @@ public enum CatalogMerge {
                     ORDER BY ps.name, s.index_in_shard
                     """)
                 try insert("sample_parts", """
-                    INSERT INTO main.sample_parts (sample_id, name, offset, size)
-                    SELECT ms.id, sp.name, sp.offset, sp.size FROM p.sample_parts sp JOIN p.samples s ON s.id = sp.sample_id
+                    INSERT INTO main.sample_parts (sample_id, name, offset, size, xxh3)
+                    SELECT ms.id, sp.name, sp.offset, sp.size, sp.xxh3 FROM p.sample_parts sp JOIN p.samples s ON s.id = sp.sample_id
                     JOIN main.samples ms ON ms.key = s.key
                     """)
                 try insert("runs", """

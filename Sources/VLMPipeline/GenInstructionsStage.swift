@@ -26,6 +26,8 @@ public struct GenInstructionsStage {
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "gen-instructions")   // one writer per stage per workspace
+        defer { lock.release() }
         switch generator {
         case .templates(let options): return try runTemplates(options, catalog: catalog, progress: progress)
         case .llm(let options, let apiKey): return try runLLM(options, apiKey: apiKey, catalog: catalog, progress: progress)

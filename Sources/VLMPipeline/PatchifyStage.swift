@@ -66,6 +66,8 @@ public enum PatchifyStage {
     }
 
     public static func run(catalog: Catalog, options: Options, progress: any ProgressSink = SilentProgress()) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "patchify")   // one writer per stage per workspace
+        defer { lock.release() }
         let config = options.config
         try config.validate()
         let configHash = config.hash

@@ -16,12 +16,16 @@ public enum ShardStage {
     public static func run(workspace: Workspace, options: ShardOptions,
                            progress: any ProgressSink = SilentProgress()) throws -> StageReport {
         let catalog = try Catalog(workspace: workspace)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "shard")   // one writer per stage per workspace
+        defer { lock.release() }
         return try ShardBuilder(catalog: catalog, options: options, progress: progress).run()
     }
 
     /// Fills an empty workspace with generated shard inputs (for benchmarks and tests); a no-op when they exist.
     public static func fillSynthetic(workspace: Workspace, inputs: SyntheticShardInputs) throws -> Bool {
         let catalog = try Catalog(workspace: workspace)
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // it writes what ingest would
+        defer { lock.release() }
         let existing = try catalog.read { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sources WHERE kind = 'synth' AND name = ?", arguments: [inputs.sourceName]) ?? 0
         }
@@ -70,10 +74,11 @@ public enum ShardStage {
         }
     }
 
-    /// Reads one sample by key through the index; with `pngPath`, writes its pixels (unpatchified) as a PNG.
-    public static func show(workspace: Workspace, key: String, pngPath: String? = nil) throws -> SampleView {
+    /// Reads one sample by key through the index, each member checked against its recorded XXH3 unless
+    /// `verifyReads` is false; with `pngPath`, writes its pixels (unpatchified) as a PNG.
+    public static func show(workspace: Workspace, key: String, pngPath: String? = nil, verifyReads: Bool = true) throws -> SampleView {
         let catalog = try Catalog(workspace: workspace)
-        let sample = try ShardIndex(catalog: catalog).sample(key: key)
+        let sample = try ShardIndex(catalog: catalog).sample(key: key, verify: verifyReads)
         let pixels = try sample.pixels()
         if let pngPath {
             guard let pixels else { throw VLMError(.notFound, record: key, "this sample is text-only; it has no pixels") }

@@ -118,6 +118,8 @@ public struct TokenizeStage: Sendable {
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "tokenize")   // one writer per stage per workspace
+        defer { lock.release() }
         guard options.maxLength > 0 else { throw VLMError(.invalidArgument, "--max-length must be positive") }
         guard options.imageTokensFromPixels || options.imageTokens >= 1 else {
             throw VLMError(.invalidArgument, "--image-tokens must be at least 1")

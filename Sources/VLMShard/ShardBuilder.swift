@@ -553,7 +553,14 @@ public final class ShardBuilder {
         var tokens: Int
         var supervised: Int
         var imageTokens: Int
-        var parts: [(String, TarMember)]
+        var parts: [Part]
+
+        struct Part {
+            var name: String
+            var member: TarMember
+            /// XXH3_64bits of the member's content.
+            var xxh3: UInt64
+        }
     }
 
     /// A sample ready to be written: its json and token npy bytes, and where its pixels are. The pixel content is
@@ -603,13 +610,13 @@ public final class ShardBuilder {
             // The shard starts writing with its first sample; the samples that follow stream in as they are prepared.
             writers.submit(number: shardNumber) {
                 let tmp = AtomicFile.temporaryPath(for: job.path)
-                let (rows, sha, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace)
+                let (rows, sha, xxh3, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace)
                 let commit: @Sendable () throws -> Void = {
                     guard rename(tmp, job.path) == 0 else {
                         throw VLMError.io(file: job.path, "rename failed: \(String(cString: strerror(errno)))")
                     }
                     AtomicFile.syncDirectory(of: job.path)
-                    try ShardBuilder.commit(catalog: catalog, part: part, shardName: job.name, sha256: sha, bytes: size,
+                    try ShardBuilder.commit(catalog: catalog, part: part, shardName: job.name, sha256: sha, xxh3: xxh3, bytes: size,
                                             rows: rows, paramsHash: shardParamsHash)
                     progress.advance(by: rows.count)   // samples count as done once their shard is committed
                 }
@@ -684,9 +691,9 @@ public final class ShardBuilder {
         return sample
     }
 
-    /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256 and size.
-    /// On an error the temporary file is removed.
-    static func write(_ job: ShardJob, to tmp: String, workspace: Workspace) throws -> (rows: [SampleIndexRow], sha256: String, bytes: Int) {
+    /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256, XXH3-128
+    /// and size. On an error the temporary file is removed.
+    static func write(_ job: ShardJob, to tmp: String, workspace: Workspace) throws -> (rows: [SampleIndexRow], sha256: String, xxh3: String, bytes: Int) {
         let file = try ShardOutput(path: tmp)
         var pixelFiles = PixelFiles()
         defer { pixelFiles.closeAll() }
@@ -704,7 +711,7 @@ public final class ShardBuilder {
             }
             try tar.finish()
             let (sha, bytes) = try file.finish()
-            return (rows, sha, bytes)
+            return (rows, sha, file.xxh3_128 ?? "", bytes)
         } catch {
             file.abandon()
             unlink(tmp)
@@ -715,10 +722,18 @@ public final class ShardBuilder {
     static func writeSample(_ sample: PreparedSample, tar: TarWriter, output: ShardOutput, index: Int, pixelFiles: inout PixelFiles,
                             workspace: Workspace) throws -> SampleIndexRow {
         let item = sample.item
-        var parts: [(String, TarMember)] = []
-        parts.append(("json", try tar.add(name: item.key + ".json", bytes: sample.json)))
-        parts.append(("input_ids.npy", try tar.add(name: item.key + ".input_ids.npy", bytes: sample.inputIDs)))
-        parts.append(("labels.npy", try tar.add(name: item.key + ".labels.npy", bytes: sample.labels)))
+        // Each member's XXH3 goes into the index with its offset: every later read is checked against it.
+        var parts: [SampleIndexRow.Part] = []
+        func add(_ suffix: String, _ bytes: UnsafeRawBufferPointer) throws {
+            let member = try tar.add(name: item.key + "." + suffix, bytes: bytes)
+            parts.append(SampleIndexRow.Part(name: suffix, member: member, xxh3: XXH3.hash64(bytes)))
+        }
+        func add(_ suffix: String, array bytes: [UInt8]) throws {
+            try bytes.withUnsafeBytes { try add(suffix, $0) }
+        }
+        try add("json", array: sample.json)
+        try add("input_ids.npy", array: sample.inputIDs)
+        try add("labels.npy", array: sample.labels)
         if let pixels = item.pixels {
             let path = workspace.pixelShardsDirectory + "/" + pixels.shardName
             let file = try pixelFiles.mapping(for: path)
@@ -738,14 +753,14 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
             }
-            parts.append(("pixels.npy", try tar.add(name: item.key + ".pixels.npy", bytes: record)))
+            try add("pixels.npy", record)
         }
         if let image = sample.image {
-            parts.append((image.member, try tar.add(name: item.key + "." + image.member, bytes: image.bytes)))
+            try add(image.member, array: image.bytes)
         }
-        let start = parts[0].1.headerOffset
+        let start = parts[0].member.headerOffset
         let token = sample.token
-        return SampleIndexRow(item: item, index: index, offset: start, size: parts.last!.1.contentEnd - start,
+        return SampleIndexRow(item: item, index: index, offset: start, size: parts.last!.member.contentEnd - start,
                               tokens: token.tokens, supervised: token.supervised,
                               imageTokens: item.pixels?.grid.imageTokens ?? token.imageTokens, parts: parts)
     }
@@ -761,25 +776,26 @@ public final class ShardBuilder {
         }
     }
 
-    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, bytes: Int,
+    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, xxh3: String, bytes: Int,
                        rows: [SampleIndexRow], paramsHash: String) throws {
         try catalog.write { db in
             try db.execute(sql: """
-                INSERT INTO shards (name, path, sha256, bytes, samples, params_hash, part) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [shardName, "shards/" + shardName, sha256, bytes, rows.count, paramsHash, part?.description])
+                INSERT INTO shards (name, path, sha256, xxh3_128, bytes, samples, params_hash, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [shardName, "shards/" + shardName, sha256, xxh3, bytes, rows.count, paramsHash, part?.description])
             let shardID = db.lastInsertedRowID
             let insertSample = try db.makeStatement(sql: """
                 INSERT INTO samples (key, shard_id, index_in_shard, offset, size, tokens, supervised, image_tokens,
                                      has_image, source, instruction_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-            let insertPart = try db.makeStatement(sql: "INSERT INTO sample_parts (sample_id, name, offset, size) VALUES (?, ?, ?, ?)")
+            let insertPart = try db.makeStatement(sql: "INSERT INTO sample_parts (sample_id, name, offset, size, xxh3) VALUES (?, ?, ?, ?, ?)")
             for row in rows {
                 try insertSample.execute(arguments: [row.item.key, shardID, row.index, row.offset, row.size, row.tokens,
                                                      row.supervised, row.imageTokens, row.item.pixels == nil ? 0 : 1,
                                                      row.item.source, row.item.instructionID])
                 let sampleID = db.lastInsertedRowID
-                for (name, member) in row.parts {
-                    try insertPart.execute(arguments: [sampleID, name, member.contentOffset, member.size])
+                for part in row.parts {
+                    try insertPart.execute(arguments: [sampleID, part.name, part.member.contentOffset, part.member.size,
+                                                       XXH3.stored(part.xxh3)])
                 }
             }
         }

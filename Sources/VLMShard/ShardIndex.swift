@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import VLMCatalog
 import VLMCore
+import VLMIO
 
 /// One training sample read back from a shard: its metadata and arrays.
 public struct StoredSample: Sendable {
@@ -55,14 +56,19 @@ public final class ShardIndex {
         return reader
     }
 
-    /// The sample stored under `key`; `notFound` if the index has no such key.
-    public func sample(key: String) throws -> StoredSample {
-        let found: (shard: String, path: String, index: Int, parts: [(String, Int, Int)])? = try catalog.read { db in
+    /// The sample stored under `key`; `notFound` if the index has no such key. Each member is checked against the
+    /// XXH3 recorded when it was written (`verify: false` skips that); a changed or missing byte is `corrupt`,
+    /// naming the shard, the member and its offset.
+    public func sample(key: String, verify: Bool = true) throws -> StoredSample {
+        typealias Part = (name: String, offset: Int, size: Int, xxh3: UInt64?)
+        let found: (shard: String, path: String, index: Int, parts: [Part])? = try catalog.read { db in
             guard let row = try Row.fetchOne(db, sql: """
                 SELECT s.id, s.index_in_shard, sh.name, sh.path FROM samples s JOIN shards sh ON sh.id = s.shard_id WHERE s.key = ?
                 """, arguments: [key]) else { return nil }
-            let parts = try Row.fetchAll(db, sql: "SELECT name, offset, size FROM sample_parts WHERE sample_id = ? ORDER BY offset",
-                                         arguments: [row["id"] as Int64]).map { ($0["name"] as String, $0["offset"] as Int, $0["size"] as Int) }
+            let parts = try Row.fetchAll(db, sql: "SELECT name, offset, size, xxh3 FROM sample_parts WHERE sample_id = ? ORDER BY offset",
+                                         arguments: [row["id"] as Int64]).map { row -> Part in
+                (row["name"], row["offset"], row["size"], (row["xxh3"] as Int64?).map(XXH3.loaded))
+            }
             return (row["name"], row["path"], row["index_in_shard"], parts)
         }
         guard let found else {
@@ -70,7 +76,20 @@ public final class ShardIndex {
         }
         let reader = try reader(for: found.path)
         var members: [String: [UInt8]] = [:]
-        for (name, offset, size) in found.parts { members[name] = try reader.read(at: offset, count: size) }
+        for part in found.parts {
+            guard part.offset >= 0, part.offset + part.size <= reader.fileSize else {
+                throw MemberChecksum.truncated(shard: found.path, fileSize: reader.fileSize, key: key, member: part.name,
+                                               offset: part.offset, size: part.size)
+            }
+            let bytes = try reader.read(at: part.offset, count: part.size)
+            if verify {
+                try bytes.withUnsafeBytes { raw in
+                    try MemberChecksum.check(raw, expected: part.xxh3, shard: found.path, key: key, member: part.name,
+                                             offset: part.offset)
+                }
+            }
+            members[part.name] = bytes
+        }
         return StoredSample(key: key, shard: found.shard, indexInShard: found.index, members: members)
     }
 

@@ -6,11 +6,11 @@ import VLMIO
 
 /// Checks training shards against the catalog index and lists every problem found.
 ///
-/// Always: each shard file exists with the recorded size and sha256, its tar structure reads to the end, the
-/// sample count matches, and every indexed member (`sample_parts`) is exactly a tar member named `KEY.SUFFIX`
-/// at that offset and size, with the sample's offset at its first header. With `deep`, also: every json
-/// parses, every npy header parses, and arrays agree with the json (lengths, pixel shape) and the index
-/// (token, supervised and image counts).
+/// Always: each shard file exists with the recorded size and XXH3-128 (sha256 where no XXH3 was recorded), its
+/// tar structure reads to the end, the sample count matches, every indexed member (`sample_parts`) is exactly a
+/// tar member named `KEY.SUFFIX` at that offset and size, with the sample's offset at its first header, and its
+/// bytes match the member's recorded XXH3. With `deep`, also: the sha256, every json parses, every npy header
+/// parses, and arrays agree with the json (lengths, pixel shape) and the index (token, supervised and image counts).
 ///
 /// ```swift
 /// let problems = try ShardVerifier(catalog: catalog).verify(deep: true)
@@ -39,13 +39,13 @@ public struct ShardVerifier {
         var supervised: Int
         var imageTokens: Int
         var hasImage: Bool
-        var parts: [(name: String, offset: Int, size: Int)] = []
+        var parts: [(name: String, offset: Int, size: Int, xxh3: UInt64?)] = []
     }
 
     public func verify(deep: Bool, progress: any ProgressSink = SilentProgress()) throws -> Summary {
         var summary = Summary()
         let shards = try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, name, path, sha256, bytes, samples FROM shards ORDER BY name")
+            try Row.fetchAll(db, sql: "SELECT id, name, path, sha256, xxh3_128, bytes, samples FROM shards ORDER BY name")
         }
         progress.start("verify", total: shards.count)
         for shard in shards {
@@ -76,9 +76,17 @@ public struct ShardVerifier {
             if reader.fileSize != shard["bytes"] as Int {
                 problem("file is \(reader.fileSize) bytes, the catalog says \(shard["bytes"] as Int)")
             }
-            let sha = try Hashing.sha256(file: path)
-            if sha != shard["sha256"] as String {
-                problem("sha256 is \(sha), the catalog says \(shard["sha256"] as String)")
+            // XXH3-128 runs at memory speed; sha256 (a cryptographic digest, for tamper checks) only when asked.
+            let recordedXXH3: String? = shard["xxh3_128"]
+            if let recordedXXH3 {
+                let xxh3 = try Self.xxh3_128(file: path)
+                if xxh3 != recordedXXH3 { problem("xxh3-128 is \(xxh3), the catalog says \(recordedXXH3)") }
+            }
+            if deep || recordedXXH3 == nil {
+                let sha = try Hashing.sha256(file: path)
+                if sha != shard["sha256"] as String {
+                    problem("sha256 is \(sha), the catalog says \(shard["sha256"] as String)")
+                }
             }
             var entries: [String: TarEntry] = [:]
             var order: [String] = []
@@ -103,6 +111,16 @@ public struct ShardVerifier {
                     guard let entry = entries[member] else { problem("\(label): member \(member) is not in the tar"); continue }
                     if entry.contentOffset != part.offset || entry.size != part.size {
                         problem("\(label): index says \(member) is \(part.size) bytes at \(part.offset), the tar has \(entry.size) at \(entry.contentOffset)")
+                    } else if let expected = part.xxh3 {
+                        do {
+                            let bytes = try reader.read(at: part.offset, count: part.size)
+                            try bytes.withUnsafeBytes { raw in
+                                try MemberChecksum.check(raw, expected: expected, shard: name, key: sample.key, member: part.name,
+                                                         offset: part.offset)
+                            }
+                        } catch let error as VLMError {
+                            problem("\(label): \(error.record ?? member): \(error.message)")
+                        }
                     }
                     first = min(first ?? entry.headerOffset, entry.headerOffset)
                     end = max(end, entry.contentEnd)
@@ -132,6 +150,26 @@ public struct ShardVerifier {
         return summary
     }
 
+    /// XXH3-128 of a file, streamed in 4 MiB blocks.
+    static func xxh3_128(file path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VLMError(.notFound, file: path, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let hasher = StreamingXXH3_128()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VLMError.io(file: path, "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        }
+        return hasher.finalize()
+    }
+
     func indexedSamples(shardID: Int64) throws -> [IndexedSample] {
         try catalog.read { db in
             var byID: [Int64: Int] = [:]
@@ -146,10 +184,12 @@ public struct ShardVerifier {
                                              imageTokens: row["image_tokens"], hasImage: row["has_image"]))
             }
             for row in try Row.fetchAll(db, sql: """
-                SELECT p.sample_id, p.name, p.offset, p.size FROM sample_parts p JOIN samples s ON s.id = p.sample_id
+                SELECT p.sample_id, p.name, p.offset, p.size, p.xxh3 FROM sample_parts p JOIN samples s ON s.id = p.sample_id
                 WHERE s.shard_id = ? ORDER BY p.offset
                 """, arguments: [shardID]) {
-                if let i = byID[row["sample_id"]] { samples[i].parts.append((row["name"], row["offset"], row["size"])) }
+                if let i = byID[row["sample_id"]] {
+                    samples[i].parts.append((row["name"], row["offset"], row["size"], (row["xxh3"] as Int64?).map(XXH3.loaded)))
+                }
             }
             return samples
         }

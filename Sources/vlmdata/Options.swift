@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 
@@ -10,6 +11,14 @@ struct WorkspaceOptions: ParsableArguments {
 
     @Flag(name: .long, help: "Print no progress, only results and errors.")
     var quiet = false
+
+    @Flag(name: .long, help: "Writing stages: when another process is writing this stage into the workspace, wait for it instead of failing.")
+    var wait = false
+
+    func validate() throws {
+        // One writer per stage per workspace: the stages take the lock; this sets whether they wait for it.
+        if wait { WorkspaceLock.waitByDefault = true }
+    }
 
     var path: String {
         workspace ?? ProcessInfo.processInfo.environment["VLMDATA_WORKSPACE"] ?? "./vlmdata-work"

@@ -12,6 +12,8 @@ struct ShowCommand: ParsableCommand {
         Shows the conversation, the token ids with masked ones (label -100) in brackets and the image position as
         <image>, and the lengths. --pixels-png writes the sample's pixels back as an image (tiles side by side).
         --json prints the metadata, input_ids, labels, pixel shape and the sha256 of the pixel bytes.
+        Every member read is checked against the XXH3 checksum recorded when the shard was written; a mismatch or
+        a truncated shard is an error naming the shard, member and offset (exit 1), never a wrong sample.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
@@ -25,12 +27,15 @@ struct ShowCommand: ParsableCommand {
     @Flag(help: "Print the sample as one JSON object.")
     var json = false
 
+    @Flag(help: "Do not check the members read against their recorded checksums (to look at a damaged sample).")
+    var noVerifyReads = false
+
     func run() throws {
         let ws = Workspace(root: workspace.path)
         guard FileManager.default.fileExists(atPath: ws.catalogPath) else {
             throw ValidationError("no catalog at \(ws.catalogPath); give --workspace.")
         }
-        let view = try runOrExit { try ShardStage.show(workspace: ws, key: key, pngPath: pixelsPng) }
+        let view = try runOrExit { try ShardStage.show(workspace: ws, key: key, pngPath: pixelsPng, verifyReads: !noVerifyReads) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

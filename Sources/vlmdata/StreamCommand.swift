@@ -45,8 +45,14 @@ struct LoaderFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Hard cap of the cache folder, e.g. 20GB.", valueName: "size"))
     var cacheSize = "10GB"
 
-    @Option(help: ArgumentHelp("When a shard is missing: error (stop) or skip (skip its samples, reported).", valueName: "policy"))
+    @Option(help: ArgumentHelp("When a shard is missing, truncated or empty: error (stop) or skip (skip the samples it lacks, reported).", valueName: "policy"))
     var onMissing = "error"
+
+    @Option(help: ArgumentHelp("When a sample's bytes differ from the checksum recorded at write time (or do not decode): error (stop, naming shard, member and offset) or skip (skip it, reported).", valueName: "policy"))
+    var onCorrupt = "error"
+
+    @Flag(help: "Do not check each member read against the XXH3 checksum recorded when its shard was written.")
+    var noVerifyReads = false
 
     @Option(help: ArgumentHelp("Mix local workspaces instead of --workspace: DIR=weight:W, DIR=repeat:R or DIR=choose:N (repeatable).", valueName: "spec"))
     var mix: [String] = []
@@ -64,6 +70,7 @@ struct LoaderFlags: ParsableArguments {
         if let blockSize, blockSize < 1 { throw ValidationError("--block-size must be at least 1.") }
         if let partitions, partitions < 1 { throw ValidationError("--partitions must be at least 1.") }
         if MissingPolicy(rawValue: onMissing) == nil { throw ValidationError("--on-missing must be error or skip, not '\(onMissing)'.") }
+        if CorruptPolicy(rawValue: onCorrupt) == nil { throw ValidationError("--on-corrupt must be error or skip, not '\(onCorrupt)'.") }
         if (try? parseByteSize(cacheSize)) == nil { throw ValidationError("--cache-size '\(cacheSize)' is not a size; write e.g. 20GB.") }
         if !url.isEmpty && shardList != nil { throw ValidationError("give --url or --shard-list, not both.") }
         if !mix.isEmpty && (!url.isEmpty || shardList != nil) { throw ValidationError("--mix reads local workspaces; it cannot be combined with --url or --shard-list.") }
@@ -108,7 +115,8 @@ struct LoaderFlags: ParsableArguments {
         let options = LoaderOptions(
             order: order,
             topology: topology, workers: workers, prefetch: prefetch, unit: unit,
-            remainder: dropLast ? .dropLast : .pad, onMissing: MissingPolicy(rawValue: onMissing)!, epochSize: epochSize)
+            remainder: dropLast ? .dropLast : .pad, onMissing: MissingPolicy(rawValue: onMissing)!, epochSize: epochSize,
+            onCorrupt: CorruptPolicy(rawValue: onCorrupt)!, verifyReads: !noVerifyReads)
         if !mix.isEmpty {
             var datasets: [LoaderDataset] = []
             for spec in mix {
@@ -153,7 +161,11 @@ struct StreamCommand: ParsableCommand {
         advance in lockstep, so --save-state writes (epoch, samples consumed by all ranks) and --resume continues \
         exactly, with any world size or worker count. Shards come from the workspace, or over HTTP(S) with --url / \
         --shard-list through a capped cache (the workspace catalog supplies the index and checksums). \
-        Counts (padded, dropped, skipped) go to stderr; stdout holds only keys or batch lines.
+        Every member read is checked against the XXH3 checksum recorded when its shard was written \
+        (--no-verify-reads turns it off): a damaged sample stops the stream with an error naming shard, member and \
+        offset, or is skipped and counted with --on-corrupt skip; a truncated or empty shard is skipped with either \
+        policy. Counts (padded, dropped, skipped, corrupt) go to stderr; stdout holds only keys or batch lines, and \
+        the keys delivered before an error are printed.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
@@ -207,6 +219,8 @@ struct StreamCommand: ParsableCommand {
             buffer += "\n"
             if buffer.utf8.count > 1 << 16 { out.write(Data(buffer.utf8)); buffer = "" }
         }
+        // Keys already delivered reach stdout even when a later read fails.
+        defer { out.write(Data(buffer.utf8)); buffer = "" }
         let result: (StreamReport, LoaderState, [String: String]) = try runOrExit {
             let state = try resume.map { try LoaderState.load(from: $0) }
             let loader = try self.loader.makeLoader(workspace: workspace.path, unit: unit, groupMegabatch: group,
@@ -238,6 +252,7 @@ struct StreamCommand: ParsableCommand {
             return (stream.report, stream.state(), extra)
         }
         out.write(Data(buffer.utf8))
+        buffer = ""
         let (report, state, extra) = result
         if let saveState { try runOrExit { try state.save(to: saveState) } }
         var fields: [(String, String)] = [
@@ -248,6 +263,8 @@ struct StreamCommand: ParsableCommand {
         ]
         fields += extra.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         if !report.missingShards.isEmpty { fields.append(("missing_shards", report.missingShards.joined(separator: ","))) }
+        if report.corrupt > 0 { fields.append(("corrupt", "\(report.corrupt)")) }
+        for error in report.corruptErrors { FileHandle.standardError.write(Data("skipped: \(error)\n".utf8)) }
         let line: String
         if json {
             let object = Dictionary(uniqueKeysWithValues: fields.map { ($0.0, Int($0.1).map { $0 as Any } ?? Double($0.1).map { $0 as Any } ?? $0.1 as Any) })

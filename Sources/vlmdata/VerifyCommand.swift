@@ -9,14 +9,15 @@ struct VerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Check the training shards against the catalog index; exit 0 only if all is well.",
         discussion: """
-        Checks each shard's size and sha256, that its tar structure reads to the end, and that every indexed
-        member is the tar member KEY.SUFFIX at the recorded offset and size. --deep also parses every json and
-        npy and checks shapes and lengths against the json and the index. Every problem is listed.
+        Checks each shard's size and XXH3-128 (recorded at write time; as `xxhsum -H2` prints it), that its tar
+        structure reads to the end, and that every indexed member is the tar member KEY.SUFFIX at the recorded
+        offset and size with the recorded XXH3. --deep also checks each shard's sha256 and parses every json and
+        npy, checking shapes and lengths against the json and the index. Every problem is listed.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
 
-    @Flag(help: "Also parse every json and npy member and compare shapes and counts.")
+    @Flag(help: "Also check each shard's sha256, and parse every json and npy member and compare shapes and counts.")
     var deep = false
 
     @Flag(help: "Print the result as one JSON object.")

@@ -142,7 +142,7 @@ def test_verify_passes_then_lists_corruption(vlmdata_bin, sharded, tmp_path):
         f.write(bytes([byte[0] ^ 0xFF]))
     bad = run(vlmdata_bin, "verify", "--workspace", ws, check=False)
     assert bad.returncode == 1
-    assert "sha256 is" in bad.stdout and os.path.basename(shard) in bad.stdout
+    assert "xxh3-128 is" in bad.stdout and os.path.basename(shard) in bad.stdout
     os.truncate(shard, 3000)
     bad = run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json", check=False)
     assert bad.returncode == 1

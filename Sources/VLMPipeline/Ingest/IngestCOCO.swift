@@ -49,6 +49,8 @@ public struct IngestCOCO {
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // one writer per stage per workspace
+        defer { lock.release() }
         let files = [options.captions, options.instances].compactMap { $0 }
         guard !files.isEmpty else {
             throw VLMError(.invalidArgument, "give --captions and/or --instances")

@@ -43,6 +43,8 @@ public struct IngestLLaVA {
     static let qaKinds = ["conv": "conversation", "detail": "detail", "complex": "complex"]
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // one writer per stage per workspace
+        defer { lock.release() }
         let file = options.json
         guard FileManager.default.fileExists(atPath: file) else {
             throw VLMError(.notFound, file: file, "LLaVA JSON file does not exist")
