@@ -47,6 +47,9 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Shards written at once, each hashed on its own thread (default: all cores); the output is the same.", valueName: "n"))
     var jobs: Int?
 
+    @Flag(help: "Keep images that an evaluation set holds (by default `eval build`'s images are left out; see docs/eval.md).")
+    var allowEvalImages = false
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
@@ -93,6 +96,7 @@ struct ShardCommand: ParsableCommand {
         options.pixelsConfig = pixels
         options.part = part.flatMap { PartSpec(parsing: $0) }
         options.jobs = jobs
+        options.allowEvalImages = allowEvalImages
         let report = try runOrExit {
             if let synthetic {
                 var inputs = SyntheticShardInputs(count: synthetic, seed: 1)
