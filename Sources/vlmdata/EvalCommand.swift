@@ -13,10 +13,10 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Build held-out evaluation sets from the catalog and score a model's answers as the benchmarks do.",
         discussion: """
-        build  writes LLaVA question JSONL + an answer key (POPE, MME, MMBench circular, RefCOCO-style grounding)
-               and records the set's images, which `vlmdata shard` then leaves out of training shards.
-        score  reads LLaVA answer JSONL (question_id, text) and prints a table per category and overall.
-        check  reports training samples that hold an evaluation image (same sha256). See docs/eval.md.
+        `build` writes LLaVA question JSONL and an answer key (POPE, MME, MMBench circular, RefCOCO-style \
+        grounding) and records the set's images, which `vlmdata shard` then leaves out of training shards. \
+        `score` reads LLaVA answer JSONL (question_id, text) and prints a table per category and overall. \
+        `check` reports training samples that hold an evaluation image (same sha256). See docs/eval.md.
         """,
         subcommands: [EvalBuildCommand.self, EvalScoreCommand.self, EvalCheckCommand.self])
 }
