@@ -14,7 +14,7 @@ let package = Package(
         .executable(name: "vlmdata", targets: ["vlmdata"]),
         .library(name: "VLMData", targets: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
-            "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline",
+            "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline", "VLMEval",
         ]),
     ],
     dependencies: [
@@ -43,11 +43,12 @@ let package = Package(
         .target(name: "VLMShard", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
         .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMShard"]),
         .target(name: "VLMTrain", dependencies: ["VLMCore", "COpenBLAS", "VLMLoader"]),
+        .target(name: "VLMEval", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMInstruct"]),
         .target(name: "VLMPipeline", dependencies: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
-            "VLMShard", "VLMLoader", "VLMTrain", yams,
+            "VLMShard", "VLMLoader", "VLMTrain", "VLMEval", yams,
         ]),
-        .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", argumentParser]),
+        .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", "VLMEval", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
@@ -59,6 +60,7 @@ let package = Package(
         .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard", "VLMCatalog", "VLMIO"]),
         .testTarget(name: "VLMTrainTests", dependencies: ["VLMTrain"]),
         .testTarget(name: "VLMPipelineTests", dependencies: ["VLMPipeline", "VLMCatalog", "VLMIO"]),
+        .testTarget(name: "VLMEvalTests", dependencies: ["VLMEval", "VLMPipeline", "VLMCatalog", "VLMIO"]),
         .testTarget(name: "CLITests", dependencies: ["VLMCore"]),
     ]
 )

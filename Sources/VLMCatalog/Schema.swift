@@ -263,6 +263,29 @@ public enum Schema {
                                                             -- 64-bit integer: printf('%016x', xxh3) = `xxhsum -H3`
         ALTER TABLE shards ADD COLUMN xxh3_128 TEXT;        -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it
         """),
+        Migration(name: "v9_eval_sets", sql: """
+        -- Held-out evaluation sets built by `vlmdata eval build`, and the images they use. Training shards leave
+        -- these images out (by sha256, so the same bytes under another name are caught too).
+        CREATE TABLE eval_sets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,          -- e.g. pope-val2017 (the output folder's name)
+            kind TEXT NOT NULL,                 -- pope | mme | mmbench | refcoco
+            split TEXT NOT NULL,                -- sources.name the questions were built from
+            params_hash TEXT NOT NULL,
+            params TEXT NOT NULL,               -- canonical JSON: count, seed, sampling, frame, ...
+            directory TEXT NOT NULL,            -- where the files were written
+            questions INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE eval_images (
+            eval_set_id INTEGER NOT NULL REFERENCES eval_sets(id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            sha256 TEXT NOT NULL,               -- images.sha256 when the set was built
+            PRIMARY KEY (eval_set_id, image_id)
+        );
+        CREATE INDEX eval_images_sha256 ON eval_images(sha256);
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

@@ -24,6 +24,8 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     public var part: PartSpec?
     /// Shards written at once (each also hashes on its own thread); nil uses every core. The output is the same.
     public var jobs: Int?
+    /// Keep images that an evaluation set holds (`--allow-eval-images`); by default they are left out.
+    public var allowEvalImages = false
 
     public init() {}
 
@@ -201,6 +203,8 @@ public final class ShardBuilder {
         var tokenizedConfig: String
         var pixelsConfig: String?
         var part: String?
+        /// Only present when evaluation images are allowed in, so the default keeps earlier hashes.
+        var allowEvalImages: Bool?
     }
 
     struct PixelRef {
@@ -264,7 +268,8 @@ public final class ShardBuilder {
     }
 
     func makePlan() throws -> Plan {
-        try catalog.read { db in
+        let heldOut = options.allowEvalImages ? [] : try catalog.evalImageSHA256s()
+        return try catalog.read { db in
             guard let tokenizedConfig = try Self.resolveConfig(db, table: "tokenized", flag: "--tokenized",
                                                                requested: options.tokenizedConfig, what: "tokenization") else {
                 throw VLMError(.notFound, file: catalog.workspace.catalogPath, "nothing is tokenized yet; run `vlmdata tokenize` first")
@@ -285,7 +290,8 @@ public final class ShardBuilder {
             let params = Params(name: options.name, targetBytes: options.targetBytes,
                                 maxSamplesPerShard: options.maxSamplesPerShard, limit: options.limit,
                                 includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
-                                pixelsConfig: pixelsConfig, part: options.part?.description)
+                                pixelsConfig: pixelsConfig, part: options.part?.description,
+                                allowEvalImages: options.allowEvalImages ? true : nil)
             let cursor = try Row.fetchCursor(db, sql: """
                 SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
                        t.n_image_tokens, s.kind AS source_kind, s.name AS source_name,
@@ -321,6 +327,10 @@ public final class ShardBuilder {
                 let imageID: Int64? = row["image_id"]
                 if imageID != nil {
                     guard (row["image_status"] as String?) == "ok" else { skipped["image_not_ok", default: 0] += 1; continue }
+                    if let sha256: String = row["image_sha256"], heldOut.contains(sha256) {
+                        skipped["eval_image", default: 0] += 1
+                        continue
+                    }
                     guard pixelsConfig != nil, (row["pixel_status"] as String?) == "ok",
                           let shard: String = row["pixel_shard"], let offset: Int = row["offset"], let size: Int = row["size"]
                     else { skipped["no_pixels", default: 0] += 1; continue }
@@ -425,6 +435,7 @@ public final class ShardBuilder {
             counts["shards"] = resumeShards + written.shards
             counts["samples"] = plan.items.count
             counts["written_samples"] = written.samples
+            if !options.allowEvalImages { try checkNoEvalImages(plan: plan) }
             counts["bytes"] = try catalog.read { db in
                 try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM shards WHERE params_hash = ?",
                                  arguments: [shardParamsHash]) ?? 0
@@ -435,6 +446,16 @@ public final class ShardBuilder {
             try? catalog.endRun(runID, counts: counts, error: "\(error)")
             throw error
         }
+    }
+
+    /// The shards' invariant: no sample of this run holds an evaluation image (by sha256).
+    func checkNoEvalImages(plan: Plan) throws {
+        let keys = Set(plan.items.map(\.key))
+        let leaks = try catalog.evalTrainingOverlaps().filter { keys.contains($0.sample) }
+        guard let first = leaks.first else { return }
+        throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "sample \(first.sample) in \(first.shard)",
+                       "\(leaks.count) training sample(s) hold an image of evaluation set \(first.evalSet) " +
+                       "(sha256 \(first.sha256.prefix(16))..., image \(first.evalImage)); rerun without --allow-eval-images")
     }
 
     struct CommittedShard {

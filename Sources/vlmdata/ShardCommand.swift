@@ -47,6 +47,9 @@ struct ShardCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Shards written at once, each hashed on its own thread (default: all cores); the output is the same.", valueName: "n"))
     var jobs: Int?
 
+    @Flag(help: "Keep images that an evaluation set holds (by default `eval build`'s images are left out; see docs/eval.md).")
+    var allowEvalImages = false
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
@@ -76,6 +79,7 @@ struct ShardCommand: ParsableCommand {
         c.pixels = pixels
         c.part = part?.description
         c.jobs = jobs
+        c.allowEvalImages = allowEvalImages
         return c
     }
 

@@ -22,7 +22,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'grdb%' AND name NOT LIKE 'sqlite%' ORDER BY name")
     }
     #expect(Set(tables) == ["sources", "images", "categories", "captions", "objects", "instructions", "runs",
-                            "pixel_shards", "pixels", "tokenized", "llm_calls", "shards", "samples", "sample_parts"])
+                            "pixel_shards", "pixels", "tokenized", "llm_calls", "shards", "samples", "sample_parts",
+                            "eval_sets", "eval_images"])
     let mode = try catalog.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
     #expect(mode == "wal")
     // Opening again migrates nothing and keeps the data.

@@ -28,12 +28,15 @@ public struct ShardStep: Stage, LineageStage {
         public var pixels: String?
         public var part: String?
         public var jobs: Int?
+        /// Put images of evaluation sets into training shards too (default: they are left out).
+        public var allowEvalImages = false
 
         public init() {}
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case limit, name, tokenized, pixels, part, jobs
             case targetSize = "target_size", maxSamples = "max_samples", includeJpeg = "include_jpeg"
+            case allowEvalImages = "allow_eval_images"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -49,6 +52,7 @@ public struct ShardStep: Stage, LineageStage {
             pixels = try c.decodeIfPresent(String.self, forKey: .pixels)
             part = try c.decodeIfPresent(String.self, forKey: .part)
             jobs = try c.decodeIfPresent(Int.self, forKey: .jobs)
+            allowEvalImages = try c.value(.allowEvalImages, default: allowEvalImages)
         }
     }
 
@@ -105,6 +109,7 @@ public struct ShardStep: Stage, LineageStage {
         options.pixelsConfig = pixels?.hash
         options.part = config.part.flatMap(PartSpec.init(parsing:)) ?? context.part
         options.jobs = config.jobs
+        options.allowEvalImages = config.allowEvalImages
         return options
     }
 
