@@ -77,6 +77,7 @@ public final class WorkerStream: @unchecked Sendable {
         report.paddedGlobal = slice.padded
         indices = share.indices(count: slice.count)
         guard threads > 0 else { return }
+        let slice = self.slice, indices = self.indices
         for t in 0..<threads {
             let queue = BoundedQueue<SampleStream.Item>(capacity: prefetch)
             queues.append(queue)

@@ -186,7 +186,9 @@ class Stream:
                 "is_pad": bool(is_pad[i]),
                 "dataset": int(datasets[i]),
                 "json": bytes(meta[meta_offsets[i]:meta_offsets[i + 1]]),
-                "position": int(info.rank_taken),
+                # the rank's samples consumed once this one is used: its index + 1; a packed row counts every
+                # sample handed to the packer
+                "position": int(info.rank_taken) if self.packing else int(indices[i]) + 1,
             })
         return samples
 
