@@ -48,7 +48,7 @@ let package = Package(
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
             "VLMShard", "VLMLoader", "VLMTrain", yams,
         ]),
-        .target(name: "VLMDataC", dependencies: ["VLMCore", "VLMCatalog", "VLMLoader"]),
+        .target(name: "VLMDataC", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader"]),
         .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),

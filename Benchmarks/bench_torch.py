@@ -3,7 +3,7 @@
 against `webdataset` + the same collate written in Python, in one run on the same shards.
 
 - Shards: `vlmdata shard --synthetic N` (LLaVA-1.5 sizes: ~600 int32 tokens + labels, uint8 pixels [1, 576, 588],
-  a json), 32 MB shards.
+  a json; some samples text-only, which get a zero image as LLaVA gives them), 32 MB shards.
 - Both: `torch.utils.data.DataLoader(batch_size=16, num_workers=2)`; each batch is LLaVA's: input_ids, labels
   (-100 padded), attention_mask and images float32 [16, 3, 336, 336] normalized with CLIP's mean and std.
   The loop touches every tensor (a sum), as a training step's first op would.
@@ -39,7 +39,8 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
 def wds_sample(sample):
     return {"key": sample["__key__"], "input_ids": np.load(io.BytesIO(sample["input_ids.npy"])),
-            "labels": np.load(io.BytesIO(sample["labels.npy"])), "pixels": np.load(io.BytesIO(sample["pixels.npy"]))}
+            "labels": np.load(io.BytesIO(sample["labels.npy"])),
+            "pixels": np.load(io.BytesIO(sample["pixels.npy"])) if "pixels.npy" in sample else None}
 
 
 def python_collate(items):
@@ -54,10 +55,15 @@ def python_collate(items):
     for r, item in enumerate(items):
         n = item["input_ids"].size
         ids[r, :n], labels[r, :n], mask[r, :n] = item["input_ids"], item["labels"], 1
+        if item["pixels"] is None:  # text-only: a zero image, as LLaVA
+            images.append(None)
+            continue
         tiles, count, dim = item["pixels"].shape
         p, g = int(round((dim / 3) ** 0.5)), int(round(count ** 0.5))
         hwc = item["pixels"].reshape(g, g, p, p, 3).transpose(0, 2, 1, 3, 4).reshape(g * p, g * p, 3)
         images.append(((hwc.astype(np.float32) / 255 - MEAN) / STD).transpose(2, 0, 1))
+    shape = next(i.shape for i in images if i is not None)
+    images = [np.zeros(shape, np.float32) if i is None else i for i in images]
     return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
             "attention_mask": torch.from_numpy(mask), "images": torch.from_numpy(np.stack(images)),
             "keys": [i["key"] for i in items]}

@@ -136,6 +136,14 @@ typedef struct {
 int32_t vlmdata_stream_copy(vlmdata_stream *stream, const vlmdata_batch_buffers *buffers, char *err,
                             size_t err_capacity);
 
+/*
+ * The image a vision tower takes, from one sample's patches: uint8 [tiles, (S/P)^2, P*P*3] (as the shards hold
+ * them) -> float32 [tiles, 3, S, S] normalized with `normalize` ("clip", "siglip", "imagenet"; VLMImage's tables,
+ * equal to CLIPImageProcessor's values), written to `out` (the caller's, tiles * 3 * S * S floats).
+ */
+int32_t vlmdata_patches_to_image(const uint8_t *patches, int64_t tiles, int64_t count, int64_t dim,
+                                 const char *normalize, float *out, char *err, size_t err_capacity);
+
 #ifdef __cplusplus
 }
 #endif

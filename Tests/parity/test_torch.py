@@ -245,22 +245,43 @@ def clip_ws(vlmdata_bin, tmp_path_factory):
 
 
 def test_images_equal_clip_image_processor_on_the_original_jpegs(clip_ws):
+    """Both ways to the float images (the library's one pass with VLMImage's tables, and numpy's) against HF."""
     from PIL import Image
     from transformers import CLIPImageProcessor
     import vlmdata
 
     processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size=336, do_center_crop=True)
-    worst, count = 0.0, 0
-    for item in vlmdata.Loader(clip_ws, seed=0).stream(0, chunk=8):
-        batch = vlmdata.llava_collate_numpy([item], normalize="clip")
-        ours = batch["images"][0]
-        file = SHARED / "coco-mini" / "train2017" / json.loads(item["json"])["image_file"]
-        ref = processor(images=Image.open(file).convert("RGB"), return_tensors="np")["pixel_values"][0]
-        assert ours.shape == ref.shape == (3, 336, 336) and ours.dtype == np.float32
-        worst = max(worst, float(np.abs(ours - ref).max()))
-        count += 1
-    print(f"CLIPImageProcessor: {count} images, max abs diff {worst:.3g}")
-    assert count == 80 and worst <= 1e-6
+    worst, count = {True: 0.0, False: 0.0}, 0
+    for items in iter(lambda stream=vlmdata.Loader(clip_ws, seed=0).stream(0, chunk=8): stream.next_batch(8), []):
+        refs = [processor(images=Image.open(SHARED / "coco-mini" / "train2017" / json.loads(i["json"])["image_file"])
+                          .convert("RGB"), return_tensors="np")["pixel_values"][0] for i in items]
+        for fused in (True, False):
+            images = vlmdata.llava_collate_numpy(items, normalize="clip", fused=fused)["images"]
+            assert images.shape == (len(items), 3, 336, 336) and images.dtype == np.float32
+            worst[fused] = max([worst[fused]] + [float(np.abs(a - r).max()) for a, r in zip(images, refs)])
+        count += len(items)
+    print(f"CLIPImageProcessor on {count} JPEGs: max abs diff {worst[True]:.3g} (library), {worst[False]:.3g} (numpy)")
+    assert count == 80 and worst[True] <= 1e-6 and worst[False] <= 1e-6
+
+
+def test_siglip_patches_and_packed_images_agree_between_library_and_numpy(ws):
+    import vlmdata
+
+    items = vlmdata.Loader(ws, seed=6).stream(0).next_batch(12)
+    for normalize in ("clip", "siglip", "imagenet"):
+        a = vlmdata.llava_collate_numpy(items, normalize=normalize, fused=True)["images"]
+        b = vlmdata.llava_collate_numpy(items, normalize=normalize, fused=False)["images"]
+        assert a.shape == b.shape == (12, 3, 16, 16) and np.array_equal(a, b)
+    patches = vlmdata.llava_collate_numpy(items, image="patches", normalize=None)["images"]
+    with_pixels = [i for i in items if i["pixels"] is not None]
+    assert patches.dtype == np.uint8 and patches.shape == (12, 16, 48)
+    rows = vlmdata.Loader(ws, seed=6).stream(0, pack=150)
+    packed = [rows.next_batch(1) for _ in range(3)]
+    from vlmdata.loader import pack_row
+    a = vlmdata.llava_collate_numpy([pack_row(r) for r in packed], fused=True)["images"]
+    b = vlmdata.llava_collate_numpy([pack_row(r) for r in packed], fused=False)["images"]
+    assert np.array_equal(a, b) and a.shape[0] == sum(i["pixels"] is not None for r in packed for i in r)
+    assert len(with_pixels) >= 1
 
 
 def test_bad_input_is_a_clear_error_and_skip_keeps_the_rest(ws, tmp_path):

@@ -89,6 +89,8 @@ def lib():
     handle.vlmdata_stream_next.argtypes = [p, i64, ctypes.POINTER(BatchInfo), err, size]
     handle.vlmdata_stream_copy.restype = i32
     handle.vlmdata_stream_copy.argtypes = [p, ctypes.POINTER(BatchBuffers), err, size]
+    handle.vlmdata_patches_to_image.restype = i32
+    handle.vlmdata_patches_to_image.argtypes = [p, i64, i64, i64, cstr, p, err, size]
     version = handle.vlmdata_abi_version()
     if version != ABI_VERSION:
         raise OSError(f"{path} has C ABI version {version}; this package needs {ABI_VERSION}")

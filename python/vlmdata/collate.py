@@ -1,6 +1,8 @@
 """LLaVA-style batches from loader samples, numpy only: padded ids, labels (-100), attention mask, position ids,
 and the images un-patchified to `[B, 3, S, S]` floats normalized exactly as HF's `CLIPImageProcessor` (or the raw
 patches)."""
+import ctypes
+
 import numpy as np
 
 IGNORE_INDEX = -100
@@ -71,6 +73,32 @@ def _image(pixels, image, normalize):
     raise ValueError(f"image must be 'pixel_values' or 'patches', not {image!r}")
 
 
+def _fused_images(pixels, normalize, alloc):
+    """`[B, tiles, 3, S, S]` float32 for rows of patches (None: a zero image) in one pass per image by the library
+    (VLMImage's normalization tables), written straight into `alloc`'s buffer; None when this path does not apply
+    (a normalization given as numbers, or images of different shapes)."""
+    from ._lib import check, lib
+
+    present = [p for p in pixels if p is not None]
+    if not isinstance(normalize, str) or normalize not in PRESETS or not present:
+        return None
+    shape = present[0].shape
+    if any(p.shape != shape for p in present):
+        return None
+    tiles, count, dim = shape
+    side = int(round(count ** 0.5)) * int(round((dim / 3) ** 0.5))
+    out = alloc((len(pixels), tiles, 3, side, side), np.float32)
+    handle, err, name = lib(), ctypes.create_string_buffer(1024), normalize.encode()
+    for i, p in enumerate(pixels):
+        if p is None:
+            out[i] = 0
+            continue
+        p = np.ascontiguousarray(p)
+        check(handle.vlmdata_patches_to_image(p.ctypes.data, tiles, count, dim, name, out[i].ctypes.data, err,
+                                              len(err)), err)
+    return out[:, 0] if tiles == 1 else out
+
+
 def _stack(images):
     """One array when every image has the same shape; a squeezed tile axis when each has one tile."""
     if not images:
@@ -81,7 +109,8 @@ def _stack(images):
     return images
 
 
-def llava_collate_numpy(items, *, image="pixel_values", normalize="clip", pad_token_id=0, pad_to_multiple_of=1):
+def llava_collate_numpy(items, *, image="pixel_values", normalize="clip", pad_token_id=0, pad_to_multiple_of=1,
+                        fused=True, alloc=None):
     """Batches loader samples (or packed rows) as LLaVA's trainer takes them, as numpy arrays.
 
     - `input_ids` int64 `[B, L]` padded with `pad_token_id` (`-200` where the image goes), `labels` padded with
@@ -93,7 +122,12 @@ def llava_collate_numpy(items, *, image="pixel_values", normalize="clip", pad_to
     - packed rows add `cu_seqlens` int32 (segment boundaries over the batch, padding removed) and `segment_ids`;
     - `keys`, `is_pad`, `position` (this rank's samples consumed once this batch is used: pass it to
       `StreamingDataset.state_dict`).
+
+    With `fused` (the default), normalized `pixel_values` of one shape are made by the library in one pass per
+    image (VLMImage's tables) into a buffer from `alloc(shape, dtype)` (default `np.empty`); otherwise, and for
+    the other options, numpy does it (the same values: both are tested against `CLIPImageProcessor`).
     """
+    alloc = alloc or (lambda shape, dtype: np.empty(shape, dtype))
     packed = "segments" in items[0]
     rows = len(items)
     length = max(int(item["input_ids"].size) for item in items)
@@ -106,6 +140,11 @@ def llava_collate_numpy(items, *, image="pixel_values", normalize="clip", pad_to
     segment_ids = np.zeros((rows, length), np.int64)
     cu = [0]
     images = []
+    fused_images = None
+    if fused and image == "pixel_values" and normalize:
+        rows_pixels = [p for item in items for p in item["pixels"]] if packed else [item["pixels"] for item in items]
+        if packed or any(p is not None for p in rows_pixels):
+            fused_images = _fused_images(rows_pixels, normalize, alloc)
     for r, item in enumerate(items):
         n = int(item["input_ids"].size)
         input_ids[r, :n] = item["input_ids"]
@@ -118,17 +157,19 @@ def llava_collate_numpy(items, *, image="pixel_values", normalize="clip", pad_to
                 segment_ids[r, start:start + seg] = s + 1
                 start += seg
                 cu.append(cu[-1] + seg)
-            images += [_image(p, image, normalize) for p in item["pixels"]]
+            if fused_images is None:
+                images += [_image(p, image, normalize) for p in item["pixels"]]
         else:
             positions[r, :n] = np.arange(n)
             segment_ids[r, :n] = 1
             cu.append(cu[-1] + n)
-            images.append(None if item["pixels"] is None else _image(item["pixels"], image, normalize))
+            if fused_images is None:
+                images.append(None if item["pixels"] is None else _image(item["pixels"], image, normalize))
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "position_ids": positions}
     if not packed and any(i is not None for i in images):
         shape = next(i for i in images if i is not None)
         images = [np.zeros_like(shape) if i is None else i for i in images]
-    batch["images"] = _stack([i for i in images if i is not None])
+    batch["images"] = fused_images if fused_images is not None else _stack([i for i in images if i is not None])
     if packed:
         batch["cu_seqlens"] = np.asarray(cu, np.int32)
         batch["segment_ids"] = segment_ids

@@ -133,7 +133,22 @@ def llava_collate(image="pixel_values", normalize="clip", pad_token_id=0, pad_to
     `[B, tiles, 3, S, S]` for anyres, or the patches with `image="patches"`); packed rows add `cu_seqlens` and
     `segment_ids`. See `vlmdata.collate.llava_collate_numpy`."""
     def collate(items):
+        # In a DataLoader worker the images are written straight into shared memory, as torch's default_collate
+        # does, so sending the batch to the main process copies nothing more.
+        shared = []
+
+        def alloc(shape, dtype):
+            tensor = torch.empty(shape, dtype=torch.float32)
+            if torch.utils.data.get_worker_info() is not None:
+                tensor = tensor.share_memory_()
+            shared.append(tensor)
+            return tensor.numpy()
+
         batch = llava_collate_numpy(items, image=image, normalize=normalize, pad_token_id=pad_token_id,
-                                    pad_to_multiple_of=pad_to_multiple_of)
-        return {name: _tensor(value) for name, value in batch.items()}
+                                    pad_to_multiple_of=pad_to_multiple_of, alloc=alloc)
+        out = {name: _tensor(value) for name, value in batch.items()}
+        images = batch["images"]
+        if shared and isinstance(images, np.ndarray) and np.shares_memory(images, shared[0].numpy()):
+            out["images"] = shared[0].view(images.shape)
+        return out
     return collate
