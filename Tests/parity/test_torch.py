@@ -230,6 +230,32 @@ def test_packed_rows_match_the_cli_and_isolate_segments(vlmdata_bin, ws):
                     assert batch["labels"][r, where[0]] == -100
 
 
+def test_mixture_rank_from_the_environment_and_max_length(vlmdata_bin, ws, tmp_path, monkeypatch):
+    import torch.utils.data
+    from vlmdata.torch import StreamingDataset, llava_collate
+
+    other = str(tmp_path / "other")
+    run(vlmdata_bin, "shard", "--workspace", other, "--synthetic", 50, "--synthetic-tokens", "70",
+        "--synthetic-patches", "16", "--synthetic-patch-dim", "48", "--quiet")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ds = StreamingDataset(mix={ws: "weight:3", other: "weight:1"}, seed=8, epoch_size=120)
+    assert (ds.rank, ds.world_size) == (1, 2)
+    dl = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=llava_collate(image="patches"))
+    keys = loader_keys(dl)
+    assert keys == cli_keys(vlmdata_bin, ws, "--mix", f"{ws}=weight:3", "--mix", f"{other}=weight:1", "--seed", 8,
+                            "--epoch-size", 120, "--rank", 1, "--world-size", 2)
+    assert len(keys) == 60
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    lengths = sorted(s["input_ids"].size for s in __import__("vlmdata").Loader(ws).stream(0))
+    limit = lengths[N // 2]
+    short = StreamingDataset(ws, seed=8, max_length=limit)
+    kept = list(short)
+    assert all(s["input_ids"].size <= limit for s in kept)
+    assert short.dropped_long == sum(1 for n in lengths if n > limit) and len(kept) + short.dropped_long == N
+
+
 @pytest.fixture(scope="module")
 def clip_ws(vlmdata_bin, tmp_path_factory):
     ws = str(tmp_path_factory.mktemp("clip") / "ws")

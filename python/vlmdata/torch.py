@@ -91,7 +91,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        threads = self.threads if self.threads is not None else (2 if workers == 1 else 1)
+        threads = 2 if self.threads is None else self.threads
         stream = self.loader().stream(self.epoch, self.resume, worker=worker, workers=workers,
                                       chunk=self.batch_size, threads=threads, prefetch=self.prefetch, pack=self.pack,
                                       pack_rows=self.pack_rows)
@@ -138,9 +138,12 @@ def llava_collate(image="pixel_values", normalize="clip", pad_token_id=0, pad_to
         shared = []
 
         def alloc(shape, dtype):
-            tensor = torch.empty(shape, dtype=torch.float32)
-            if torch.utils.data.get_worker_info() is not None:
-                tensor = tensor.share_memory_()
+            if torch.utils.data.get_worker_info() is None:
+                tensor = torch.empty(shape, dtype=torch.float32)
+            else:  # allocated in shared memory at once (share_memory_() would copy)
+                elem = torch.empty(0, dtype=torch.float32)
+                storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
+                tensor = elem.new(storage).resize_(*shape)
             shared.append(tensor)
             return tensor.numpy()
 
