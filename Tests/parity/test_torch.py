@@ -116,6 +116,34 @@ def test_two_ranks_two_workers_match_the_cli_and_cover_every_sample_once(vlmdata
     assert len(seen) == len(set(seen)) == N
 
 
+def test_rank_and_world_size_come_from_torch_distributed(vlmdata_bin, ws, tmp_path):
+    """Two processes in a gloo group (file rendezvous, no network) get their ranks' keys with no rank given."""
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(ROOT / "python")!r})
+        for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+            os.environ.pop(name, None)
+        import torch.distributed as dist
+        import torch.utils.data
+        from vlmdata.torch import StreamingDataset, llava_collate
+        rank = int(sys.argv[1])
+        dist.init_process_group("gloo", init_method="file://{tmp_path / 'rendezvous'}", rank=rank, world_size=2)
+        ds = StreamingDataset({ws!r}, seed=12, batch_size={B})
+        keys = [k for b in torch.utils.data.DataLoader(ds, batch_size={B}, num_workers=2,
+                                                       collate_fn=llava_collate(image="patches")) for k in b["keys"]]
+        print(json.dumps([ds.rank, ds.world_size, keys]))
+        dist.destroy_process_group()
+    """)
+    path = tmp_path / "ranks.py"
+    path.write_text(script)
+    procs = [subprocess.Popen([sys.executable, str(path), str(r)], stdout=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    for rank, (got_rank, world, keys) in enumerate(outs):
+        assert (got_rank, world) == (rank, 2)
+        assert keys == [k for b in cli_batches(vlmdata_bin, ws, "--seed", 12, "--rank", rank, "--world-size", 2,
+                                               "--batch-size", B) for k in b]
+
+
 def test_collate_gives_llavas_batch(ws):
     import torch
     import torch.utils.data
