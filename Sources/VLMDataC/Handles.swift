@@ -27,6 +27,7 @@ final class StreamHandle {
     private var rankTaken = 0
     private(set) var pending: [(index: Int, sample: LoadedSample)] = []
     private(set) var pendingTaken = 0
+    private var deferredError: (any Error)?
 
     init(stream: WorkerStream, packContext: Int, packRows: Int) {
         self.stream = stream
@@ -55,9 +56,19 @@ final class StreamHandle {
             }
             if !readyRows.isEmpty { pending = readyRows.removeFirst() }
         } else {
-            while pending.count < maxSamples, let item = try stream.next() {
-                pending.append(item)
-                rankTaken = item.index + 1
+            if let error = deferredError {
+                deferredError = nil
+                throw error
+            }
+            do {
+                while pending.count < maxSamples, let item = try stream.next() {
+                    pending.append(item)
+                    rankTaken = item.index + 1
+                }
+            } catch {
+                // the samples read before the error are delivered first; the next call reports it
+                guard !pending.isEmpty else { throw error }
+                deferredError = error
             }
         }
         pendingTaken = rankTaken

@@ -359,14 +359,43 @@ def test_bad_input_is_a_clear_error_and_skip_keeps_the_rest(ws, tmp_path):
     shards = sorted(glob.glob(os.path.join(broken, "shards", "train-*.tar")))
     victim = shards[1]
     os.remove(victim)
+    full = [s["key"] for s in vlmdata.Loader(ws, shuffle="none").stream(0)]
+    before = []
     with pytest.raises(vlmdata.VLMDataError) as e:
-        list(vlmdata.Loader(broken, shuffle="none").stream(0))
+        for s in vlmdata.Loader(broken, shuffle="none").stream(0, chunk=64):
+            before.append(s["key"])
     assert e.value.code == 2 and os.path.basename(victim) in str(e.value)
+    assert before and before == full[:len(before)]  # the samples read before the missing shard are delivered
     stream = vlmdata.Loader(broken, shuffle="none", on_missing="skip").stream(0, chunk=8)
     keys = [s["key"] for s in stream]
-    full = [s["key"] for s in vlmdata.Loader(ws, shuffle="none").stream(0)]
     assert stream.skipped > 0 and len(keys) == N - stream.skipped
     assert keys == [k for k in full if k in set(keys)] and keys[0] == full[0] and keys[-1] == full[-1]
+
+
+@pytest.fixture()
+def nginx(ws, tmp_path):
+    if not (os.path.exists("/usr/sbin/nginx") or shutil.which("nginx")):
+        pytest.skip("nginx is not installed (make deps installs nginx-light)")
+    script = ROOT / "Tests" / "support" / "nginx_loopback.sh"
+    work = tmp_path / "nginx"
+    port = subprocess.run(["sh", str(script), "start", os.path.join(ws, "shards"), str(work)],
+                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL).stdout.strip()
+    yield f"http://127.0.0.1:{port}"
+    subprocess.run(["sh", str(script), "stop", str(work)], check=False)
+
+
+def test_http_shards_through_dataloader_workers(vlmdata_bin, ws, nginx, tmp_path):
+    """Shards over HTTP: each DataLoader worker keeps its own cache folder (a cache belongs to one process)."""
+    import glob
+    import torch.utils.data
+    from vlmdata.torch import StreamingDataset, llava_collate
+
+    last = len(glob.glob(os.path.join(ws, "shards", "train-*.tar"))) - 1
+    cache = tmp_path / "cache"
+    ds = StreamingDataset(ws, seed=4, batch_size=B, urls=f"{nginx}/train-{{000000..{last:06d}}}.tar", cache_dir=cache)
+    dl = torch.utils.data.DataLoader(ds, batch_size=B, num_workers=2, collate_fn=llava_collate(image="patches"))
+    assert loader_keys(dl) == [k for b in cli_batches(vlmdata_bin, ws, "--seed", 4, "--batch-size", B) for k in b]
+    assert {"worker-0", "worker-1"} <= {p.name for p in cache.iterdir()}
 
 
 def test_c_header_matches_the_library(ws, tmp_path):

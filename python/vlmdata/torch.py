@@ -68,7 +68,14 @@ class StreamingDataset(torch.utils.data.IterableDataset):
     def loader(self):
         """The loader (opened once per process: DataLoader workers open their own)."""
         if self._loader is None or self._loader_pid != os.getpid():
-            self._loader = Loader(**self.settings)
+            settings = dict(self.settings)
+            if settings.get("urls"):
+                # the HTTP cache folder belongs to one process (a lock): one per DataLoader worker
+                info = torch.utils.data.get_worker_info()
+                base = settings.get("cache_dir") or os.path.join(os.fspath(settings["source"]), "cache",
+                                                                 f"rank-{self.rank}")
+                settings["cache_dir"] = os.path.join(base, "main" if info is None else f"worker-{info.id}")
+            self._loader = Loader(**settings)
             self._loader_pid = os.getpid()
         return self._loader
 
