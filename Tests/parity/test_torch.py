@@ -338,6 +338,31 @@ def test_siglip_patches_and_packed_images_agree_between_library_and_numpy(ws):
     assert len(with_pixels) >= 1
 
 
+def test_anyres_images_keep_their_tiles(vlmdata_bin, tmp_path):
+    """LLaVA-NeXT anyres: `images` is [B, tiles, 3, S, S], each tile the shard's patches un-patchified and normalized."""
+    import vlmdata
+    from vlmdata.collate import normalize_pixels, unpatchify
+
+    ws = str(tmp_path / "anyres")
+    coco = SHARED / "coco-mini"
+    run(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--captions", coco / "annotations" / "captions_train2017.json",
+        "--images", coco / "train2017", "--quiet")
+    run(vlmdata_bin, "gen-instructions", "--workspace", ws, "--kinds", "caption", "--quiet")
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", SHARED / "tokenizers" / "gpt2" / "tokenizer.json",
+        "--template", "plain", "--image-tokens", 4, "--quiet")
+    run(vlmdata_bin, "patchify", "--workspace", ws, "--mode", "anyres", "--image-size", 28, "--patch-size", 14, "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", ws, "--quiet")
+    items = vlmdata.Loader(ws).stream(0).next_batch(8)
+    tiles = items[0]["pixels"].shape[0]
+    assert tiles > 1
+    for fused in (True, False):
+        images = vlmdata.llava_collate_numpy(items, normalize="siglip", fused=fused)["images"]
+        assert images.shape == (8, tiles, 3, 28, 28)
+        for got, item in zip(images, items):
+            assert np.array_equal(got, normalize_pixels(unpatchify(item["pixels"]), "siglip"))
+    assert vlmdata.llava_collate_numpy(items, image="patches", normalize=None)["images"].shape == (8, tiles, 4, 588)
+
+
 def test_bad_input_is_a_clear_error_and_skip_keeps_the_rest(ws, tmp_path):
     import glob
     import vlmdata
