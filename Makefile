@@ -33,10 +33,12 @@ deps:
 
 ## venv: the Python reference tools (tokenizers, pillow, transformers, webdataset, numpy, tiktoken) and torch's
 ## CPU build: the exact wheel from pip's local find-links first (--no-index: never a multi-GB CUDA download)
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.torch
 $(VENV)/.installed: scripts/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+	touch $@
+$(VENV)/.torch: $(VENV)/.installed
 	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-index --no-deps '$(TORCH)' || { \
 		echo "venv: the $(TORCH) CPU wheel is not in pip's local find-links (pip config list; e.g. /opt/wheels)."; \
 		echo "venv: refusing to download it from an index, which would pull a several-GB CUDA build."; exit 1; }
