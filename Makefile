@@ -5,6 +5,9 @@ SWIFT      ?= swift
 VENV       ?= .venv
 PYTHON     := $(VENV)/bin/python
 RELEASE    := .build/release/vlmdata
+# The C ABI library python/vlmdata loads (VLMDATA_LIB); torch: the CPU wheel in pip's local find-links, pinned exactly.
+LIBVLMDATA := .build/release/libVLMDataC.so
+TORCH      := torch==2.13.0
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
@@ -29,15 +32,23 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	else echo "deps: all present"; fi
 
-## venv: the Python reference tools (tokenizers, pillow, transformers, webdataset, numpy, tiktoken)
-venv: $(VENV)/.installed
+## venv: the Python reference tools (tokenizers, pillow, transformers, webdataset, numpy, tiktoken) and torch's
+## CPU build: the exact wheel from pip's local find-links first (--no-index: never a multi-GB CUDA download)
+venv: $(VENV)/.installed $(VENV)/.torch
 $(VENV)/.installed: scripts/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
 	touch $@
+$(VENV)/.torch: $(VENV)/.installed
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-index --no-deps '$(TORCH)' || { \
+		echo "venv: the $(TORCH) CPU wheel is not in pip's local find-links (pip config list; e.g. /opt/wheels)."; \
+		echo "venv: refusing to download it from an index, which would pull a several-GB CUDA build."; exit 1; }
+	$(VENV)/bin/pip install -q --disable-pip-version-check '$(TORCH)'
+	touch $@
 
 build: deps
 	$(SWIFT) build -c release --product vlmdata
+	$(SWIFT) build -c release --product VLMDataC
 
 debug: deps
 	$(SWIFT) build
@@ -52,7 +63,7 @@ test-swift:
 	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_PYTHON=$(CURDIR)/$(PYTHON) $(SWIFT) test --filter VLMImageTests
 
 test-parity:
-	VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity
+	VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) -m pytest -q Tests/parity
 	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity/test_image.py
 
 ## demo: the whole chain on the embedded default data (synthetic shapes), ending with RefVLM's accuracies:
@@ -65,7 +76,7 @@ demo: deps build
 
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build
-	$(PYTHON) Benchmarks/run.py --bin $(RELEASE)
+	VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) Benchmarks/run.py --bin $(RELEASE)
 
 ## crashtest: each writing stage SIGKILLed at seeded random points, rerun and compared with a clean run (catalog
 ## dump, shard hashes, no temp files); `make test` runs a bounded version (2 kills per stage, small data)

@@ -16,6 +16,8 @@ let package = Package(
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
             "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline", "VLMEval",
         ]),
+        // libVLMDataC.so: the loader behind a C ABI (include/vlmdata.h), what python/vlmdata loads with ctypes.
+        .library(name: "VLMDataC", type: .dynamic, targets: ["VLMDataC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
@@ -48,6 +50,7 @@ let package = Package(
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
             "VLMShard", "VLMLoader", "VLMTrain", "VLMEval", yams,
         ]),
+        .target(name: "VLMDataC", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader"]),
         .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", "VLMEval", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
