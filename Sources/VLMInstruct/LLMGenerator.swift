@@ -232,7 +232,6 @@ public struct LLMGenerator: Sendable {
             }
         }
         group.wait()
-        committer.close()
         state.lock.lock()
         defer { state.lock.unlock() }
         state.counts.skipped += queue.remaining
