@@ -30,8 +30,11 @@ request's `Authorization` header in its error message, as some proxies do.
 `GET /admin/stats` returns request counts: `total` and `by_status` over every request received, `received_by_prompt`
 (every chat request, per sha256 of the canonical `messages`), `by_prompt` (chat requests answered with a reply
 to a client that was still connected; a request whose client died while it was being answered, e.g. killed
-midway, is counted in `abandoned` instead), `auth_seen`, and `window_seconds` from the first chat request received to
-the last reply sent (the benchmark's clock, the same for every client).
+midway, is counted in `abandoned` instead), `auth_seen`, `window_seconds` from the first chat request received to
+the last reply sent (the benchmark's clock, the same for every client), and `client_gap_ms` (mean, median and p90 of the
+time between a reply and the next request on the same keep-alive connection: the client's own overhead per call,
+scheduling included) beside `service_ms` (mean, median and p90 of the time from reading a chat request to having sent its
+reply, the added latency included: what the server itself takes per call).
 `POST /admin/reset` clears counts and faults.
 
 Plain endpoints for HTTP client tests: `GET|HEAD /bytes/N` (deterministic bytes, honours `Range`), `ANY /echo`
@@ -167,6 +170,8 @@ class State:
         self.auth_seen = 0
         self.first_at = None
         self.last_at = None
+        self.gaps = []
+        self.services = []
 
     def take_fault(self, raw_body):
         with self.lock:
@@ -195,6 +200,22 @@ class State:
         with self.lock:
             self.by_prompt[key] = self.by_prompt.get(key, 0) + 1
             self.last_at = time.monotonic()
+
+    def gap(self, seconds):
+        with self.lock:
+            self.gaps.append(seconds)
+
+    def service(self, seconds):
+        with self.lock:
+            self.services.append(seconds)
+
+    @staticmethod
+    def summary(values):
+        if not values:
+            return None
+        values = sorted(values)
+        return {"n": len(values), "mean": sum(values) / len(values) * 1000, "median": values[len(values) // 2] * 1000,
+                "p90": values[int(len(values) * 0.9)] * 1000}
 
     def abandon(self):
         with self.lock:
@@ -275,7 +296,9 @@ class Handler(BaseHTTPRequestHandler):
                                        "received_by_prompt": self.state.received_by_prompt,
                                        "abandoned": self.state.abandoned, "auth_seen": self.state.auth_seen,
                                        "window_seconds": (self.state.last_at - self.state.first_at)
-                                       if self.state.last_at is not None else None})
+                                       if self.state.last_at is not None else None,
+                                       "client_gap_ms": self.state.summary(self.state.gaps),
+                                       "service_ms": self.state.summary(self.state.services)})
         if path == "/admin/reset":
             with self.state.lock:
                 self.state.reset_counts()
@@ -358,6 +381,10 @@ class Handler(BaseHTTPRequestHandler):
         return message
 
     def chat(self):
+        started_at = time.monotonic()
+        replied_at = getattr(self, "replied_at", None)
+        if replied_at is not None:
+            self.state.gap(time.monotonic() - replied_at)
         raw = self.read_body()
         text = raw.decode("utf-8", "replace")
         authorized = self.headers.get("Authorization", "").startswith("Bearer ")
@@ -428,7 +455,10 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "malformed":
             data = json.dumps(reply).encode()
             return self.send(200, data[: len(data) // 2])
-        return self.send(200, reply)
+        self.send(200, reply)
+        self.replied_at = time.monotonic()
+        self.state.service(self.replied_at - started_at)
+        return None
 
 
 def main():
