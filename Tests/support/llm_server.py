@@ -44,6 +44,7 @@ Plain endpoints for HTTP client tests: `GET|HEAD /bytes/N` (deterministic bytes,
 Start: `llm_server.py --port 0 [--latency 0.05] [--require-key KEY] [--fault 429:2] [--echo-auth]`; the first stdout line is
 `PORT <n>`.
 """
+import _thread
 import argparse
 import base64
 import hashlib
@@ -461,6 +462,17 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
 
+class Server(ThreadingHTTPServer):
+    """One thread per connection, started without waiting for it to run: `Thread.start()` blocks the accept loop
+    until the new thread is scheduled, which on a loaded machine spreads the first requests of 64 connections over
+    seconds (no production server sets up connections one at a time like that)."""
+    daemon_threads = True
+    request_queue_size = 256
+
+    def process_request(self, request, client_address):
+        _thread.start_new_thread(self.process_request_thread, (request, client_address))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -474,9 +486,7 @@ def main():
     # A parent may spawn us from a thread that blocks signals (Swift's Dispatch workers do): unblock them so
     # SIGTERM/SIGINT stop the server.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    server = Server((args.host, args.port), Handler)
     server.state = State(args.latency, args.require_key, [parse_fault_spec(s) for s in args.fault], args.echo_auth)
     print(f"PORT {server.server_address[1]}", flush=True)
     try:
