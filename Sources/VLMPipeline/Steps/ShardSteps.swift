@@ -134,7 +134,7 @@ enum LineageChoice {
         var parameters: String
 
         var line: String {
-            "\(name) (config \(hash.prefix(12)), \(rows) rows; \(parameters))"
+            run == nil ? "\(hash) (\(rows) rows; \(parameters))" : "\(name) (config \(hash.prefix(12)), \(rows) rows; \(parameters))"
         }
     }
 
@@ -150,7 +150,7 @@ enum LineageChoice {
         }
         // Configs made before lineage was recorded (or merged in from part catalogs): named by their hash.
         for entry in counts where !seen.contains(entry.configHash) {
-            out.append(Candidate(run: nil, hash: entry.configHash, name: String(entry.configHash.prefix(12)), rows: entry.rows,
+            out.append(Candidate(run: nil, hash: entry.configHash, name: entry.configHash, rows: entry.rows,
                                  parameters: entry.detail))
         }
         return out
