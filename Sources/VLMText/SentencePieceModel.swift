@@ -337,8 +337,8 @@ public final class SentencePieceModel: Sendable {
     }
 
     /// `SentencePieceProcessor.decode(ids)`: control pieces are invisible, unk is " ⁇ ", runs of byte pieces
-    /// are UTF-8 (invalid bytes become U+FFFD), "▁" is a space, and the first visible piece loses its leading
-    /// "▁" when the model adds a dummy prefix.
+    /// are UTF-8 (invalid bytes become U+FFFD), "▁" is a space, and the first piece that is not a control
+    /// piece loses its leading "▁" when the model adds a dummy prefix.
     public func decode(_ ids: [Int32]) -> String {
         decode(pieces: ids.compactMap { $0 >= 0 && Int($0) < pieces.count ? pieces[Int($0)] : nil })
     }
@@ -356,7 +356,7 @@ public final class SentencePieceModel: Sendable {
             if isBOSWhitespace, !surface.isEmpty { isBOSWhitespace = false }
         }
         let dummy: [UInt8] = [0xE2, 0x96, 0x81]
-        for word in words {
+        for word in words where !word.isEmpty { // an empty string (a lone "▁" stripped by LlamaTokenizer) is no piece
             let id = Int(pieceID(word))
             let type = types[id]
             if type == .byte {
@@ -373,7 +373,8 @@ public final class SentencePieceModel: Sendable {
                 if isBOSWhitespace, addDummyPrefix || removeExtraWhitespaces, piece.starts(with: dummy) { piece = piece.dropFirst(3) }
                 surface = replaceMetaspace(Array(piece))
             }
-            if isBOSWhitespace, !surface.isEmpty { isBOSWhitespace = false }
+            // Only the first piece that is not a control piece may lose its "▁", even when it decodes to nothing.
+            if type != .control { isBOSWhitespace = false }
             out.append(contentsOf: surface)
         }
         flushBytes()
