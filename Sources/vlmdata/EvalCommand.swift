@@ -82,6 +82,7 @@ struct EvalBuildCommand: ParsableCommand {
         print("eval build: \(m.kind.rawValue) set \(m.name) from \(m.split): \(m.questions) questions on \(m.images) images " +
               "(\(m.ineligible_images) images of the split could not carry them) in \(report.directory)")
         print("  questions: " + report.categories.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        if report.labels.isEmpty { return }
         print("  labels:    " + report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
     }
 }

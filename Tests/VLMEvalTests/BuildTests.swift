@@ -140,6 +140,25 @@ struct BuildTests {
         }
     }
 
+    @Test func aNameInUseForAnotherFolderIsAConflict() throws {
+        let (_, first) = try buildSet(.mme, count: 3) { $0.name = "name-in-use" }
+        // Rebuilding into the same folder replaces the record.
+        let again = try EvalSetBuilder(catalog: try cocoMini.get(), options: {
+            var o = EvalBuildOptions(kind: .mme, split: "mini", out: first)
+            o.count = 3
+            o.name = "name-in-use"
+            return o
+        }()).build()
+        #expect(again.manifest.images == 3)
+        do {
+            _ = try buildSet(.mme, count: 3) { $0.name = "name-in-use" }
+            Issue.record("the same name for another folder must fail")
+        } catch let error as VLMError {
+            #expect(error.kind == .conflict && error.message.contains(first))
+        }
+        #expect(try cocoMini.get().evalSets().filter { $0.name == "name-in-use" }.count == 1)
+    }
+
     @Test func sameSeedSameSetOtherSeedOtherImages() throws {
         let (_, a) = try buildSet(.mme, count: 10, seed: 11)
         let (_, b) = try buildSet(.mme, count: 10, seed: 11)
