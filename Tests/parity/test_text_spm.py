@@ -398,3 +398,22 @@ def test_tokenize_stage_with_tokenizer_model(vlmdata_bin, shared, model_path, sl
     assert r2.returncode == 0, r2.stderr
     second = json.loads(r2.stdout.strip().splitlines()[-1])
     assert second["config_hash"] != report["config_hash"] and second["counts"]["written"] == len(records)
+
+
+def test_bad_tokenizer_files_are_clear_errors(vlmdata_bin, model_path, tmp_path):
+    """A truncated tokenizer.model and a tokenizer_config.json with a bad `legacy` fail, naming the file."""
+    bad = tmp_path / "bad" / "tokenizer.model"
+    bad.parent.mkdir()
+    bad.write_bytes(model_path.read_bytes()[:100000])
+    lines = tmp_path / "t.txt"
+    lines.write_text("hello\n")
+    r = subprocess.run([vlmdata_bin, "tokenizer", "encode", "--tokenizer", str(bad), "--lines", str(lines)], capture_output=True, text=True)
+    assert r.returncode == 1 and f"{bad}: not a SentencePiece model" in r.stderr
+    folder = _model_folder(tmp_path, model_path, True)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"legacy": "no"}))
+    r = subprocess.run([vlmdata_bin, "tokenizer", "encode", "--tokenizer", str(folder), "--lines", str(lines)], capture_output=True, text=True)
+    assert r.returncode == 1 and "tokenizer_config.json: 'legacy' is not true or false" in r.stderr
+    # --legacy on the command line wins: the broken setting is not read.
+    r = subprocess.run([vlmdata_bin, "tokenizer", "encode", "--tokenizer", str(folder), "--legacy", "false", "--lines", str(lines)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout) == [1, 6312, 28709]
