@@ -215,3 +215,65 @@ ALTER TABLE tokenized ADD COLUMN run_id INTEGER REFERENCES runs(id);
 ALTER TABLE pixels ADD COLUMN run_id INTEGER REFERENCES runs(id);
 ALTER TABLE shards ADD COLUMN run_id INTEGER REFERENCES runs(id);
 ALTER TABLE samples ADD COLUMN run_id INTEGER REFERENCES runs(id);
+
+-- migration: v7_runs_interrupted
+-- A run whose process died (killed, crashed) is marked 'interrupted' by the next run that finds its row
+-- still 'running' and its process gone: runs now record the process id and host that started them.
+CREATE TABLE runs_v7 (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,               -- canonical JSON
+    input_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    counts TEXT,                        -- JSON object
+    error TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    name TEXT,                          -- readable config name, e.g. vicuna_v1@mistral-v1
+    config TEXT,                        -- canonical JSON of the stage config
+    config_hash TEXT,                   -- sha256 of the stage name and config
+    inputs TEXT,                        -- JSON array of the ids of the runs it read from
+    output TEXT,                        -- config_hash of the rows it made (tokenized, pixels)
+    used_seq INTEGER,                   -- raised each time the run is made or reused
+    pid INTEGER,                        -- process that started the run (NULL before v7)
+    host TEXT                           -- its host name
+);
+INSERT INTO runs_v7 (id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at,
+                     name, config, config_hash, inputs, output, used_seq)
+    SELECT id, stage, params_hash, params, input_fingerprint, status, counts, error, started_at, ended_at,
+           name, config, config_hash, inputs, output, used_seq FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v7 RENAME TO runs;
+CREATE INDEX runs_stage ON runs(stage, params_hash, input_fingerprint, status);
+CREATE INDEX runs_lineage ON runs(stage, config_hash, inputs);
+
+-- migration: v8_checksums
+-- Checksums recorded when a shard is written (XXH3 from libxxhash), so every read can be checked.
+-- NULL in rows written before this migration: those reads are not checked.
+ALTER TABLE sample_parts ADD COLUMN xxh3 INTEGER;   -- XXH3_64bits of the member's content, as a signed
+                                                    -- 64-bit integer: printf('%016x', xxh3) = `xxhsum -H3`
+ALTER TABLE shards ADD COLUMN xxh3_128 TEXT;        -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it
+
+-- migration: v9_eval_sets
+-- Held-out evaluation sets built by `vlmdata eval build`, and the images they use. Training shards leave
+-- these images out (by sha256, so the same bytes under another name are caught too).
+CREATE TABLE eval_sets (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,          -- e.g. pope-val2017 (the output folder's name)
+    kind TEXT NOT NULL,                 -- pope | mme | mmbench | refcoco
+    split TEXT NOT NULL,                -- sources.name the questions were built from
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,               -- canonical JSON: count, seed, sampling, frame, ...
+    directory TEXT NOT NULL,            -- where the files were written
+    questions INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE eval_images (
+    eval_set_id INTEGER NOT NULL REFERENCES eval_sets(id) ON DELETE CASCADE,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    sha256 TEXT NOT NULL,               -- images.sha256 when the set was built
+    PRIMARY KEY (eval_set_id, image_id)
+);
+CREATE INDEX eval_images_sha256 ON eval_images(sha256);
