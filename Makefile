@@ -14,7 +14,7 @@ DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-op
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 
-.PHONY: all deps venv build debug test test-swift test-parity demo bench crashtest clean
+.PHONY: all deps venv build debug test test-swift test-parity demo bench crashtest fuzz clean
 
 all: build
 
@@ -84,6 +84,12 @@ CRASH_KILLS ?= 10
 CRASH_SEED  ?= 1
 crashtest: deps venv build
 	$(PYTHON) scripts/crashtest.py --bin $(RELEASE) --kills $(CRASH_KILLS) --seed $(CRASH_SEED)
+
+## fuzz: libFuzzer with ASan (swiftc -sanitize=fuzzer,address) on the tar reader and the npy parser, FUZZ_SECONDS
+## each, seeded from real data; findings under .build/fuzz/findings-*/
+FUZZ_SECONDS ?= 60
+fuzz: deps venv build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) VLMDATA_BIN=$(CURDIR)/$(RELEASE) PYTHON=$(PYTHON) bash scripts/fuzz.sh
 
 clean:
 	rm -rf .build vlmdata-work

@@ -99,13 +99,20 @@ extension Catalog {
         }
     }
 
-    /// Records an evaluation set and its images, replacing an earlier set of the same name.
+    /// Records an evaluation set and its images, replacing an earlier set of the same name built into the same
+    /// folder. The same name in another folder is a conflict: replacing it would silently release its images.
     @discardableResult
     public func recordEvalSet(_ set: EvalSetRecord) throws -> Int64 {
         try write { db in
-            if let old = try Int64.fetchOne(db, sql: "SELECT id FROM eval_sets WHERE name = ?", arguments: [set.name]) {
-                try db.execute(sql: "DELETE FROM eval_images WHERE eval_set_id = ?", arguments: [old])
-                try db.execute(sql: "DELETE FROM eval_sets WHERE id = ?", arguments: [old])
+            if let old = try Row.fetchOne(db, sql: "SELECT id, directory FROM eval_sets WHERE name = ?", arguments: [set.name]) {
+                let directory: String = old["directory"]
+                guard directory == set.directory else {
+                    throw VLMError(.conflict, file: workspace.catalogPath, record: "eval set \(set.name)",
+                                   "a set of this name was built into \(directory); give another --name, or rebuild into that folder")
+                }
+                let id: Int64 = old["id"]
+                try db.execute(sql: "DELETE FROM eval_images WHERE eval_set_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM eval_sets WHERE id = ?", arguments: [id])
             }
             try db.execute(sql: """
                 INSERT INTO eval_sets (name, kind, split, params_hash, params, directory, questions, created_at)

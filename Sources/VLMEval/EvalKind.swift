@@ -20,10 +20,3 @@ public enum PopeSampling: String, Codable, CaseIterable, Sendable {
     case adversarial
 }
 
-/// The frame a grounding box is normalized in: the frame the model sees.
-public enum BoxFrame: String, Codable, CaseIterable, Sendable {
-    /// The image as stored: `[x1, y1, x2, y2]` divided by its width and height (LLaVA's instruction boxes).
-    case image
-    /// The image padded to a centered square of side max(w, h) (LLaVA-1.5's `pad` preprocessing).
-    case square
-}

@@ -297,13 +297,11 @@ struct EvalQuestionGenerator {
         }
     }
 
-    /// `[x1, y1, x2, y2]` of a pixel box, normalized in `frame` and rounded to 4 decimals.
+    /// `[x1, y1, x2, y2]` of a pixel box, normalized in `frame` (VLMCore's `BoxFrame`, the frame instructions use)
+    /// and rounded to 4 decimals. Only `original` and `pad` are built (a crop may cut the target off).
     static func frameBox(_ box: Box, width: Int, height: Int, frame: BoxFrame) -> [Double] {
-        let w = Double(width), h = Double(height)
-        let side = frame == .square ? max(w, h) : 0
-        let (sx, sy, ox, oy) = frame == .square ? (side, side, (side - w) / 2, (side - h) / 2) : (w, h, 0, 0)
-        let raw = [(box.x + ox) / sx, (box.y + oy) / sy, (box.x + box.width + ox) / sx, (box.y + box.height + oy) / sy]
-        return raw.map { (min(max($0, 0), 1) * 10_000).rounded() / 10_000 }
+        let edges = frame.normalized(box, imageWidth: width, imageHeight: height) ?? [0, 0, 0, 0]
+        return edges.map { ($0 * 10_000).rounded() / 10_000 }
     }
 }
 

@@ -15,7 +15,7 @@ public struct EvalBuildOptions: Codable, Sendable {
     /// POPE: the samplings to build (each over the same images, as POPE's three files are).
     public var popeSampling: [PopeSampling] = PopeSampling.allCases
     /// Grounding: the frame boxes are normalized in.
-    public var frame: BoxFrame = .image
+    public var frame: BoxFrame = .original
     /// The output folder.
     public var out: String
     /// The set's name in the catalog (default: the output folder's name).

@@ -386,3 +386,64 @@ private func curlHeaderCallback(_ data: UnsafeMutablePointer<CChar>?, _ size: In
     }
     return length
 }
+
+/// The one redaction every string leaving an authenticated HTTP exchange goes through (error messages, stored
+/// replies, log lines, `reason` columns): it removes the secret itself, any `Bearer <token>` and the value of any
+/// `Authorization` header quoted in the text.
+///
+/// ```swift
+/// let redactor = SecretRedactor(secret: apiKey)
+/// redactor.redact("HTTP 500 (Authorization: Bearer sk-...)")  // "HTTP 500 (Authorization: [redacted])"
+/// redactor.redact("sent Bearer abc123")                       // "sent [redacted]"
+/// ```
+public struct SecretRedactor: Sendable {
+    /// What replaces a removed secret.
+    public static let mask = "[redacted]"
+
+    private let secret: String?
+
+    /// `secret` is matched literally when it has 8 or more characters; a shorter one only as a whole word (so a
+    /// 3-letter test key does not mask every word it occurs in).
+    public init(secret: String?) {
+        self.secret = secret.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// `Authorization: [scheme] <value>` and `Bearer <token>`, compiled once. A value already masked (it starts with
+    /// `[`) is left alone, so redacting twice changes nothing.
+    nonisolated(unsafe) private static let authorization = try! NSRegularExpression(
+        pattern: #"(?i)(authorization["']?\s*[:=]\s*["']?)(?>(?:(?:bearer|basic|token)\s+)?)[^\s"',;(){}\[\]]+"#)
+    nonisolated(unsafe) private static let bearer = try! NSRegularExpression(
+        pattern: #"(?i)\bbearer\s+[^\s"',;(){}\[\]]+"#)
+
+    /// True when `text` holds the secret (matched as `redact` matches it).
+    public func appears(in text: String) -> Bool {
+        guard let secret else { return false }
+        if secret.count >= 8 { return text.contains(secret) }
+        return Self.wholeWord(secret).firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+
+    /// `text` with the secret, bearer tokens and Authorization values replaced by `SecretRedactor.mask`.
+    public func redact(_ text: String) -> String {
+        let mask = NSRegularExpression.escapedTemplate(for: Self.mask)
+        // Header values first, so `Authorization: Bearer <key>` loses its scheme too, then the key wherever it is.
+        var out = Self.replace(Self.authorization, in: text, with: "$1" + mask)
+        out = Self.replace(Self.bearer, in: out, with: mask)
+        if let secret {
+            if secret.count >= 8 {
+                out = out.replacingOccurrences(of: secret, with: Self.mask)
+            } else {
+                out = Self.replace(Self.wholeWord(secret), in: out, with: mask)
+            }
+        }
+        return out
+    }
+
+    private static func wholeWord(_ secret: String) -> NSRegularExpression {
+        let escaped = NSRegularExpression.escapedPattern(for: secret)
+        return try! NSRegularExpression(pattern: "(?<![A-Za-z0-9_-])\(escaped)(?![A-Za-z0-9_-])")
+    }
+
+    private static func replace(_ regex: NSRegularExpression, in text: String, with template: String) -> String {
+        regex.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
+    }
+}

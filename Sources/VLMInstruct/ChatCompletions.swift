@@ -31,6 +31,13 @@ public struct ChatRequest: Codable, Sendable, Equatable {
     public var estimatedTokens: Int {
         messages.reduce(0) { $0 + $1.content.utf8.count } / 4 + max_tokens
     }
+
+    /// The most tokens this request can use, for the token budget: every UTF-8 byte of the messages a token
+    /// (byte-level BPE and byte-fallback tokenizers never make more tokens than bytes), 4 tokens of chat framing
+    /// per message and 3 priming the reply (OpenAI's accounting), plus the whole reply limit.
+    public var worstCaseTokens: Int {
+        messages.reduce(3) { $0 + $1.role.utf8.count + $1.content.utf8.count + 4 } + max_tokens
+    }
 }
 
 /// A parsed successful reply.

@@ -34,8 +34,8 @@ public struct LoaderOptions: Sendable {
     public var onMissing: MissingPolicy
     /// Damaged samples (checksum mismatch, undecodable member, truncated shard).
     public var onCorrupt: CorruptPolicy
-    /// Check every member read against the XXH3 recorded at write time (on by default; costs well under a
-    /// memory copy of the sample).
+    /// Check every member read against the XXH3 recorded at write time (on by default; one extra pass over the
+    /// sample's bytes, see docs/integrity.md for its cost).
     public var verifyReads: Bool
     /// A mixture's epoch size for its `.weight` datasets (default: their total size).
     public var epochSize: Int?

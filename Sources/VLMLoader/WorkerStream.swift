@@ -131,6 +131,10 @@ public final class WorkerStream: @unchecked Sendable {
             case .skipped(let shard):
                 report.skipped += 1
                 if !report.missingShards.contains(shard) { report.missingShards.append(shard) }
+            case .damaged(let error):
+                report.skipped += 1
+                report.corrupt += 1
+                if report.corruptErrors.count < 100 { report.corruptErrors.append("\(error)") }
             case .failed(let error):
                 failed = true
                 close()

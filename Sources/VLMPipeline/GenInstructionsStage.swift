@@ -101,30 +101,41 @@ public struct GenInstructionsStage {
                                       jsonMode: options.jsonMode, limit: options.limit)
         var options = options
         options.part = part
+        let generator = LLMGenerator(options: options, apiKey: apiKey)
+        try generator.checkCredentials()
         let runID = try catalog.beginRun(stage: "gen-instructions-llm", params: PartRunParams(params, part: part),
                                          inputFingerprint: try Self.inputFingerprint(catalog))
         let counts: LLMRunCounts
         let stop: LLMStop?
         do {
-            (counts, stop) = try LLMGenerator(options: options, apiKey: apiKey).run(catalog: catalog, progress: progress)
+            (counts, stop) = try generator.run(catalog: catalog, progress: progress)
         } catch {
             try? catalog.endRun(runID, counts: [:], error: "\(error)")
             throw error
         }
-        var problems: [String] = []
+        // Rejections and failures counted by kind, each with an example; the reasons are in llm_calls.reason.
+        var problems = counts.problems
+        if counts.failed > 0 { problems.append("failed requests are tried again by the next run (see llm_calls.reason)") }
+        let report = { StageReport(stage: "gen-instructions llm", counts: counts.dictionary, problems: problems) }
         switch stop {
         case .budget(let message)?:
-            problems.append("stopped: \(message); \(counts.skipped) requests not sent, run again to continue")
+            problems.insert("stopped: \(message); \(counts.skipped) requests not sent, run again to continue", at: 0)
         case .fatal(let message)?:
             try catalog.endRun(runID, counts: counts.dictionary, error: message)
-            throw GenInstructionsFailure(report: StageReport(stage: "gen-instructions llm", counts: counts.dictionary),
-                                         error: VLMError(.network, message))
+            throw GenInstructionsFailure(report: report(), error: VLMError(.network, message))
         case nil:
             break
         }
-        if counts.failed > 0 { problems.append("\(counts.failed) requests failed (see llm_calls.reason); run again to retry them") }
+        // Exit 0 means instructions came out: a run whose every answered request failed or was rejected did not.
+        let answered = counts.ok + counts.rejected + counts.failed
+        if answered > 0 && counts.ok == 0 {
+            let message = "none of the \(answered) requests gave a usable reply (\(counts.failed) failed, " +
+                "\(counts.rejected) rejected): " + counts.problems.joined(separator: "; ")
+            try catalog.endRun(runID, counts: counts.dictionary, error: message)
+            throw GenInstructionsFailure(report: report(), error: VLMError(counts.failed > 0 ? .network : .badInput, message))
+        }
         try catalog.endRun(runID, counts: counts.dictionary)
-        return StageReport(stage: "gen-instructions llm", counts: counts.dictionary, problems: problems)
+        return report()
     }
 }
 

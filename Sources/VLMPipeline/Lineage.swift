@@ -78,7 +78,6 @@ extension LineageStage {
         }
         if let previous, previous.counts == report.counts || report.skipped {
             try catalog.replaceLineageRun(runID, with: previous.id, derived: Self.derived)
-            report.skipped = true
             report.run = .init(id: previous.id, name: previous.name, configHash: configHash, output: previous.output)
             return report
         }

@@ -18,7 +18,8 @@ import VLMShard
 ///   are committed in one transaction after the rename. A kill loses at most the open shard; a rerun skips
 ///   every image that has a row and writes the rest.
 /// - A bad image becomes a `pixels` row with status `error` and the reason; the run goes on.
-/// - Equal bytes (sha256) are processed once, whatever the number of catalog images holding them.
+/// - Equal bytes (sha256) are processed once (once per part with `--part`), whatever the number of catalog images
+///   holding them. Each record's npy shape is its `PatchGrid`'s (`PreprocessConfig.patchGrid` with the tiles made).
 public enum PatchifyStage {
     public static let stageName = "patchify"
 

@@ -6,7 +6,7 @@ import Yams
 public enum StageRegistry {
     public static let stages: [any Stage.Type] = [
         SynthShapesStep.self, IngestCOCOStep.self, IngestLLaVAStep.self, GenInstructionsStep.self,
-        TokenizerTrainStep.self, TokenizeStep.self, PatchifyStep.self, ShardStep.self, VerifyStep.self,
+        TokenizerTrainStep.self, TokenizeStep.self, PatchifyStep.self, ShardStep.self, VerifyStep.self, ExportLLaVAStep.self,
     ]
 
     public static func stage(named name: String) -> (any Stage.Type)? {

@@ -126,6 +126,16 @@ public enum Npy {
         guard case .tuple(let shape)? = dict["shape"], shape.allSatisfy({ $0 >= 0 }) else {
             throw bad("npy header has no valid 'shape'")
         }
+        // The byte count must fit an Int: a crafted shape such as (2**32, 2**32) would otherwise trap in `count`.
+        var bytes = dtype.itemSize
+        for extent in shape {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: extent)
+            guard !overflow else { throw bad("npy shape \(shape) of \(dtype) is more bytes than any file holds") }
+            bytes = product
+        }
+        guard !bytes.addingReportingOverflow(textStart + textLength).overflow else {
+            throw bad("npy shape \(shape) of \(dtype) is more bytes than any file holds")
+        }
         return NpyHeader(dtype: dtype, shape: shape, dataOffset: textStart + textLength)
     }
 

@@ -81,8 +81,10 @@ extension ChatTemplate {
                 } else if i % 2 == 0 {
                     out.append((role + ": " + turn.value + " ", false))
                 } else {
-                    out.append((role + ": ", false))
-                    out.append((turn.value + "</s>", true))
+                    // The space after "ASSISTANT:" belongs to the answer, as in LLaVA's arithmetic (a "▁" that
+                    // does not merge with the answer's first character is supervised).
+                    out.append((role + ":", false))
+                    out.append((" " + turn.value + "</s>", true))
                 }
             }
         case .llama2:
@@ -92,8 +94,7 @@ extension ChatTemplate {
                 if i % 2 == 0 {
                     out.append(("<s>" + "[INST] \(message) [/INST]", false))
                 } else {
-                    out.append((" ", false))
-                    out.append((message + " </s>", true))
+                    out.append((" " + message + " </s>", true))
                 }
             }
             if let first = out.first {
@@ -282,7 +283,7 @@ public final class LLaVAMasker {
     /// Labels from the turn boundaries: for each supervised piece of the prompt, the tokens from the end of the
     /// longest common prefix of `inputIDs` with the ids of the prompt cut at the piece's start, to the end of
     /// the one with the prompt cut at its end (the whole rest at the prompt's end). A token that straddles the
-    /// answer's start (LLaMA's "▁Hello" after "ASSISTANT: ") belongs to the answer; one that straddles its end
+    /// answer's start (LLaMA's "▁Hello" after "ASSISTANT:") belongs to the answer; one that straddles its end
     /// (BPE merging the end-of-turn text into the next turn) does not. Returns the labels and the number of
     /// answers that kept no token.
     func boundaryLabels(_ turns: [Turn], hasImage: Bool, inputIDs: [Int32]) -> ([Int32], Int) {

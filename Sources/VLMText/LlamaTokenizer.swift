@@ -142,7 +142,12 @@ public final class LlamaTokenizer: TextTokenizer {
 
     /// `tokenizer(text, add_special_tokens=...).input_ids`.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int32] {
-        var ids = tokenize(text)
+        var cache: [ArraySlice<UInt8>: [Int32]]? = nil
+        return encode(text, addSpecialTokens: addSpecialTokens, cache: &cache)
+    }
+
+    func encode(_ text: String, addSpecialTokens: Bool, cache: inout [ArraySlice<UInt8>: [Int32]]?) -> [Int32] {
+        var ids = tokenize(text, cache: &cache)
         if addSpecialTokens {
             if addBOS, let bosID { ids.insert(bosID, at: 0) }
             if addEOS, let eosID { ids.append(eosID) }
@@ -152,7 +157,7 @@ public final class LlamaTokenizer: TextTokenizer {
 
     /// `LlamaTokenizer.tokenize` (as ids): the legacy prefix handling, then `PreTrainedTokenizer.tokenize`'s
     /// split on added tokens (with their lstrip/rstrip/single_word), then `_tokenize` of each plain piece.
-    func tokenize(_ input: String) -> [Int32] {
+    func tokenize(_ input: String, cache: inout [ArraySlice<UInt8>: [Int32]]?) -> [Int32] {
         var text = input
         if !legacy, !text.isEmpty {
             text = text.replacingOccurrences(of: "\u{2581}", with: " ")
@@ -183,7 +188,7 @@ public final class LlamaTokenizer: TextTokenizer {
             if let token = part.token {
                 ids.append(token.id)
             } else if !part.text.isEmpty {
-                ids.append(contentsOf: pieceIDs(part.text))
+                ids.append(contentsOf: pieceIDs(part.text, cache: &cache))
             }
         }
         if !legacy, !input.isEmpty, ids.count > 1, ids[0] == underlineID, specialIDs.contains(ids[1]) {
@@ -193,11 +198,11 @@ public final class LlamaTokenizer: TextTokenizer {
     }
 
     /// `LlamaTokenizer._tokenize`.
-    func pieceIDs(_ text: String) -> [Int32] {
+    func pieceIDs(_ text: String, cache: inout [ArraySlice<UInt8>: [Int32]]?) -> [Int32] {
         if legacy || !(text.unicodeScalars.first == "\u{2581}" || text.unicodeScalars.first == " ") {
-            return model.encode(text)
+            return model.encode(text, cache: &cache)
         }
-        let ids = model.encode(unkToken + text)
+        let ids = model.encode(unkToken + text, cache: &cache)
         return ids.count >= unkTokenLength ? Array(ids.dropFirst(unkTokenLength)) : ids
     }
 
@@ -278,11 +283,15 @@ public final class LlamaTokenizer: TextTokenizer {
     }
 }
 
-/// The encoder of a `LlamaTokenizer` (it keeps no state).
+/// The encoder of a `LlamaTokenizer` for one thread (it keeps a cache of words).
 final class LlamaEncoder: TokenEncoder {
     let tokenizer: LlamaTokenizer
+    /// Words (normalized text from a "▁" run to the next) → ids.
+    var cache: [ArraySlice<UInt8>: [Int32]]? = [:]
     init(_ tokenizer: LlamaTokenizer) { self.tokenizer = tokenizer }
-    func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] { tokenizer.encode(text, addSpecialTokens: addSpecialTokens) }
+    func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] {
+        tokenizer.encode(text, addSpecialTokens: addSpecialTokens, cache: &cache)
+    }
 }
 
 /// Python `str.lstrip()` / `str.rstrip()` (whitespace per `str.isspace`).

@@ -40,6 +40,9 @@ public final class SentencePieceModel: Sendable {
     let byteIDs: [Int32]
     /// User-defined pieces, matched whole before BPE (by first byte, longest first).
     let userDefined: [[[UInt8]]]
+    /// No piece merges may produce holds "▁" after another character, so no symbol ever spans the start of a
+    /// "▁" run: the text can be encoded word by word (each word from such a start), with a cache.
+    let wordsAreIndependent: Bool
 
     public convenience init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -166,6 +169,19 @@ public final class SentencePieceModel: Sendable {
         for b in 0..<256 { user[b].sort { $0.count > $1.count } }
         self.mergeable = mergeable
         self.all = all
+        let underline: [UInt8] = [0xE2, 0x96, 0x81]
+        wordsAreIndependent = escape && zip(pieceBytes, types).allSatisfy { piece, type in
+            guard type == .normal || type == .unused || type == .userDefined else { return true }
+            // Every "▁" must be preceded only by "▁"s (a run at the start of the piece).
+            var k = 0
+            while k + 3 <= piece.count, Array(piece[k..<(k + 3)]) == underline { k += 3 }
+            var j = k
+            while j + 3 <= piece.count {
+                if piece[j] == 0xE2, piece[j + 1] == 0x96, piece[j + 2] == 0x81 { return false }
+                j += 1
+            }
+            return true
+        }
         self.byteIDs = byteIDs
         userDefined = user
     }
@@ -210,9 +226,46 @@ public final class SentencePieceModel: Sendable {
 
     /// `SentencePieceProcessor.encode(text)` (ids; no BOS/EOS).
     public func encode(_ text: String) -> [Int32] {
+        var cache: [ArraySlice<UInt8>: [Int32]]? = nil
+        return encode(text, cache: &cache)
+    }
+
+    /// `encode` with a per-thread cache of words (used when `wordsAreIndependent`; same ids).
+    func encode(_ text: String, cache: inout [ArraySlice<UInt8>: [Int32]]?) -> [Int32] {
         let normalized = normalize(text)
         if normalized.isEmpty { return [] }
-        return normalized.withUnsafeBytes { encodeNormalized($0) }
+        guard wordsAreIndependent, cache != nil else {
+            return normalized.withUnsafeBytes { encodeNormalized($0) }
+        }
+        var out: [Int32] = []
+        out.reserveCapacity(normalized.count / 3 + 2)
+        var start = 0
+        var i = 0
+        func flush(_ end: Int) {
+            guard end > start else { return }
+            let word = normalized[start..<end]
+            if let ids = cache![word] {
+                out.append(contentsOf: ids)
+            } else {
+                let ids = word.withUnsafeBytes { encodeNormalized($0) }
+                if cache!.count > 100_000 { cache!.removeAll(keepingCapacity: true) }
+                cache![word] = ids
+                out.append(contentsOf: ids)
+            }
+            start = end
+        }
+        while i < normalized.count {
+            // A word starts at a "▁" that follows another character than "▁".
+            if i > 0, i + 2 < normalized.count, normalized[i] == 0xE2, normalized[i + 1] == 0x96, normalized[i + 2] == 0x81,
+               !(i >= 3 && normalized[i - 3] == 0xE2 && normalized[i - 2] == 0x96 && normalized[i - 1] == 0x81) {
+                flush(i)
+                i += 3
+                continue
+            }
+            i += 1
+        }
+        flush(normalized.count)
+        return out
     }
 
     struct Symbol {
@@ -337,8 +390,8 @@ public final class SentencePieceModel: Sendable {
     }
 
     /// `SentencePieceProcessor.decode(ids)`: control pieces are invisible, unk is " ⁇ ", runs of byte pieces
-    /// are UTF-8 (invalid bytes become U+FFFD), "▁" is a space, and the first visible piece loses its leading
-    /// "▁" when the model adds a dummy prefix.
+    /// are UTF-8 (invalid bytes become U+FFFD), "▁" is a space, and the first piece that is not a control
+    /// piece loses its leading "▁" when the model adds a dummy prefix.
     public func decode(_ ids: [Int32]) -> String {
         decode(pieces: ids.compactMap { $0 >= 0 && Int($0) < pieces.count ? pieces[Int($0)] : nil })
     }
@@ -356,7 +409,7 @@ public final class SentencePieceModel: Sendable {
             if isBOSWhitespace, !surface.isEmpty { isBOSWhitespace = false }
         }
         let dummy: [UInt8] = [0xE2, 0x96, 0x81]
-        for word in words {
+        for word in words where !word.isEmpty { // an empty string (a lone "▁" stripped by LlamaTokenizer) is no piece
             let id = Int(pieceID(word))
             let type = types[id]
             if type == .byte {
@@ -373,7 +426,8 @@ public final class SentencePieceModel: Sendable {
                 if isBOSWhitespace, addDummyPrefix || removeExtraWhitespaces, piece.starts(with: dummy) { piece = piece.dropFirst(3) }
                 surface = replaceMetaspace(Array(piece))
             }
-            if isBOSWhitespace, !surface.isEmpty { isBOSWhitespace = false }
+            // Only the first piece that is not a control piece may lose its "▁", even when it decodes to nothing.
+            if type != .control { isBOSWhitespace = false }
             out.append(contentsOf: surface)
         }
         flushBytes()

@@ -6,7 +6,6 @@ import VLMEval
 
 extension EvalKind: ExpressibleByArgument {}
 extension PopeSampling: ExpressibleByArgument {}
-extension BoxFrame: ExpressibleByArgument {}
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,8 +47,8 @@ struct EvalBuildCommand: ParsableCommand {
     @Option(help: ArgumentHelp("POPE negative sampling: random, popular or adversarial (repeat for several; default all three).", valueName: "mode"))
     var popeSampling: [PopeSampling] = []
 
-    @Option(help: ArgumentHelp("Grounding box frame: image (normalized to the image) or square (padded to a centered square, LLaVA-1.5's pad).", valueName: "frame"))
-    var frame: BoxFrame = .image
+    @Option(help: ArgumentHelp("Grounding box frame, as patchify --mode makes the pixels: original (normalized to the image; squash, anyres) or pad (the centered square of LLaVA-1.5's pad).", valueName: "frame"))
+    var frame: BoxFrame = .original
 
     @Option(help: ArgumentHelp("Name of the set in the catalog (default: the folder's name).", valueName: "name"))
     var name: String?
@@ -63,6 +62,7 @@ struct EvalBuildCommand: ParsableCommand {
     func validate() throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1.") }
         if !popeSampling.isEmpty, kind != .pope { throw ValidationError("--pope-sampling applies to --kind pope only.") }
+        if frame == .crop { throw ValidationError("--frame crop is not built: a centre crop may cut the target off; use original or pad.") }
     }
 
     func run() throws {
@@ -82,6 +82,7 @@ struct EvalBuildCommand: ParsableCommand {
         print("eval build: \(m.kind.rawValue) set \(m.name) from \(m.split): \(m.questions) questions on \(m.images) images " +
               "(\(m.ineligible_images) images of the split could not carry them) in \(report.directory)")
         print("  questions: " + report.categories.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        if report.labels.isEmpty { return }
         print("  labels:    " + report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
     }
 }

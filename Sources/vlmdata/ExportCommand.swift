@@ -28,26 +28,14 @@ struct ExportCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Folder the image paths are written relative to.", valueName: "dir")) var imageRoot: String?
         @Flag(help: "Print the report as JSON.") var json = false
 
-        func validate() throws {
-            if out.isEmpty { throw ValidationError("--out needs a file name.") }
-            if let imageRoot {
-                var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: imageRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
-                    throw ValidationError("--image-root \(imageRoot) is not a folder.")
-                }
-            }
+        var config: ExportLLaVAStep.Config {
+            ExportLLaVAStep.Config(out: out, kinds: kinds, generators: generators, imageRoot: imageRoot)
         }
 
+        func validate() throws { _ = try makeStage(ExportLLaVAStep.self, config) }
+
         func run() throws {
-            func list(_ text: String?) -> [String]? {
-                text.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
-            }
-            let options = ExportLLaVA.Options(out: out, kinds: list(kinds), generators: list(generators), imageRoot: imageRoot)
-            let report = try runOrExit {
-                let catalog = try Catalog(workspace: Workspace(root: workspace.path))
-                return try ExportLLaVA(options: options).run(catalog: catalog, progress: workspace.progress())
-            }
-            printReport(report, json: json)
+            try runStage(try makeStage(ExportLLaVAStep.self, config), workspace.context(), json: json)
         }
     }
 }

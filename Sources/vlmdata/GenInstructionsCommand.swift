@@ -18,7 +18,12 @@ struct GenInstructionsCommand: ParsableCommand {
 
         --generator llm: one chat request per image and kind (conversation, detail, complex) with the image's captions \
         and normalized boxes after a system message and few-shot examples. The API key is read from OPENAI_API_KEY \
-        only. Replies are cached in llm_calls by the sha256 of the request body: a rerun, also after a kill, sends only \
+        only; without it nothing is sent unless --no-auth says the endpoint needs no key. The key, and any Bearer or \
+        Authorization text, is removed from every stored reply, reason and message; a reply quoting the key is \
+        rejected. A reply must have the shape of its kind (detail: one paragraph; complex: one Question:/Answer: \
+        pair; conversation: pairs) or it is stored as rejected with its reason. --max-tokens reserves each request's \
+        worst case (every prompt byte a token, plus --reply-max-tokens) before sending, so it is never exceeded. \
+        A run where no request gave a usable reply exits non-zero with the reasons counted. Replies are cached in llm_calls by the sha256 of the request body: a rerun, also after a kill, sends only \
         requests without a reply. Retries 408/409/429/5xx and connection errors with backoff (honouring Retry-After); \
         never 400/401/403/404 or insufficient_quota. Budgets stop the run cleanly; run again to continue.
         """)
@@ -47,12 +52,14 @@ struct GenInstructionsCommand: ParsableCommand {
     @Option(help: ArgumentHelp("llm: requests per minute limit.", valueName: "n")) var rpm: Int?
     @Option(help: ArgumentHelp("llm: tokens per minute limit (prompt estimate + max reply).", valueName: "n")) var tpm: Int?
     @Option(help: ArgumentHelp("llm: stop after sending this many requests (retries count).", valueName: "n")) var maxRequests: Int?
-    @Option(help: ArgumentHelp("llm: stop once this many tokens (prompt + completion) were used.", valueName: "n")) var maxTokens: Int?
+    @Option(help: ArgumentHelp("llm: tokens (prompt + completion) this run may use; each request reserves its worst case first, so the budget is never exceeded.", valueName: "n")) var maxTokens: Int?
     @Option(help: ArgumentHelp("llm: max_tokens of each request.", valueName: "n")) var replyMaxTokens = 1024
     @Option(help: ArgumentHelp("llm: per-request timeout in seconds.", valueName: "s")) var timeout = 120.0
     @Option(help: ArgumentHelp("llm: retries per request.", valueName: "n")) var maxRetries = 5
     @Option(help: ArgumentHelp("llm: sampling temperature.", valueName: "t")) var temperature = 0.0
     @Flag(help: "llm: ask for JSON replies (response_format json_object).") var jsonMode = false
+    @Flag(help: "llm: send no Authorization header (an endpoint that needs no key); without it OPENAI_API_KEY must be set.")
+    var noAuth = false
     @Option(help: ArgumentHelp("Only the first N images (key order).", valueName: "n")) var limit: Int?
     @Option(help: ArgumentHelp("templates: the frame boxes are stated in, matching patchify --mode: pad (LLaVA-1.5's padded square), crop (the centre crop; boxes it cuts are left out), original (the whole image: squash, anyres). shard checks it.", valueName: "frame"))
     var boxFrame: BoxFrame = .original
@@ -80,6 +87,7 @@ struct GenInstructionsCommand: ParsableCommand {
         c.maxRetries = maxRetries
         c.temperature = temperature
         c.jsonMode = jsonMode
+        c.noAuth = noAuth
         c.limit = limit
         c.boxFrame = boxFrame.rawValue
         c.part = part?.description

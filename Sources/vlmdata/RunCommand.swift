@@ -23,11 +23,14 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Check the file and print the plan without running it (exit 1 on any problem).") var dryRun = false
     @Flag(help: "List the pipeline files in --dir with their one-line description and variables.") var list = false
     @Option(help: ArgumentHelp("Folder --list reads.", valueName: "dir")) var dir = "Pipelines"
+    @Option(help: ArgumentHelp("Run part I of N (0-based) in every stage that takes a part (ingest, patchify, shard), for one task of a job array.", valueName: "I/N"))
+    var part: String?
     @Flag(help: "Print no progress, only reports and errors.") var quiet = false
     @Flag(help: "Print each stage's report as one JSON object per line.") var json = false
 
     func validate() throws {
         if !list && file == nil { throw ValidationError("give a pipeline file, or --list.") }
+        if let part, PartSpec(parsing: part) == nil { throw ValidationError("--part must look like 0/4 (index/count, index < count).") }
         for assignment in assignments where !assignment.contains("=") {
             throw ValidationError("--set takes NAME=VALUE, not '\(assignment)'.")
         }
@@ -63,7 +66,8 @@ struct RunCommand: ParsableCommand {
         }
         for (index, step) in pipeline.steps.enumerated() {
             FileHandle.standardError.write(Data("[\(index + 1)/\(count)] \(step.name) (\(file):\(step.line))\n".utf8))
-            let context = StageContext(workspace: pipeline.workspace, progress: TerminalProgress(quiet: quiet))
+            let context = StageContext(workspace: pipeline.workspace, progress: TerminalProgress(quiet: quiet),
+                                       part: part.flatMap(PartSpec.init(parsing:)))
             do {
                 try runStage(step.stage, context, json: json)
             } catch let exit as ExitCode {

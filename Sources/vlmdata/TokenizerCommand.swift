@@ -128,7 +128,7 @@ struct TokenizerCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Input file (default: stdin), one JSON array of ids per line.", valueName: "file"))
         var lines: String?
 
-        @Flag(inversion: .prefixedNo, help: "Leave special tokens out of the text (tokenizers' skip_special_tokens; default true).")
+        @Flag(inversion: .prefixedNo, help: "Leave special tokens out of the text (tokenizers' skip_special_tokens).")
         var skipSpecialTokens = true
 
         @Flag(help: ArgumentHelp("Same as --no-skip-special-tokens.", visibility: .hidden))

@@ -103,3 +103,20 @@ func runOK(_ arguments: [String]) throws -> CLIResult {
     #expect(unknown.stderr.contains("template=vicuna_v1") && unknown.stderr.contains("image_tokens=4"), "\(unknown.stderr)")
     try runOK(["verify", "--workspace", ws, "--deep"])
 }
+
+/// Issue 17: `run --list` shows each recipe with its description and variables; `--set` fills a variable.
+@Test func recipesAreListedAndVariablesSet() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let pipelines = root.appendingPathComponent("Pipelines").path
+    let list = try runOK(["run", "--list", "--dir", pipelines])
+    let line = list.stdout.split(separator: "\n").first { $0.hasPrefix(pipelines + "/coco-mini.yaml: COCO-mini (80 real images)") }
+    #expect(line?.hasSuffix("[data=../shared/data image_size=336 template=vicuna_v1]") == true, "\(list.stdout)")
+    #expect(!list.stdout.contains("INVALID"), "\(list.stdout)")
+
+    let plan = try runOK(["run", pipelines + "/coco-mini.yaml", "--dry-run", "--set", "template=llama_2", "--set", "data=/d"])
+    #expect(plan.stdout.contains("tokenize  tokenizer=/d/tokenizers/mistral-v1/tokenizer.json template=llama_2 max_length=2048"), "\(plan.stdout)")
+    let bad = try runCLI(["run", pipelines + "/coco-mini.yaml", "--dry-run", "--set", "templat=llama_2", "--set", "template=nope"])
+    #expect(bad.status == 1)
+    #expect(bad.stderr.contains("--set templat: the file declares no variable 'templat'; it declares: data, image_size, template"), "\(bad.stderr)")
+    #expect(bad.stderr.contains("coco-mini.yaml:20: stage 3 (tokenize): 'template' must be one of vicuna_v1"), "\(bad.stderr)")
+}

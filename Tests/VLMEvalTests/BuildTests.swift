@@ -111,7 +111,7 @@ struct BuildTests {
 
     @Test func groundingBoxesAreInTheFrameTheModelSees() throws {
         let (_, plain) = try buildSet(.refcoco, count: 15, seed: 4)
-        let (_, square) = try buildSet(.refcoco, count: 15, seed: 4) { $0.frame = .square }
+        let (_, square) = try buildSet(.refcoco, count: 15, seed: 4) { $0.frame = .pad }
         let a = try readKeys(plain), b = try readKeys(square)
         #expect(a.count == 15 && b.count == 15)
         let images = Dictionary(uniqueKeysWithValues: try ImageFactsReader.read(try cocoMini.get()).map { ($0.key, $0) })
@@ -120,9 +120,9 @@ struct BuildTests {
             let image = images[k.image_key]!
             let object = try #require(image.objects.first { abs(Double(image.width) * k.bbox![0] - $0.box.x) < 0.01 * Double(image.width)
                 && abs(Double(image.height) * k.bbox![1] - $0.box.y) < 0.01 * Double(image.height) && $0.category == k.category })
-            // Square frame: the image centered in a max(w, h) square.
-            let side = Double(max(image.width, image.height))
-            let ox = (side - Double(image.width)) / 2, oy = (side - Double(image.height)) / 2
+            // Pad frame: expand2square pastes the image at ((side - w) // 2, (side - h) // 2) in a max(w, h) square.
+            let sideInt = max(image.width, image.height), side = Double(sideInt)
+            let ox = Double((sideInt - image.width) / 2), oy = Double((sideInt - image.height) / 2)
             #expect(abs(s.bbox![0] - (object.box.x + ox) / side) < 1e-4)
             #expect(abs(s.bbox![3] - (object.box.y + object.box.height + oy) / side) < 1e-4)
             #expect(k.phrase!.contains(k.category))
@@ -138,6 +138,25 @@ struct BuildTests {
         for key in Set(try readKeys(dir).map(\.image)) {
             #expect(held.contains(try Hashing.sha256(file: sharedData + "/coco-mini/train2017/" + key)))
         }
+    }
+
+    @Test func aNameInUseForAnotherFolderIsAConflict() throws {
+        let (_, first) = try buildSet(.mme, count: 3) { $0.name = "name-in-use" }
+        // Rebuilding into the same folder replaces the record.
+        let again = try EvalSetBuilder(catalog: try cocoMini.get(), options: {
+            var o = EvalBuildOptions(kind: .mme, split: "mini", out: first)
+            o.count = 3
+            o.name = "name-in-use"
+            return o
+        }()).build()
+        #expect(again.manifest.images == 3)
+        do {
+            _ = try buildSet(.mme, count: 3) { $0.name = "name-in-use" }
+            Issue.record("the same name for another folder must fail")
+        } catch let error as VLMError {
+            #expect(error.kind == .conflict && error.message.contains(first))
+        }
+        #expect(try cocoMini.get().evalSets().filter { $0.name == "name-in-use" }.count == 1)
     }
 
     @Test func sameSeedSameSetOtherSeedOtherImages() throws {

@@ -195,6 +195,34 @@ private func pattern(_ count: Int, from start: Int = 0) -> [UInt8] {
     }
 }
 
+@Suite struct SecretRedactorTests {
+    let key = "sk-proj-AbC123xyz_789"
+
+    @Test func theKeyBearerTokensAndAuthorizationValuesAreMasked() {
+        let redactor = SecretRedactor(secret: key)
+        #expect(redactor.redact("HTTP 429: limit (request had Authorization: Bearer \(key))")
+                == "HTTP 429: limit (request had Authorization: [redacted])")
+        #expect(redactor.redact("the sign reads \(key).") == "the sign reads [redacted].")
+        #expect(redactor.redact(#"{"headers": {"authorization": "Bearer other-token-1"}}"#)
+                == #"{"headers": {"authorization": "[redacted]"}}"#)
+        #expect(redactor.redact("sent bearer abc.def-123, then retried") == "sent [redacted], then retried")
+        #expect(redactor.redact("Authorization=Basic dXNlcjpwYXNz") == "Authorization=[redacted]")
+        #expect(redactor.redact("no secrets here") == "no secrets here")
+        let once = redactor.redact("Authorization: Bearer \(key) and Bearer \(key)")
+        #expect(redactor.redact(once) == once, "redacting twice changes nothing")
+        #expect(!once.contains(key) && !once.contains("sk-"))
+        #expect(redactor.appears(in: "x\(key)y") && !redactor.appears(in: "sk-proj-AbC123"))
+    }
+
+    @Test func aShortKeyIsMatchedOnlyAsAWholeWord() {
+        let redactor = SecretRedactor(secret: "abc")
+        #expect(redactor.redact("key abc, not abcd or xabc") == "key [redacted], not abcd or xabc")
+        #expect(redactor.appears(in: "key: abc") && !redactor.appears(in: "abcdef"))
+        #expect(SecretRedactor(secret: nil).redact("Bearer t0ken") == "[redacted]")
+        #expect(!SecretRedactor(secret: "").appears(in: "anything"))
+    }
+}
+
 final class LockedCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0

@@ -44,7 +44,7 @@ import VLMIO
     @Test func allRepliesBecomeInstructionsAndARerunSendsNothing() throws {
         let s = try setup("llm-happy")
         defer { try? FileManager.default.removeItem(at: s.dir) }
-        let (counts, stop) = try LLMGenerator(options: options(s, images: 5, concurrency: 4), apiKey: nil)
+        let (counts, stop) = try LLMGenerator(options: options(s, images: 5, concurrency: 4), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(stop == nil)
         #expect(counts.planned == 15 && counts.ok == 15 && counts.requestsSent == 15 && counts.instructions == 15)
@@ -67,7 +67,7 @@ import VLMIO
         let caption = coco.captions.filter { $0.imageID == image.id }.sorted { $0.id < $1.id }[0].text
         #expect(first.turns[1].value.hasPrefix(English.clean(caption).trimmingCharacters(in: CharacterSet(charactersIn: "."))))
 
-        let (again, _) = try LLMGenerator(options: options(s, images: 5, concurrency: 4), apiKey: nil)
+        let (again, _) = try LLMGenerator(options: options(s, images: 5, concurrency: 4), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(again.requestsSent == 0 && again.cached == 15)
         let seen = try stats(s)
@@ -81,7 +81,7 @@ import VLMIO
         defer { try? FileManager.default.removeItem(at: s.dir) }
         var o = options(s, images: 2)
         o.jsonMode = true
-        let (counts, _) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
+        let (counts, _) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
         #expect(counts.ok == 6 && counts.instructions == 6)
         let request = try calls(s)[0]["request"] as String
         #expect(request.contains("\"response_format\":{\"type\":\"json_object\"}"))
@@ -92,7 +92,7 @@ import VLMIO
         defer { try? FileManager.default.removeItem(at: s.dir) }
         try fault(s, ["kind": "429", "count": 2, "retry_after": 1, "retry_after_ms": 300])
         let start = Date()
-        let (counts, stop) = try LLMGenerator(options: options(s, images: 1, kinds: [.conversation]), apiKey: nil)
+        let (counts, stop) = try LLMGenerator(options: options(s, images: 1, kinds: [.conversation]), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         let elapsed = Date().timeIntervalSince(start)
         #expect(stop == nil)
@@ -109,7 +109,7 @@ import VLMIO
         try fault(s, ["kind": kind, "count": 1, "stall": 3])
         var o = options(s, images: 1, kinds: [.complex])
         o.timeout = 1
-        let (counts, stop) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
+        let (counts, stop) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
         #expect(stop == nil)
         #expect(counts.ok == 1 && counts.failed == 0 && counts.requestsSent == 2, "\(kind): \(counts)")
         #expect(try storedInstructions(s.catalog, generator: "llm").count == 1)
@@ -119,7 +119,7 @@ import VLMIO
         let s = try setup("llm-quota")
         defer { try? FileManager.default.removeItem(at: s.dir) }
         try fault(s, ["kind": "insufficient_quota", "count": 1])
-        let (counts, stop) = try LLMGenerator(options: options(s, images: 3), apiKey: nil)
+        let (counts, stop) = try LLMGenerator(options: options(s, images: 3), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(counts.requestsSent == 1 && counts.failed == 1 && counts.ok == 0)
         guard case .fatal(let message)? = stop else { Issue.record("expected a fatal stop, got \(String(describing: stop))"); return }
@@ -133,12 +133,12 @@ import VLMIO
         let s = try setup("llm-400")
         defer { try? FileManager.default.removeItem(at: s.dir) }
         try fault(s, ["kind": "400", "count": 1])
-        let (counts, stop) = try LLMGenerator(options: options(s, images: 2, kinds: [.detail]), apiKey: nil)
+        let (counts, stop) = try LLMGenerator(options: options(s, images: 2, kinds: [.detail]), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(stop == nil)
         #expect(counts.requestsSent == 2 && counts.failed == 1 && counts.ok == 1)
         // A rerun retries the failed request only.
-        let (again, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.detail]), apiKey: nil)
+        let (again, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.detail]), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(again.requestsSent == 1 && again.ok == 1 && again.cached == 1)
     }
@@ -170,14 +170,14 @@ import VLMIO
         defer { try? FileManager.default.removeItem(at: s.dir) }
         try fault(s, ["kind": "refusal", "count": 1])
         try fault(s, ["kind": "truncated", "count": 1])
-        let (counts, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.conversation, .complex]), apiKey: nil)
+        let (counts, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.conversation, .complex]), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(counts.rejected == 2 && counts.ok == 2 && counts.instructions == 2)
         let reasons = try calls(s).compactMap { $0["reason"] as String? }.sorted()
         #expect(reasons.count == 2)
         #expect(reasons.contains { $0.contains("neither \"Question:\"") || $0.contains("sorry") }, "the refusal")
         #expect(reasons.contains { $0.contains("truncated") })
-        let (again, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.conversation, .complex]), apiKey: nil)
+        let (again, _) = try LLMGenerator(options: options(s, images: 2, kinds: [.conversation, .complex]), apiKey: Self.key)
             .run(catalog: s.catalog, progress: SilentProgress())
         #expect(again.requestsSent == 0 && again.cached == 4)
     }
@@ -187,20 +187,70 @@ import VLMIO
         defer { try? FileManager.default.removeItem(at: s.dir) }
         var o = options(s, images: 4, concurrency: 2)
         o.maxRequests = 5
-        let (first, stop) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
+        let (first, stop) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
         #expect(first.requestsSent == 5 && first.ok == 5 && first.skipped == 7)
         guard case .budget? = stop else { Issue.record("expected a budget stop"); return }
         o.maxRequests = nil
-        o.maxTokens = 1
-        let (tokens, tokenStop) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
-        #expect(tokens.cached == 5 && tokens.ok >= 1 && tokens.ok <= 2, "the token budget stops after the in-flight requests")
+        // Room for one request at its worst and half of another: a few go (each uses far less than its worst).
+        let generator = LLMGenerator(options: o, apiKey: Self.key)
+        let worst = try ImageFactsReader.read(s.catalog, limit: 4).flatMap { image in
+            LLMKind.allCases.map { generator.request(for: image, kind: $0).worstCaseTokens }
+        }.max()!
+        o.maxTokens = worst * 3 / 2
+        let (tokens, tokenStop) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
+        #expect(tokens.cached == 5 && tokens.ok >= 1 && tokens.ok < 7, "\(tokens)")
+        #expect(tokens.promptTokens + tokens.completionTokens <= o.maxTokens!)
         guard case .budget? = tokenStop else { Issue.record("expected a token budget stop"); return }
         o.maxTokens = nil
-        let (rest, restStop) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
+        let (rest, restStop) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
         #expect(restStop == nil)
         #expect(rest.cached + rest.ok == 12)
         #expect((try stats(s)["by_prompt"] as! [String: Int]).values.allSatisfy { $0 == 1 })
         #expect(try storedInstructions(s.catalog, generator: "llm").count == 12)
+    }
+
+    @Test func aTokenBudgetBelowOneRequestStopsBeforeSending() throws {
+        let s = try setup("llm-budget-small")
+        defer { try? FileManager.default.removeItem(at: s.dir) }
+        var o = options(s, images: 2)
+        o.maxTokens = 1000
+        do {
+            _ = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
+            Issue.record("a budget below the smallest request must not start")
+        } catch let error as VLMError {
+            #expect(error.kind == .invalidArgument)
+            #expect(error.message.contains("--max-tokens 1000") && error.message.contains("cannot cover any request"))
+        }
+        #expect(try stats(s)["total"] as? Int == 0)
+    }
+
+    @Test func noAuthSendsNoAuthorizationHeader() throws {
+        let s = try setup("llm-no-auth")
+        defer { try? FileManager.default.removeItem(at: s.dir) }
+        var o = options(s, images: 1)
+        o.noAuth = true
+        let (counts, stop) = try LLMGenerator(options: o, apiKey: nil).run(catalog: s.catalog, progress: SilentProgress())
+        #expect(stop == nil && counts.ok == 3)
+        // A key that happens to be set is not sent either.
+        o.kinds = [.detail]
+        o.model = "another-model"
+        let (again, _) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
+        #expect(again.ok == 1)
+        #expect(try stats(s)["auth_seen"] as? Int == 0)
+    }
+
+    @Test func aDeadEndpointStopsAfterTheFirstFailuresWithTheirCauses() throws {
+        let s = try setup("llm-dead")
+        defer { try? FileManager.default.removeItem(at: s.dir) }
+        try fault(s, ["kind": "status:503", "count": 100000])
+        var o = options(s, images: 20, concurrency: 2)
+        o.maxRetries = 0
+        let (counts, stop) = try LLMGenerator(options: o, apiKey: Self.key).run(catalog: s.catalog, progress: SilentProgress())
+        guard case .fatal(let message)? = stop else { Issue.record("expected a fatal stop, got \(String(describing: stop))"); return }
+        #expect(counts.ok == 0 && counts.failed >= 8 && counts.failed <= 10, "\(counts)")
+        #expect(counts.failedBy == ["http_503": counts.failed])
+        #expect(message.contains("requests failed (HTTP 503)"), "\(message)")
+        #expect(counts.skipped == 60 - counts.failed)
     }
 
     @Test func theRateLimiterHoldsRequestsPerMinute() throws {
@@ -244,5 +294,28 @@ import VLMIO
         #expect(throws: LLMReply.Rejection.self) { try LLMReply.parse("Question:\nWhere is it?\n===\nAnswer:\nAt [0.12, 0.40, 0.5, 0.9].", kind: .conversation, json: false) }
         #expect(throws: LLMReply.Rejection.self) { try LLMReply.parse("{\"qa\": [{\"question\": 1}]}", kind: .conversation, json: true) }
         #expect(try LLMReply.parse("{\"description\": \"A long enough description of a scene.\"}", kind: .detail, json: true).count == 1)
+    }
+
+    @Test func aReplyMustHaveTheShapeOfItsKind() throws {
+        func code(_ text: String, _ kind: LLMKind, json: Bool = false) -> LLMReply.Rejection.Code? {
+            do { _ = try LLMReply.parse(text, kind: kind, json: json); return nil } catch let rejection as LLMReply.Rejection {
+                return rejection.code
+            } catch { return nil }
+        }
+        let pair = "Question:\nWhat is on the table?\n===\nAnswer:\nA bowl of fruit and two cups."
+        let paragraph = "A kitchen table holds a bowl of fruit and two cups next to a window."
+        #expect(code(paragraph, .detail) == nil)
+        #expect(code(pair, .detail) == .wrongKind)
+        #expect(code("A table with fruit.\nQuestion: what else?\nAnswer: cups.", .detail) == .wrongKind)
+        #expect(code("{\"description\": \"Question:\\nWhat?\\n===\\nAnswer:\\nA bowl of fruit.\"}", .detail, json: true) == .wrongKind)
+        #expect(code("{\"qa\": []}", .detail, json: true) == .wrongKind)
+        #expect(code(pair, .complex) == nil)
+        #expect(code(paragraph, .complex) == .wrongKind)
+        #expect(code(pair + "\n===\n" + pair, .complex) == .wrongKind)
+        #expect(code(pair, .conversation) == nil)
+        #expect(code(paragraph, .conversation) == .wrongKind)
+        #expect(code("Question:\nWhat is it?\n===\nAnswer:\nA bowl.\nQuestion:\nAnd?\nAnswer:\nCups.", .conversation) == .format)
+        #expect(code("I'm sorry, but I can't help with that.", .conversation) == .refusal)
+        #expect(code("   ", .detail) == .empty)
     }
 }

@@ -56,6 +56,18 @@ import VLMCore
         #expect { _ = try Npy.parseHeader(garbled) } throws: { ($0 as? VLMError)?.kind == .corrupt }
     }
 
+    /// Found by `make fuzz` (fuzz-npy): a shape whose byte count overflows Int trapped in `NpyHeader.count`
+    /// instead of being rejected. The same input is a regression seed in Tests/fuzz/regressions/.
+    @Test func shapesBeyondAnyFileAreRejectedNotATrap() throws {
+        for shape in ["(4294967296, 4294967296)", "(9223372036854775807, 2)", "(1, 2305843009213693952)"] {
+            var text = "{'descr': '<i4', 'fortran_order': False, 'shape': \(shape), }"
+            text += String(repeating: " ", count: 63 - (10 + text.utf8.count) % 64) + "\n"
+            let length = text.utf8.count
+            let bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)] + Array(text.utf8)
+            #expect { _ = try Npy.parseHeader(bytes) } throws: { "\($0)".contains("more bytes than any file holds") }
+        }
+    }
+
     @Test(.enabled(if: python != nil, "VLMDATA_PYTHON is not set"))
     func bytesEqualNumpySaveAndNumpyLoadsOurs() throws {
         let dir = try temporaryDirectory()

@@ -317,9 +317,12 @@ func smallShards() -> ShardOptions {
         var bytes = try readFile(path)
         bytes[bytes.count / 2] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: path))
+        // The quick check is the XXH3-128 recorded at write time (and each member's XXH3); --deep adds the sha256.
         let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
         #expect(problems.count >= 1)
-        #expect(problems.contains { $0.contains("sha256 is") })
+        #expect(problems.contains { $0.contains("xxh3-128 is") })
+        #expect(!problems.contains { $0.contains("sha256 is") })
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems.contains { $0.contains("sha256 is") })
     }
 
     @Test func truncatedShardIsReported() throws {
@@ -370,7 +373,12 @@ func smallShards() -> ShardOptions {
         #expect(replaced > 0)
         try Data(bytes).write(to: URL(fileURLWithPath: otherPath))
         try catalog.write { db in
-            try db.execute(sql: "UPDATE shards SET sha256 = ? WHERE name = ?", arguments: [Hashing.sha256(bytes), other])
+            // As an index written before checksums were recorded: verify falls back to the sha256, updated here.
+            try db.execute(sql: "UPDATE shards SET sha256 = ?, xxh3_128 = NULL WHERE name = ?", arguments: [Hashing.sha256(bytes), other])
+            try db.execute(sql: """
+                UPDATE sample_parts SET xxh3 = NULL
+                WHERE sample_id IN (SELECT s.id FROM samples s JOIN shards h ON h.id = s.shard_id WHERE h.name = ?)
+                """, arguments: [other])
         }
         #expect(try ShardVerifier(catalog: catalog).verify(deep: false).problems.count == 1)
         let deep = try ShardVerifier(catalog: catalog).verify(deep: true).problems

@@ -279,7 +279,7 @@ def _judge_server():
 
 
 def test_mmbench_llm_judge_is_asked_only_when_rules_fail_and_is_cached(vlmdata_bin, mini, tmp_path):
-    out = tmp_path / "mmb"
+    out = tmp_path / "mmb-judge"   # set names (the folder's name) are unique per workspace
     run(vlmdata_bin, "eval", "build", "--workspace", mini, "--kind", "mmbench", "--split", "mini", "--count", "3",
         "--out", out, "--quiet")
     keys = [json.loads(line) for line in open(out / "answer_key.jsonl")]

@@ -211,12 +211,110 @@ def test_llm_budget_stops_cleanly(vlmdata_bin, tmp_path):
         ws = tmp_path / "ws"
         ingest(vlmdata_bin, ws)
         base = [vlmdata_bin, "gen-instructions", "--workspace", ws, "--generator", "llm", "--base-url",
-                server.base + "/v1", "--model", "m", "--kinds", "detail", "--quiet", "--json"]
+                server.base + "/v1", "--model", "m", "--kinds", "detail", "--no-auth", "--quiet", "--json"]
         first = json.loads(run(*base, "--max-requests", "10").stdout)
         assert first["counts"]["requests_sent"] == 10 and first["counts"]["skipped"] == 70
         assert any("stopped" in p for p in first["problems"])
         rest = json.loads(run(*base).stdout)
         assert rest["counts"]["cached"] == 10 and rest["counts"]["ok"] == 70
         assert set(server.stats()["by_prompt"].values()) == {1}
+    finally:
+        server.stop()
+
+
+# -- regression tests for the reported LLM findings (issue 12 case 9, issue 18 finding 2) ---------------------------
+
+KEY = "sk-parity-ECHOED-0a1b2c3d4e5f"
+
+
+def llm_args(bin_path, ws, base, *extra):
+    return [bin_path, "gen-instructions", "--workspace", ws, "--generator", "llm", "--base-url", base + "/v1",
+            "--model", "m", "--quiet", *extra]
+
+
+def no_key_env():
+    return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+
+def closed_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_llm_without_a_key_sends_nothing_unless_no_auth(vlmdata_bin, tmp_path):
+    server = Server()
+    try:
+        ws = tmp_path / "ws"
+        ingest(vlmdata_bin, ws)
+        args = llm_args(vlmdata_bin, ws, server.base, "--kinds", "detail", "--limit", "2", "--json")
+        refused = run(*args, check=False, env=no_key_env())
+        assert refused.returncode != 0
+        assert "OPENAI_API_KEY" in refused.stderr and server.base + "/v1" in refused.stderr
+        assert server.stats()["total"] == 0
+        allowed = run(*args, "--no-auth", env=no_key_env())
+        assert json.loads(allowed.stdout)["counts"]["ok"] == 2
+        assert server.stats()["auth_seen"] == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("failure", ["all-5xx", "closed-port"])
+def test_llm_run_where_every_request_fails_exits_nonzero_without_the_key(vlmdata_bin, tmp_path, failure):
+    server = Server("--echo-auth", "--fault", "status:503:100000") if failure == "all-5xx" else None
+    base = server.base if server else f"http://127.0.0.1:{closed_port()}"
+    try:
+        ws = tmp_path / "ws"
+        ingest(vlmdata_bin, ws)
+        result = run(*llm_args(vlmdata_bin, ws, base, "--kinds", "detail", "--limit", "3", "--max-retries", "1",
+                               "--json"), check=False, env=dict(os.environ, OPENAI_API_KEY=KEY))
+        assert result.returncode != 0, result.stdout
+        report = json.loads(result.stdout)
+        assert report["counts"]["failed"] == 3 and report["counts"]["ok"] == 0
+        expected = "HTTP 503" if server else "network"
+        assert any(p.startswith("3 requests failed") and expected in p for p in report["problems"]), report["problems"]
+        assert "failed" in result.stderr
+        assert KEY not in result.stdout + result.stderr and "Bearer" not in result.stdout + result.stderr
+        reasons = [r for (r,) in rows(ws, "SELECT reason FROM llm_calls")]
+        assert len(reasons) == 3 and all(expected in r and KEY not in r and "Bearer" not in r for r in reasons)
+        data = (ws / "catalog.sqlite").read_bytes()
+        wal = ws / "catalog.sqlite-wal"
+        assert KEY.encode() not in data + (wal.read_bytes() if wal.exists() else b"")
+    finally:
+        if server:
+            server.stop()
+
+
+def test_llm_max_tokens_is_never_exceeded(vlmdata_bin, tmp_path):
+    server = Server("--latency", "0.05")
+    try:
+        ws = tmp_path / "ws"
+        ingest(vlmdata_bin, ws)
+        args = llm_args(vlmdata_bin, ws, server.base, "--concurrency", "8", "--json")
+        too_small = run(*args, "--max-tokens", "2000", check=False, env=dict(os.environ, OPENAI_API_KEY=KEY))
+        assert too_small.returncode != 0 and "--max-tokens 2000" in too_small.stderr
+        assert server.stats()["total"] == 0
+        report = json.loads(run(*args, "--max-tokens", "30000", env=dict(os.environ, OPENAI_API_KEY=KEY)).stdout)
+        used = report["counts"]["prompt_tokens"] + report["counts"]["completion_tokens"]
+        assert report["counts"]["ok"] >= 4 and used <= 30000, report["counts"]
+        assert rows(ws, "SELECT SUM(prompt_tokens + completion_tokens) FROM llm_calls")[0][0] <= 30000
+        assert any("token budget" in p for p in report["problems"])
+    finally:
+        server.stop()
+
+
+def test_llm_rejections_are_counted_with_examples(vlmdata_bin, tmp_path):
+    server = Server("--fault", "wrong_kind:5")
+    try:
+        ws = tmp_path / "ws"
+        ingest(vlmdata_bin, ws)
+        report = json.loads(run(*llm_args(vlmdata_bin, ws, server.base, "--kinds", "detail", "--limit", "8",
+                                          "--json"), env=dict(os.environ, OPENAI_API_KEY=KEY)).stdout)
+        assert report["counts"]["rejected"] == 5 and report["counts"]["ok"] == 3
+        assert report["counts"]["rejected_wrong_kind"] == 5
+        problem = next(p for p in report["problems"] if p.startswith("5 replies rejected"))
+        assert "wrong_kind" in problem and "e.g. train2017_" in problem
+        assert rows(ws, "SELECT COUNT(*) FROM instructions WHERE generator = 'llm'")[0][0] == 3
     finally:
         server.stop()

@@ -30,7 +30,7 @@ BOX = re.compile(r"\[(-?\d+\.\d+), (-?\d+\.\d+), (-?\d+\.\d+), (-?\d+\.\d+)\]")
 FRAME = {"crop": "crop", "pad": "pad", "anyres": "original", "squash": "original"}
 
 
-def stages(bin_path, ws, mode, part=None, kinds="caption,grounding,count", size=56, image_tokens="pixels"):
+def stages(bin_path, ws, mode, part=None, kinds="caption,grounding,count", size=56, image_tokens="pixels", patchify=()):
     """ingest, gen-instructions, patchify, tokenize, shard: each with the same --part when one is given."""
     p = ["--part", part] if part else []
     q = ["--workspace", ws, "--quiet"]
@@ -38,7 +38,7 @@ def stages(bin_path, ws, mode, part=None, kinds="caption,grounding,count", size=
         "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017", *p)
     run(bin_path, "gen-instructions", *q, "--generator", "templates", "--kinds", kinds, "--seed", "3",
         "--box-frame", FRAME[mode], *p)
-    run(bin_path, "patchify", *q, "--image-size", size, "--patch-size", 14, "--mode", mode, "--jobs", 2, *p)
+    run(bin_path, "patchify", *q, "--image-size", size, "--patch-size", 14, "--mode", mode, "--jobs", 2, *patchify, *p)
     run(bin_path, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", image_tokens, *p)
     run(bin_path, "shard", *q, "--target-size", "200KB", *p)
 
@@ -156,10 +156,12 @@ def test_image_tokens_follow_the_stored_pixels(vlmdata_bin, tmp_path):
 
 def test_anyres_image_tokens_sum_every_tile(vlmdata_bin, tmp_path):
     ws = str(tmp_path / "ws")
-    stages(vlmdata_bin, ws, "anyres", kinds="caption")
+    # Grids of 1 x 2, 2 x 1, 1 x 3, 3 x 1 tiles of 56 px: wide and tall images pick different ones.
+    stages(vlmdata_bin, ws, "anyres", kinds="caption", patchify=("--grid-pinpoints", "112x56,56x112,168x56,56x168"))
     found = samples(ws)
-    counts = {json.loads(m["json"])["image_tokens"] for m in found.values()}
-    assert counts <= {16 * t for t in (3, 4, 5)} and len(counts) > 1   # 1 + 1x2 / 2x1 / 3x1 / 1x3, 1 + 2x2
+    metas = [json.loads(m["json"]) for m in found.values()]
+    assert {m["image_tokens"] for m in metas} <= {16 * 3, 16 * 4}   # (1 + 2) or (1 + 3) tiles of (56 / 14)^2 patches
+    assert len({tuple(m["grid"]) for m in metas}) > 1
     check_geometry_and_boxes(found, "anyres", coco_objects())
 
 

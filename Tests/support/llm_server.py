@@ -19,21 +19,32 @@ request body (and whose count is left) applies. Kinds:
   empty_choice        status 200 with `"choices": []`
   refusal             status 200 with a refusal as the message content
   truncated           status 200 with finish_reason "length"
+  echo_key            status 200 with a usable reply that quotes the request's API key (the Authorization header
+                      without "Bearer ") in its text, as a model echoing its input might
+  wrong_kind          status 200 with a reply of the other shape: `Question:`/`Answer:` blocks where a paragraph is
+                      expected (detail), a paragraph where blocks are expected (conversation, complex)
+
+A rule with `"echo_auth": true` (or `--echo-auth` for every rule) makes an error reply (429, 5xx, 4xx) quote the
+request's `Authorization` header in its error message, as some proxies do.
 
 `GET /admin/stats` returns request counts: `total` and `by_status` over every request received, `received_by_prompt`
 (every chat request, per sha256 of the canonical `messages`), `by_prompt` (chat requests answered with a reply
 to a client that was still connected; a request whose client died while it was being answered, e.g. killed
-midway, is counted in `abandoned` instead), `auth_seen`, and `window_seconds` from the first chat request received to
-the last reply sent (the benchmark's clock, the same for every client).
+midway, is counted in `abandoned` instead), `auth_seen`, `window_seconds` from the first chat request received to
+the last reply sent (the benchmark's clock, the same for every client), and `client_gap_ms` (mean, median and p90 of the
+time between a reply and the next request on the same keep-alive connection: the client's own overhead per call,
+scheduling included) beside `service_ms` (mean, median and p90 of the time from reading a chat request to having sent its
+reply, the added latency included: what the server itself takes per call).
 `POST /admin/reset` clears counts and faults.
 
 Plain endpoints for HTTP client tests: `GET|HEAD /bytes/N` (deterministic bytes, honours `Range`), `ANY /echo`
 (returns method, path, headers and body as JSON), `GET /status/N?retry_after=S&retry_after_ms=M`,
 `GET /redirect?to=PATH`, `GET /slow?seconds=S`, `GET /drip?bytes=N&delay=S` (a body that trickles).
 
-Start: `llm_server.py --port 0 [--latency 0.05] [--require-key KEY] [--fault 429:2]`; the first stdout line is
+Start: `llm_server.py --port 0 [--latency 0.05] [--require-key KEY] [--fault 429:2] [--echo-auth]`; the first stdout line is
 `PORT <n>`.
 """
+import _thread
 import argparse
 import base64
 import hashlib
@@ -125,6 +136,17 @@ def build_reply(body):
     return "\n===\n".join(f"Question:\n{q}\n===\nAnswer:\n{a}" for q, a in reply_pairs(captions, objects, n))
 
 
+def wrong_kind_reply(body):
+    """A reply of the shape the request did not ask for: blocks for a paragraph, a paragraph for blocks."""
+    messages = body.get("messages") or []
+    user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    example = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+    captions, objects = parse_symbolic(user)
+    if "Question:" in example or '"qa"' in example:
+        return detail_paragraph(captions, objects)
+    return "\n===\n".join(f"Question:\n{q}\n===\nAnswer:\n{a}" for q, a in reply_pairs(captions, objects, 2))
+
+
 def detail_paragraph(captions, objects):
     first = captions[0].rstrip(".") if captions else "An everyday scene"
     rest = " ".join(c.rstrip(".") + "." for c in captions[1:3])
@@ -132,10 +154,11 @@ def detail_paragraph(captions, objects):
 
 
 class State:
-    def __init__(self, latency, require_key, faults):
+    def __init__(self, latency, require_key, faults, echo_auth=False):
         self.lock = threading.Lock()
         self.latency = latency
         self.require_key = require_key
+        self.echo_auth = echo_auth
         self.faults = list(faults)
         self.reset_counts()
 
@@ -148,6 +171,8 @@ class State:
         self.auth_seen = 0
         self.first_at = None
         self.last_at = None
+        self.gaps = []
+        self.services = []
 
     def take_fault(self, raw_body):
         with self.lock:
@@ -176,6 +201,22 @@ class State:
         with self.lock:
             self.by_prompt[key] = self.by_prompt.get(key, 0) + 1
             self.last_at = time.monotonic()
+
+    def gap(self, seconds):
+        with self.lock:
+            self.gaps.append(seconds)
+
+    def service(self, seconds):
+        with self.lock:
+            self.services.append(seconds)
+
+    @staticmethod
+    def summary(values):
+        if not values:
+            return None
+        values = sorted(values)
+        return {"n": len(values), "mean": sum(values) / len(values) * 1000, "median": values[len(values) // 2] * 1000,
+                "p90": values[int(len(values) * 0.9)] * 1000}
 
     def abandon(self):
         with self.lock:
@@ -256,7 +297,9 @@ class Handler(BaseHTTPRequestHandler):
                                        "received_by_prompt": self.state.received_by_prompt,
                                        "abandoned": self.state.abandoned, "auth_seen": self.state.auth_seen,
                                        "window_seconds": (self.state.last_at - self.state.first_at)
-                                       if self.state.last_at is not None else None})
+                                       if self.state.last_at is not None else None,
+                                       "client_gap_ms": self.state.summary(self.state.gaps),
+                                       "service_ms": self.state.summary(self.state.services)})
         if path == "/admin/reset":
             with self.state.lock:
                 self.state.reset_counts()
@@ -332,7 +375,17 @@ class Handler(BaseHTTPRequestHandler):
     def error_body(self, message, kind, code=None):
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
+    def error_message(self, message, fault):
+        """`message`, quoting the request's Authorization header when the fault (or the server) says so."""
+        if self.state.echo_auth or (fault or {}).get("echo_auth"):
+            return f"{message} (request had Authorization: {self.headers.get('Authorization', '')})"
+        return message
+
     def chat(self):
+        started_at = time.monotonic()
+        replied_at = getattr(self, "replied_at", None)
+        if replied_at is not None:
+            self.state.gap(time.monotonic() - replied_at)
         raw = self.read_body()
         text = raw.decode("utf-8", "replace")
         authorized = self.headers.get("Authorization", "").startswith("Bearer ")
@@ -344,8 +397,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(400, self.error_body("request body is not JSON", "invalid_request_error"))
         if self.state.require_key and self.headers.get("Authorization") != f"Bearer {self.state.require_key}":
             self.state.record(key, 401, authorized)
-            return self.send(401, self.error_body("Incorrect API key provided.", "invalid_request_error",
-                                                  "invalid_api_key"))
+            return self.send(401, self.error_body(self.error_message("Incorrect API key provided.", None),
+                                                  "invalid_request_error", "invalid_api_key"))
         fault = self.state.take_fault(text)
         kind = fault["kind"] if fault else None
         if self.state.latency > 0:
@@ -362,8 +415,8 @@ class Handler(BaseHTTPRequestHandler):
             if "retry_after_ms" in fault:
                 headers["retry-after-ms"] = str(fault["retry_after_ms"])
             self.state.record(key, 429, authorized)
-            return self.send(429, self.error_body("Rate limit reached for requests", "requests",
-                                                  "rate_limit_exceeded"), headers=headers)
+            return self.send(429, self.error_body(self.error_message("Rate limit reached for requests", fault),
+                                                  "requests", "rate_limit_exceeded"), headers=headers)
         if kind == "insufficient_quota":
             self.state.record(key, 429, authorized)
             return self.send(429, self.error_body("You exceeded your current quota.", "insufficient_quota",
@@ -371,13 +424,19 @@ class Handler(BaseHTTPRequestHandler):
         if kind and (kind.isdigit() or kind.startswith("status:")):
             status = int(kind.split(":")[-1])
             self.state.record(key, status, authorized)
-            return self.send(status, self.error_body(f"injected status {status}", "server_error"))
+            return self.send(status, self.error_body(self.error_message(f"injected status {status}", fault),
+                                                     "server_error"))
         content = build_reply(body)
         finish = "stop"
         if kind == "refusal":
             content = "I'm sorry, but I can't help with that request."
         elif kind == "truncated":
             content, finish = content[: max(1, len(content) // 2)], "length"
+        elif kind == "echo_key":
+            secret = self.headers.get("Authorization", "").removeprefix("Bearer ").strip() or "no-key-sent"
+            content = content.replace(".", f" (the sign reads {secret}).", 1)
+        elif kind == "wrong_kind":
+            content = wrong_kind_reply(body)
         reply = {
             "id": "chatcmpl-" + key[:24], "object": "chat.completion", "created": 1700000000,
             "model": body.get("model", "test-model"),
@@ -397,7 +456,21 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "malformed":
             data = json.dumps(reply).encode()
             return self.send(200, data[: len(data) // 2])
-        return self.send(200, reply)
+        self.send(200, reply)
+        self.replied_at = time.monotonic()
+        self.state.service(self.replied_at - started_at)
+        return None
+
+
+class Server(ThreadingHTTPServer):
+    """One thread per connection, started without waiting for it to run: `Thread.start()` blocks the accept loop
+    until the new thread is scheduled, which on a loaded machine spreads the first requests of 64 connections over
+    seconds (no production server sets up connections one at a time like that)."""
+    daemon_threads = True
+    request_queue_size = 256
+
+    def process_request(self, request, client_address):
+        _thread.start_new_thread(self.process_request_thread, (request, client_address))
 
 
 def main():
@@ -407,14 +480,14 @@ def main():
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat answer")
     parser.add_argument("--require-key", default=None, help="answer 401 unless `Authorization: Bearer KEY`")
     parser.add_argument("--fault", action="append", default=[], help="KIND[:COUNT[:MATCH]], repeatable")
+    parser.add_argument("--echo-auth", action="store_true",
+                        help="error replies quote the request's Authorization header")
     args = parser.parse_args()
     # A parent may spawn us from a thread that blocks signals (Swift's Dispatch workers do): unblock them so
     # SIGTERM/SIGINT stop the server.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
-    server.state = State(args.latency, args.require_key, [parse_fault_spec(s) for s in args.fault])
+    server = Server((args.host, args.port), Handler)
+    server.state = State(args.latency, args.require_key, [parse_fault_spec(s) for s in args.fault], args.echo_auth)
     print(f"PORT {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -158,7 +158,7 @@ public struct IngestLLaVA {
             // the part is chosen by the image's key (`PartSpec.owns`), the same function every stage uses.
             let keyOf = Dictionary(zip(imagePaths, keys), uniquingKeysWith: { first, _ in first })
             records = records.filter { record in
-                part.owns(imageKey: record.image.map { keyOf[$0] ?? Self.imageKey(split: split, path: $0) }, sampleKey: record.key)
+                part.owns(imageKey: record.image.flatMap { keyOf[$0] }, sampleKey: record.key)
             }
             let kept = zip(imagePaths, keys).filter { part.contains(key: $0.1) }
             imagePaths = kept.map(\.0)

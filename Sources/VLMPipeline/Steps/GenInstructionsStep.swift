@@ -35,6 +35,8 @@ public struct GenInstructionsStep: Stage, LineageStage {
         public var maxRetries = 5
         public var temperature = 0.0
         public var jsonMode = false
+        /// llm: send no Authorization header (an endpoint that needs no key).
+        public var noAuth = false
         public var limit: Int?
         /// templates: the frame boxes are stated in (`pad`, `crop` or `original`), matching patchify's mode.
         public var boxFrame = BoxFrame.original.rawValue
@@ -48,6 +50,7 @@ public struct GenInstructionsStep: Stage, LineageStage {
             case boxFrame = "box_frame"
             case perImage = "per_image", minBox = "min_box", baseURL = "base_url", maxRequests = "max_requests"
             case maxTokens = "max_tokens", replyMaxTokens = "reply_max_tokens", maxRetries = "max_retries", jsonMode = "json_mode"
+            case noAuth = "no_auth"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -76,6 +79,7 @@ public struct GenInstructionsStep: Stage, LineageStage {
             maxRetries = try c.value(.maxRetries, default: maxRetries)
             temperature = try c.value(.temperature, default: temperature)
             jsonMode = try c.value(.jsonMode, default: jsonMode)
+            noAuth = try c.value(.noAuth, default: noAuth)
             limit = try c.decodeIfPresent(Int.self, forKey: .limit)
             boxFrame = try c.value(.boxFrame, default: boxFrame)
             part = try c.decodeIfPresent(String.self, forKey: .part)
@@ -159,7 +163,7 @@ public struct GenInstructionsStep: Stage, LineageStage {
                 concurrency: config.concurrency, requestsPerMinute: config.rpm, tokensPerMinute: config.tpm,
                 maxRequests: config.maxRequests, maxTokens: config.maxTokens, replyMaxTokens: config.replyMaxTokens,
                 temperature: config.temperature, timeout: config.timeout, jsonMode: config.jsonMode, maxRetries: config.maxRetries,
-                limit: config.limit)
+                limit: config.limit, noAuth: config.noAuth)
             stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]), part: part)
         }
         return try stage.run(catalog: catalog, progress: context.progress)

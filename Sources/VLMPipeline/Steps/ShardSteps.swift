@@ -139,7 +139,7 @@ enum LineageChoice {
         var parameters: String
 
         var line: String {
-            "\(name) (config \(hash.prefix(12)), \(rows) rows; \(parameters))"
+            run == nil ? "\(hash) (\(rows) rows; \(parameters))" : "\(name) (config \(hash.prefix(12)), \(rows) rows; \(parameters))"
         }
     }
 
@@ -155,30 +155,49 @@ enum LineageChoice {
         }
         // Configs made before lineage was recorded (or merged in from part catalogs): named by their hash.
         for entry in counts where !seen.contains(entry.configHash) {
-            out.append(Candidate(run: nil, hash: entry.configHash, name: String(entry.configHash.prefix(12)), rows: entry.rows,
+            out.append(Candidate(run: nil, hash: entry.configHash, name: entry.configHash, rows: entry.rows,
                                  parameters: entry.detail))
         }
         return out
     }
 
+    /// A JSON value as a config holds it (JSONSerialization on Linux cannot tell `true` from `1`).
+    indirect enum Value: Decodable {
+        case bool(Bool), int(Int), double(Double), string(String), null, list([Value]), object([String: Value])
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null }
+            else if let v = try? c.decode(Bool.self) { self = .bool(v) }
+            else if let v = try? c.decode(Int.self) { self = .int(v) }
+            else if let v = try? c.decode(Double.self) { self = .double(v) }
+            else if let v = try? c.decode(String.self) { self = .string(v) }
+            else if let v = try? c.decode([Value].self) { self = .list(v) }
+            else { self = .object(try c.decode([String: Value].self)) }
+        }
+
+        var text: String {
+            switch self {
+            case .bool(let v): return "\(v)"
+            case .int(let v): return "\(v)"
+            case .double(let v): return "\(v)"
+            case .string(let v): return v.count == 64 && v.allSatisfy(\.isHexDigit) ? String(v.prefix(12)) : v
+            case .null: return "null"
+            case .list(let v): return "[" + v.map(\.text).joined(separator: ",") + "]"
+            case .object(let v): return v.keys.sorted().map { "\($0)=\(v[$0]!.text)" }.joined(separator: " ")
+            }
+        }
+    }
+
     /// `key=value` pairs of a canonical config JSON, long hashes shortened.
     static func parameters(_ json: String) -> String {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return json }
-        return object.keys.sorted().map { key -> String in
-            var value = "\(object[key].map { $0 is NSNull ? "null" : "\($0)" } ?? "null")"
-            if value.count == 64, value.allSatisfy(\.isHexDigit) { value = String(value.prefix(12)) }
-            if let nested = object[key] as? [String: Any],
-               let data = try? JSONSerialization.data(withJSONObject: nested, options: [.sortedKeys]) {
-                value = parameters(String(decoding: data, as: UTF8.self))
-            }
-            return "\(key)=\(value)"
-        }.joined(separator: " ")
+        (try? JSONDecoder().decode(Value.self, from: Data(json.utf8)))?.text ?? json
     }
 
     static func choose(_ catalog: Catalog, stage: String, table: Catalog.DerivedTable, requested: String?, flag: String,
                        what: String) throws -> Candidate? {
         let all = try candidates(catalog, stage: stage, table: table)
-        func listing(_ list: [Candidate]) -> String { list.map(\.line).joined(separator: "; ") }
+        func listing(_ list: [Candidate]) -> String { "\n  " + list.map(\.line).joined(separator: "\n  ") }
         if let requested {
             let byName = all.filter { $0.name == requested }
             let matches = byName.isEmpty ? all.filter { $0.hash.hasPrefix(requested.lowercased()) } : byName

@@ -13,6 +13,9 @@ public struct TokenizeStep: Stage, LineageStage {
     public static let summary = "tokenize the instructions with a tokenizer.json and a LLaVA chat template (input_ids + labels)"
     static let reads = [GenInstructionsStep.name, IngestLLaVAStep.name]
     static let derived: [Catalog.DerivedTable] = [.tokenized]
+    /// The stage's own check (rows missing for this config) is as cheap as lineage's and also sees rows removed
+    /// since the last run: it always runs, and a run that finds nothing to do reuses the earlier run.
+    var skipsUnchanged: Bool { false }
 
     public struct Config: StageConfig, Equatable {
         public var tokenizer: String
