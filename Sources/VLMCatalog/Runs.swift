@@ -78,7 +78,19 @@ extension Catalog {
         try write { db in
             try db.execute(sql: "UPDATE runs SET status = ?, counts = ?, error = ?, ended_at = ? WHERE id = ?",
                            arguments: [error == nil ? "done" : "failed", countsJSON, error, Catalog.now(), id])
+            if error == nil { try Catalog.updateStatistics(db) }
         }
+        // Open read connections keep the statistics they loaded; the next read opens one that sees the new ones.
+        if error == nil { pool.invalidateReadOnlyConnections() }
+    }
+
+    /// Refreshes the planner's statistics (`sqlite_stat1`) after a stage has added rows. Without them SQLite
+    /// picks an index by its shape alone, and may walk a low-selectivity one (`images_status`) once per row
+    /// where a selective one exists: quadratic cost (issue 19). `analysis_limit` bounds the work to a sample
+    /// of each index, so this stays milliseconds at any catalog size. Only new connections load them.
+    package static func updateStatistics(_ db: Database) throws {
+        try db.execute(sql: "PRAGMA analysis_limit = 1000")
+        try db.execute(sql: "ANALYZE")
     }
 
     public static func paramsHash(_ params: some Encodable) -> String {
@@ -188,7 +200,9 @@ extension Catalog {
                        used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM runs)
                 WHERE id = ?
                 """, arguments: [countsJSON, output, Catalog.now(), id])
+            try Catalog.updateStatistics(db)
         }
+        pool.invalidateReadOnlyConnections()
     }
 
     /// Marks a lineage run failed with the error.

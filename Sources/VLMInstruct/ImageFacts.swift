@@ -75,6 +75,18 @@ public struct ImageFacts: Sendable {
 
 /// Reads images with their captions and objects from the catalog, in key order.
 public enum ImageFactsReader {
+    /// The usable images in key order; captions and objects in image order (read through their (image_id,
+    /// external_id) keys, no sort). `QueryCostTests` (VLMPipelineTests) checks the growth.
+    package static let imagesSQL = """
+        SELECT id, key, source_id, file_name, width, height FROM images
+        WHERE status = 'ok' AND width > 0 AND height > 0 ORDER BY key
+        """
+    package static let captionsSQL = "SELECT image_id, external_id, text FROM captions ORDER BY image_id, external_id"
+    package static let objectsSQL = """
+        SELECT o.image_id, o.external_id, o.category_id, c.name, c.supercategory, o.x, o.y, o.w, o.h, o.iscrowd
+        FROM objects o JOIN categories c ON c.id = o.category_id ORDER BY o.image_id, o.external_id
+        """
+
     /// Images with status `ok` and a known size, optionally limited to `keys`. Images are read in batches so a
     /// large catalog is never held twice.
     ///
@@ -83,10 +95,7 @@ public enum ImageFactsReader {
         try catalog.read { db in
             var images: [Int64: ImageFacts] = [:]
             var order: [Int64] = []
-            let sql = """
-                SELECT id, key, source_id, file_name, width, height FROM images
-                WHERE status = 'ok' AND width > 0 AND height > 0 ORDER BY key
-                """ + (part == nil ? limit.map { " LIMIT \($0)" } ?? "" : "")
+            let sql = Self.imagesSQL + (part == nil ? limit.map { " LIMIT \($0)" } ?? "" : "")
             for row in try Row.fetchAll(db, sql: sql) {
                 if let part, !part.owns(imageKey: row[1], sampleKey: row[1]) { continue }
                 if let limit, order.count >= limit { break }
@@ -95,14 +104,11 @@ public enum ImageFactsReader {
                                         height: row[5], captions: [], objects: [])
                 order.append(id)
             }
-            for row in try Row.fetchAll(db, sql: "SELECT image_id, external_id, text FROM captions ORDER BY image_id, external_id") {
+            for row in try Row.fetchAll(db, sql: Self.captionsSQL) {
                 let imageID: Int64 = row[0]
                 images[imageID]?.captions.append((id: row[1], text: row[2]))
             }
-            for row in try Row.fetchAll(db, sql: """
-                SELECT o.image_id, o.external_id, o.category_id, c.name, c.supercategory, o.x, o.y, o.w, o.h, o.iscrowd
-                FROM objects o JOIN categories c ON c.id = o.category_id ORDER BY o.image_id, o.external_id
-                """) {
+            for row in try Row.fetchAll(db, sql: Self.objectsSQL) {
                 let imageID: Int64 = row[0]
                 guard images[imageID] != nil else { continue }
                 images[imageID]!.objects.append(ObjectFact(

@@ -96,6 +96,18 @@ public struct DatasetIndex: Sendable {
     /// Sample counts per shard, in shard order (what `SampleOrder` needs).
     public var shardSizes: [Int] { shards.map(\.sampleCount) }
 
+    /// Every sample's members, offsets relative to the sample, in sample order.
+    package static let partsSQL = """
+        SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size, p.xxh3
+        FROM sample_parts p JOIN samples s ON s.id = p.sample_id ORDER BY p.sample_id, p.offset
+        """
+
+    /// Every sample, in shard order (read through the samples (shard_id, index_in_shard) key, no sort).
+    package static let samplesSQL = """
+        SELECT id, key, shard_id, offset, size, tokens, image_tokens, has_image
+        FROM samples ORDER BY shard_id, index_in_shard
+        """
+
     /// Reads the `shards`, `samples` and `sample_parts` tables.
     public static func load(catalog: Catalog) throws -> DatasetIndex {
         let (shards, samples) = try catalog.read { db -> ([ShardInfo], [SampleInfo]) in
@@ -108,19 +120,13 @@ public struct DatasetIndex: Sendable {
                                         sampleCount: row["samples"], firstSample: 0))
             }
             var parts: [Int64: [SamplePart]] = [:]
-            let partRows = try Row.fetchCursor(db, sql: """
-                SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size, p.xxh3
-                FROM sample_parts p JOIN samples s ON s.id = p.sample_id ORDER BY p.sample_id, p.offset
-                """)
+            let partRows = try Row.fetchCursor(db, sql: Self.partsSQL)
             while let row = try partRows.next() {
                 parts[row[0], default: []].append(SamplePart(name: row[1], offset: row[2], size: row[3],
                                                              xxh3: (row[4] as Int64?).map(XXH3.loaded)))
             }
             var bucket = [[SampleInfo]](repeating: [], count: shards.count)
-            let sampleRows = try Row.fetchCursor(db, sql: """
-                SELECT id, key, shard_id, offset, size, tokens, image_tokens, has_image
-                FROM samples ORDER BY shard_id, index_in_shard
-                """)
+            let sampleRows = try Row.fetchCursor(db, sql: Self.samplesSQL)
             while let row = try sampleRows.next() {
                 let id: Int64 = row["id"]
                 guard let s = shardIndex[row["shard_id"]] else { continue }

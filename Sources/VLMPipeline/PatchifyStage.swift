@@ -91,12 +91,7 @@ public enum PatchifyStage {
 
         // The first image (by id) of this part holding each hash: equal bytes are patchified once per part.
         let pending = try catalog.read { db -> [Item] in
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT i.sha256, i.location, i.member, i.key FROM images i
-                WHERE i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?)
-                ORDER BY i.id
-                """, arguments: [configHash])
+            let rows = try Row.fetchAll(db, sql: Self.pendingSQL, arguments: [configHash])
             var seen = Set<String>()
             return rows.map { Item(sha256: $0["sha256"], location: workspace.resolve($0["location"]), member: $0["member"], key: $0["key"]) }
                 .filter { (options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true) && seen.insert($0.sha256).inserted }
@@ -180,6 +175,16 @@ public enum PatchifyStage {
         progress.finish("\(counts["pixels", default: 0]) images patchified, \(counts["errors", default: 0]) errors, \(counts["shards", default: 0]) shards")
         return StageReport(stage: stageName, counts: counts, problems: problems)
     }
+
+    /// The ok images with no pixels row for the config (argument 1), in id order. One lookup per image on the
+    /// pixels (sha256, config_hash) key; duplicates of a hash are dropped in Swift, not by a correlated subquery
+    /// (a per-image `MIN(id)` over equal hashes made this quadratic). `QueryCostTests` checks the growth.
+    static let pendingSQL = """
+        SELECT i.sha256, i.location, i.member, i.key FROM images i
+        WHERE i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?)
+        ORDER BY i.id
+        """
 
     /// Decode, preprocess and patchify one image; any failure becomes an error outcome naming the image.
     static func patchify(_ item: Item, preloaded: [UInt8]?, with pre: Preprocessor) -> Outcome {

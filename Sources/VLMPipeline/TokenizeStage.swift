@@ -138,10 +138,7 @@ public struct TokenizeStage: Sendable {
         let part = options.part
         let pendingCount: Int = try catalog.read { db in
             guard let part else {
-                return try Int.fetchOne(db, sql: """
-                    SELECT COUNT(*) FROM instructions i
-                    WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-                    """, arguments: [configHash]) ?? 0
+                return try Int.fetchOne(db, sql: Self.pendingCountSQL, arguments: [configHash]) ?? 0
             }
             return try GRDB.Row.fetchAll(db, sql: """
                 SELECT i.key, img.key FROM instructions i LEFT JOIN images img ON img.id = i.image_id
@@ -171,14 +168,7 @@ public struct TokenizeStage: Sendable {
             }
             while true {
                 let fetched: [(Pending, imageKey: String?)] = try catalog.read { db in
-                    try GRDB.Row.fetchAll(db, sql: """
-                        SELECT i.id, i.key, i.image_id, i.conversations, img.key AS image_key, p.status AS pixel_status, p.error,
-                               p.tiles, p.patches, p.patch_dim, p.grid_rows, p.grid_cols
-                        FROM instructions i LEFT JOIN images img ON img.id = i.image_id
-                        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
-                        WHERE i.id > ? AND NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-                        ORDER BY i.id LIMIT ?
-                        """, arguments: [pixelsConfig, lastID, configHash, options.batchSize]).map { row in
+                    try GRDB.Row.fetchAll(db, sql: Self.pendingBatchSQL, arguments: [pixelsConfig, lastID, configHash, options.batchSize]).map { row in
                         var pending = Pending(id: row[0], key: row[1], hasImage: (row[2] as Int64?) != nil, conversations: row[3])
                         if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
                         return (pending, imageKey: row["image_key"] as String?)
@@ -269,6 +259,24 @@ public struct TokenizeStage: Sendable {
             return c
         }
     }
+
+    /// How many instructions have no tokenized row for the config (argument 1): one key lookup per instruction.
+    static let pendingCountSQL = """
+        SELECT COUNT(*) FROM instructions i
+        WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
+        """
+
+    /// The next batch of untokenized instructions after id argument 2, with their pixels row for config argument 1
+    /// (tokenized config argument 3, batch size argument 4). Keyset paging on the primary key: each batch costs
+    /// its own size, not the rows before it. `QueryCostTests` checks the growth.
+    static let pendingBatchSQL = """
+        SELECT i.id, i.key, i.image_id, i.conversations, img.key AS image_key, p.status AS pixel_status, p.error,
+               p.tiles, p.patches, p.patch_dim, p.grid_rows, p.grid_cols
+        FROM instructions i LEFT JOIN images img ON img.id = i.image_id
+        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
+        WHERE i.id > ? AND NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
+        ORDER BY i.id LIMIT ?
+        """
 
     static func blob(_ values: [Int32]) -> Data {
         var data = Data(capacity: values.count * 4)

@@ -267,6 +267,26 @@ public final class ShardBuilder {
         var fingerprint: String
     }
 
+    /// Every sample of the plan: tokenized rows of config argument 2 with their instruction, image and pixels
+    /// (config argument 1), in key order. One primary-key or unique-key lookup per joined row.
+    /// `QueryCostTests` (VLMPipelineTests) checks the growth.
+    package static let planSQL = """
+        SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
+               t.n_image_tokens, s.kind AS source_kind, s.name AS source_name,
+               img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
+               img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
+               p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
+               p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
+        FROM tokenized t
+        JOIN instructions i ON i.id = t.instruction_id
+        LEFT JOIN sources s ON s.id = i.source_id
+        LEFT JOIN images img ON img.id = i.image_id
+        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
+        LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
+        WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated')
+        ORDER BY i.key
+        """
+
     func makePlan() throws -> Plan {
         let heldOut = options.allowEvalImages ? [] : try catalog.evalImageSHA256s()
         return try catalog.read { db in
@@ -292,22 +312,7 @@ public final class ShardBuilder {
                                 includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
                                 pixelsConfig: pixelsConfig, part: options.part?.description,
                                 allowEvalImages: options.allowEvalImages ? true : nil)
-            let cursor = try Row.fetchCursor(db, sql: """
-                SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
-                       t.n_image_tokens, s.kind AS source_kind, s.name AS source_name,
-                       img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
-                       img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
-                       p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-                       p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
-                FROM tokenized t
-                JOIN instructions i ON i.id = t.instruction_id
-                LEFT JOIN sources s ON s.id = i.source_id
-                LEFT JOIN images img ON img.id = i.image_id
-                LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
-                LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
-                WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated')
-                ORDER BY i.key
-                """, arguments: [pixelsConfig, tokenizedConfig])
+            let cursor = try Row.fetchCursor(db, sql: Self.planSQL, arguments: [pixelsConfig, tokenizedConfig])
             var items: [PlanItem] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
