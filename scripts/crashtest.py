@@ -41,7 +41,8 @@ def stage_args(stage, ws, base):
                    "--instances", f"{shapes}/annotations/instances_train.json", "--images", f"{shapes}/train",
                    "--split", "shapes"],
         "gen-instructions": ["gen-instructions", "--generator", "templates",
-                             "--kinds", "caption,detail,grounding,count,yesno,mcq,multiturn", "--seed", "1"],
+                             "--kinds", "caption,detail,grounding,count,yesno,mcq,multiturn", "--seed", "1",
+                             "--box-frame", "pad"],  # the frame of the pad-mode pixels below
         "tokenize": ["tokenize", "--tokenizer", os.path.join(base, "tokenizer.json"), "--template", "vicuna_v1",
                      "--image-tokens", "16", "--max-length", "512", "--overflow", "truncate"],
         "patchify": ["patchify", "--image-size", "64", "--patch-size", "16", "--mode", "pad"],

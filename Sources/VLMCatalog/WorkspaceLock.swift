@@ -23,6 +23,9 @@ public final class WorkspaceLock: @unchecked Sendable {
         set { defaults.withLock { $0 = newValue } }
     }
     private static let defaults = LockedValue(false)
+    /// Lock files this process holds: taking one again (a stage run under lineage takes its lock, then the stage's
+    /// own code takes it too) returns a nested value that releases nothing. `flock` would block on its own holder.
+    private static let held = LockedValue(Set<String>())
 
     /// Who holds a lock, as its file records it.
     public struct Holder: Codable, Sendable, CustomStringConvertible {
@@ -51,6 +54,7 @@ public final class WorkspaceLock: @unchecked Sendable {
             throw VLMError.io(file: dir, "cannot create the lock folder: \(error.localizedDescription)")
         }
         let path = dir + "/" + stage + ".lock"
+        if held.withLock({ $0.contains(path) }) { return WorkspaceLock(path: path, stage: stage, fd: -1) }
         // Never O_TRUNC: the file may hold the current holder's record.
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw VLMError.io(file: path, "cannot open the lock file: \(String(cString: strerror(errno)))") }
@@ -74,12 +78,14 @@ public final class WorkspaceLock: @unchecked Sendable {
         }
         let lock = WorkspaceLock(path: path, stage: stage, fd: fd)
         lock.record()
+        held.withLock { _ = $0.insert(path) }
         return lock
     }
 
     /// Releases the lock (also done when the value is freed or the process ends). The file stays, holding nothing.
     public func release() {
         guard fd >= 0 else { return }
+        WorkspaceLock.held.withLock { _ = $0.remove(path) }
         _ = ftruncate(fd, 0)
         flock(fd, LOCK_UN)
         close(fd)

@@ -26,6 +26,9 @@ protocol LineageStage: Stage {
     /// True when unchanged config and inputs mean unchanged output, so the stage need not run at all. False when
     /// the stage reads something outside the catalog that may change (files), or checks rather than makes.
     var skipsUnchanged: Bool { get }
+    /// The workspace lock a run of this stage holds (one writer per stage per workspace); nil for stages that only
+    /// read the catalog. Default: the stage's name.
+    static var writerLock: String? { get }
     /// The runs this one reads (default: the current runs of `reads`).
     func inputs(_ catalog: Catalog) throws -> [Catalog.LineageRun]
     func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity
@@ -35,6 +38,7 @@ protocol LineageStage: Stage {
 
 extension LineageStage {
     static var derived: [Catalog.DerivedTable] { [] }
+    static var writerLock: String? { name }
     var skipsUnchanged: Bool { true }
 
     func inputs(_ catalog: Catalog) throws -> [Catalog.LineageRun] {
@@ -49,6 +53,12 @@ extension LineageStage {
         do { catalog = try Catalog(workspace: Workspace(root: context.workspace)) } catch {
             throw StageFailure(stage: Self.name, error: Self.vlmError(error))
         }
+        // The stage's lock before anything is read or recorded: a second writer fails (or waits) leaving no run row.
+        let lock: WorkspaceLock?
+        do { lock = try Self.writerLock.map { try WorkspaceLock.acquire(catalog.workspace, stage: $0) } } catch {
+            throw StageFailure(stage: Self.name, error: Self.vlmError(error))
+        }
+        defer { lock?.release() }
         let inputs: [Catalog.LineageRun]
         let identity: LineageIdentity
         do {

@@ -61,13 +61,10 @@ func printReport(_ report: StageReport, json: Bool, problemsShown: Bool = true) 
 /// problems on stderr (the JSON report always carries them).
 func runStage(_ stage: some Stage, _ context: StageContext, json: Bool, strict: Bool = false, problemsOnStderr: Bool = false,
               failureHint: String? = nil) throws {
+    // Per-record problems go to stderr in both modes (the README's promise); `--json` also carries them.
     func show(_ report: StageReport) {
-        if problemsOnStderr && !json {
-            printProblems(report.problems, total: report.problemCount)
-            printReport(report, json: false, problemsShown: false)
-        } else {
-            printReport(report, json: json)
-        }
+        if problemsOnStderr { printProblems(report.problems, total: report.problemCount) }
+        printReport(report, json: json, problemsShown: !problemsOnStderr)
     }
     let report: StageReport
     do {

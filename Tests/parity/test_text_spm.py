@@ -350,7 +350,8 @@ def test_case1_every_sample_supervised(vlmdata_bin, shared, tmp_path, name, temp
     assert report["counts"]["ok"] + report["counts"]["truncated"] == len(records)
     assert report["counts"]["unsupervised"] == 0
     assert report["counts"]["llava_differs"] > 0
-    assert report["name"] == f"{template}@{name}" and len(report["config_hash"]) == 64
+    # The run's readable name, and `output`: the config hash of the tokenized rows it made.
+    assert report["run"]["name"] == f"{template}@{name}" and len(report["run"]["output"]) == 64
 
 
 def test_unsupervised_sample_is_an_error_row(vlmdata_bin, shared, tmp_path):
@@ -383,7 +384,7 @@ def test_tokenize_stage_with_tokenizer_model(vlmdata_bin, shared, model_path, sl
     r = _tokenize(vlmdata_bin, ws, folder, "vicuna_v1", "--max-length", "4096")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report["name"] == "vicuna_v1@llama-legacy-False"
+    assert report["run"]["name"] == "vicuna_v1@llama-legacy-False"
     assert report["counts"]["ok"] == len(records) and report["counts"]["llava_differs"] == 0
     ref = SlowLLaVA(slow[False], legacy=False, model_max_length=4096)
     db = sqlite3.connect(ws / "catalog.sqlite")
@@ -397,7 +398,7 @@ def test_tokenize_stage_with_tokenizer_model(vlmdata_bin, shared, model_path, sl
     r2 = _tokenize(vlmdata_bin, ws, folder, "vicuna_v1", "--max-length", "4096", "--legacy", "true")
     assert r2.returncode == 0, r2.stderr
     second = json.loads(r2.stdout.strip().splitlines()[-1])
-    assert second["config_hash"] != report["config_hash"] and second["counts"]["written"] == len(records)
+    assert second["run"]["output"] != report["run"]["output"] and second["counts"]["written"] == len(records)
 
 
 def test_bad_tokenizer_files_are_clear_errors(vlmdata_bin, model_path, tmp_path):

@@ -348,9 +348,10 @@ def test_anyres_images_keep_their_tiles(vlmdata_bin, tmp_path):
     run(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--captions", coco / "annotations" / "captions_train2017.json",
         "--images", coco / "train2017", "--quiet")
     run(vlmdata_bin, "gen-instructions", "--workspace", ws, "--kinds", "caption", "--quiet")
-    run(vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", SHARED / "tokenizers" / "gpt2" / "tokenizer.json",
-        "--template", "plain", "--image-tokens", 4, "--quiet")
+    # Anyres images take as many positions as their stored tiles give: patchify first, then count from the pixels.
     run(vlmdata_bin, "patchify", "--workspace", ws, "--mode", "anyres", "--image-size", 28, "--patch-size", 14, "--quiet")
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", SHARED / "tokenizers" / "gpt2" / "tokenizer.json",
+        "--template", "plain", "--image-tokens", "pixels", "--quiet")
     run(vlmdata_bin, "shard", "--workspace", ws, "--quiet")
     items = vlmdata.Loader(ws).stream(0).next_batch(8)
     tiles = items[0]["pixels"].shape[0]

@@ -5,6 +5,8 @@ import VLMCore
 /// `export llava` as a stage value: the catalog's instructions as a LLaVA JSON file.
 public struct ExportLLaVAStep: Stage, LineageStage {
     public static let name = "export llava"
+    /// Reads the catalog only.
+    static let writerLock: String? = nil
     public static let summary = "write instructions as a LLaVA JSON file"
     static let reads = [GenInstructionsStep.name, IngestLLaVAStep.name]
     /// The output is a file outside the catalog: the stage always runs (it is deterministic).

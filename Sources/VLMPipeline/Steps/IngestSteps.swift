@@ -6,6 +6,8 @@ import VLMIO
 /// `ingest coco` as a stage value: COCO captions/instances JSON and their images into the catalog.
 public struct IngestCOCOStep: Stage, LineageStage {
     public static let name = "ingest coco"
+    /// Ingest coco and ingest llava write the same tables: one lock.
+    static let writerLock: String? = "ingest"
     public static let summary = "import COCO captions/instances JSON and their images (folder, zip or tar)"
     static let reads: [String] = []
     /// The annotation files may change under the same paths: the stage always runs; its own fingerprint decides.
@@ -62,6 +64,8 @@ public struct IngestCOCOStep: Stage, LineageStage {
 /// `ingest llava` as a stage value: an existing LLaVA JSON as images and instructions.
 public struct IngestLLaVAStep: Stage, LineageStage {
     public static let name = "ingest llava"
+    /// Ingest coco and ingest llava write the same tables: one lock.
+    static let writerLock: String? = "ingest"
     public static let summary = "import an existing LLaVA-format JSON file as images and instructions"
     static let reads: [String] = []
     static let derived: [Catalog.DerivedTable] = [.instructions]

@@ -120,6 +120,8 @@ public struct TokenizeStep: Stage, LineageStage {
 /// `tokenizer train` as a stage value: a byte-level BPE tokenizer.json from the catalog's text or from files.
 public struct TokenizerTrainStep: Stage, LineageStage {
     public static let name = "tokenizer train"
+    /// Writes a file, not the catalog.
+    static let writerLock: String? = nil
     public static let summary = "train a byte-level BPE tokenizer (GPT-2 style) and write a tokenizer.json"
     static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name, GenInstructionsStep.name]
     /// The output is a file that may be removed or edited: the stage always runs (it is deterministic).

@@ -6,6 +6,8 @@ import VLMShard
 /// `verify` as a stage value: every training shard against the catalog index. Problems fail the stage.
 public struct VerifyStep: Stage, LineageStage {
     public static let name = "verify"
+    /// Reads the catalog only.
+    static let writerLock: String? = nil
     public static let summary = "check the training shards against the catalog index"
     static let reads = [ShardStep.name]
     /// A check, not a product: it always runs.
