@@ -165,6 +165,29 @@ public struct StreamReport: Sendable, Codable, Equatable {
     public var corruptErrors: [String] = []
 }
 
+extension StreamReport {
+    /// Counts one item a stream took: the sample to hand on, nil for a skipped or damaged one (counted). Throws
+    /// the read error of a failed one; the stream then stops. Shared by `SampleStream` and `WorkerStream`.
+    mutating func account(_ item: SampleStream.Item) throws -> LoadedSample? {
+        switch item {
+        case .sample(let sample):
+            delivered += 1
+            if sample.isPad { padded += 1 }
+            return sample
+        case .skipped(let shard):
+            skipped += 1
+            if !missingShards.contains(shard) { missingShards.append(shard) }
+        case .damaged(let error):
+            skipped += 1
+            corrupt += 1
+            if corruptErrors.count < 100 { corruptErrors.append("\(error)") }
+        case .failed(let error):
+            throw error
+        }
+        return nil
+    }
+}
+
 /// One rank's samples for the rest of an epoch, decoded ahead on background threads, delivered in order.
 ///
 /// Not thread-safe: one consumer calls `next()`. `state()` is where a restart would continue after the samples
@@ -235,26 +258,14 @@ public final class SampleStream: @unchecked Sendable {
                 }
                 item = popped
             }
-            switch item {
-            case .sample(let sample):
-                taken += 1
-                report.delivered += 1
-                if sample.isPad { report.padded += 1 }
-                return sample
-            case .skipped(let shard):
-                taken += 1
-                report.skipped += 1
-                if !report.missingShards.contains(shard) { report.missingShards.append(shard) }
-            case .damaged(let error):
-                taken += 1
-                report.skipped += 1
-                report.corrupt += 1
-                if report.corruptErrors.count < 100 { report.corruptErrors.append("\(error)") }
-            case .failed(let error):
+            let sample: LoadedSample?
+            do { sample = try report.account(item) } catch {
                 failed = true
                 close()
                 throw error
             }
+            taken += 1
+            if let sample { return sample }
         }
     }
 

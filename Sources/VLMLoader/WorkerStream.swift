@@ -123,23 +123,13 @@ public final class WorkerStream: @unchecked Sendable {
                 item = popped
             }
             taken += 1
-            switch item {
-            case .sample(let sample):
-                report.delivered += 1
-                if sample.isPad { report.padded += 1 }
-                return (indices[i], sample)
-            case .skipped(let shard):
-                report.skipped += 1
-                if !report.missingShards.contains(shard) { report.missingShards.append(shard) }
-            case .damaged(let error):
-                report.skipped += 1
-                report.corrupt += 1
-                if report.corruptErrors.count < 100 { report.corruptErrors.append("\(error)") }
-            case .failed(let error):
+            let sample: LoadedSample?
+            do { sample = try report.account(item) } catch {
                 failed = true
                 close()
                 throw error
             }
+            if let sample { return (indices[i], sample) }
         }
     }
 
