@@ -49,6 +49,34 @@ struct PipelineFileTests {
         }
     }
 
+    /// `catalog merge` is a stage value like the others: a pipeline file can name it, and its config is checked.
+    @Test func catalogMergeIsAStageOfPipelineFiles() throws {
+        let path = try Self.write("""
+        workspace: /tmp/merged
+        stages:
+          - stage: catalog merge
+            parts: [/tmp/p0, /tmp/p1]
+            partial: true
+        """)
+        let merge = try #require(try PipelineFile(path: path).steps.first?.stage as? CatalogMergeStep)
+        #expect(merge.config == CatalogMergeStep.Config(parts: ["/tmp/p0", "/tmp/p1"], reference: false, partial: true))
+
+        let empty = try Self.write("""
+        workspace: /tmp/merged
+        stages:
+          - stage: catalog merge
+            reference: true
+        """)
+        do {
+            _ = try PipelineFile(path: empty)
+            Issue.record("a merge of no parts was accepted")
+        } catch let invalid as PipelineFile.Invalid {
+            #expect(invalid.problems.count == 1)
+            #expect(invalid.problems.first?.contains("(catalog merge)") == true)
+            #expect(invalid.problems.first?.contains("parts") == true)
+        }
+    }
+
     @Test func variablesHaveDefaultsAndCanBeSet() throws {
         let path = try Self.write("""
         # Shapes at any size.
