@@ -13,8 +13,11 @@ DEMO_WS    ?= vlmdata-work/demo
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
+# Debian packages of the one-node Slurm cluster `make test-cluster` starts (daemons run directly, no systemd).
+CLUSTER_DEBS := slurmctld slurmd slurm-client munge
+CLUSTER_BINS := slurmctld slurmd munged sbatch scontrol squeue scancel
 
-.PHONY: all deps venv build debug test test-swift test-parity demo bench crashtest fuzz clean
+.PHONY: all deps deps-cluster venv build debug test test-swift test-parity test-cluster demo bench crashtest fuzz clean
 
 all: build
 
@@ -31,6 +34,15 @@ deps:
 		echo "deps: missing:$$missing; installing Debian packages"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	else echo "deps: all present"; fi
+
+## deps-cluster: install Slurm and munge when their programs are missing
+deps-cluster:
+	@missing=""; \
+	for b in $(CLUSTER_BINS); do command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps-cluster: missing:$$missing; installing Debian packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null; \
+	else echo "deps-cluster: all present"; fi
 
 ## venv: the Python reference tools (tokenizers, pillow, transformers, webdataset, numpy, tiktoken) and torch's
 ## CPU build: the exact wheel from pip's local find-links first (--no-index: never a multi-GB CUDA download)
@@ -54,7 +66,7 @@ debug: deps
 	$(SWIFT) build
 
 ## test: Swift unit tests, then the parity and end-to-end tests against the reference tools
-test: deps venv build test-swift test-parity
+test: deps venv build test-swift test-parity test-cluster
 
 # The image tests run a second time with VLMDATA_NO_AVX2=1: the resampler's baseline (SSE2) path must match
 # Pillow too, and on a machine with AVX2 nothing else would exercise it.
@@ -63,8 +75,14 @@ test-swift:
 	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_PYTHON=$(CURDIR)/$(PYTHON) $(SWIFT) test --filter VLMImageTests
 
 test-parity:
-	VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) -m pytest -q Tests/parity
+	VLMDATA_BIN=$(CURDIR)/$(RELEASE) VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) -m pytest -q Tests/parity --ignore=Tests/parity/test_cluster.py
 	VLMDATA_NO_AVX2=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity/test_image.py
+
+## test-cluster: a one-node Slurm cluster on loopback (generated config, own munge key and socket, stopped at the
+## end) builds coco-mini with Pipelines/slurm/ as a 4-task job array plus the dependent merge, checked against a
+## single-process build (Tests/parity/test_cluster.py)
+test-cluster: deps-cluster venv build
+	VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity/test_cluster.py
 
 ## demo: the whole chain on the embedded default data (synthetic shapes), ending with RefVLM's accuracies:
 ## synth → ingest → gen-instructions → tokenizer train → tokenize → patchify → shard → loader → train-smoke

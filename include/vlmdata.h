@@ -53,6 +53,15 @@ typedef struct vlmdata_stream vlmdata_stream;
 int32_t vlmdata_abi_version(void);
 
 /*
+ * This process's place in a data-parallel job, as a loader opened with these values would take it: `rank` and
+ * `world_size` are the caller's (-1: not given), the rest comes from torchrun's $RANK/$WORLD_SIZE/$LOCAL_RANK, else
+ * Slurm's $SLURM_PROCID/$SLURM_NTASKS/$SLURM_LOCALID, else 0 of 1. `out[0]` rank, `out[1]` world size, `out[2]`
+ * local rank. Inconsistent values (a rank without its world size, a rank outside the world) are
+ * VLMDATA_INVALID_ARGUMENT with a message naming where each value came from.
+ */
+int32_t vlmdata_topology(int64_t rank, int64_t world_size, int64_t *out, char *err, size_t err_capacity);
+
+/*
  * Opens a loader. `config_json` is one JSON object; every field is optional except a source:
  *   "workspace": folder with catalog.sqlite and shards/    "mix": [{"workspace": DIR, "policy": "weight"|"repeat"|"choose", "value": X}, ...]
  *   "urls": ["https://host/train-{000000..000009}.tar", ...] or "shard_list": FILE  (with "workspace": its catalog is the index)

@@ -84,6 +84,20 @@ func streamHandle(_ pointer: UnsafeMutableRawPointer?) throws -> StreamHandle {
 @_cdecl("vlmdata_abi_version")
 public func vlmdata_abi_version() -> Int32 { 1 }
 
+/// `out[0]` rank, `out[1]` world size, `out[2]` local rank: the given `rank`/`worldSize` (-1: not given) over the
+/// launcher's environment, as `LoaderConfig` resolves them.
+@_cdecl("vlmdata_topology")
+public func vlmdata_topology(_ rank: Int64, _ worldSize: Int64, _ out: UnsafeMutablePointer<Int64>?,
+                             _ err: UnsafeMutablePointer<CChar>?, _ errCapacity: Int) -> Int32 {
+    guarded(err, errCapacity) {
+        guard let out else { throw VLMError(.invalidArgument, record: "out", "is a null pointer") }
+        let topology = try Topology.resolve(rank: rank < 0 ? nil : Int(rank), worldSize: worldSize < 0 ? nil : Int(worldSize),
+                                            environment: ProcessInfo.processInfo.environment)
+        put([Int64(topology.rank), Int64(topology.worldSize), Int64(topology.localRank)], out, at: 0)
+        return Code.ok
+    }
+}
+
 @_cdecl("vlmdata_loader_open")
 public func vlmdata_loader_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                 _ err: UnsafeMutablePointer<CChar>?, _ errCapacity: Int) -> Int32 {

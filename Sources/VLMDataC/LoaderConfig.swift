@@ -60,10 +60,7 @@ struct LoaderConfig: Decodable {
 
     func loader() throws -> Loader {
         let env = ProcessInfo.processInfo.environment
-        var topology = try Topology.fromEnvironment(env)
-        if let rank { topology.rank = rank }
-        if let worldSize { topology.worldSize = worldSize }
-        try topology.validate()
+        let topology = try Topology.resolve(rank: rank, worldSize: worldSize, environment: env)
         let base = resume?.spec ?? OrderSpec()
         var shuffleMode = base.shuffle
         if let shuffle {

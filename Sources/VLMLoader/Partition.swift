@@ -12,27 +12,6 @@ public struct Topology: Sendable, Hashable, Codable {
         self.localRank = localRank
     }
 
-    /// From the launcher's environment: torchrun's `RANK`/`WORLD_SIZE`/`LOCAL_RANK`, else Slurm's
-    /// `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID`, else a single process (0 of 1).
-    public static func fromEnvironment(_ env: [String: String]) throws -> Topology {
-        func int(_ names: [String]) throws -> Int? {
-            for name in names {
-                if let text = env[name] {
-                    guard let value = Int(text) else {
-                        throw VLMError(.invalidArgument, record: name, "'\(text)' is not an integer")
-                    }
-                    return value
-                }
-            }
-            return nil
-        }
-        let topology = Topology(rank: try int(["RANK", "SLURM_PROCID"]) ?? 0,
-                                worldSize: try int(["WORLD_SIZE", "SLURM_NTASKS"]) ?? 1,
-                                localRank: try int(["LOCAL_RANK", "SLURM_LOCALID"]) ?? 0)
-        try topology.validate()
-        return topology
-    }
-
     public func validate() throws {
         guard worldSize >= 1 else { throw VLMError(.invalidArgument, "the world size must be at least 1, not \(worldSize)") }
         guard rank >= 0, rank < worldSize else {

@@ -23,7 +23,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Check the file and print the plan without running it (exit 1 on any problem).") var dryRun = false
     @Flag(help: "List the pipeline files in --dir with their one-line description and variables.") var list = false
     @Option(help: ArgumentHelp("Folder --list reads.", valueName: "dir")) var dir = "Pipelines"
-    @Option(help: ArgumentHelp("Run part I of N (0-based) in every stage that takes a part (ingest, patchify, shard), for one task of a job array.", valueName: "I/N"))
+    @Option(help: ArgumentHelp("Run part I of N (0-based) in every stage (ingest, gen-instructions, tokenize, patchify, shard; a stage's own part: key wins), for one task of a job array (Pipelines/slurm/).", valueName: "I/N"))
     var part: String?
     @Flag(help: "Print no progress, only reports and errors.") var quiet = false
     @Flag(help: "Print each stage's report as one JSON object per line.") var json = false

@@ -94,13 +94,7 @@ struct LoaderFlags: ParsableArguments {
     }
 
     func topology() throws -> Topology {
-        var topology = try Topology.fromEnvironment(ProcessInfo.processInfo.environment)
-        if let rank { topology.rank = rank }
-        if let worldSize { topology.worldSize = worldSize }
-        if rank != nil || worldSize != nil, topology.rank >= topology.worldSize {
-            throw ValidationError("rank \(topology.rank) must be below the world size \(topology.worldSize).")
-        }
-        return topology
+        try Topology.resolve(rank: rank, worldSize: worldSize, environment: ProcessInfo.processInfo.environment)
     }
 
     /// The loader these flags describe, over `workspace`'s index (local shards, URLs, or a mixture).

@@ -5,7 +5,7 @@ numpy only: `vlmdata.Loader`, `vlmdata.llava_collate_numpy`; PyTorch: `vlmdata.t
 """
 from ._lib import VLMDataError, library_path
 from .collate import IGNORE_INDEX, IMAGE_TOKEN_INDEX, llava_collate_numpy, normalization_table, unpatchify
-from .loader import Loader, Stream
+from .loader import Loader, Stream, topology
 
 __all__ = ["Loader", "Stream", "VLMDataError", "library_path", "llava_collate_numpy", "normalization_table",
-           "unpatchify", "IGNORE_INDEX", "IMAGE_TOKEN_INDEX"]
+           "unpatchify", "topology", "IGNORE_INDEX", "IMAGE_TOKEN_INDEX"]

@@ -73,6 +73,8 @@ def lib():
     cstr, err = ctypes.c_char_p, ctypes.c_char_p
     handle.vlmdata_abi_version.restype = i32
     handle.vlmdata_abi_version.argtypes = []
+    handle.vlmdata_topology.restype = i32
+    handle.vlmdata_topology.argtypes = [i64, i64, ctypes.POINTER(i64), err, size]
     handle.vlmdata_loader_open.restype = i32
     handle.vlmdata_loader_open.argtypes = [cstr, ctypes.POINTER(p), err, size]
     handle.vlmdata_loader_free.restype = None

@@ -26,6 +26,16 @@ def _state_text(state):
     return json.dumps(state, sort_keys=True).encode()
 
 
+def topology(rank=None, world_size=None):
+    """(rank, world size, local rank) as a loader opened with these values takes them: the given ones win, the rest
+    come from torchrun's $RANK/$WORLD_SIZE/$LOCAL_RANK, else Slurm's $SLURM_PROCID/$SLURM_NTASKS/$SLURM_LOCALID,
+    else (0, 1, 0). Inconsistent values raise VLMDataError naming where each came from."""
+    out, err = (ctypes.c_int64 * 3)(), _err()
+    check(lib().vlmdata_topology(-1 if rank is None else int(rank), -1 if world_size is None else int(world_size),
+                                 out, err, _ERR), err)
+    return out[0], out[1], out[2]
+
+
 def _mix_entries(mix):
     """[(dir, "weight", 3.0), ...] or {dir: "weight:3"} or ["dir=weight:3"] (as `vlmdata stream --mix`)."""
     if isinstance(mix, dict):

@@ -16,16 +16,21 @@ import torch.utils.data
 
 from .collate import llava_collate_numpy
 from .loader import Loader
+from .loader import topology as _topology
 
 __all__ = ["StreamingDataset", "llava_collate", "topology"]
 
 
-def topology():
-    """(rank, world size): from torch.distributed when initialized, else $RANK / $WORLD_SIZE, else (0, 1)."""
+def topology(rank=None, world_size=None):
+    """(rank, world size): the given values win; then torch.distributed when initialized; else the launcher's
+    environment as the library reads it (torchrun's $RANK / $WORLD_SIZE, Slurm's $SLURM_PROCID / $SLURM_NTASKS),
+    else (0, 1). Inconsistent values raise VLMDataError."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        rank = dist.get_rank() if rank is None else rank
+        world_size = dist.get_world_size() if world_size is None else world_size
+    found_rank, found_world, _ = _topology(rank, world_size)
+    return found_rank, found_world
 
 
 class StreamingDataset(torch.utils.data.IterableDataset):
@@ -47,9 +52,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         super().__init__()
         if source is None and not mix:
             raise ValueError("give a workspace (source) or mix")
-        default_rank, default_world = topology()
-        self.rank = default_rank if rank is None else int(rank)
-        self.world_size = default_world if world_size is None else int(world_size)
+        self.rank, self.world_size = topology(rank, world_size)
         self.settings = dict(source=source, mix=mix, urls=urls, cache_dir=cache_dir, seed=seed, shuffle=shuffle,
                              block_size=block_size, partitions=partitions, rank=self.rank, world_size=self.world_size,
                              batch_size=batch_size, drop_last=drop_last, on_missing=on_missing, epoch_size=epoch_size)
