@@ -223,6 +223,8 @@ final class PixelShardWriter {
     private var nextIndex: Int
     private var open: (path: String, name: String, temp: String, file: FileWriter, tar: TarWriter)?
     private var rows: [(PatchifyStage.Item, TarMember?, PatchifyStage.Outcome)] = []
+    /// XXH3-64 of each pending member's bytes, by image sha256 (recorded in `pixels.xxh3`).
+    private var checksums: [String: UInt64] = [:]
     private(set) var counts: [String: Int] = ["pixels": 0, "errors": 0, "shards": 0]
     /// `pixels-CONFIG-` or, for a part, `pixels-CONFIG-partIofN-`: parts never produce the same shard name.
     let prefix: String
@@ -250,6 +252,7 @@ final class PixelShardWriter {
             if open == nil { try openShard() }
             let member = try open!.tar.add(name: "\(item.sha256).npy", bytes: npy)
             rows.append((item, member, outcome))
+            checksums[item.sha256] = XXH3.hash64(npy)
             if open!.file.offset >= targetBytes { try closeShard() }
         }
     }
@@ -307,10 +310,11 @@ final class PixelShardWriter {
                 case .ok(_, let grid):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                                       patch_dim, grid_rows, grid_cols)
-                        VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?)
+                                                       patch_dim, grid_rows, grid_cols, xxh3)
+                        VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """, arguments: [item.sha256, configHash, configJSON, shardID, member!.contentOffset, member!.size, grid.tiles,
-                                         grid.patchesPerTile, grid.patchDim, grid.gridRows, grid.gridCols])
+                                         grid.patchesPerTile, grid.patchDim, grid.gridRows, grid.gridCols,
+                                         checksums[item.sha256].map(XXH3.stored)])
                 case .error(let message):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, error) VALUES (?, ?, ?, 'error', ?)
@@ -319,6 +323,7 @@ final class PixelShardWriter {
             }
         }
         rows.removeAll()
+        checksums.removeAll()
         counts["pixels", default: 0] += members
         counts["errors", default: 0] += pending.count - members
         if shard != nil { counts["shards", default: 0] += 1 }

@@ -213,6 +213,10 @@ public final class ShardBuilder {
         var size: Int
         /// The geometry of the stored record (checked against its npy header when it is copied).
         var grid: PatchGrid
+        /// XXH3-64 patchify recorded for the member (nil for rows written before checksums).
+        var xxh3: UInt64? = nil
+        /// The member's name in its pixel shard.
+        var member: String = ""
     }
 
     struct ImageRef {
@@ -276,7 +280,7 @@ public final class ShardBuilder {
                img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
                img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-               p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
+               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id
         LEFT JOIN sources s ON s.id = i.source_id
@@ -350,7 +354,9 @@ public final class ShardBuilder {
                     } catch let error as VLMError {
                         throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
                     }
-                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid)
+                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid,
+                                           xxh3: (row["pixel_xxh3"] as Int64?).map(XXH3.loaded),
+                                           member: (row["image_sha256"] as String? ?? "") + ".npy")
                     // The image takes the positions its stored pixels make; tokenize must have counted the same.
                     let counted: Int = row["n_image_tokens"] ?? 0
                     if counted != grid.imageTokens {
@@ -750,9 +756,11 @@ public final class ShardBuilder {
         let item = sample.item
         // Each member's XXH3 goes into the index with its offset: every later read is checked against it.
         var parts: [SampleIndexRow.Part] = []
-        func add(_ suffix: String, _ bytes: UnsafeRawBufferPointer) throws {
+        func add(_ suffix: String, _ bytes: UnsafeRawBufferPointer, check: (UInt64) throws -> Void = { _ in }) throws {
+            let xxh3 = XXH3.hash64(bytes)
+            try check(xxh3)
             let member = try tar.add(name: item.key + "." + suffix, bytes: bytes)
-            parts.append(SampleIndexRow.Part(name: suffix, member: member, xxh3: XXH3.hash64(bytes)))
+            parts.append(SampleIndexRow.Part(name: suffix, member: member, xxh3: xxh3))
         }
         func add(_ suffix: String, array bytes: [UInt8]) throws {
             try bytes.withUnsafeBytes { try add(suffix, $0) }
@@ -779,7 +787,13 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
             }
-            try add("pixels.npy", record)
+            // The pixel member must still be the bytes patchify wrote: the copy gets a fresh checksum, so a
+            // change not caught here would be served as good.
+            try add("pixels.npy", record) { xxh3 in
+                guard let expected = pixels.xxh3, xxh3 != expected else { return }
+                throw MemberChecksum.mismatch(actual: xxh3, expected: expected, shard: path, member: pixels.member,
+                                              size: pixels.size, offset: pixels.offset, fix: MemberChecksum.pixelFix)
+            }
         }
         if let image = sample.image {
             try add(image.member, array: image.bytes)

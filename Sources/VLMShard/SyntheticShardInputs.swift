@@ -64,7 +64,7 @@ public struct SyntheticShardInputs: Sendable {
         // Pixel shard: one npy member per distinct image.
         let pixelShardName = "\(sourceName)-\(pixelsConfig)-000000.tar"
         let pixelShardPath = ws.pixelShardsDirectory + "/" + pixelShardName
-        var images: [(sha: String, member: TarMember)] = []
+        var images: [(sha: String, member: TarMember, xxh3: UInt64)] = []
         try AtomicFile.withWriter(to: pixelShardPath) { file in
             let tar = TarWriter(file)
             for image in 0 ..< imageCount {
@@ -73,7 +73,7 @@ public struct SyntheticShardInputs: Sendable {
                 let sha = Hashing.sha256(bytes)
                 let pixels = Self.noise(count: tiles * patches * patchDim, seed: seed ^ UInt64(image + 1) &* 104_729)
                 let npy = Npy.header(dtype: .uint8, shape: [tiles, patches, patchDim]) + pixels
-                images.append((sha, try tar.add(name: sha + ".npy", bytes: npy)))
+                images.append((sha, try tar.add(name: sha + ".npy", bytes: npy), XXH3.hash64(npy)))
             }
             try tar.finish()
         }
@@ -97,9 +97,9 @@ public struct SyntheticShardInputs: Sendable {
                 imageIDs.append(db.lastInsertedRowID)
                 try db.execute(sql: """
                     INSERT INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                        patch_dim, grid_rows, grid_cols) VALUES (?, ?, '{}', 'ok', ?, ?, ?, ?, ?, ?, 1, 1)
+                                        patch_dim, grid_rows, grid_cols, xxh3) VALUES (?, ?, '{}', 'ok', ?, ?, ?, ?, ?, ?, 1, 1, ?)
                     """, arguments: [image.sha, pixelsConfig, pixelShardID, image.member.contentOffset, image.member.size,
-                                     tiles, patches, patchDim])
+                                     tiles, patches, patchDim, XXH3.stored(image.xxh3)])
             }
             let insertTokens = try db.makeStatement(sql: """
                 INSERT INTO tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, input_ids, labels,
