@@ -103,7 +103,8 @@ CRASH_SEED  ?= 1
 crashtest: deps venv build
 	$(PYTHON) scripts/crashtest.py --bin $(RELEASE) --kills $(CRASH_KILLS) --seed $(CRASH_SEED)
 
-## fuzz: libFuzzer with ASan (swiftc -sanitize=fuzzer,address) on the tar reader and the npy parser, FUZZ_SECONDS
+## fuzz: libFuzzer with ASan (swiftc -sanitize=fuzzer,address) on the tar reader, npy parser, COCO and LLaVA JSON
+## readers, tokenizer.json loader + encoder and image probe + decoder, FUZZ_SECONDS
 ## each, seeded from real data; findings under .build/fuzz/findings-*/
 FUZZ_SECONDS ?= 60
 fuzz: deps venv build

@@ -277,3 +277,8 @@ CREATE TABLE eval_images (
     PRIMARY KEY (eval_set_id, image_id)
 );
 CREATE INDEX eval_images_sha256 ON eval_images(sha256);
+
+-- migration: v10_pixel_checksums
+-- Pixel shard members are checked like sample shard members: XXH3_64bits of each member's content, recorded
+-- by patchify, checked when `shard` copies the member and by `verify`. NULL in rows written before.
+ALTER TABLE pixels ADD COLUMN xxh3 INTEGER;         -- as sample_parts.xxh3: printf('%016x', xxh3) = `xxhsum -H3`

@@ -52,8 +52,9 @@ extension Catalog {
 
 /// One image's pixels for one config: where they are in a pixel shard and their geometry, or why there are none.
 public enum PixelsRecord: Sendable {
+    /// `xxh3`: XXH3-64 of the member's bytes, checked when `shard` copies it and by `verify`.
     case ok(sha256: String, offset: Int, size: Int, tiles: Int, patchesPerTile: Int, patchDim: Int, gridRows: Int?,
-            gridCols: Int?)
+            gridCols: Int?, xxh3: UInt64)
     case error(sha256: String, message: String)
 }
 
@@ -71,13 +72,14 @@ extension Catalog {
             }
             for row in rows {
                 switch row {
-                case .ok(let sha256, let offset, let size, let tiles, let patches, let patchDim, let gridRows, let gridCols):
+                case .ok(let sha256, let offset, let size, let tiles, let patches, let patchDim, let gridRows, let gridCols,
+                         let xxh3):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                                       patch_dim, grid_rows, grid_cols)
-                        VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?)
+                                                       patch_dim, grid_rows, grid_cols, xxh3)
+                        VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """, arguments: [sha256, configHash, configJSON, shardID, offset, size, tiles, patches, patchDim,
-                                         gridRows, gridCols])
+                                         gridRows, gridCols, Int64(bitPattern: xxh3)])
                 case .error(let sha256, let message):
                     try db.execute(sql: """
                         INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, error) VALUES (?, ?, ?, 'error', ?)

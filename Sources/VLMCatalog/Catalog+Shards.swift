@@ -89,6 +89,8 @@ public struct ShardPlanRow: Sendable {
     public var patchDim: Int?
     public var gridRows: Int?
     public var gridCols: Int?
+    /// XXH3-64 patchify recorded for the pixel member (nil for rows written before migration v10).
+    public var pixelXXH3: UInt64?
     public var pixelShard: String?
     public var pixelShardSHA256: String?
 }
@@ -200,7 +202,7 @@ extension CatalogSnapshot {
                 imageStatus: row["image_status"], width: row["width"], height: row["height"],
                 pixelStatus: row["pixel_status"], offset: row["offset"], size: row["size"], tiles: row["tiles"],
                 patches: row["patches"], patchDim: row["patch_dim"], gridRows: row["grid_rows"], gridCols: row["grid_cols"],
-                pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"])
+                pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"])
             guard try body(item) else { break }
         }
     }
@@ -216,7 +218,7 @@ extension Catalog {
                img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
                img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-               p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
+               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id
         LEFT JOIN sources s ON s.id = i.source_id

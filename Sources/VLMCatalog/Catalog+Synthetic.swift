@@ -13,9 +13,11 @@ public struct SyntheticInputRows: Sendable {
         /// The npy member in the pixel shard.
         public var offset: Int
         public var size: Int
+        /// XXH3-64 of the npy member (`pixels.xxh3`).
+        public var xxh3: UInt64
 
         public init(key: String, externalID: Int, fileName: String, location: String, sha256: String, byteSize: Int,
-                    offset: Int, size: Int) {
+                    offset: Int, size: Int, xxh3: UInt64) {
             self.key = key
             self.externalID = externalID
             self.fileName = fileName
@@ -24,6 +26,7 @@ public struct SyntheticInputRows: Sendable {
             self.byteSize = byteSize
             self.offset = offset
             self.size = size
+            self.xxh3 = xxh3
         }
     }
 
@@ -109,9 +112,9 @@ extension Catalog {
                 imageIDs.append(db.lastInsertedRowID)
                 try db.execute(sql: """
                     INSERT INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                        patch_dim, grid_rows, grid_cols) VALUES (?, ?, '{}', 'ok', ?, ?, ?, ?, ?, ?, 1, 1)
+                                        patch_dim, grid_rows, grid_cols, xxh3) VALUES (?, ?, '{}', 'ok', ?, ?, ?, ?, ?, ?, 1, 1, ?)
                     """, arguments: [image.sha256, inputs.pixelsConfig, pixelShardID, image.offset, image.size,
-                                     inputs.tiles, inputs.patches, inputs.patchDim])
+                                     inputs.tiles, inputs.patches, inputs.patchDim, Int64(bitPattern: image.xxh3)])
             }
             let insertTokens = try db.makeStatement(sql: """
                 INSERT INTO tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, input_ids, labels,

@@ -215,9 +215,9 @@ public enum CatalogMerge {
                     """)
                 try insert("pixels", """
                     INSERT OR IGNORE INTO main.pixels (sha256, config_hash, config, status, error, pixel_shard_id, offset, size,
-                                                       tiles, patches, patch_dim, grid_rows, grid_cols)
+                                                       tiles, patches, patch_dim, grid_rows, grid_cols, xxh3)
                     SELECT pp.sha256, pp.config_hash, pp.config, pp.status, pp.error, ms.id, pp.offset, pp.size,
-                           pp.tiles, pp.patches, pp.patch_dim, pp.grid_rows, pp.grid_cols
+                           pp.tiles, pp.patches, pp.patch_dim, pp.grid_rows, pp.grid_cols, pp.xxh3
                     FROM p.pixels pp LEFT JOIN temp.pixel_shard_map m ON m.old = pp.pixel_shard_id
                     LEFT JOIN main.pixel_shards ms ON ms.name = m.new_name ORDER BY pp.id
                     """)

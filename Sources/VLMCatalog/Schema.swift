@@ -286,6 +286,11 @@ public enum Schema {
         );
         CREATE INDEX eval_images_sha256 ON eval_images(sha256);
         """),
+        Migration(name: "v10_pixel_checksums", sql: """
+        -- Pixel shard members are checked like sample shard members: XXH3_64bits of each member's content, recorded
+        -- by patchify, checked when `shard` copies the member and by `verify`. NULL in rows written before.
+        ALTER TABLE pixels ADD COLUMN xxh3 INTEGER;         -- as sample_parts.xxh3: printf('%016x', xxh3) = `xxhsum -H3`
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

@@ -460,8 +460,16 @@ public final class JSONStreamReader {
             }
         case UInt8(ascii: "\""):
             try skipString()
+        // Scalars are parsed here, not by readValue: inside a rejected record readValue skips, so it must not
+        // be called back (that recursed until the stack overflowed).
+        case UInt8(ascii: "t"):
+            try literal("true")
+        case UInt8(ascii: "f"):
+            try literal("false")
+        case UInt8(ascii: "n"):
+            try literal("null")
         default:
-            _ = try readValue()
+            _ = try readNumber()
         }
     }
 

@@ -208,6 +208,8 @@ final class PixelShardWriter {
     private var nextIndex: Int
     private var open: (path: String, name: String, temp: String, file: FileWriter, tar: TarWriter)?
     private var rows: [(PatchifyStage.Item, TarMember?, PatchifyStage.Outcome)] = []
+    /// XXH3-64 of each pending member's bytes, by image sha256 (recorded in `pixels.xxh3`).
+    private var checksums: [String: UInt64] = [:]
     private(set) var counts: [String: Int] = ["pixels": 0, "errors": 0, "shards": 0]
     /// `pixels-CONFIG-` or, for a part, `pixels-CONFIG-partIofN-`: parts never produce the same shard name.
     let prefix: String
@@ -233,6 +235,7 @@ final class PixelShardWriter {
             if open == nil { try openShard() }
             let member = try open!.tar.add(name: "\(item.sha256).npy", bytes: npy)
             rows.append((item, member, outcome))
+            checksums[item.sha256] = XXH3.hash64(npy)
             if open!.file.offset >= targetBytes { try closeShard() }
         }
     }
@@ -283,7 +286,7 @@ final class PixelShardWriter {
             case .ok(_, let grid):
                 return .ok(sha256: item.sha256, offset: member!.contentOffset, size: member!.size, tiles: grid.tiles,
                            patchesPerTile: grid.patchesPerTile, patchDim: grid.patchDim, gridRows: grid.gridRows,
-                           gridCols: grid.gridCols)
+                           gridCols: grid.gridCols, xxh3: checksums[item.sha256]!)
             case .error(let message):
                 return .error(sha256: item.sha256, message: "\(item.name): \(message)")
             }
@@ -291,6 +294,7 @@ final class PixelShardWriter {
         try catalog.insertPixels(records, configHash: configHash, configJSON: configJSON,
                                  shard: shard.map { ($0.name, $0.sha256, $0.bytes, members) })
         rows.removeAll()
+        checksums.removeAll()
         counts["pixels", default: 0] += members
         counts["errors", default: 0] += pending.count - members
         if shard != nil { counts["shards", default: 0] += 1 }

@@ -16,11 +16,21 @@ public enum MemberChecksum {
         guard let expected else { return }
         let actual = XXH3.hash64(bytes)
         guard actual == expected else {
-            throw VLMError(.corrupt, file: shard, record: "\(key).\(member) (\(bytes.count) bytes at offset \(offset))",
-                           "xxh3 is \(XXH3.hex(actual)) but the index recorded \(XXH3.hex(expected)) when the shard was "
-                           + "written: its bytes changed since (restore the shard, or write it again with `vlmdata shard`)")
+            throw mismatch(actual: actual, expected: expected, shard: shard, member: "\(key).\(member)", size: bytes.count,
+                           offset: offset, fix: "restore the shard, or write it again with `vlmdata shard`")
         }
     }
+
+    /// The error for a member whose bytes no longer hash to what the index recorded; `fix` says how to rewrite it.
+    public static func mismatch(actual: UInt64, expected: UInt64, shard: String, member: String, size: Int, offset: Int,
+                                fix: String) -> VLMError {
+        VLMError(.corrupt, file: shard, record: "\(member) (\(size) bytes at offset \(offset))",
+                 "xxh3 is \(XXH3.hex(actual)) but the index recorded \(XXH3.hex(expected)) when the shard was "
+                 + "written: its bytes changed since (\(fix))")
+    }
+
+    /// What to do about a changed pixel shard member.
+    public static let pixelFix = "restore the pixel shard from a copy: patchify does not rewrite members it has indexed"
 
     /// The error for a member the file no longer holds (a truncated or emptied shard).
     public static func truncated(shard: String, fileSize: Int, key: String, member: String, offset: Int, size: Int) -> VLMError {

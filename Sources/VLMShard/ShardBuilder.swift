@@ -212,6 +212,10 @@ public final class ShardBuilder {
         var size: Int
         /// The geometry of the stored record (checked against its npy header when it is copied).
         var grid: PatchGrid
+        /// XXH3-64 patchify recorded for the member (nil for rows written before checksums).
+        var xxh3: UInt64? = nil
+        /// The member's name in its pixel shard.
+        var member: String = ""
     }
 
     struct ImageRef {
@@ -327,7 +331,8 @@ public final class ShardBuilder {
                     } catch let error as VLMError {
                         throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
                     }
-                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid)
+                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
+                                           member: (row.imageSHA256 ?? "") + ".npy")
                     // The image takes the positions its stored pixels make; tokenize must have counted the same.
                     let counted = row.imageTokensCounted ?? 0
                     if counted != grid.imageTokens {
@@ -677,9 +682,11 @@ public final class ShardBuilder {
         let item = sample.item
         // Each member's XXH3 goes into the index with its offset: every later read is checked against it.
         var parts: [SampleIndexRow.Part] = []
-        func add(_ suffix: String, _ bytes: UnsafeRawBufferPointer) throws {
+        func add(_ suffix: String, _ bytes: UnsafeRawBufferPointer, check: (UInt64) throws -> Void = { _ in }) throws {
+            let xxh3 = XXH3.hash64(bytes)
+            try check(xxh3)
             let member = try tar.add(name: item.key + "." + suffix, bytes: bytes)
-            parts.append(SampleIndexRow.Part(name: suffix, member: member, xxh3: XXH3.hash64(bytes)))
+            parts.append(SampleIndexRow.Part(name: suffix, member: member, xxh3: xxh3))
         }
         func add(_ suffix: String, array bytes: [UInt8]) throws {
             try bytes.withUnsafeBytes { try add(suffix, $0) }
@@ -706,7 +713,13 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
                                "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
             }
-            try add("pixels.npy", record)
+            // The pixel member must still be the bytes patchify wrote: the copy gets a fresh checksum, so a
+            // change not caught here would be served as good.
+            try add("pixels.npy", record) { xxh3 in
+                guard let expected = pixels.xxh3, xxh3 != expected else { return }
+                throw MemberChecksum.mismatch(actual: xxh3, expected: expected, shard: path, member: pixels.member,
+                                              size: pixels.size, offset: pixels.offset, fix: MemberChecksum.pixelFix)
+            }
         }
         if let image = sample.image {
             try add(image.member, array: image.bytes)

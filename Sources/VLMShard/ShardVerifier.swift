@@ -26,6 +26,8 @@ public struct ShardVerifier {
         public var shards = 0
         public var samples = 0
         public var bytes = 0
+        /// Pixel shards whose members were checked against their recorded XXH3-64.
+        public var pixelShards = 0
         public var problems: [String] = []
     }
 
@@ -132,6 +134,17 @@ public struct ShardVerifier {
                 problem("member \(member) belongs to no indexed sample")
             }
         }
+        // Pixel shards: each member against the XXH3-64 patchify recorded (shard copies pixels from them).
+        let pixelMembers = Dictionary(grouping: try catalog.pixelMemberChecksums(), by: \.shard)
+        for (name, members) in pixelMembers.sorted(by: { $0.key < $1.key }) {
+            let path = catalog.workspace.pixelShardsDirectory + "/" + name
+            guard FileManager.default.fileExists(atPath: path) else {
+                summary.problems.append("\(name): pixel shard \(path) is missing (\(members.count) members indexed)")
+                continue
+            }
+            summary.pixelShards += 1
+            summary.problems += Self.checkPixelShard(path: path, name: name, members: members)
+        }
         // Files in shards/ that no row names: left by an interrupted run, or put there by hand.
         let indexed = Set(shards.map { URL(fileURLWithPath: catalog.workspace.resolve($0.path)).standardizedFileURL.path })
         let dir = catalog.workspace.shardsDirectory
@@ -217,6 +230,37 @@ public struct ShardVerifier {
             if placeholders != 0 { problem("is text-only but input_ids has \(placeholders) image placeholders (-200)") }
         }
         if let suffix = meta.imageMember, members[suffix] == nil { problem("the json names an image member .\(suffix) the index lacks") }
+        return problems
+    }
+}
+
+extension ShardVerifier {
+    /// Checks every indexed member of a pixel shard; returns one problem line per member that fails.
+    static func checkPixelShard(path: String, name: String, members: [PixelMemberChecksum]) -> [String] {
+        let reader: TarReader
+        do { reader = try TarReader(path: path) } catch { return ["\(name): \(error)"] }
+        var problems: [String] = []
+        for member in members {
+            let label = "\(member.sha256).npy"
+            guard member.offset >= 0, member.size >= 0, member.offset + member.size <= reader.fileSize else {
+                let error = MemberChecksum.truncated(shard: name, fileSize: reader.fileSize, key: member.sha256, member: "npy",
+                                                     offset: member.offset, size: member.size)
+                problems.append("\(name): \(error.record ?? label): \(error.message)")
+                continue
+            }
+            guard let expected = member.xxh3 else { continue }
+            do {
+                let bytes = try reader.read(at: member.offset, count: member.size)
+                let actual = bytes.withUnsafeBytes { XXH3.hash64($0) }
+                if actual != expected {
+                    let error = MemberChecksum.mismatch(actual: actual, expected: expected, shard: name, member: label,
+                                                        size: member.size, offset: member.offset, fix: MemberChecksum.pixelFix)
+                    problems.append("\(name): \(error.record ?? label): \(error.message)")
+                }
+            } catch {
+                problems.append("\(name): \(label): \(error)")
+            }
+        }
         return problems
     }
 }

@@ -63,7 +63,7 @@ public struct SyntheticShardInputs: Sendable {
         // Pixel shard: one npy member per distinct image.
         let pixelShardName = "\(sourceName)-\(pixelsConfig)-000000.tar"
         let pixelShardPath = ws.pixelShardsDirectory + "/" + pixelShardName
-        var images: [(sha: String, member: TarMember)] = []
+        var images: [(sha: String, member: TarMember, xxh3: UInt64)] = []
         try AtomicFile.withWriter(to: pixelShardPath) { file in
             let tar = TarWriter(file)
             for image in 0 ..< imageCount {
@@ -72,7 +72,7 @@ public struct SyntheticShardInputs: Sendable {
                 let sha = Hashing.sha256(bytes)
                 let pixels = Self.noise(count: tiles * patches * patchDim, seed: seed ^ UInt64(image + 1) &* 104_729)
                 let npy = Npy.header(dtype: .uint8, shape: [tiles, patches, patchDim]) + pixels
-                images.append((sha, try tar.add(name: sha + ".npy", bytes: npy)))
+                images.append((sha, try tar.add(name: sha + ".npy", bytes: npy), XXH3.hash64(npy)))
             }
             try tar.finish()
         }
@@ -104,7 +104,7 @@ public struct SyntheticShardInputs: Sendable {
                 SyntheticInputRows.Image(key: "\(sourceName)_img_\(i)", externalID: i, fileName: "img_\(i).jpg",
                                          location: imageDir + "/img_\(i).jpg", sha256: image.sha,
                                          byteSize: imageFileBytes, offset: image.member.contentOffset,
-                                         size: image.member.size)
+                                         size: image.member.size, xxh3: image.xxh3)
             },
             samples: samples))
     }

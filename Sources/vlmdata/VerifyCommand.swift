@@ -12,7 +12,8 @@ struct VerifyCommand: ParsableCommand {
         Checks each shard's size and XXH3-128 (recorded at write time; as `xxhsum -H2` prints it), that its tar
         structure reads to the end, and that every indexed member is the tar member KEY.SUFFIX at the recorded
         offset and size with the recorded XXH3. --deep also checks each shard's sha256 and parses every json and
-        npy, checking shapes and lengths against the json and the index. Every problem is listed.
+        npy, checking shapes and lengths against the json and the index. Every pixel shard member that patchify
+        recorded an XXH3 for is checked against it too. Every problem is listed.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
@@ -47,7 +48,7 @@ struct VerifyCommand: ParsableCommand {
         } else {
             for problem in report.problems { print("problem: \(problem)") }
             let c = report.counts
-            print("verify\(deep ? " --deep" : ""): \(c["shards"] ?? 0) shards, \(c["samples"] ?? 0) samples, \(c["bytes"] ?? 0) bytes, "
+            print("verify\(deep ? " --deep" : ""): \(c["shards"] ?? 0) shards, \(c["samples"] ?? 0) samples, \(c["bytes"] ?? 0) bytes, \(c["pixel_shards"] ?? 0) pixel shards, "
                 + (report.problems.isEmpty ? "all well" : "\(report.problemCount) problems"))
         }
         if report.problemCount > 0 { throw ExitCode(1) }

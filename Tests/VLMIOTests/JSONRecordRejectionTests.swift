@@ -31,6 +31,19 @@ struct JSONRecordRejectionTests {
         #expect(rejected[0].1.contains("annotations[1]") && rejected[0].1.contains("invalid UTF-8 in a string in 'caption'"))
     }
 
+    /// Found by fuzz-coco and fuzz-llava: once a record was rejected, a number, `true`, `false` or `null` after
+    /// the bad string recursed between readValue and skipValue until the stack overflowed.
+    @Test func scalarsAfterARejectionAreSkipped() throws {
+        var bytes = Array(#"{"annotations": [{"id": 1}, {"caption": "bad XX", "id": 2, "ok": true, "no": false, "x": null, "area": -1.5e3}, {"id": 3}]}"#.utf8)
+        let at = bytes.firstIndex(of: UInt8(ascii: "X"))!
+        bytes[at] = 0xFF
+        let (kept, rejected) = try Self.walk(bytes)
+        #expect(kept == [1, 3])
+        #expect(rejected.count == 1 && rejected[0].0 == 1)
+        let (keptLong, rejectedLong) = try Self.walk(Array(#"{"annotations": [{"caption": "\#(String(repeating: "z", count: 100))", "id": 1, "b": [1, 2.5, true, null]}, {"id": 2}]}"#.utf8))
+        #expect(keptLong == [2] && rejectedLong.count == 1)
+    }
+
     @Test func longStringIsSkippedUnreadAndNamed() throws {
         let long = String(repeating: "z", count: 1000) + #"\"still inside\""# + String(repeating: "y", count: 1000)
         let text = #"{"annotations": [{"id": 1, "caption": "\#(long)"}, {"id": 2, "caption": "ok"}]}"#

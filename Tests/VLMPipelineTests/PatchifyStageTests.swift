@@ -90,6 +90,8 @@ struct PatchifyStageTests {
             #expect(decoded.shape == [1, 576, 588])
             #expect(decoded.values == Patchify.patchify(expected.stacked, tiles: 1, size: 336, patch: 14))
             #expect((row["patches"] as Int) == 576 && (row["patch_dim"] as Int) == 588 && (row["tiles"] as Int) == 1)
+            // The member's XXH3-64 is recorded when the pixel shard is written, so every later read can be checked.
+            #expect((row["xxh3"] as Int64?).map(XXH3.loaded) == XXH3.hash64(npy))
         }
         let errorRow = rows.first { (row: Row) in (row["status"] as String) == "error" }
         #expect((errorRow?["error"] as String?)?.contains("bad.jpg") == true)

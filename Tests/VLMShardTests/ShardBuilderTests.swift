@@ -55,6 +55,35 @@ func smallShards() -> ShardOptions {
         #expect(summary.samples == 60)
     }
 
+    /// Pixel shards are checked like sample shards: a flipped byte in a pixel member stops `shard` with an error
+    /// naming the pixel shard, the member and its offset (it would otherwise be copied into a training shard under
+    /// a fresh, matching checksum), and `verify` reports it.
+    @Test func flippedByteInAPixelShardIsCaught() throws {
+        let catalog = try makeCatalog(count: 8)
+        let (shard, member, offset, size): (String, String, Int, Int) = try catalog.read { db in
+            let row = try #require(try Row.fetchOne(db, sql: """
+                SELECT ps.name, p.sha256, p.offset, p.size FROM pixels p JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
+                ORDER BY p.sha256 LIMIT 1 OFFSET 1
+                """))
+            return (row[0], row[1], row[2], row[3])
+        }
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: false).problems == [])
+        let path = catalog.workspace.pixelShardsDirectory + "/" + shard
+        var bytes = try readFile(path)
+        bytes[offset + size - 3] ^= 0x01   // in the pixel data, past the npy header
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+
+        let error = #expect(throws: VLMError.self) { try ShardBuilder(catalog: catalog, options: smallShards()).run() }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.description.contains(shard) == true)
+        #expect(error?.description.contains("\(member).npy") == true)
+        #expect(error?.description.contains("offset \(offset)") == true)
+        let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
+        #expect(problems.count == 1)
+        #expect(problems.first?.contains(shard) == true && problems.first?.contains("\(member).npy") == true)
+        #expect(problems.first?.contains("xxh3") == true)
+    }
+
     @Test func samplesHoldTheCatalogRows() throws {
         let catalog = try makeCatalog()
         _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()

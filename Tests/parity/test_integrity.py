@@ -190,3 +190,26 @@ def test_verify_checks_xxh3_and_deep_adds_sha256(vlmdata_bin, ws):
     assert not any("sha256 is" in p for p in problems)
     deep = run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json", check=False)
     assert any(p.startswith(f"{name}: sha256 is ") for p in json.loads(deep.stdout)["problems"])
+
+
+def test_a_flipped_byte_in_a_pixel_shard_stops_shard_and_fails_verify(vlmdata_bin, ws):
+    """Pixel shards were written without member checksums: a changed pixel member was copied into training shards
+    under a fresh checksum and served as good. Now patchify records XXH3-64 per member (pixels.xxh3)."""
+    (name, sha, offset, size, xxh3), = query(ws, """
+        SELECT ps.name, p.sha256, p.offset, p.size, printf('%016x', p.xxh3) FROM pixels p
+        JOIN pixel_shards ps ON ps.id = p.pixel_shard_id ORDER BY p.sha256 LIMIT 1""")
+    path = glob.glob(os.path.join(ws, "shards", "**", name), recursive=True)[0]
+    with open(path, "rb") as f:
+        f.seek(offset)
+        content = f.read(size)
+    reference = subprocess.run(["xxhsum", "-H3", "-"], input=content, capture_output=True, check=True).stdout.decode()
+    assert xxh3 in reference  # the recorded value is XXH3_64bits of the member, as xxhsum prints it
+    assert run(vlmdata_bin, "verify", "--workspace", ws, check=False).returncode == 0
+    flip(path, offset + size - 5)
+    verify = run(vlmdata_bin, "verify", "--workspace", ws, "--json", check=False)
+    assert verify.returncode == 1
+    problems = json.loads(verify.stdout)["problems"]
+    assert [p for p in problems if p.startswith(f"{name}: {sha}.npy ({size} bytes at offset {offset}): xxh3 is ")], problems
+    shard = run(vlmdata_bin, "shard", "--workspace", ws, "--target-size", "7KB", "--quiet", check=False)
+    assert shard.returncode == 1
+    assert name in shard.stderr and f"{sha}.npy ({size} bytes at offset {offset})" in shard.stderr, shard.stderr

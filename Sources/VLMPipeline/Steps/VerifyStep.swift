@@ -46,7 +46,8 @@ public struct VerifyStep: Stage, LineageStage {
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
         let summary = try ShardStage.verify(workspace: catalog.workspace, deep: config.deep, progress: context.progress)
-        let report = StageReport(stage: Self.name, counts: ["shards": summary.shards, "samples": summary.samples, "bytes": summary.bytes],
+        let report = StageReport(stage: Self.name, counts: ["shards": summary.shards, "samples": summary.samples, "bytes": summary.bytes,
+                                                                     "pixel_shards": summary.pixelShards],
                                  problems: summary.problems)
         if !summary.problems.isEmpty {
             throw StageFailure(stage: Self.name, error: VLMError(.corrupt, file: catalog.workspace.shardsDirectory,
