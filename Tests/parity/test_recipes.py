@@ -122,7 +122,7 @@ class LLMServer:
 
 def test_coco_llm_instruct_runs_against_the_test_server_and_names_what_is_missing(vlmdata_bin, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    no_url = recipe(vlmdata_bin, "coco-llm-instruct.yaml", tmp_path / "a", check=False, env=env)
+    no_url = recipe(vlmdata_bin, "coco-llm-instruct.yaml", tmp_path / "a", "base_url=", check=False, env=env)
     assert no_url.returncode == 1 and "base_url" in no_url.stderr and "none was given" in no_url.stderr
     assert not (tmp_path / "a" / "catalog.sqlite").exists()   # the file is checked whole before anything runs
     key = "sk-recipe-test-0123456789"

@@ -154,7 +154,7 @@ public enum ReportPage {
         .pic svg { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
         .conv p { margin: 4px 0; white-space: pre-wrap; }
         .conv .from { font-weight: bold; margin-right: 6px; }
-        .tokens { grid-column: 1 / -1; font-family: monospace; font-size: 12px; line-height: 1.9; }
+        .tokens { grid-column: 1 / -1; display: flex; flex-wrap: wrap; row-gap: 3px; font-family: monospace; font-size: 12px; line-height: 1.6; }
         .tok { padding: 1px 2px; margin: 0 1px; border-radius: 3px; white-space: pre; }
         .tok.s { background: #cdeccd; }
         .tok.m { background: #e6e6e6; color: #666; }

@@ -31,7 +31,7 @@ struct SampleCard {
                      "\(m.length) ids, \(m.supervised) supervised, \(m.imageTokens) image tokens"]
         if let size = m.imageSize, size.count == 2 { facts.append("original \(size[0])×\(size[1])") }
         if let shape = m.pixelsShape { facts.append("pixels \(shape)") }
-        if let grid = m.grid, grid.count == 2 { facts.append("anyres grid \(grid[0])×\(grid[1])") }
+        if let grid = m.grid, grid.count == 2, grid != [1, 1] { facts.append("anyres grid \(grid[0])×\(grid[1])") }
         if let frame = m.boxFrame { facts.append("boxes in the \(frame) frame") }
         s += "<p class=\"meta\">\(HTML.escape(facts.joined(separator: " · ")))</p>\n"
         if let image {
