@@ -165,3 +165,37 @@ def test_the_same_seed_draws_the_same_cards_and_bad_input_is_named(vlmdata_bin, 
     assert again["samples_shown"] == SAMPLES
     missing = run(vlmdata_bin, "view", "--workspace", tmp_path / "nothing", check=False)
     assert missing.returncode == 1 and "catalog.sqlite" in missing.stderr and "no catalog" in missing.stderr
+
+
+def test_anyres_tiles_sit_side_by_side_with_boxes_on_the_base_view(vlmdata_bin, tmp_path):
+    ws, out = tmp_path / "ws", tmp_path / "report"
+    coco = SHARED / "coco-mini"
+    run(vlmdata_bin, "ingest", "coco", "--workspace", ws, "--quiet", "--images", coco / "train2017",
+        "--captions", coco / "annotations/captions_train2017.json", "--instances", coco / "annotations/instances_train2017.json")
+    run(vlmdata_bin, "gen-instructions", "--workspace", ws, "--quiet", "--kinds", "grounding", "--box-frame", "original")
+    run(vlmdata_bin, "patchify", "--workspace", ws, "--quiet", "--mode", "anyres", "--image-size", 56, "--patch-size", 14)
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--quiet", "--tokenizer", SHARED / "tokenizers/mistral-v1/tokenizer.json",
+        "--template", "vicuna_v1", "--image-tokens", "pixels")
+    run(vlmdata_bin, "shard", "--workspace", ws, "--quiet")
+    run(vlmdata_bin, "view", "--workspace", ws, "--out", out, "--samples", 4, "--seed", 1, "--quiet")
+    page = (out / "index.html").read_text()
+    keys = card_keys(page)
+    assert len(keys) == 4
+    browser = Browser()
+    try:
+        browser.open((out / "index.html").resolve().as_uri())
+        assert browser.errors() == []
+        for key in keys:
+            pixels, _, _, meta = stored_pixels(ws, key)
+            tiles = pixels.shape[0]
+            assert tiles >= 3 and meta["grid"] and tiles == 1 + meta["grid"][0] * meta["grid"][1]
+            with Image.open(out / "images" / f"{key}.png") as png:
+                shown = np.asarray(png.convert("RGB"))
+            assert shown.shape == (56, tiles * 56, 3) and np.array_equal(shown, unpatchify(pixels))
+            size = browser.evaluate(f"(i => [i.naturalWidth, i.naturalHeight])(document.getElementById('{key}').querySelector('img'))")
+            assert size == [tiles * 56, 56]
+            rects = browser.evaluate(f"Array.from(document.getElementById('{key}').querySelectorAll('rect.box'))"
+                                     ".map(r => parseFloat(r.getAttribute('x')) + parseFloat(r.getAttribute('width')))")
+            assert rects and all(right <= 56.01 for right in rects)   # in the base view, tile 0
+    finally:
+        browser.close()
