@@ -104,9 +104,13 @@ def test_coco_llava_instruct_makes_every_annotation_kind(vlmdata_bin, tmp_path):
     assert {m["template"] for m in metas} == {"vicuna_v1"}
     assert {tuple(m["pixels_shape"]) for m in metas} == {(1, 576, 588)}
     assert {m["box_frame"] for m in metas if m["kind"] == "grounding"} == {"pad"}
-    # Running it again does nothing new.
+    # Running it again does nothing new: every stage that writes rows is skipped, the counts stay.
+    before = [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("instructions", "tokenized", "pixels", "samples")]
     again = recipe(vlmdata_bin, "coco-llava-instruct.yaml", ws)
-    assert again.stdout.count("already done") >= 5
+    for stage in ("gen-instructions", "tokenize", "patchify", "shard"):
+        assert any(l.startswith(stage) and "already done" in l for l in again.stdout.splitlines()), (stage, again.stdout)
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    assert [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("instructions", "tokenized", "pixels", "samples")] == before
 
 
 class LLMServer:
