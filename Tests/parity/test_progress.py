@@ -52,6 +52,15 @@ def test_plain_lines_off_a_terminal_and_none_with_quiet(vlmdata_bin, tmp_path):
     assert lines[-1].startswith("patchify 80/80 100%")
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
     assert re.search(r"^patchify: .*\(\d+s\)$", result.stderr, re.M)
+    # shard: a moving count although all 80 samples go into one shard.
+    run(vlmdata_bin, "gen-instructions", "--workspace", ws, "--kinds", "caption", "--quiet")
+    run(vlmdata_bin, "tokenize", "--workspace", ws, "--quiet", "--tokenizer", SHARED / "tokenizers/mistral-v1/tokenizer.json",
+        "--template", "plain", "--image-tokens", "pixels")
+    sharded = subprocess.run([str(vlmdata_bin), "shard", "--workspace", str(ws)], capture_output=True, text=True, env=env)
+    assert sharded.returncode == 0, sharded.stderr
+    lines = [l for l in sharded.stderr.splitlines() if l.startswith("shard ")]
+    assert len(lines) >= 40 and lines[-1].startswith("shard 80/80 100%"), sharded.stderr
+    assert re.search(r"^shard: 80 samples in 1 shards written", sharded.stderr, re.M)
     quiet = subprocess.run(patchify_args(vlmdata_bin, ws, 84) + ["--quiet"], capture_output=True, text=True, env=env)
     assert quiet.returncode == 0 and quiet.stderr == ""
 
