@@ -11,7 +11,7 @@ TORCH      := torch==2.13.0
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
-              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash
+              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 # Debian packages of the one-node Slurm cluster `make test-cluster` starts (daemons run directly, no systemd).
 CLUSTER_DEBS := slurmctld slurmd slurm-client munge
@@ -29,6 +29,7 @@ deps:
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	command -v xxhsum >/dev/null 2>&1 || missing="$$missing xxhsum"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: missing:$$missing; installing Debian packages"; \
@@ -91,6 +92,9 @@ demo: deps build
 	$(RELEASE) run Pipelines/demo.yaml --workspace $(DEMO_WS)
 	$(RELEASE) stats --workspace $(DEMO_WS)
 	$(RELEASE) train-smoke --workspace $(DEMO_WS)/train-smoke
+	$(RELEASE) view --workspace $(DEMO_WS) --out $(DEMO_WS)/report --quiet
+	@echo "report page: $(DEMO_WS)/report/index.html (open it in a browser; no server needed)"
+	@echo "loss curve:  $(DEMO_WS)/train-smoke/loss-curve.svg (numbers: $(DEMO_WS)/train-smoke/loss-curve.csv)"
 
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build

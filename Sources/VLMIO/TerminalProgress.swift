@@ -1,11 +1,23 @@
 import Foundation
 import VLMCore
 
-/// A progress bar with count, rate and ETA on a TTY (stderr); one summary line per phase otherwise.
+/// Progress on stderr. On a terminal: one bar per phase, redrawn in place, with count, percent, rate and ETA (the
+/// filled part coloured unless `NO_COLOR` is set, https://no-color.org). Otherwise (a log file, a pipe, CI): a plain
+/// line with the same numbers every `interval` seconds (`VLMDATA_PROGRESS_INTERVAL`, default 10), no escape codes.
+/// Each phase ends with one summary line. `quiet` prints nothing.
+///
+/// ```swift
+/// let progress = TerminalProgress(quiet: false)
+/// progress.start("patchify", total: 80)
+/// progress.advance(by: 1)
+/// progress.finish("80 images")   // "patchify: 80 images (3s)"
+/// ```
 public final class TerminalProgress: ProgressSink, @unchecked Sendable {
     private let lock = NSLock()
     private let isTTY: Bool
     private let quiet: Bool
+    private let colour: Bool
+    private let interval: Double
     private var label = ""
     private var total: Int?
     private var done = 0
@@ -14,9 +26,17 @@ public final class TerminalProgress: ProgressSink, @unchecked Sendable {
 
     /// `quiet` suppresses everything but errors (for `--json` output on stdout there is nothing to suppress:
     /// progress always goes to stderr).
-    public init(quiet: Bool = false) {
+    public convenience init(quiet: Bool = false) {
+        let env = ProcessInfo.processInfo.environment
+        self.init(quiet: quiet, isTTY: isatty(STDERR_FILENO) == 1, environment: env)
+    }
+
+    /// For tests: the terminal test and the environment given.
+    package init(quiet: Bool, isTTY: Bool, environment: [String: String]) {
         self.quiet = quiet
-        self.isTTY = isatty(STDERR_FILENO) == 1
+        self.isTTY = isTTY
+        self.colour = isTTY && (environment["NO_COLOR"] ?? "").isEmpty && environment["TERM"] != "dumb"
+        self.interval = environment["VLMDATA_PROGRESS_INTERVAL"].flatMap(Double.init).map { max($0, 0) } ?? 10
     }
 
     public func start(_ label: String, total: Int?) {
@@ -25,37 +45,49 @@ public final class TerminalProgress: ProgressSink, @unchecked Sendable {
             self.total = total
             self.done = 0
             self.started = Date()
-            self.lastDraw = .distantPast
+            // Plain lines start one interval in: a phase shorter than that prints only its summary.
+            self.lastDraw = isTTY ? .distantPast : self.started
         }
     }
 
     public func advance(by count: Int) {
         lock.withLock {
             done += count
-            guard isTTY, !quiet else { return }
+            guard !quiet else { return }
             let now = Date()
-            if now.timeIntervalSince(lastDraw) < 0.1, done != total { return }
-            lastDraw = now
-            draw(now: now)
+            if isTTY {
+                if now.timeIntervalSince(lastDraw) < 0.1, done != total { return }
+                lastDraw = now
+                FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line(now: now, bar: true)).utf8))
+            } else {
+                guard now.timeIntervalSince(lastDraw) >= interval else { return }
+                lastDraw = now
+                FileHandle.standardError.write(Data((line(now: now, bar: false) + "\n").utf8))
+            }
         }
     }
 
-    private func draw(now: Date) {
+    /// `label [#####.....] done/total pct% rate/s ETA t` (the bar only on a terminal), or `label done rate/s t`
+    /// when the total is unknown.
+    func line(now: Date, bar: Bool) -> String {
         let elapsed = max(now.timeIntervalSince(started), 1e-6)
         let rate = Double(done) / elapsed
-        var line = "\r\u{1B}[2K\(label) "
+        var line = "\(label) "
         if let total, total > 0 {
             let fraction = min(Double(done) / Double(total), 1)
-            let width = 30
-            let filled = Int(fraction * Double(width))
-            line += "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            if bar {
+                let width = 30
+                let filled = Int(fraction * Double(width))
+                let hashes = String(repeating: "#", count: filled)
+                line += "[" + (colour ? "\u{1B}[32m\(hashes)\u{1B}[0m" : hashes) + String(repeating: ".", count: width - filled) + "] "
+            }
             line += "\(done)/\(total) \(Int(fraction * 100))%"
-            let remaining = rate > 0 ? Double(total - done) / rate : 0
+            let remaining = rate > 0 ? Double(total - done) / rate : .infinity
             line += String(format: " %.0f/s ETA %@", rate, Self.duration(remaining))
         } else {
             line += String(format: "%d %.0f/s %@", done, rate, Self.duration(elapsed))
         }
-        FileHandle.standardError.write(Data(line.utf8))
+        return line
     }
 
     public func finish(_ summary: String) {

@@ -109,13 +109,14 @@ public enum PatchifyStage {
                 let outcomes = OutcomeSlots(count: batch.count)
                 ImageWorkers.run(count: batch.count, jobs: options.jobs) { i, worker in
                     outcomes.set(i, patchify(batch[i], preloaded: bytes[i], with: box.workers[worker]))
+                    // Per image, not per batch: one batch can hold every image of a small set.
+                    progress.advance(by: 1)
                 }
                 for (i, item) in batch.enumerated() {
                     let outcome = outcomes.values[i]!
                     if case .error(let message) = outcome { problems.append("\(item.name): \(message)") }
                     try writer.add(item, outcome)
                 }
-                progress.advance(by: batch.count)
             }
             // Plain files: read by the workers themselves. Archive members: one sequential pass per archive.
             let files = pending.filter { $0.member == nil }

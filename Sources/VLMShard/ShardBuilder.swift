@@ -564,7 +564,7 @@ public final class ShardBuilder {
             let name = options.shardName(shardNumber)
             let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name,
                                samples: SampleStream())
-            let catalog = self.catalog, part = options.part, workspace = catalog.workspace, progress = self.progress
+            let catalog = self.catalog, part = options.part, workspace = catalog.workspace
             // The shard starts writing with its first sample; the samples that follow stream in as they are prepared.
             writers.submit(number: shardNumber) {
                 let tmp = AtomicFile.temporaryPath(for: job.path)
@@ -576,7 +576,6 @@ public final class ShardBuilder {
                     AtomicFile.syncDirectory(of: job.path)
                     try ShardBuilder.commit(catalog: catalog, part: part, shardName: job.name, sha256: sha, xxh3: xxh3, bytes: size,
                                             rows: rows, paramsHash: shardParamsHash)
-                    progress.advance(by: rows.count)   // samples count as done once their shard is committed
                 }
                 return (commit, { unlink(tmp) })
             }
@@ -599,6 +598,9 @@ public final class ShardBuilder {
                     count += 1
                     bytes += sample.tarBytes
                     position += 1
+                    // Per sample handed to its shard's writer (a bounded stream), so one big shard still shows a
+                    // moving bar; the summary line comes once every shard is committed.
+                    progress.advance(by: 1)
                     if bytes >= options.targetBytes { break }
                     if let max = options.maxSamplesPerShard, count >= max { break }
                 }

@@ -37,7 +37,8 @@ public struct BPETrainer: Sendable {
         public var merges: Int
     }
 
-    public func train(texts: [String]) throws -> Result {
+    /// `progress` gets one phase per merge learned (up to `vocabSize` less the base vocabulary).
+    public func train(texts: [String], progress: any ProgressSink = SilentProgress()) throws -> Result {
         let base = specialTokens.count + 256
         guard vocabSize >= base else {
             throw VLMError(.invalidArgument, "--vocab-size \(vocabSize) is below the \(base) tokens every byte-level vocabulary holds (\(specialTokens.count) special + 256 bytes)")
@@ -89,6 +90,7 @@ public struct BPETrainer: Sendable {
         for (p, c) in pairCounts { heap.push(count: c, pair: p) }
         var merges: [(Int, Int)] = []
         var forbidden = Set<UInt64>()
+        progress.start("tokenizer train (merges)", total: max(vocabSize - tokens.count, 0))
         while tokens.count < vocabSize, let (count, pair) = heap.pop() {
             guard pairCounts[pair] == count, count > 0, !forbidden.contains(pair) else { continue }
             if count < minFrequency { break }
@@ -105,6 +107,7 @@ public struct BPETrainer: Sendable {
                 index[merged] = newID
             }
             merges.append((a, b))
+            progress.advance(by: 1)
             var changed: [UInt64: Int] = [:]
             for w in (where_[pair] ?? []).sorted() {
                 let old = symbols[w]
@@ -138,6 +141,7 @@ public struct BPETrainer: Sendable {
             }
             pairCounts[pair] = 0
         }
+        progress.finish("\(merges.count) merges, \(tokens.count) tokens")
         return Result(json: try tokenizerJSON(tokens: tokens, merges: merges), vocabSize: tokens.count, merges: merges.count)
     }
 

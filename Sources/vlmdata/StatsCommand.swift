@@ -5,7 +5,8 @@ import VLMCatalog
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Counts per catalog table (images by status, captions, objects, instructions, tokens, pixels, shards)."
+        abstract: "Counts per catalog table, per split, per status and per stage config (by its readable name).",
+        discussion: "Aligned tables for reading; --json prints the counts as one JSON object for scripts."
     )
     @OptionGroup var common: WorkspaceOptions
     @Flag(help: "Print one JSON object.") var json = false
@@ -22,24 +23,40 @@ struct StatsCommand: ParsableCommand {
             print(String(decoding: try encoder.encode(stats), as: UTF8.self))
             return
         }
-        let i = stats.images
-        print("workspace     \(Workspace(root: common.path).root)")
-        print("images        \(i.total) (ok \(i.ok), missing \(i.missing), corrupt \(i.corrupt), size_mismatch \(i.size_mismatch), too_large \(i.too_large))")
-        print("captions      \(stats.captions)")
-        print("objects       \(stats.objects)")
-        print("categories    \(stats.categories)")
-        let kinds = stats.instructions_by_kind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        print("instructions  \(stats.instructions)\(kinds.isEmpty ? "" : " (\(kinds))")")
-        print("tokenized     \(stats.tokenized)")
-        print("pixels        \(stats.pixels)\(stats.pixel_errors > 0 ? " (\(stats.pixel_errors) errors)" : "")")
-        print("shards        \(stats.shards)")
-        print("samples       \(stats.samples)")
+        let ws = Workspace(root: common.path)
+        let breakdown = try runOrExit { try Catalog(workspace: ws).statsBreakdown() }
+        print("workspace \(ws.root)\n")
+        let totals: [[String]] = [
+            ["images", "\(stats.images.total)"], ["captions", "\(stats.captions)"], ["objects", "\(stats.objects)"],
+            ["categories", "\(stats.categories)"], ["instructions", "\(stats.instructions)"], ["tokenized", "\(stats.tokenized)"],
+            ["pixels", "\(stats.pixels)"], ["shards", "\(stats.shards)"], ["samples", "\(stats.samples)"],
+        ]
+        print(TextTable(["table", "rows"], totals).render() + "\n")
+        if !breakdown.splits.isEmpty {
+            print(TextTable(["split", "source", "images", "ok", "instructions", "samples"], breakdown.splits.map {
+                [$0.name, $0.kind, "\($0.images)", "\($0.ok)", "\($0.instructions)", "\($0.samples)"]
+            }).render() + "\n")
+        }
+        if !breakdown.statuses.isEmpty {
+            print(TextTable(["table", "status", "rows"], breakdown.statuses.map { [$0.table, $0.status, "\($0.rows)"] }).render() + "\n")
+        }
+        if !breakdown.configs.isEmpty {
+            print(TextTable(["stage", "config", "rows"], breakdown.configs.map { [$0.stage, $0.name, "\($0.rows)"] }).render() + "\n")
+        }
+        if !stats.instructions_by_kind.isEmpty {
+            print(TextTable(["instruction kind", "rows"], stats.instructions_by_kind.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] }).render() + "\n")
+        }
         if let t = stats.tokens_with_image, let x = stats.tokens_without_image {
-            print("tokens/sample text only: min \(x.min) median \(x.median) p95 \(x.p95) max \(x.max); with image: min \(t.min) median \(t.median) p95 \(t.p95) max \(t.max)")
+            print(TextTable(["tokens per sample", "min", "median", "p95", "max"], [
+                ["text only", "\(x.min)", "\(x.median)", "\(x.p95)", "\(x.max)"],
+                ["with image positions", "\(t.min)", "\(t.median)", "\(t.p95)", "\(t.max)"],
+            ]).render() + "\n")
         }
         let l = stats.llm_calls
         if l.ok + l.rejected + l.failed > 0 {
-            print("llm calls     ok \(l.ok), rejected \(l.rejected), failed \(l.failed); tokens \(l.prompt_tokens) prompt + \(l.completion_tokens) completion")
+            print(TextTable(["llm calls", "ok", "rejected", "failed", "prompt tokens", "completion tokens"], [
+                ["", "\(l.ok)", "\(l.rejected)", "\(l.failed)", "\(l.prompt_tokens)", "\(l.completion_tokens)"],
+            ]).render())
         }
     }
 }

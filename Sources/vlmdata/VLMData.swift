@@ -19,7 +19,7 @@ struct VLMDataCommand: ParsableCommand {
             GenInstructionsCommand.self, ExportCommand.self,
             ShardCommand.self, ShowCommand.self, VerifyCommand.self, CatalogCommand.self,
             StreamCommand.self, BenchCommand.self,
-            TrainSmokeCommand.self, RunCommand.self, EvalCommand.self,
+            TrainSmokeCommand.self, RunCommand.self, EvalCommand.self, ViewCommand.self,
         ]
     )
 }

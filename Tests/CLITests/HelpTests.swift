@@ -37,7 +37,7 @@ func runCLI(_ arguments: [String]) throws -> CLIResult {
     ["patchify"], ["preprocess"], ["tokenize"], ["tokenizer"], ["tokenizer", "encode"], ["tokenizer", "decode"],
     ["tokenizer", "train"], ["gen-instructions"], ["export"], ["export", "llava"], ["shard"], ["show"], ["verify"],
     ["catalog"], ["catalog", "merge"], ["stream"], ["bench"], ["train-smoke"],
-    ["eval"], ["eval", "build"], ["eval", "score"], ["eval", "check"],
+    ["eval"], ["eval", "build"], ["eval", "score"], ["eval", "check"], ["view"],
 ])
 func helpOnEveryCommand(command: [String]) throws {
     let result = try runCLI(command + ["--help"])

@@ -111,7 +111,8 @@ public struct GenInstructionsStep: Stage, LineageStage {
         case .llm:
             _ = try config.parsedKinds(all: LLMKind.allCases)
             guard let baseURL = config.baseURL, baseURL.hasPrefix("http://") || baseURL.hasPrefix("https://") else {
-                throw invalid("base_url", "must be an http(s):// URL for generator llm (e.g. https://api.openai.com/v1)")
+                let given = (config.baseURL ?? "").isEmpty ? "none was given" : "not '\(config.baseURL!)'"
+                throw invalid("base_url", "must be the endpoint's http(s):// URL for generator llm (e.g. https://api.openai.com/v1); \(given)")
             }
             if config.model?.isEmpty ?? true { throw invalid("model", "is required by generator llm") }
             if config.concurrency < 1 { throw invalid("concurrency", "must be at least 1") }

@@ -170,7 +170,7 @@ public struct TokenizerTrainStep: Stage, LineageStage {
 
     public func run(_ context: StageContext) throws -> StageReport {
         if config.fromCatalog { return try runWithLineage(context) }
-        do { return try train(texts: try fileTexts()) } catch { throw Self.failure(error) }
+        do { return try train(texts: try fileTexts(), progress: context.progress) } catch { throw Self.failure(error) }
     }
 
     func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity {
@@ -178,7 +178,7 @@ public struct TokenizerTrainStep: Stage, LineageStage {
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
-        try train(texts: try TokenizeStage.catalogTexts(catalog))
+        try train(texts: try TokenizeStage.catalogTexts(catalog), progress: context.progress)
     }
 
     func fileTexts() throws -> [String] {
@@ -197,11 +197,11 @@ public struct TokenizerTrainStep: Stage, LineageStage {
         return texts
     }
 
-    func train(texts: [String]) throws -> StageReport {
+    func train(texts: [String], progress: any ProgressSink) throws -> StageReport {
         let trainer = BPETrainer(vocabSize: config.vocabSize,
                                  specialTokens: config.specialTokens.isEmpty ? BPETrainer.defaultSpecialTokens : config.specialTokens,
                                  minFrequency: config.minFrequency)
-        let result = try trainer.train(texts: texts)
+        let result = try trainer.train(texts: texts, progress: progress)
         let parent = URL(fileURLWithPath: config.out).deletingLastPathComponent().path
         try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         try AtomicFile.write(result.json, to: config.out)
