@@ -37,6 +37,10 @@ struct StatsCommand: ParsableCommand {
         if let t = stats.tokens_with_image, let x = stats.tokens_without_image {
             print("tokens/sample text only: min \(x.min) median \(x.median) p95 \(x.p95) max \(x.max); with image: min \(t.min) median \(t.median) p95 \(t.p95) max \(t.max)")
         }
+        if stats.urls.total > 0 {
+            let failed = stats.urls.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            print("urls          \(stats.urls.total) (ok \(stats.urls.ok)\(failed.isEmpty ? "" : ", " + failed))")
+        }
         let l = stats.llm_calls
         if l.ok + l.rejected + l.failed > 0 {
             print("llm calls     ok \(l.ok), rejected \(l.rejected), failed \(l.failed); tokens \(l.prompt_tokens) prompt + \(l.completion_tokens) completion")
