@@ -82,6 +82,10 @@ public struct IngestURLs {
                 counts[r.status, default: 0] += 1
                 if inFlightURLs[r.url] == r.key { inFlightURLs[r.url] = nil }
             }
+            if let terminal = progress as? TerminalProgress {
+                let ok = counts["ok"] ?? 0
+                terminal.relabel("fetching URLs: \(ok) ok, \(counts.values.reduce(0, +) - ok) failed")
+            }
             progress.advance(by: pendingCommit.count)
             pendingCommit.removeAll(keepingCapacity: true)
             lastCommit = URLFetcher.clock()
@@ -178,6 +182,7 @@ public struct IngestURLs {
         }, shouldStop: { cancellation.isCancelled })
         try flush()
         let failed = counts.filter { $0.key != "ok" }.values.reduce(0, +)
+        (progress as? TerminalProgress)?.relabel("fetching URLs")
         progress.finish("\(counts["ok"] ?? 0) ok, \(failed) failed, \(skipped) already done")
         try cancellation.check("ingest urls")
 
