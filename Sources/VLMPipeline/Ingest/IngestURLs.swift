@@ -65,6 +65,13 @@ public struct IngestURLs {
         let store = try BlobStore(root: catalog.workspace.root + "/blobs")
 
         var problems: [String] = []
+        var problemCount = 0
+        /// Problem lines kept for the report: the first `StageReport.problemLimit` (a list of millions may have many
+        /// bad lines; memory must not grow with them); `problemCount` covers all.
+        func problem(_ error: VLMError) {
+            problemCount += 1
+            if problems.count < StageReport.problemLimit { problems.append(error.description) }
+        }
         var counts: [String: Int] = [:]
         var recordNumber = 0
         var readerIndex = 0
@@ -100,14 +107,14 @@ public struct IngestURLs {
                 recordNumber += 1
                 switch item {
                 case .problem(let line, let message):
-                    problems.append(VLMError.badInput(file: reader.path, record: "line \(line)", message).description)
+                    problem(VLMError.badInput(file: reader.path, record: "line \(line)", message))
                 case .record(let record):
                     let key = record.key.map { "\(options.split)_\(SampleKey.sanitize($0))" }
                         ?? "\(options.split)_" + String(format: "%09d", recordNumber - 1)
                     // Record numbers are unique by construction; keys from a column are checked here.
                     guard options.keyColumn == nil || seenKeys.insert(key).inserted else {
-                        problems.append(VLMError.badInput(file: reader.path, record: "line \(record.line)",
-                                                          "key '\(key)' is already used by an earlier line: skipped").description)
+                        problem(VLMError.badInput(file: reader.path, record: "line \(record.line)",
+                                                  "key '\(key)' is already used by an earlier line: skipped"))
                         continue
                     }
                     guard options.part?.owns(imageKey: key, sampleKey: key) ?? true else { continue }
@@ -131,8 +138,8 @@ public struct IngestURLs {
                                                status: "refused", attempts: 0)
                 if !Self.isHTTP(record.url) {
                     result.error = "only http and https URLs are fetched"
-                    problems.append(VLMError.badInput(file: file, record: "line \(record.line)",
-                                                      "'\(record.url.prefix(80))' is not an http(s) URL: refused").description)
+                    problem(VLMError.badInput(file: file, record: "line \(record.line)",
+                                              "'\(record.url.prefix(80))' is not an http(s) URL: refused"))
                     pendingCommit.append(result)
                     continue
                 }
@@ -194,8 +201,8 @@ public struct IngestURLs {
         let totals = try catalog.urlStats(sourceID: sourceID)
         var report = StageReport(stage: "ingest urls", counts: [
             "listed": listed, "fetched": fetched, "already_done": skipped, "ok": counts["ok"] ?? 0,
-            "failed": failed, "problems": problems.count, "total_ok": totals.ok, "total": totals.total,
-        ], problems: problems)
+            "failed": failed, "problems": problemCount, "total_ok": totals.ok, "total": totals.total,
+        ], problems: problems, problemCount: problemCount)
         for (status, n) in counts where status != "ok" { report.counts["failed_\(status)"] = n }
         return report
     }
