@@ -98,6 +98,7 @@ demo: deps build
 
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
 	VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) Benchmarks/run.py --bin $(RELEASE)
 
 ## crashtest: each writing stage SIGKILLed at seeded random points, rerun and compared with a clean run (catalog

@@ -36,6 +36,8 @@ public struct CatalogStats: Codable, Sendable, Equatable {
     /// Tokens per sample as the model sees them: text plus the image's positions.
     public var tokens_with_image: Lengths?
     public var llm_calls = LLMCalls()
+    /// `ingest urls` results: `{"total": N, "ok": N, "failed": {STATUS: N}}`.
+    public var urls = Catalog.URLStats()
 }
 
 extension Catalog {
@@ -87,6 +89,12 @@ extension Catalog {
                 }
                 s.llm_calls.prompt_tokens += row[2] as Int
                 s.llm_calls.completion_tokens += row[3] as Int
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) FROM urls GROUP BY status") {
+                let status: String = row[0]
+                let n: Int = row[1]
+                s.urls.total += n
+                if status == "ok" { s.urls.ok = n } else { s.urls.failed[status] = n }
             }
             return s
         }

@@ -50,6 +50,11 @@ public final class TerminalProgress: ProgressSink, @unchecked Sendable {
         }
     }
 
+    /// Changes the running phase's label (live counts such as "3 ok, 1 failed") without restarting its count or rate.
+    public func relabel(_ label: String) {
+        lock.withLock { self.label = label }
+    }
+
     public func advance(by count: Int) {
         lock.withLock {
             done += count

@@ -5,7 +5,7 @@ import Yams
 /// Every stage a pipeline file may name, by the name it is written with (the CLI command path).
 public enum StageRegistry {
     public static let stages: [any Stage.Type] = [
-        SynthShapesStep.self, IngestCOCOStep.self, IngestLLaVAStep.self, GenInstructionsStep.self,
+        SynthShapesStep.self, IngestCOCOStep.self, IngestLLaVAStep.self, IngestURLsStep.self, GenInstructionsStep.self,
         TokenizerTrainStep.self, TokenizeStep.self, PatchifyStep.self, ShardStep.self, VerifyStep.self, ExportLLaVAStep.self,
         CatalogMergeStep.self,
     ]

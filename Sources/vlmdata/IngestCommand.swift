@@ -8,7 +8,7 @@ struct IngestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingest",
         abstract: "Import annotations and images into the catalog.",
-        subcommands: [COCO.self, LLaVA.self]
+        subcommands: [COCO.self, LLaVA.self, URLs.self]
     )
 
     struct COCO: ParsableCommand {

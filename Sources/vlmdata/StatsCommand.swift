@@ -52,6 +52,10 @@ struct StatsCommand: ParsableCommand {
                 ["with image positions", "\(t.min)", "\(t.median)", "\(t.p95)", "\(t.max)"],
             ]).render() + "\n")
         }
+        if stats.urls.total > 0 {
+            let failed = stats.urls.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            print("urls          \(stats.urls.total) (ok \(stats.urls.ok)\(failed.isEmpty ? "" : ", " + failed))")
+        }
         let l = stats.llm_calls
         if l.ok + l.rejected + l.failed > 0 {
             print(TextTable(["llm calls", "ok", "rejected", "failed", "prompt tokens", "completion tokens"], [

@@ -33,7 +33,7 @@ func runCLI(_ arguments: [String]) throws -> CLIResult {
 
 /// Every command and subcommand a user knows answers `--help` with a usage line and exit code 0.
 @Test(arguments: [
-    [], ["ingest"], ["ingest", "coco"], ["ingest", "llava"], ["synth", "shapes"], ["stats"], ["run"],
+    [], ["ingest"], ["ingest", "coco"], ["ingest", "llava"], ["ingest", "urls"], ["synth", "shapes"], ["stats"], ["run"],
     ["patchify"], ["preprocess"], ["tokenize"], ["tokenizer"], ["tokenizer", "encode"], ["tokenizer", "decode"],
     ["tokenizer", "train"], ["gen-instructions"], ["export"], ["export", "llava"], ["shard"], ["show"], ["verify"],
     ["catalog"], ["catalog", "merge"], ["stream"], ["bench"], ["train-smoke"],

@@ -7,7 +7,7 @@ import VLMInstruct
 public struct GenInstructionsStep: Stage, LineageStage {
     public static let name = "gen-instructions"
     public static let summary = "generate LLaVA instructions from annotations (templates) or through an OpenAI-compatible LLM"
-    static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name]
+    static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name, IngestURLsStep.name]
     static let derived: [Catalog.DerivedTable] = [.instructions]
     /// Templates are a pure function of config and inputs. An LLM run stopped by a budget or by failed requests
     /// is continued by running it again: it always runs, and its reply cache makes an unchanged rerun send nothing.

@@ -9,7 +9,7 @@ import VLMImage
 public struct PatchifyStep: Stage, LineageStage {
     public static let name = "patchify"
     public static let summary = "preprocess every ok catalog image into ViT patches in pixel shards"
-    static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name]
+    static let reads = [IngestCOCOStep.name, IngestLLaVAStep.name, IngestURLsStep.name]
     static let derived: [Catalog.DerivedTable] = [.pixels]
     /// The stage's own check (rows missing for this config) is as cheap as lineage's and also sees rows removed
     /// since the last run: it always runs, and a run that finds nothing to do reuses the earlier run.

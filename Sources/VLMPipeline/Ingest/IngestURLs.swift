@@ -1,0 +1,352 @@
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMIO
+
+/// `vlmdata ingest urls`: image-text pairs from URL lists (CSV, TSV, JSON Lines; gzip or not), fetched with
+/// libcurl's multi interface on one thread, checked with ingest coco's image probe, stored once per distinct image
+/// in the workspace's content-addressed blob store, and recorded as images and captions like COCO's.
+///
+/// Incremental: a record is fetched only when it has no `urls` row yet (or, with `retryFailed`, a failed one). The
+/// list is streamed and results are committed in small batches, so memory does not grow with the list and a kill
+/// loses only the transfers in flight.
+///
+/// ```swift
+/// let report = try IngestURLs(options: .init(files: ["cc3m.tsv.gz"], split: "cc3m")).run(catalog: catalog, progress: SilentProgress())
+/// ```
+public struct IngestURLs {
+    public struct Options: Codable, Sendable {
+        public var files: [String]
+        public var format: URLListFormat?
+        public var urlColumn = "url"
+        public var captionColumn = "caption"
+        public var keyColumn: String?
+        public var split = "urls"
+        public var concurrency = 64
+        public var perHost = 16
+        public var timeout = 20.0
+        public var stall = 10.0
+        public var retries = 2
+        public var maxBytes: Int64 = 20 << 20
+        public var maxRedirects = 5
+        public var respectOptOut = true
+        /// nil: fetch only records without a result; []: also every failed one; else the failed ones of these statuses.
+        public var retryFailed: [String]?
+        public var part: PartSpec?
+
+        public init(files: [String], split: String = "urls") {
+            self.files = files
+            self.split = split
+        }
+    }
+
+    /// The statuses a record can end with; all but `ok` are failures `--retry-failed` may name.
+    public static let statuses = ["ok", "http_error", "timeout", "stalled", "too_large", "not_image", "decode_error",
+                                  "dns_error", "connect_error", "redirect_loop", "opted_out", "duplicate", "refused"]
+
+    public var options: Options
+
+    public init(options: Options) { self.options = options }
+
+    public func run(catalog: Catalog, progress: any ProgressSink, cancellation: StageCancellation = StageCancellation()) throws -> StageReport {
+        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")
+        defer { lock.release() }
+        guard SampleKey.sanitize(options.split) == options.split, !options.split.isEmpty else {
+            throw VLMError(.invalidArgument, "--split '\(options.split)' may contain only letters, digits, '_' and '-'")
+        }
+        guard !options.files.isEmpty else { throw VLMError(.invalidArgument, "give at least one URL list file") }
+        var readers: [URLListReader] = []
+        for file in options.files {
+            readers.append(try URLListReader(path: file, format: options.format, urlColumn: options.urlColumn,
+                                             captionColumn: options.captionColumn, keyColumn: options.keyColumn))
+        }
+        let fingerprint = try options.files.map { try Hashing.sha256(file: $0) }.joined(separator: "+")
+        let sourceID = try catalog.urlSource(split: options.split, uri: options.files.joined(separator: ","), fingerprint: fingerprint)
+        let store = try BlobStore(root: catalog.workspace.root + "/blobs")
+
+        var problems: [String] = []
+        var problemCount = 0
+        /// Problem lines kept for the report: the first `StageReport.problemLimit` (a list of millions may have many
+        /// bad lines; memory must not grow with them); `problemCount` covers all.
+        func problem(_ error: VLMError) {
+            problemCount += 1
+            if problems.count < StageReport.problemLimit { problems.append(error.description) }
+        }
+        var counts: [String: Int] = [:]
+        var recordNumber = 0
+        var readerIndex = 0
+        var queue: [PendingURL] = []
+        var queueStart = 0
+        var inFlightURLs: [String: String] = [:]   // url → key of its first record, until committed
+        var pendingCommit: [Catalog.URLResult] = []
+        var lastCommit = URLFetcher.clock()
+        var listed = 0, skipped = 0, fetched = 0
+        var seenKeys = Set<String>()
+
+        func flush() throws {
+            try catalog.commitURLResults(pendingCommit, sourceID: sourceID)
+            for r in pendingCommit {
+                counts[r.status, default: 0] += 1
+                if inFlightURLs[r.url] == r.key { inFlightURLs[r.url] = nil }
+            }
+            if let terminal = progress as? TerminalProgress {
+                let ok = counts["ok"] ?? 0
+                terminal.relabel("fetching URLs: \(ok) ok, \(counts.values.reduce(0, +) - ok) failed")
+            }
+            progress.advance(by: pendingCommit.count)
+            pendingCommit.removeAll(keepingCapacity: true)
+            lastCommit = URLFetcher.clock()
+        }
+
+        /// Reads the next block of records, records refusals and duplicates at once, and queues the rest.
+        func refill() throws {
+            var block: [(URLListRecord, String, String)] = []
+            while block.count < 512, readerIndex < readers.count {
+                let reader = readers[readerIndex]
+                guard let item = try reader.next() else { readerIndex += 1; continue }
+                recordNumber += 1
+                switch item {
+                case .problem(let line, let message):
+                    problem(VLMError.badInput(file: reader.path, record: "line \(line)", message))
+                case .record(let record):
+                    let key = record.key.map { "\(options.split)_\(SampleKey.sanitize($0))" }
+                        ?? "\(options.split)_" + String(format: "%09d", recordNumber - 1)
+                    // Record numbers are unique by construction; keys from a column are checked here.
+                    guard options.keyColumn == nil || seenKeys.insert(key).inserted else {
+                        problem(VLMError.badInput(file: reader.path, record: "line \(record.line)",
+                                                  "key '\(key)' is already used by an earlier line: skipped"))
+                        continue
+                    }
+                    guard options.part?.owns(imageKey: key, sampleKey: key) ?? true else { continue }
+                    listed += 1
+                    block.append((record, key, reader.path))
+                }
+            }
+            let statuses = try catalog.urlStatuses(keys: block.map(\.1))
+            var wanted: [(URLListRecord, String, String)] = []
+            for (record, key, file) in block {
+                if let status = statuses[key] {
+                    let retry = status != "ok" && status != "refused" && status != "duplicate"
+                        && (options.retryFailed.map { $0.isEmpty || $0.contains(status) } ?? false)
+                    if !retry { skipped += 1; continue }
+                }
+                wanted.append((record, key, file))
+            }
+            let firstKeys = try catalog.urlFirstKeys(urls: wanted.map(\.0.url), sourceID: sourceID)
+            for (record, key, file) in wanted {
+                var result = Catalog.URLResult(key: key, url: record.url, caption: record.caption, line: record.line,
+                                               status: "refused", attempts: 0)
+                if !Self.isHTTP(record.url) {
+                    result.error = "only http and https URLs are fetched"
+                    problem(VLMError.badInput(file: file, record: "line \(record.line)",
+                                              "'\(record.url.prefix(80))' is not an http(s) URL: refused"))
+                    pendingCommit.append(result)
+                    continue
+                }
+                if let first = inFlightURLs[record.url] ?? firstKeys[record.url], first != key {
+                    result.status = "duplicate"
+                    result.error = "same URL as \(first)"
+                    pendingCommit.append(result)
+                    continue
+                }
+                inFlightURLs[record.url] = key
+                queue.append(PendingURL(record: record, key: key))
+            }
+            if !pendingCommit.isEmpty { try flush() }
+        }
+
+        var fetcherOptions = URLFetcher.Options(concurrency: options.concurrency, perHost: options.perHost,
+                                                timeout: options.timeout, stall: options.stall, maxBytes: options.maxBytes,
+                                                maxRedirects: options.maxRedirects, retries: options.retries)
+        if !options.respectOptOut { fetcherOptions.honourOptOut = false }
+        let fetcher = try URLFetcher(options: fetcherOptions)
+        var sinks: [Int: BlobSink] = [:]
+        var jobs: [Int: PendingURL] = [:]
+        var nextJobID = 0
+        progress.start("fetching URLs", total: nil)
+        try fetcher.run(next: {
+            if queueStart >= queue.count {
+                queue.removeAll(keepingCapacity: true)
+                queueStart = 0
+                while queue.isEmpty, readerIndex < readers.count { try refill() }
+                if queue.isEmpty { return nil }
+            }
+            let pending = queue[queueStart]
+            queueStart += 1
+            nextJobID += 1
+            jobs[nextJobID] = pending
+            return URLFetcher.Job(id: nextJobID, url: pending.record.url)
+        }, open: { job in
+            let sink = BlobSink(store: store)
+            sinks[job.id] = sink
+            return sink
+        }, done: { outcome in
+            let pending = jobs.removeValue(forKey: outcome.job.id)!
+            let sink = sinks.removeValue(forKey: outcome.job.id)
+            fetched += 1
+            pendingCommit.append(Self.result(of: outcome, pending: pending, sink: sink, store: store))
+            if pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
+        }, shouldStop: { cancellation.isCancelled })
+        try flush()
+        let failed = counts.filter { $0.key != "ok" }.values.reduce(0, +)
+        (progress as? TerminalProgress)?.relabel("fetching URLs")
+        progress.finish("\(counts["ok"] ?? 0) ok, \(failed) failed, \(skipped) already done")
+        try cancellation.check("ingest urls")
+
+        // Invariants before success: every ok row has its image row, and every image file is where its row says.
+        let orphans = try catalog.urlOrphans(sourceID: sourceID)
+        guard orphans == 0 else {
+            throw VLMError(.corrupt, file: catalog.workspace.catalogPath, "\(orphans) ok URL rows have no ok image row")
+        }
+        let totals = try catalog.urlStats(sourceID: sourceID)
+        var report = StageReport(stage: "ingest urls", counts: [
+            "listed": listed, "fetched": fetched, "already_done": skipped, "ok": counts["ok"] ?? 0,
+            "failed": failed, "problems": problemCount, "total_ok": totals.ok, "total": totals.total,
+        ], problems: problems, problemCount: problemCount)
+        for (status, n) in counts where status != "ok" { report.counts["failed_\(status)"] = n }
+        return report
+    }
+
+    static func isHTTP(_ url: String) -> Bool {
+        let lower = url.prefix(8).lowercased()
+        return (lower.hasPrefix("http://") || lower.hasPrefix("https://")) && url.count > (lower.hasPrefix("https") ? 8 : 7)
+    }
+
+    /// The catalog row for one finished transfer, and its image stored when it is good.
+    static func result(of outcome: URLFetcher.Result, pending: PendingURL, sink: BlobSink?, store: BlobStore) -> Catalog.URLResult {
+        var r = Catalog.URLResult(key: pending.key, url: pending.record.url, caption: pending.record.caption,
+                                  line: pending.record.line, status: "ok", attempts: outcome.attempts)
+        r.httpStatus = outcome.httpStatus
+        r.finalURL = outcome.finalURL
+        r.bytes = outcome.bytes
+        r.error = outcome.error
+        switch outcome.outcome {
+        case .timeout: r.status = "timeout"
+        case .stalled: r.status = "stalled"
+        case .tooLarge: r.status = "too_large"
+        case .dnsError: r.status = "dns_error"
+        case .connectError: r.status = "connect_error"
+        case .redirectLoop: r.status = "redirect_loop"
+        case .refusedScheme: r.status = "refused"
+        case .optedOut: r.status = "opted_out"
+        case .aborted: r.status = "connect_error"
+        case .answered:
+            guard let status = outcome.httpStatus, (200..<300).contains(status) else {
+                r.status = "http_error"
+                r.error = "HTTP \(outcome.httpStatus.map(String.init) ?? "?")"
+                break
+            }
+            guard let sink else { r.status = "connect_error"; r.error = "no body"; break }
+            let probe = sink.probe(name: pending.record.url)
+            r.sha256 = probe.sha256
+            r.width = probe.width
+            r.height = probe.height
+            r.format = probe.format
+            switch probe.status {
+            case .ok:
+                guard probe.format == "jpeg" || probe.format == "png" else {
+                    r.status = "not_image"
+                    r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
+                    break
+                }
+                do {
+                    r.location = try sink.store(sha256: probe.sha256!, format: probe.format!)
+                } catch {
+                    r.status = "decode_error"
+                    r.error = "cannot store: \(error)"
+                }
+            case .tooLarge:
+                r.status = "too_large"
+                r.error = probe.error
+            default:
+                r.status = sink.looksLikeImage ? "decode_error" : "not_image"
+                r.error = sink.looksLikeImage ? probe.error
+                    : "body is not a JPEG or PNG (\(outcome.contentType.map { "served as \($0)" } ?? "no Content-Type"))"
+            }
+        }
+        if r.status != "ok" {
+            r.sha256 = r.status == "decode_error" ? r.sha256 : nil
+            r.width = nil
+            r.height = nil
+        }
+        return r
+    }
+}
+
+/// A list record waiting for its fetch.
+struct PendingURL {
+    var record: URLListRecord
+    var key: String
+}
+
+/// The workspace's content-addressed image files: `blobs/ab/abcdef….jpg`, written to a temporary name and
+/// renamed, one file per distinct sha256.
+final class BlobStore: @unchecked Sendable {
+    let root: String
+    let temporary: String
+
+    init(root: String) throws {
+        self.root = root
+        temporary = root + "/tmp"
+        // Left-over partial downloads of a killed run (the ingest lock is held, so no other run is writing).
+        try? FileManager.default.removeItem(atPath: temporary)
+        do { try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true) } catch {
+            throw VLMError.io(file: temporary, "cannot create folder: \(error.localizedDescription)")
+        }
+    }
+
+    func path(sha256: String, format: String) -> String {
+        "\(root)/\(sha256.prefix(2))/\(sha256).\(format == "jpeg" ? "jpg" : format)"
+    }
+}
+
+/// One attempt's body: written to a temporary file while hashed and probed.
+final class BlobSink: URLFetchSink {
+    let store: BlobStore
+    let temporaryPath: String
+    private var writer: FileWriter?
+    private var stream = ImageProbe.Stream()
+    private var first: [UInt8] = []
+    var abortReason: String?
+
+    init(store: BlobStore) {
+        self.store = store
+        temporaryPath = store.temporary + "/" + UUID().uuidString + ".part"
+    }
+
+    deinit { try? writer?.close(); unlink(temporaryPath) }
+
+    func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        do {
+            if writer == nil { writer = try FileWriter(path: temporaryPath) }
+            try writer!.write(chunk)
+        } catch {
+            abortReason = "cannot write \(temporaryPath): \(error)"
+            return false
+        }
+        if first.count < 8 { first.append(contentsOf: chunk.prefix(8 - first.count)) }
+        stream.update(chunk)
+        return true
+    }
+
+    /// True when the body starts like a JPEG or PNG (a bad one is a decode error, anything else is not an image).
+    var looksLikeImage: Bool {
+        first.starts(with: [0xFF, 0xD8, 0xFF]) || first.starts(with: [0x89, 0x50, 0x4E, 0x47])
+    }
+
+    func probe(name: String) -> ImageProbe { stream.finish(name: name, expected: nil) }
+
+    /// Moves the body to its content-addressed name (kept if already there); returns that path.
+    func store(sha256: String, format: String) throws -> String {
+        try writer?.close()
+        writer = nil
+        let target = store.path(sha256: sha256, format: format)
+        if FileManager.default.fileExists(atPath: target) { return target }
+        let folder = (target as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        guard rename(temporaryPath, target) == 0 else {
+            throw VLMError.io(file: target, "cannot rename \(temporaryPath): \(String(cString: strerror(errno)))")
+        }
+        return target
+    }
+}
