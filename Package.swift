@@ -12,6 +12,8 @@ let package = Package(
     name: "vlmdata",
     products: [
         .executable(name: "vlmdata", targets: ["vlmdata"]),
+        // Benchmarks' fixtures and in-process benchmarks, kept out of the shipped CLI (`make bench`).
+        .executable(name: "vlmdata-bench", targets: ["vlmdata-bench"]),
         .library(name: "VLMData", targets: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
             "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline", "VLMEval",
@@ -52,6 +54,8 @@ let package = Package(
         ]),
         .target(name: "VLMDataC", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader"]),
         .executableTarget(name: "vlmdata", dependencies: ["VLMPipeline", "VLMEval", argumentParser]),
+        .target(name: "VLMFixtures", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMShard", grdb]),
+        .executableTarget(name: "vlmdata-bench", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader", "VLMFixtures", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
@@ -59,8 +63,8 @@ let package = Package(
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage", "VLMIO"]),
         .testTarget(name: "VLMTextTests", dependencies: ["VLMText"]),
         .testTarget(name: "VLMInstructTests", dependencies: ["VLMInstruct", "VLMCatalog", "VLMIO"]),
-        .testTarget(name: "VLMShardTests", dependencies: ["VLMShard", "VLMCatalog", "VLMIO"]),
-        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard", "VLMCatalog", "VLMIO"]),
+        .testTarget(name: "VLMShardTests", dependencies: ["VLMShard", "VLMCatalog", "VLMIO", "VLMFixtures"]),
+        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMLoader", "VLMShard", "VLMCatalog", "VLMIO", "VLMImage"]),
         .testTarget(name: "VLMTrainTests", dependencies: ["VLMTrain"]),
         .testTarget(name: "VLMPipelineTests", dependencies: ["VLMPipeline", "VLMCatalog", "VLMIO"]),
         .testTarget(name: "VLMEvalTests", dependencies: ["VLMEval", "VLMPipeline", "VLMCatalog", "VLMIO"]),
