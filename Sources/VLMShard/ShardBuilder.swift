@@ -238,6 +238,8 @@ public final class ShardBuilder {
         var pixels: PixelRef?
         /// The frame the instruction's boxes are stated in, when it states any.
         var boxFrame: BoxFrame?
+        var pixelShardName = "-"
+        var pixelShardSHA256 = "-"
     }
 
     // MARK: - Planning
@@ -316,8 +318,9 @@ public final class ShardBuilder {
             var items: [PlanItem] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
-            var tokenMismatches: [String] = [], frameMismatches: [String] = []
-            var tokenMismatchCount = 0, frameMismatchCount = 0
+            var tokenMismatches: [String] = []
+            var tokenMismatchCount = 0
+            var frames = FrameChoice(pixelFrame: pixelFrame)
             while let row = try cursor.next() {
                 let key: String = row["key"]
                 guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
@@ -325,7 +328,6 @@ public final class ShardBuilder {
                                    "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
                 }
                 if let part = options.part, !part.owns(imageKey: row["image_key"], sampleKey: key) { continue }
-                if let limit = options.limit, items.count >= limit { break }
                 var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],
                                     source: (row["source_kind"] as String?).map { "\($0):\(row["source_name"] as String? ?? "")" },
                                     kind: row["kind"], generator: row["generator"])
@@ -359,37 +361,34 @@ public final class ShardBuilder {
                             tokenMismatches.append("\(key): tokenized with \(counted) image tokens, its pixels are \(grid)")
                         }
                     }
-                    // Boxes must be stated in the frame of these pixels.
+                    // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided below.
                     if let meta: String = row["meta"], meta.contains("box_frame") {
                         let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
-                        let stated = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
-                        item.boxFrame = stated
-                        if let pixelFrame, stated != pixelFrame {
-                            frameMismatchCount += 1
-                            if frameMismatches.count < 3 {
-                                frameMismatches.append("\(key): boxes in the \(stated?.rawValue ?? "unknown") frame, pixels need \(pixelFrame.rawValue)")
-                            }
-                        }
+                        item.boxFrame = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
+                        frames.note(items.count, key: key, generator: item.generator, kind: item.kind,
+                                    stated: item.boxFrame, statesBox: FrameChoice.statesBox(object))
                     }
                 }
-                let pixelShard: String = row["pixel_shard"] ?? "-"
-                let pixelShardSHA: String = row["pixel_shard_sha256"] ?? "-"
-                let line: [String] = [key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", pixelShard, pixelShardSHA,
+                item.pixelShardName = row["pixel_shard"] ?? "-"
+                item.pixelShardSHA256 = row["pixel_shard_sha256"] ?? "-"
+                items.append(item)
+            }
+            let dropped = try frames.dropped(catalogPath: catalog.workspace.catalogPath, pixelsConfig: pixelsConfig)
+            if !dropped.isEmpty {
+                skipped["other_box_frame"] = dropped.count
+                items = items.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
+            }
+            if let limit = options.limit, items.count > limit { items.removeLast(items.count - limit) }
+            for item in items {
+                let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardSHA256,
                                       "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
                 hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
-                items.append(item)
             }
             if tokenMismatchCount > 0 {
                 throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
                                "\(tokenMismatchCount) samples were tokenized for another image-token count than their stored pixels give, "
                                + "e.g. \(tokenMismatches.joined(separator: "; ")); tokenize again with --image-tokens pixels "
                                + "(or the count above) and shard with --tokenized HASH")
-            }
-            if frameMismatchCount > 0 {
-                throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "pixels config \(pixelsConfig ?? "-")",
-                               "\(frameMismatchCount) instructions state boxes in another frame than the pixels show, "
-                               + "e.g. \(frameMismatches.joined(separator: "; ")); generate them with --box-frame \(pixelFrame?.rawValue ?? "original") "
-                               + "or patchify in the matching --mode")
             }
             return Plan(params: params, items: items, skipped: skipped, fingerprint: hasher.finalize())
         }

@@ -19,6 +19,9 @@ public struct IngestLLaVA {
         public var split: String
         /// Only the records whose image key (record key if text-only) falls in this part (`PartSpec.owns`).
         public var part: PartSpec?
+        /// The frame of the boxes the records state (LLaVA-1.5's grounding data: `pad`). A record that states a
+        /// box records it, so `shard` checks it against the pixels; one other than `original` is in its key.
+        public var boxFrame: BoxFrame = .original
 
         public init(json: String, images: String? = nil, split: String = "llava", part: PartSpec? = nil) {
             self.json = json
@@ -37,6 +40,19 @@ public struct IngestLLaVA {
         var image: String?
         var kind: String
         var conversation: Conversation
+    }
+
+    /// `instructions.meta` of an imported record: its id and image, and the frame of the boxes it states.
+    struct ImportMeta: Encodable {
+        var id: String
+        var image: String
+        var boxFrame: String?
+        var statesBox: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case id, image
+            case boxFrame = "box_frame", statesBox = "states_box"
+        }
     }
 
     /// GPT-4 QA `type` values and the instruction kinds they become.
@@ -204,11 +220,17 @@ public struct IngestLLaVA {
             try catalog.write { db in
                 for record in chunk {
                     let turns = String(decoding: try encoder.encode(record.conversation.conversations), as: UTF8.self)
-                    let meta = String(decoding: try encoder.encode(["id": record.conversation.id, "image": record.image ?? ""]), as: UTF8.self)
+                    var fields = ImportMeta(id: record.conversation.id, image: record.image ?? "")
+                    var key = record.key
+                    if record.conversation.conversations.contains(where: { BoxFrame.statesBox(in: $0.value) }) {
+                        (fields.boxFrame, fields.statesBox) = (options.boxFrame.rawValue, true)
+                        if options.boxFrame != .original { key += "-\(options.boxFrame.rawValue)" }
+                    }
+                    let meta = String(decoding: try encoder.encode(fields), as: UTF8.self)
                     try db.cachedStatement(sql: """
                         INSERT OR IGNORE INTO instructions (key, image_id, source_id, generator, kind, conversations, meta, created_at)
                         VALUES (?, ?, ?, 'import', ?, ?, ?, ?)
-                        """).execute(arguments: [record.key, record.image.flatMap { imageRows[$0] }, sourceID, record.kind, turns, meta, now])
+                        """).execute(arguments: [key, record.image.flatMap { imageRows[$0] }, sourceID, record.kind, turns, meta, now])
                 }
             }
         }
