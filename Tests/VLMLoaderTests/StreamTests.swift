@@ -273,10 +273,13 @@ import VLMImage
     @Test(arguments: ["clip", "siglip", "imagenet"])
     func collateNormalizationIsTheLoaderFormulaBitForBit(_ name: String) throws {
         let normalization = try #require(Normalization.preset(name))
-        let every = (0..<256).flatMap { v in [UInt8(v), UInt8(255 - v), UInt8((v * 7) % 256)] }
-        let got = normalization.apply(every)
-        let expected = Self.loaderFormula(every, normalization)
-        #expect(got.map(\.bitPattern) == expected.map(\.bitPattern))
+        var every: [UInt8] = []   // each byte value in each channel
+        for v in 0..<256 {
+            every += [UInt8(v), UInt8(255 - v), UInt8((v * 7) % 256)]
+        }
+        let got: [UInt32] = normalization.apply(every).map { $0.bitPattern }
+        let expected: [UInt32] = Self.loaderFormula(every, normalization).map { $0.bitPattern }
+        #expect(got == expected)
     }
 
     @Test func lengthGroupingLoaderKeepsCoverage() throws {
