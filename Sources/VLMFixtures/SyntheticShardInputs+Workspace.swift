@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 
@@ -14,9 +13,7 @@ extension SyntheticShardInputs {
         let catalog = try Catalog(workspace: workspace)
         let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")
         defer { lock.release() }
-        let existing = try catalog.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sources WHERE kind = 'synth' AND name = ?", arguments: [sourceName]) ?? 0
-        }
+        let existing = try catalog.sourceCount(kind: "synth", name: sourceName)
         guard existing == 0 else { return false }
         try fill(catalog)
         return true
