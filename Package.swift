@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "VLMText", dependencies: ["VLMCore", "VLMIO"]),
         .target(name: "VLMInstruct", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
         .target(name: "VLMShard", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
-        .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMShard"]),
+        .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMShard"]),
         .target(name: "VLMTrain", dependencies: ["VLMCore", "COpenBLAS", "VLMLoader"]),
         .target(name: "VLMEval", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMInstruct"]),
         .target(name: "VLMPipeline", dependencies: [
