@@ -61,6 +61,7 @@ $(VENV)/.torch: $(VENV)/.installed
 
 build: deps
 	$(SWIFT) build -c release --product vlmdata
+	$(SWIFT) build -c release --product vlmdata-bench
 	$(SWIFT) build -c release --product VLMDataC
 
 debug: deps

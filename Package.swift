@@ -12,6 +12,8 @@ let package = Package(
     name: "vlmdata",
     products: [
         .executable(name: "vlmdata", targets: ["vlmdata"]),
+        // Benchmarks' fixtures and in-process benchmarks, kept out of the shipped CLI (`make bench`).
+        .executable(name: "vlmdata-bench", targets: ["vlmdata-bench"]),
         .library(name: "VLMData", targets: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
             "VLMShard", "VLMLoader", "VLMTrain", "VLMPipeline", "VLMEval",
@@ -43,7 +45,7 @@ let package = Package(
         .target(name: "VLMText", dependencies: ["VLMCore", "VLMIO"]),
         .target(name: "VLMInstruct", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
         .target(name: "VLMShard", dependencies: ["VLMCore", "VLMIO", "VLMCatalog"]),
-        .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMShard"]),
+        .target(name: "VLMLoader", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMShard"]),
         .target(name: "VLMTrain", dependencies: ["VLMCore", "COpenBLAS", "VLMLoader"]),
         .target(name: "VLMEval", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMInstruct"]),
         .target(name: "VLMPipeline", dependencies: [
@@ -55,6 +57,8 @@ let package = Package(
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct", "VLMShard", "VLMLoader", "VLMTrain",
             "VLMPipeline", "VLMEval", argumentParser,
         ]),
+        .target(name: "VLMFixtures", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMShard"]),
+        .executableTarget(name: "vlmdata-bench", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader", "VLMFixtures", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMCore", "VLMIO"]),
@@ -62,8 +66,8 @@ let package = Package(
         .testTarget(name: "VLMImageTests", dependencies: ["VLMCore", "VLMImage", "VLMIO"]),
         .testTarget(name: "VLMTextTests", dependencies: ["VLMCore", "VLMText"]),
         .testTarget(name: "VLMInstructTests", dependencies: ["VLMCore", "VLMInstruct", "VLMCatalog", "VLMIO", grdb]),
-        .testTarget(name: "VLMShardTests", dependencies: ["VLMCore", "VLMShard", "VLMCatalog", "VLMIO", grdb]),
-        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMCore", "VLMLoader", "VLMShard", "VLMCatalog", "VLMIO", grdb]),
+        .testTarget(name: "VLMShardTests", dependencies: ["VLMCore", "VLMShard", "VLMCatalog", "VLMIO", "VLMFixtures", grdb]),
+        .testTarget(name: "VLMLoaderTests", dependencies: ["VLMCore", "VLMLoader", "VLMShard", "VLMCatalog", "VLMIO", "VLMImage", grdb]),
         .testTarget(name: "VLMTrainTests", dependencies: ["VLMCore", "VLMLoader", "VLMTrain"]),
         .testTarget(name: "VLMPipelineTests", dependencies: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMInstruct", "VLMShard", "VLMLoader", "VLMPipeline", grdb,

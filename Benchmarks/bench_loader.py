@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The streaming loader: an epoch of `vlmdata` (read + decode every sample, in-process, `vlmdata bench loader`)
+"""The streaming loader: an epoch of `vlmdata` (read + decode every sample, in-process, `vlmdata-bench loader`)
 against Python `webdataset` reading and decoding the same npy members, and against a raw sequential read of
 the shard bytes, single core and all cores, on the same shards.
 
-- Shards: `vlmdata shard --synthetic N` (LLaVA-1.5 sizes: ~600 int32 tokens + labels, uint8 pixels
+- Shards: `vlmdata-bench synthetic --count N` then `vlmdata shard` (LLaVA-1.5 sizes: ~600 int32 tokens + labels, uint8 pixels
   [1, 576, 588], a json), about 64 MB each.
 - vlmdata: one epoch in block-shuffled order (seed 0), `--workers 0` (one core: decode on the consuming thread)
   and `--workers <cores>`; figures are in-process (no process start-up).
@@ -81,8 +81,13 @@ def timed(fn, repeat):
     return statistics.median(times), result
 
 
+def bench_bin(bin_path):
+    """`vlmdata-bench` (fixtures and in-process benchmarks), built beside vlmdata by `make bench`."""
+    return os.path.join(os.path.dirname(os.path.abspath(bin_path)), "vlmdata-bench")
+
+
 def ours(bin_path, ws, workers, repeat):
-    out = subprocess.run([bin_path, "bench", "loader", "--workspace", ws, "--workers", str(workers),
+    out = subprocess.run([bench_bin(bin_path), "loader", "--workspace", ws, "--workers", str(workers),
                           "--repeats", str(repeat), "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -103,8 +108,9 @@ def main():
     if not os.path.exists(marker):
         shutil.rmtree(a.work, ignore_errors=True)
         os.makedirs(a.work)
-        subprocess.run([a.bin, "shard", "--workspace", ws, "--synthetic", str(count), "--target-size", "64MB", "--quiet"],
-                       check=True)
+        subprocess.run([bench_bin(a.bin), "synthetic", "--workspace", ws, "--count", str(count)], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([a.bin, "shard", "--workspace", ws, "--target-size", "64MB", "--quiet"], check=True)
         open(marker, "w").close()
     paths = sorted(glob.glob(os.path.join(ws, "shards", "train-*.tar")))
     n, nbytes = sample_bytes(ws)

@@ -125,8 +125,8 @@ def main():
         args.samples, args.repeat = 300, 1
     ws = os.path.join(args.work, f"ws-{args.samples}")
     os.makedirs(args.work, exist_ok=True)
-    subprocess.run([args.bin, "shard", "--workspace", ws, "--synthetic", str(args.samples), "--synthetic-only",
-                    "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    bench = os.path.join(os.path.dirname(os.path.abspath(args.bin)), "vlmdata-bench")
+    subprocess.run([bench, "synthetic", "--workspace", ws, "--count", str(args.samples)], check=True, stdout=subprocess.DEVNULL)
     samples = load_samples(ws)
     ours, peer, floor = [], [], []
     for _ in range(args.repeat):

@@ -2,7 +2,7 @@
 """PyTorch input pipelines: samples/s into a torch training loop, vlmdata's `StreamingDataset` + `llava_collate`
 against `webdataset` + the same collate written in Python, in one run on the same shards.
 
-- Shards: `vlmdata shard --synthetic N` (LLaVA-1.5 sizes: ~600 int32 tokens + labels, uint8 pixels [1, 576, 588],
+- Shards: `vlmdata-bench synthetic --count N` then `vlmdata shard` (LLaVA-1.5 sizes: ~600 int32 tokens + labels, uint8 pixels [1, 576, 588],
   a json; some samples text-only, which get a zero image as LLaVA gives them), 32 MB shards.
 - Both: `torch.utils.data.DataLoader(batch_size=16, num_workers=2)`; each batch is LLaVA's: input_ids, labels
   (-100 padded), attention_mask and images float32 [16, 3, 336, 336] normalized with CLIP's mean and std.
@@ -112,8 +112,9 @@ def main():
     repeat = a.repeat or (1 if a.quick else 3)
     ws = os.path.join(a.work, f"ws-{n}")
     if not glob.glob(os.path.join(ws, "shards", "train-*.tar")):
-        subprocess.run([a.bin, "shard", "--workspace", ws, "--synthetic", str(n), "--target-size", "32MB", "--quiet"],
-                       check=True)
+        bench = os.path.join(os.path.dirname(os.path.abspath(a.bin)), "vlmdata-bench")
+        subprocess.run([bench, "synthetic", "--workspace", ws, "--count", str(n)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([a.bin, "shard", "--workspace", ws, "--target-size", "32MB", "--quiet"], check=True)
     shards = sorted(glob.glob(os.path.join(ws, "shards", "train-*.tar")))
     for path in shards:  # warm the page cache
         with open(path, "rb") as f:

@@ -1,6 +1,8 @@
 """`make bench`: runs every Benchmarks/bench_*.py side by side with its peer, one after another, in one run.
 
 Usage: python Benchmarks/run.py --bin .build/release/vlmdata [--quick] [--only ingest,text,...]
+
+The benchmarks' fixtures and in-process timers are `vlmdata-bench`, built beside `--bin` (`make bench` builds both).
 """
 import argparse
 import pathlib
@@ -18,6 +20,9 @@ def main():
     ap.add_argument("--only", default="")
     a = ap.parse_args()
     only = {s for s in a.only.split(",") if s}
+    bench = pathlib.Path(a.bin).resolve().parent / "vlmdata-bench"
+    if not bench.exists():
+        sys.exit(f"run.py: {bench} is missing; build it with `swift build -c release --product vlmdata-bench` (make bench does)")
     failed = []
     for script in sorted(HERE.glob("bench_*.py")):
         area = script.stem.removeprefix("bench_")

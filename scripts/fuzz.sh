@@ -80,8 +80,8 @@ done
 corpus="$OUT/seeds"
 rm -rf "$corpus" "$OUT/ws"
 mkdir -p "$corpus/tar" "$corpus/npy"
-"$BIN" shard --workspace "$OUT/ws" --synthetic 6 --synthetic-only --quiet --synthetic-tokens 40 \
-    --synthetic-patches 4 --synthetic-patch-dim 48 >/dev/null
+"$(dirname "$BIN")/vlmdata-bench" synthetic --workspace "$OUT/ws" --count 6 --tokens 40 \
+    --patches 4 --patch-dim 48 >/dev/null
 "$BIN" shard --workspace "$OUT/ws" --target-size 8KB --quiet >/dev/null
 cp "$OUT"/ws/shards/train-00000[0-2].tar "$corpus/tar/"
 tar -cf "$corpus/tar/gnu-shared.tar" -C "$SHARED" README.md coco-mini/annotations 2>/dev/null || true

@@ -58,3 +58,41 @@ public enum BoxFrame: String, Codable, Hashable, Sendable, CaseIterable {
         return edges.map { min(max($0, 0), 1) }
     }
 }
+
+extension BoxFrame {
+    /// True when `text` states a normalized box as LLaVA's data writes one: `[x1, y1, x2, y2]`, four decimals in
+    /// [0, 1] separated by commas (spaces allowed), e.g. "[0.12, 0.30, 0.58, 0.91]".
+    ///
+    /// ```swift
+    /// BoxFrame.statesBox(in: "The dog [0.10, 0.20, 0.50, 0.90] sits.")   // true
+    /// ```
+    public static func statesBox(in text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "["), box(bytes, from: i + 1) != nil { return true }
+            i += 1
+        }
+        return false
+    }
+
+    /// Parses four comma-separated numbers in [0, 1] and a closing bracket from `start`; the index after it.
+    private static func box(_ b: [UInt8], from start: Int) -> Int? {
+        var i = start
+        for n in 0..<4 {
+            while i < b.count, b[i] == UInt8(ascii: " ") { i += 1 }
+            let numberStart = i
+            var dot = false
+            while i < b.count, (b[i] >= UInt8(ascii: "0") && b[i] <= UInt8(ascii: "9")) || (!dot && b[i] == UInt8(ascii: ".")) {
+                if b[i] == UInt8(ascii: ".") { dot = true }
+                i += 1
+            }
+            guard i > numberStart, let value = Double(String(decoding: b[numberStart..<i], as: UTF8.self)),
+                  (0...1).contains(value) else { return nil }
+            while i < b.count, b[i] == UInt8(ascii: " ") { i += 1 }
+            guard i < b.count, b[i] == UInt8(ascii: n == 3 ? "]" : ",") else { return nil }
+            i += 1
+        }
+        return i
+    }
+}

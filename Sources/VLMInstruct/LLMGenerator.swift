@@ -36,6 +36,9 @@ public struct LLMOptions: Codable, Sendable {
     /// Send requests without an `Authorization` header (an endpoint that needs no key). Without it, a run with no
     /// key refuses to start.
     public var noAuth: Bool
+    /// The frame of the boxes in the prompts (crop: objects the crop cuts are left out); the instructions record it
+    /// (`box_frame`), and one other than `original` is in their keys, so another frame makes new rows.
+    public var boxFrame: BoxFrame = .original
 
     public init(baseURL: String, model: String, kinds: [LLMKind] = LLMKind.allCases, seed: UInt64 = 0,
                 concurrency: Int = 4, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil,
@@ -175,7 +178,7 @@ public struct LLMGenerator: Sendable {
 
     /// The request for one image and kind (public so tests and tools can compute cache keys).
     public func request(for image: ImageFacts, kind: LLMKind) -> ChatRequest {
-        ChatRequest(model: options.model, messages: LLMPrompts.messages(kind, image: image, json: options.jsonMode),
+        ChatRequest(model: options.model, messages: LLMPrompts.messages(kind, image: image, json: options.jsonMode, frame: options.boxFrame),
                     maxTokens: options.replyMaxTokens, temperature: options.temperature, json: options.jsonMode)
     }
 
@@ -484,16 +487,24 @@ public struct LLMGenerator: Sendable {
             throw LLMReply.Rejection(.invalid, error.message)
         }
         return GeneratedInstruction(
-            key: "\(item.image.key)-llm-\(item.kind.rawValue)-0", imageID: item.image.id, sourceID: item.image.sourceID,
+            key: instructionKey(item), imageID: item.image.id, sourceID: item.image.sourceID,
             generator: "llm", kind: item.kind.rawValue, groupID: nil, turns: turns,
             meta: ["type": .string(item.kind.rawValue), "request_hash": .string(item.hash),
-                   "model": .string(options.model), "pairs": .int(pairs.count)])
+                   "model": .string(options.model), "pairs": .int(pairs.count),
+                   // The prompt stated its boxes in this frame, so whatever the reply says of places is in it too.
+                   "box_frame": .string(options.boxFrame.rawValue),
+                   "states_box": .bool(turns.contains { $0.from == .gpt && BoxFrame.statesBox(in: $0.value) })])
+    }
+
+    /// `<image key>-llm-<kind>-0`, with `-<frame>` for a prompt frame other than `original`.
+    func instructionKey(_ item: WorkItem) -> String {
+        "\(item.image.key)-llm-\(item.kind.rawValue)-0" + (options.boxFrame == .original ? "" : "-\(options.boxFrame.rawValue)")
     }
 
     private func rebuildMissing(_ cached: [WorkItem], catalog: Catalog) throws -> Int {
         guard !cached.isEmpty else { return 0 }
         let present: Set<String> = try catalog.instructionKeys(generator: "llm")
-        let missing = cached.filter { !present.contains("\($0.image.key)-llm-\($0.kind.rawValue)-0") }
+        let missing = cached.filter { !present.contains(instructionKey($0)) }
         guard !missing.isEmpty else { return 0 }
         let replies: [String: String] = try catalog.okLLMResponses()
         var rows: [GeneratedInstruction] = []

@@ -23,12 +23,16 @@ public struct ChatMessage: Codable, Sendable, Equatable {
 public enum LLMPrompts {
     /// LLaVA's symbolic representation of an image: its captions, then its objects with normalized boxes
     /// (3 decimals, as LLaVA's `caps_boxes` files have them). Crowd regions are listed as "crowd of <plural>".
-    public static func symbolic(_ image: ImageFacts) -> String {
+    /// The boxes are in `frame` (LLaVA's files use `original`); in the crop frame objects the crop cuts are left out.
+    public static func symbolic(_ image: ImageFacts, frame: BoxFrame = .original) -> String {
         var lines = image.captions.map { English.clean($0.text) }.filter { !$0.isEmpty }
         lines.append("")
         for object in image.objects {
-            let box = object.box.normalized(imageWidth: image.width, imageHeight: image.height)
-                .map { formatThreeDecimals($0) }.joined(separator: ", ")
+            let normalized = frame == .original
+                ? object.box.normalized(imageWidth: image.width, imageHeight: image.height)
+                : frame.normalized(object.box, imageWidth: image.width, imageHeight: image.height)
+            guard let normalized else { continue }
+            let box = normalized.map { formatThreeDecimals($0) }.joined(separator: ", ")
             let name = object.isCrowd ? "crowd of \(English.plural(object.category))" : object.category
             lines.append("\(name): [\(box)]")
         }
@@ -151,13 +155,13 @@ public enum LLMPrompts {
     }
 
     /// The messages of one request: system, few-shot user/assistant pairs, then the image.
-    public static func messages(_ kind: LLMKind, image: ImageFacts, json: Bool) -> [ChatMessage] {
+    public static func messages(_ kind: LLMKind, image: ImageFacts, json: Bool, frame: BoxFrame = .original) -> [ChatMessage] {
         var messages = [ChatMessage(role: "system", content: system(kind, json: json))]
         for index in exampleInputs.indices {
             messages.append(ChatMessage(role: "user", content: exampleInputs[index]))
             messages.append(ChatMessage(role: "assistant", content: exampleReply(kind, index: index, json: json)))
         }
-        messages.append(ChatMessage(role: "user", content: symbolic(image)))
+        messages.append(ChatMessage(role: "user", content: symbolic(image, frame: frame)))
         return messages
     }
 }

@@ -82,9 +82,14 @@ public struct TemplateGenerator: Sendable {
             conversation.append(Turn(from: .gpt, value: answer))
         }
         var meta = meta
-        // An instruction that states a box records its frame, so `shard` can check it against the pixels' mode.
-        if Self.statesBox(meta) { meta["box_frame"] = .string(boxFrame.rawValue) }
-        return GeneratedInstruction(key: "\(image.key)-tpl-\(kind.rawValue)-\(suffix)", imageID: image.id,
+        // An instruction whose text depends on the frame records it, so `shard` can check it against the pixels'
+        // mode: every kind but captions (boxes are stated in the frame; counts and presence leave out what a crop
+        // cuts). Its key holds a frame other than `original`, so generating again with another --box-frame adds
+        // rows beside the old ones (shard picks the frame of its pixels) instead of keeping the old ones.
+        let dependsOnFrame = kind != .caption
+        if dependsOnFrame { meta["box_frame"] = .string(boxFrame.rawValue) }
+        let frameSuffix = dependsOnFrame && boxFrame != .original ? "-\(boxFrame.rawValue)" : ""
+        return GeneratedInstruction(key: "\(image.key)-tpl-\(kind.rawValue)-\(suffix)\(frameSuffix)", imageID: image.id,
                                     sourceID: image.sourceID, generator: "templates", kind: kind.rawValue,
                                     groupID: group, turns: conversation, meta: meta)
     }
@@ -125,6 +130,8 @@ public struct TemplateGenerator: Sendable {
             let instances = analysis.byCategory[name]!
             if analysis.crowdCategories.contains(name) {
                 parts.append("a group of \(English.plural(name))")
+            } else if analysis.cutCategories.contains(name) {
+                parts.append("some \(English.plural(name))")   // the crop cuts one: no count
             } else {
                 parts.append(English.counted(instances.count, name))
                 counts[name] = .int(instances.count)
@@ -307,8 +314,9 @@ public struct TemplateGenerator: Sendable {
                   meta: ["type": .string("yesno"), "category": .string(name), "answer": .string(present ? "yes" : "no")])
     }
 
+    /// Categories of the source with no instance anywhere in the image (a crop never makes one absent).
     private func absentCategories(_ image: ImageFacts, _ analysis: Analysis) -> [CategoryFact] {
-        (categories[image.sourceID] ?? []).filter { analysis.byCategory[$0.name] == nil }
+        (categories[image.sourceID] ?? []).filter { !analysis.inImage.contains($0.name) }
     }
 
     // MARK: - What an image's annotations support
@@ -323,10 +331,18 @@ public struct TemplateGenerator: Sendable {
         var box: [Double]
     }
 
+    /// What an image's annotations support in a frame. In the crop frame only objects wholly inside the crop count:
+    /// a category is present when one is, counted when none is cut by the crop's edge, and an object is referable
+    /// only when no other instance is visible beside it; in the other frames nothing is cut and every object counts.
     struct Analysis {
-        /// Category names in order of first annotation.
+        /// Category names in order of first annotation (crop: those with an instance wholly inside the crop).
         var categoryOrder: [String] = []
+        /// The objects of each category in `categoryOrder` (crop: those wholly inside).
         var byCategory: [String: [ObjectFact]] = [:]
+        /// Every category annotated anywhere in the image.
+        var inImage = Set<String>()
+        /// Crop: categories with an instance the crop's edge cuts (present, but not countable).
+        var cutCategories = Set<String>()
         var supercategory: [String: String?] = [:]
         var crowdCategories = Set<String>()
         /// Objects a phrase picks out unambiguously, not crowd, not tiny.
@@ -335,18 +351,31 @@ public struct TemplateGenerator: Sendable {
         var countable: [String] = []
 
         init(image: ImageFacts, options: TemplateOptions, frame: BoxFrame) {
+            var visible: [String: [ObjectFact]] = [:]
             for object in image.objects {
-                if byCategory[object.category] == nil { categoryOrder.append(object.category) }
-                byCategory[object.category, default: []].append(object)
+                inImage.insert(object.category)
                 supercategory[object.category] = object.supercategory
                 if object.isCrowd { crowdCategories.insert(object.category) }
+                switch Self.visibility(object, image: image, frame: frame) {
+                case .inside:
+                    if byCategory[object.category] == nil { categoryOrder.append(object.category) }
+                    byCategory[object.category, default: []].append(object)
+                    visible[object.category, default: []].append(object)
+                case .cut:
+                    cutCategories.insert(object.category)
+                    visible[object.category, default: []].append(object)
+                case .outside:
+                    break
+                }
             }
-            countable = categoryOrder.filter { !crowdCategories.contains($0) && byCategory[$0]!.count <= options.maxCount }
+            countable = categoryOrder.filter {
+                !crowdCategories.contains($0) && !cutCategories.contains($0) && byCategory[$0]!.count <= options.maxCount
+            }
             for object in image.objects where !object.isCrowd && !crowdCategories.contains(object.category)
                 && image.areaFraction(object) >= options.minBoxFraction {
                 // A box the crop cuts off is not stated (the model would not see the whole object).
                 guard let box = image.normalizedBox(object, in: frame) else { continue }
-                let instances = byCategory[object.category]!
+                let instances = visible[object.category]!
                 let name = object.category
                 if instances.count == 1 {
                     referable.append(Referable(object: object, expression: "the \(name)", description: English.withArticle(name), box: box))
@@ -354,6 +383,18 @@ public struct TemplateGenerator: Sendable {
                     referable.append(Referable(object: object, expression: phrase, description: phrase, box: box))
                 }
             }
+        }
+
+        enum Visibility { case inside, cut, outside }
+
+        /// Where an object lies relative to the frame: only the crop frame leaves objects out or cuts them.
+        static func visibility(_ object: ObjectFact, image: ImageFacts, frame: BoxFrame) -> Visibility {
+            guard frame == .crop else { return .inside }
+            if frame.normalized(object.box, imageWidth: image.width, imageHeight: image.height) != nil { return .inside }
+            let f = frame.window(imageWidth: max(image.width, 1), imageHeight: max(image.height, 1))
+            let b = object.box
+            let overlaps = b.x < f.x + f.width && b.x + b.width > f.x && b.y < f.y + f.height && b.y + b.height > f.y
+            return overlaps ? .cut : .outside
         }
 
         /// A position phrase that holds for `object` and for no other instance: its center is at least 10% of the

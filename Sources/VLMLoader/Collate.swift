@@ -1,63 +1,12 @@
 import VLMCore
-
-/// Per-channel normalization of uint8 pixels: `(v / 255 - mean[c]) / std[c]`.
-public struct NormalizePreset: Sendable, Hashable, Codable {
-    public var mean: [Float]
-    public var std: [Float]
-
-    public init(mean: [Float], std: [Float]) {
-        self.mean = mean
-        self.std = std
-    }
-
-    /// OpenAI CLIP (`openai/clip-vit-large-patch14-336`, LLaVA-1.5's vision tower).
-    public static let clip = NormalizePreset(mean: [0.48145466, 0.4578275, 0.40821073],
-                                             std: [0.26862954, 0.26130258, 0.27577711])
-    /// SigLIP (`google/siglip-so400m-patch14-384`): mean and std 0.5.
-    public static let siglip = NormalizePreset(mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5])
-    /// ImageNet (timm / torchvision).
-    public static let imagenet = NormalizePreset(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
-
-    public static func named(_ name: String) -> NormalizePreset? {
-        switch name.lowercased() {
-        case "clip": return .clip
-        case "siglip": return .siglip
-        case "imagenet": return .imagenet
-        default: return nil
-        }
-    }
-
-    /// `out[i] = table[i % 3][in[i]]`: pixels are channel-last (`patch*patch*3`, RGB per pixel).
-    public func normalize(_ pixels: [UInt8]) -> [Float] {
-        var table = [Float](repeating: 0, count: 3 * 256)
-        for c in 0..<3 {
-            for v in 0..<256 { table[c * 256 + v] = (Float(v) / 255 - mean[c]) / std[c] }
-        }
-        return [Float](unsafeUninitializedCapacity: pixels.count) { out, initialized in
-            table.withUnsafeBufferPointer { t in
-                pixels.withUnsafeBufferPointer { p in
-                    var i = 0
-                    let n = p.count - p.count % 3
-                    while i < n {
-                        out[i] = t[Int(p[i])]
-                        out[i + 1] = t[256 + Int(p[i + 1])]
-                        out[i + 2] = t[512 + Int(p[i + 2])]
-                        i += 3
-                    }
-                    while i < p.count { out[i] = t[(i % 3) * 256 + Int(p[i])]; i += 1 }
-                }
-            }
-            initialized = pixels.count
-        }
-    }
-}
+import VLMImage
 
 /// How a batch carries its pixels.
 public enum PixelFormat: Sendable, Hashable {
     /// The shards' uint8 values, untouched.
     case uint8
-    /// float32, normalized with a preset.
-    case float32(NormalizePreset)
+    /// float32, normalized as the image processors do (VLMImage's `Normalization`: `.clip`, `.siglip`, `.imagenet`).
+    case float32(Normalization)
 }
 
 public struct CollateOptions: Sendable {
@@ -190,7 +139,7 @@ public struct Collator: Sendable {
         if let tileShape { batch.pixelShape = [totalTiles] + tileShape }
         switch options.pixelFormat {
         case .uint8: batch.pixelsUInt8 = pixels
-        case .float32(let preset): batch.pixelsFloat = preset.normalize(pixels)
+        case .float32(let normalization): batch.pixelsFloat = normalization.apply(pixels)
         }
         let capacity = context > 0 ? context : longestModelRow
         batch.paddingFraction = rows * capacity == 0 ? 0 : 1 - Double(batch.modelTokens) / Double(rows * capacity)

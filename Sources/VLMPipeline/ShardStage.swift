@@ -21,17 +21,6 @@ public enum ShardStage {
         return try ShardBuilder(catalog: catalog, options: options, progress: progress).run()
     }
 
-    /// Fills an empty workspace with generated shard inputs (for benchmarks and tests); a no-op when they exist.
-    public static func fillSynthetic(workspace: Workspace, inputs: SyntheticShardInputs) throws -> Bool {
-        let catalog = try Catalog(workspace: workspace)
-        let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // it writes what ingest would
-        defer { lock.release() }
-        let existing = try catalog.sourceCount(kind: "synth", name: inputs.sourceName)
-        guard existing == 0 else { return false }
-        try inputs.fill(catalog)
-        return true
-    }
-
     /// Checks every shard against the index (`deep`: also every npy and json).
     public static func verify(workspace: Workspace, deep: Bool,
                               progress: any ProgressSink = SilentProgress()) throws -> ShardVerifier.Summary {

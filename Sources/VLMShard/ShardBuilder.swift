@@ -241,6 +241,8 @@ public final class ShardBuilder {
         var pixels: PixelRef?
         /// The frame the instruction's boxes are stated in, when it states any.
         var boxFrame: BoxFrame?
+        var pixelShardName = "-"
+        var pixelShardSHA256 = "-"
     }
 
     // MARK: - Planning
@@ -297,8 +299,9 @@ public final class ShardBuilder {
             var items: [PlanItem] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
-            var tokenMismatches: [String] = [], frameMismatches: [String] = []
-            var tokenMismatchCount = 0, frameMismatchCount = 0
+            var tokenMismatches: [String] = []
+            var tokenMismatchCount = 0
+            var frames = FrameChoice(pixelFrame: pixelFrame)
             try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
                 let key = row.key
                 guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
@@ -306,7 +309,6 @@ public final class ShardBuilder {
                                    "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
                 }
                 if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return true }
-                if let limit = options.limit, items.count >= limit { return false }
                 var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
                                     source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
                                     kind: row.kind, generator: row.generator)
@@ -341,38 +343,35 @@ public final class ShardBuilder {
                             tokenMismatches.append("\(key): tokenized with \(counted) image tokens, its pixels are \(grid)")
                         }
                     }
-                    // Boxes must be stated in the frame of these pixels.
+                    // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided below.
                     if let meta = row.meta, meta.contains("box_frame") {
                         let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
-                        let stated = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
-                        item.boxFrame = stated
-                        if let pixelFrame, stated != pixelFrame {
-                            frameMismatchCount += 1
-                            if frameMismatches.count < 3 {
-                                frameMismatches.append("\(key): boxes in the \(stated?.rawValue ?? "unknown") frame, pixels need \(pixelFrame.rawValue)")
-                            }
-                        }
+                        item.boxFrame = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
+                        frames.note(items.count, key: key, generator: item.generator, kind: item.kind,
+                                    stated: item.boxFrame, statesBox: FrameChoice.statesBox(object))
                     }
                 }
-                let pixelShard = row.pixelShard ?? "-"
-                let pixelShardSHA = row.pixelShardSHA256 ?? "-"
-                let line: [String] = [key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", pixelShard, pixelShardSHA,
-                                      "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
-                hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
+                item.pixelShardName = row.pixelShard ?? "-"
+                item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
                 items.append(item)
                 return true
+            }
+            let dropped = try frames.dropped(catalogPath: catalog.workspace.catalogPath, pixelsConfig: pixelsConfig)
+            if !dropped.isEmpty {
+                skipped["other_box_frame"] = dropped.count
+                items = items.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
+            }
+            if let limit = options.limit, items.count > limit { items.removeLast(items.count - limit) }
+            for item in items {
+                let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardSHA256,
+                                      "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
+                hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
             }
             if tokenMismatchCount > 0 {
                 throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
                                "\(tokenMismatchCount) samples were tokenized for another image-token count than their stored pixels give, "
                                + "e.g. \(tokenMismatches.joined(separator: "; ")); tokenize again with --image-tokens pixels "
                                + "(or the count above) and shard with --tokenized HASH")
-            }
-            if frameMismatchCount > 0 {
-                throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "pixels config \(pixelsConfig ?? "-")",
-                               "\(frameMismatchCount) instructions state boxes in another frame than the pixels show, "
-                               + "e.g. \(frameMismatches.joined(separator: "; ")); generate them with --box-frame \(pixelFrame?.rawValue ?? "original") "
-                               + "or patchify in the matching --mode")
             }
             return Plan(params: params, items: items, skipped: skipped, fingerprint: hasher.finalize())
         }

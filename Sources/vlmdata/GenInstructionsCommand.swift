@@ -61,7 +61,7 @@ struct GenInstructionsCommand: ParsableCommand {
     @Flag(help: "llm: send no Authorization header (an endpoint that needs no key); without it OPENAI_API_KEY must be set.")
     var noAuth = false
     @Option(help: ArgumentHelp("Only the first N images (key order).", valueName: "n")) var limit: Int?
-    @Option(help: ArgumentHelp("templates: the frame boxes are stated in, matching patchify --mode: pad (LLaVA-1.5's padded square), crop (the centre crop; boxes it cuts are left out), original (the whole image: squash, anyres). shard checks it.", valueName: "frame"))
+    @Option(help: ArgumentHelp("The frame boxes are stated in (templates: in the answers; llm: in the prompt), matching patchify --mode: pad (LLaVA-1.5's padded square), crop (the centre crop; boxes it cuts, and objects in counts and presence, are left out), original (the whole image: squash, anyres). Instructions record it and shard checks it; another frame adds rows beside the first ones.", valueName: "frame"))
     var boxFrame: BoxFrame = .original
     @Option(help: PartHelp.text) var part: PartSpec?
 

@@ -64,7 +64,12 @@ struct IngestCommand: ParsableCommand {
         @Flag(help: "Exit non-zero when any record had a problem.") var strict = false
         @Flag(name: .customLong("json-report"), help: "Print the report as JSON.") var jsonReport = false
 
-        var config: IngestLLaVAStep.Config { IngestLLaVAStep.Config(json: json, images: images, split: split, part: part?.description) }
+        @Option(help: ArgumentHelp("The frame of the boxes the records state: original (the whole image; the default), pad (LLaVA-1.5's padded square, as its grounding data), crop. Records that state a box record it, and shard checks it against patchify --mode.", valueName: "frame"))
+        var boxFrame: BoxFrame = .original
+
+        var config: IngestLLaVAStep.Config {
+            IngestLLaVAStep.Config(json: json, images: images, split: split, part: part?.description, boxFrame: boxFrame.rawValue)
+        }
 
         func validate() throws { _ = try makeStage(IngestLLaVAStep.self, config) }
 

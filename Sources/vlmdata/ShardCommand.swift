@@ -53,21 +53,6 @@ struct ShardCommand: ParsableCommand {
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
-    @Option(help: .hidden)
-    var synthetic: Int?
-
-    @Flag(help: .hidden)
-    var syntheticOnly = false
-
-    @Option(help: .hidden)
-    var syntheticTokens = 600
-
-    @Option(help: .hidden)
-    var syntheticPatches = PatchGrid.clipViTL14at336.patchesPerTile
-
-    @Option(help: .hidden)
-    var syntheticPatchDim = PatchGrid.clipViTL14at336.patchDim
-
     var config: ShardStep.Config {
         var c = ShardStep.Config()
         c.targetSize = targetSize
@@ -85,22 +70,9 @@ struct ShardCommand: ParsableCommand {
 
     func validate() throws {
         _ = try makeStage(ShardStep.self, config)
-        if let synthetic, synthetic < 1 { throw ValidationError("--synthetic must be at least 1.") }
     }
 
     func run() throws {
-        let ws = Workspace(root: workspace.path)
-        if let synthetic {
-            var inputs = SyntheticShardInputs(count: synthetic, seed: 1)
-            inputs.tokens = syntheticTokens
-            inputs.patches = syntheticPatches
-            inputs.patchDim = syntheticPatchDim
-            _ = try runOrExit { try ShardStage.fillSynthetic(workspace: ws, inputs: inputs) }
-            if syntheticOnly {
-                printReport(StageReport(stage: "synthetic shard inputs", counts: ["instructions": synthetic]), json: json)
-                return
-            }
-        }
         try runStage(try makeStage(ShardStep.self, config), workspace.context(), json: json)
     }
 }

@@ -4,7 +4,7 @@ import VLMCatalog
 import VLMCore
 import VLMLoader
 
-/// Loader flags `stream` and `bench loader` share.
+/// The loader flags of `stream`.
 struct LoaderFlags: ParsableArguments {
     @Option(help: ArgumentHelp("This process's rank (default: $RANK, $SLURM_PROCID, or 0).", valueName: "r"))
     var rank: Int?

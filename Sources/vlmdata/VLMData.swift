@@ -18,7 +18,7 @@ struct VLMDataCommand: ParsableCommand {
             TokenizeCommand.self, TokenizerCommand.self,
             GenInstructionsCommand.self, ExportCommand.self,
             ShardCommand.self, ShowCommand.self, VerifyCommand.self, CatalogCommand.self,
-            StreamCommand.self, BenchCommand.self,
+            StreamCommand.self,
             TrainSmokeCommand.self, RunCommand.self, EvalCommand.self, ViewCommand.self,
         ]
     )

@@ -36,7 +36,7 @@ func runCLI(_ arguments: [String]) throws -> CLIResult {
     [], ["ingest"], ["ingest", "coco"], ["ingest", "llava"], ["ingest", "urls"], ["synth", "shapes"], ["stats"], ["run"],
     ["patchify"], ["preprocess"], ["tokenize"], ["tokenizer"], ["tokenizer", "encode"], ["tokenizer", "decode"],
     ["tokenizer", "train"], ["gen-instructions"], ["export"], ["export", "llava"], ["shard"], ["show"], ["verify"],
-    ["catalog"], ["catalog", "merge"], ["stream"], ["bench"], ["train-smoke"],
+    ["catalog"], ["catalog", "merge"], ["stream"], ["train-smoke"],
     ["eval"], ["eval", "build"], ["eval", "score"], ["eval", "check"], ["view"],
 ])
 func helpOnEveryCommand(command: [String]) throws {
@@ -44,6 +44,18 @@ func helpOnEveryCommand(command: [String]) throws {
     #expect(result.status == 0, "vlmdata \(command.joined(separator: " ")) --help: \(result.stderr)")
     #expect(result.stdout.contains("USAGE"), "vlmdata \(command.joined(separator: " ")) --help printed no usage")
     #expect(!result.stdout.contains("not built yet"))
+}
+
+/// Benchmark fixtures and benchmarks live in `vlmdata-bench`: the shipped command neither lists nor accepts them.
+@Test func benchmarkOnlyCommandsAreNotShipped() throws {
+    let help = try runCLI(["--help"])
+    #expect(help.status == 0)
+    #expect(help.stdout.contains("  shard ") && help.stdout.contains("  synth "))
+    #expect(!help.stdout.contains("  bench "))
+    let bench = try runCLI(["bench", "loader"])
+    #expect(bench.status != 0 && bench.stderr.contains("unexpected arguments: 'bench', 'loader'"))
+    let synthetic = try runCLI(["shard", "--synthetic", "3", "--workspace", "/nonexistent/vlm-ws"])
+    #expect(synthetic.status != 0 && synthetic.stderr.contains("Unknown option '--synthetic'"))
 }
 
 @Test func unknownCommandsAndBadFlagsFail() throws {

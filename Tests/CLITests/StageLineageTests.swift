@@ -119,5 +119,5 @@ func runOK(_ arguments: [String]) throws -> CLIResult {
     let bad = try runCLI(["run", pipelines + "/coco-mini.yaml", "--dry-run", "--set", "templat=llama_2", "--set", "template=nope"])
     #expect(bad.status == 1)
     #expect(bad.stderr.contains("--set templat: the file declares no variable 'templat'; it declares: data, image_size, template"), "\(bad.stderr)")
-    #expect(bad.stderr.contains("coco-mini.yaml:20: stage 3 (tokenize): 'template' must be one of vicuna_v1"), "\(bad.stderr)")
+    #expect(bad.stderr.contains("coco-mini.yaml:21: stage 3 (tokenize): 'template' must be one of vicuna_v1"), "\(bad.stderr)")
 }

@@ -258,7 +258,9 @@ import VLMCore
             let image = imageByKey[row.imageKey]!
             let items = row.kind == "multiturn" ? (row.meta["turns"] as! [[String: Any]]) : [row.meta]
             let stated = items.filter { $0["box"] != nil }
-            #expect((row.meta["box_frame"] as? String) == (stated.isEmpty ? nil : frame.rawValue), "\(row.key)")
+            // Every kind but captions depends on the frame: it records it, and a frame other than original is in its key.
+            #expect((row.meta["box_frame"] as? String) == (row.kind == "caption" ? nil : frame.rawValue), "\(row.key)")
+            #expect(row.key.hasSuffix("-\(frame.rawValue)") == (row.kind != "caption" && frame != .original), "\(row.key)")
             for item in stated {
                 let object = coco.annotations.first { $0.id == item["object_id"] as! Int }!
                 let (x, y, w, h) = (object.bbox[0], object.bbox[1], object.bbox[2], object.bbox[3])
@@ -283,5 +285,77 @@ import VLMCore
             }
         }
         #expect(boxes > 30)
+    }
+
+    /// Crop frame: a count counts only the instances wholly inside the crop and is not asked when the crop cuts one;
+    /// "yes" is asked only for a category with an instance wholly inside; "no" only for one absent from the whole
+    /// image. The other frames count every instance.
+    @Test(arguments: [BoxFrame.original, .crop])
+    func countsAndPresenceLeaveOutWhatTheCropCuts(frame: BoxFrame) throws {
+        let dir = try TestPaths.temporaryDirectory("crop-counts-\(frame.rawValue)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try coco.catalog(in: dir)
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 2, kinds: [.count, .yesno, .multiturn], perImage: 3, boxFrame: frame))
+        let imageByKey = Dictionary(uniqueKeysWithValues: coco.images.map { (CocoMini.key($0), $0) })
+        let names = Dictionary(uniqueKeysWithValues: coco.categories.map { ($0.id, $0.name) })
+        var counted = 0, cutCounts = 0
+        for row in try storedInstructions(catalog) {
+            let image = imageByKey[row.imageKey]!
+            let objects = coco.annotations.filter { $0.imageID == image.id }
+            func inside(_ a: CocoMini.Annotation) -> Bool {
+                BoxFrame.crop.normalized(Box(x: a.bbox[0], y: a.bbox[1], width: a.bbox[2], height: a.bbox[3]),
+                                         imageWidth: image.width, imageHeight: image.height) != nil
+            }
+            func instances(_ name: String) -> [CocoMini.Annotation] { objects.filter { names[$0.categoryID] == name } }
+            let items = row.kind == "multiturn" ? (row.meta["turns"] as! [[String: Any]]) : [row.meta]
+            for item in items {
+                let all = instances(item["category"] as? String ?? "")
+                switch item["type"] as? String {
+                case "count":
+                    let n = item["count"] as! Int
+                    if frame == .crop {
+                        #expect(n == all.filter(inside).count && n > 0, "\(row.key): \(n) counted")
+                        // No instance of a counted category is cut by the crop's edge.
+                        let window = BoxFrame.crop.window(imageWidth: image.width, imageHeight: image.height)
+                        let cut = all.filter { a in
+                            !inside(a) && a.bbox[0] < window.x + window.width && a.bbox[0] + a.bbox[2] > window.x
+                                && a.bbox[1] < window.y + window.height && a.bbox[1] + a.bbox[3] > window.y
+                        }
+                        #expect(cut.isEmpty, "\(row.key): the crop cuts a counted \(item["category"]!)")
+                        if all.count != n { cutCounts += 1 }
+                    } else {
+                        #expect(n == all.count)
+                    }
+                    counted += 1
+                case "yesno":
+                    if item["answer"] as? String == "yes" {
+                        #expect(frame == .crop ? all.contains(where: inside) : !all.isEmpty, "\(row.key)")
+                    } else {
+                        #expect(all.isEmpty, "\(row.key): 'no' for a category in the image")
+                    }
+                default:
+                    break
+                }
+            }
+        }
+        #expect(counted > 40)
+        // Some counts differ from the whole image's: the crop left instances out (wholly outside it).
+        if frame == .crop { #expect(cutCounts > 0) }
+    }
+
+    /// Generating again with another --box-frame adds the frame's rows beside the first ones (captions, which do
+    /// not depend on the frame, once), so a changed frame needs no fresh workspace.
+    @Test func anotherFrameAddsRowsBesideTheFirst() throws {
+        let dir = try TestPaths.temporaryDirectory("frame-again")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let catalog = try coco.catalog(in: dir)
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 5, kinds: [.caption, .grounding, .count], boxFrame: .original))
+        let first = try storedInstructions(catalog)
+        _ = try generateTemplates(catalog, TemplateOptions(seed: 5, kinds: [.caption, .grounding, .count], boxFrame: .pad))
+        let both = try storedInstructions(catalog)
+        let added = both.filter { row in !first.contains { $0.key == row.key } }
+        #expect(!added.isEmpty && added.allSatisfy { $0.kind != "caption" && ($0.meta["box_frame"] as? String) == "pad" })
+        #expect(both.filter { $0.kind == "caption" }.count == first.filter { $0.kind == "caption" }.count)
+        #expect(added.count == first.filter { $0.kind != "caption" }.count)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VLMCatalog
 import VLMCore
+import VLMImage
 @testable import VLMLoader
 
 @Suite(.serialized) struct StreamTests {
@@ -256,14 +257,29 @@ import VLMCore
         #expect(batch.pixelShape == [images.count, 4, 12])
         let raw = images.flatMap(\.pixels)
         #expect(batch.pixelsFloat.count == raw.count)
-        for (i, v) in raw.enumerated() {
-            let c = i % 3
-            let expected = (Float(v) / 255 - NormalizePreset.clip.mean[c]) / NormalizePreset.clip.std[c]
-            #expect(abs(batch.pixelsFloat[i] - expected) < 1e-6)
-        }
+        #expect(batch.pixelsFloat == Self.loaderFormula(raw, .clip))
         let u8 = try Collator(options: CollateOptions(pixelFormat: .uint8)).collate(picked)
         #expect(u8.pixelsUInt8 == raw && u8.pixelsFloat.isEmpty)
-        #expect(abs(NormalizePreset.siglip.normalize([0, 255, 128])[1] - 1) < 1e-6)
+        #expect(Normalization.siglip.apply([0, 255, 128])[1] == 1)
+    }
+
+    /// The loader's own formula before it used VLMImage's `Normalization`: `(Float(v) / 255 - mean) / std` in float32.
+    static func loaderFormula(_ pixels: [UInt8], _ n: Normalization) -> [Float] {
+        pixels.enumerated().map { i, v in (Float(v) / 255 - Float(n.mean[i % 3])) / Float(n.std[i % 3]) }
+    }
+
+    /// One normalization: collating with VLMImage's tables gives, bit for bit, the values the loader's own copy
+    /// gave, for every byte value, every channel and every preset.
+    @Test(arguments: ["clip", "siglip", "imagenet"])
+    func collateNormalizationIsTheLoaderFormulaBitForBit(_ name: String) throws {
+        let normalization = try #require(Normalization.preset(name))
+        var every: [UInt8] = []   // each byte value in each channel
+        for v in 0..<256 {
+            every += [UInt8(v), UInt8(255 - v), UInt8((v * 7) % 256)]
+        }
+        let got: [UInt32] = normalization.apply(every).map { $0.bitPattern }
+        let expected: [UInt32] = Self.loaderFormula(every, normalization).map { $0.bitPattern }
+        #expect(got == expected)
     }
 
     @Test func lengthGroupingLoaderKeepsCoverage() throws {

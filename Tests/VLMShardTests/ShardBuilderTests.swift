@@ -4,6 +4,7 @@ import Testing
 import VLMCatalog
 import VLMCore
 import VLMIO
+@testable import VLMFixtures
 @testable import VLMShard
 
 func makeCatalog(_ label: String = #function, count: Int = 60, configure: (inout SyntheticShardInputs) -> Void = { _ in }) throws -> Catalog {

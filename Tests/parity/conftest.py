@@ -21,6 +21,19 @@ def shared():
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def bench_bin(vlmdata_bin):
+    """`vlmdata-bench` (benchmark fixtures, not shipped): $VLMDATA_BENCH_BIN or beside the vlmdata binary."""
+    path = os.environ.get("VLMDATA_BENCH_BIN", str(pathlib.Path(vlmdata_bin).parent / "vlmdata-bench"))
+    assert pathlib.Path(path).exists(), f"build vlmdata-bench first: {path}"
+    return path
+
+
+def synthetic(bench_path, ws, count, *extra):
+    """Fills `ws` with generated shard inputs (`vlmdata-bench synthetic`), ready for `vlmdata shard`."""
+    run(bench_path, "synthetic", "--workspace", ws, "--count", count, *extra)
+
+
 def run(bin_path, *args, check=True, **kwargs):
     """Runs the CLI, returning the CompletedProcess (text mode)."""
     result = subprocess.run([bin_path, *map(str, args)], capture_output=True, text=True, **kwargs)

@@ -12,15 +12,15 @@ from contextlib import closing
 
 import pytest
 
-from conftest import run
+from conftest import run, synthetic
 
-SMALL = ["--synthetic-tokens", "30", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "30", "--patches", "16", "--patch-dim", "48"]
 
 
 @pytest.fixture(scope="module")
-def sharded(vlmdata_bin, tmp_path_factory):
+def sharded(vlmdata_bin, bench_bin, tmp_path_factory):
     ws = str(tmp_path_factory.mktemp("integrity") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", ws, "--synthetic", 30, "--synthetic-only", "--quiet", *SMALL)
+    synthetic(bench_bin, ws, 30, *SMALL)
     run(vlmdata_bin, "shard", "--workspace", ws, "--target-size", "20KB", "--quiet")
     return ws
 

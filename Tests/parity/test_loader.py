@@ -9,17 +9,18 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, synthetic
 
-SMALL = ["--synthetic-tokens", "40", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "40", "--patches", "16", "--patch-dim", "48"]
 NGINX_SCRIPT = ROOT / "Tests" / "support" / "nginx_loopback.sh"
 N = 150
 
 
 @pytest.fixture(scope="module")
-def ws(vlmdata_bin, tmp_path_factory):
+def ws(vlmdata_bin, bench_bin, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("loader") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, "--target-size", "30KB", "--quiet")
+    synthetic(bench_bin, path, N, *SMALL)
+    run(vlmdata_bin, "shard", "--workspace", path, "--target-size", "30KB", "--quiet")
     return path
 
 

@@ -7,27 +7,17 @@ Regression tests for issue 12:
   [1, 4, 588], and shard exited 0;
 - case 5: grounding boxes were normalized to the original image while `--mode pad` pixels are the padded square.
 
-Then the composition: modes (crop, pad, anyres) x parts (1, 2, 3) applied to every stage and merged give the
-one-workspace samples byte for byte, image tokens equal to the stored pixel geometry, and every stated box is an
-annotated object's box in the frame of the pixels.
+The full composition (templates x tokenizers x modes x parts, merged) is test_composition.py; the checks both
+use are in invariants.py.
 """
-import glob
-import io
 import json
 import os
-import re
 import sqlite3
-import tarfile
-
-import numpy as np
-import pytest
 
 from conftest import SHARED, run
+from invariants import COCO, FRAME, check_geometry_and_boxes, coco_objects, samples
 
-COCO = SHARED / "coco-mini"
 TOKENIZER = SHARED / "tokenizers" / "gpt2" / "tokenizer.json"
-BOX = re.compile(r"\[(-?\d+\.\d+), (-?\d+\.\d+), (-?\d+\.\d+), (-?\d+\.\d+)\]")
-FRAME = {"crop": "crop", "pad": "pad", "anyres": "original", "squash": "original"}
 
 
 def stages(bin_path, ws, mode, part=None, kinds="caption,grounding,count", size=56, image_tokens="pixels", patchify=()):
@@ -41,73 +31,6 @@ def stages(bin_path, ws, mode, part=None, kinds="caption,grounding,count", size=
     run(bin_path, "patchify", *q, "--image-size", size, "--patch-size", 14, "--mode", mode, "--jobs", 2, *patchify, *p)
     run(bin_path, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", image_tokens, *p)
     run(bin_path, "shard", *q, "--target-size", "200KB", *p)
-
-
-def samples(ws):
-    """key -> {member suffix: bytes}, read from the training shards the catalog indexes."""
-    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
-        paths = [p for (p,) in db.execute("SELECT path FROM shards ORDER BY name")]
-    out = {}
-    for path in paths:
-        with tarfile.open(os.path.join(ws, path) if not os.path.isabs(path) else path) as tar:
-            for member in tar.getmembers():
-                key, suffix = member.name.split(".", 1)
-                out.setdefault(key, {})[suffix] = tar.extractfile(member).read()
-    return out
-
-
-def coco_objects():
-    """image file name -> (width, height, [(x, y, w, h), ...])."""
-    data = json.loads((COCO / "annotations" / "instances_train2017.json").read_text())
-    images = {i["id"]: (i["file_name"], i["width"], i["height"]) for i in data["images"]}
-    out = {name: (w, h, []) for name, w, h in images.values()}
-    for a in data["annotations"]:
-        out[images[a["image_id"]][0]][2].append(a["bbox"])
-    return out
-
-
-def in_frame(box, w, h, frame):
-    """[x1, y1, x2, y2] of a COCO box in a frame (the same rule as LLaVA's expand2square / CLIP's centre crop)."""
-    x, y, bw, bh = box
-    if frame == "pad":
-        side = max(w, h)
-        ox, oy, fw, fh = -((side - w) // 2), -((side - h) // 2), side, side
-    elif frame == "crop":
-        side = min(w, h)
-        ox, oy, fw, fh = (w - side) / 2, (h - side) / 2, side, side
-    else:
-        ox, oy, fw, fh = 0, 0, w, h
-    return [(x - ox) / fw, (y - oy) / fh, (x + bw - ox) / fw, (y + bh - oy) / fh]
-
-
-def check_geometry_and_boxes(found, mode, objects):
-    """Image tokens equal the stored pixel geometry; every box is in [0, 1] and is an object's box in the pixels'
-    frame; the json records the original image size and the frame."""
-    grounded = 0
-    for key, members in found.items():
-        meta = json.loads(members["json"])
-        pixels = np.load(io.BytesIO(members["pixels.npy"]))
-        tiles, patches, dim = pixels.shape
-        assert meta["pixels_shape"] == list(pixels.shape)
-        assert meta["image_tokens"] == tiles * patches, key
-        assert dim == 14 * 14 * 3 and patches == (56 // 14) ** 2
-        if mode == "anyres":
-            rows, cols = meta["grid"]
-            assert tiles == 1 + rows * cols
-        else:
-            assert tiles == 1
-        w, h, boxes = objects[meta["image_file"]]
-        assert meta["image_size"] == [w, h]
-        text = " ".join(t["value"] for t in meta["conversations"])
-        stated = [[float(v) for v in m] for m in BOX.findall(text)]
-        if stated:
-            grounded += 1
-            assert meta["box_frame"] == FRAME[mode]
-        for box in stated:
-            assert all(0 <= v <= 1 for v in box), (key, box)
-            truth = [in_frame(b, w, h, FRAME[mode]) for b in boxes]
-            assert any(all(abs(a - min(max(b, 0), 1)) <= 0.0051 for a, b in zip(box, t)) for t in truth), (key, box)
-    return grounded
 
 
 # ---- regression: case 2 (one partition function) ----
@@ -199,33 +122,6 @@ def test_crop_drops_the_boxes_the_crop_cuts(vlmdata_bin, tmp_path):
     assert len(found) < len(samples(original))
 
 
-# ---- the composition: modes x parts on every stage, merged ----
-
-@pytest.mark.parametrize("mode", ["crop", "pad", "anyres"])
-def test_modes_by_parts_merge_to_the_one_workspace_result(vlmdata_bin, tmp_path, mode):
-    objects = coco_objects()
-    whole = str(tmp_path / "whole")
-    stages(vlmdata_bin, whole, mode)
-    expected = samples(whole)
-    assert len(expected) > 150
-    check_geometry_and_boxes(expected, mode, objects)
-    for n in (1, 2, 3):
-        parts = []
-        for i in range(n):
-            ws = str(tmp_path / f"n{n}-part{i}")
-            stages(vlmdata_bin, ws, mode, part=f"{i}/{n}")
-            parts.append(ws)
-        merged = str(tmp_path / f"n{n}-merged")
-        out = run(vlmdata_bin, "catalog", "merge", merged, *parts, "--quiet").stdout
-        for i in range(n):
-            assert f"coverage: {parts[i]}: part {i}/{n}" in out
-        found = samples(merged)
-        assert sorted(found) == sorted(expected)
-        assert found == expected
-        check_geometry_and_boxes(found, mode, objects)
-        run(vlmdata_bin, "verify", "--workspace", merged)
-
-
 def test_merge_refuses_a_missing_or_doubled_part_unless_partial(vlmdata_bin, tmp_path):
     parts = []
     for i in range(3):
@@ -251,3 +147,111 @@ def test_merge_refuses_a_missing_or_doubled_part_unless_partial(vlmdata_bin, tmp
     run(vlmdata_bin, "gen-instructions", *q, "--generator", "templates", "--kinds", "caption", "--part", "1/3")
     bad = run(vlmdata_bin, "catalog", "merge", str(tmp_path / "m4"), mixed, parts[1], parts[2], check=False)
     assert bad.returncode != 0 and "ran different parts" in bad.stderr
+
+
+# ---- box frames of every generator: a changed frame, crop counts, LLaVA imports ----
+
+def pixels_hash(ws, mode):
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        (config,) = db.execute("SELECT DISTINCT config_hash FROM pixels WHERE config LIKE ?", (f'%"mode":"{mode}"%',)).fetchone()
+    return config
+
+
+def test_another_box_frame_needs_no_fresh_workspace(vlmdata_bin, tmp_path):
+    """gen-instructions again with --box-frame pad in a workspace that holds original-frame instructions adds the
+    pad rows (the frame is in their keys); shard beside pad pixels takes those and leaves the others out, counted.
+    Before: the second run kept the original rows, and shard refused the workspace."""
+    ws = str(tmp_path / "ws")
+    q = ["--workspace", ws, "--quiet"]
+    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
+        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
+    kinds = ["--generator", "templates", "--kinds", "caption,grounding,count", "--seed", "3"]
+    run(vlmdata_bin, "gen-instructions", *q, *kinds)
+    run(vlmdata_bin, "gen-instructions", *q, *kinds, "--box-frame", "pad")
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        frames = dict(db.execute("SELECT COALESCE(json_extract(meta, '$.box_frame'), '-'), COUNT(*) FROM instructions GROUP BY 1"))
+    assert frames["pad"] == frames["original"] > 60 and frames["-"] == 80, frames   # captions once, the rest per frame
+    run(vlmdata_bin, "patchify", *q, "--image-size", 56, "--patch-size", 14, "--mode", "pad", "--jobs", 2)
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", "pixels")
+    report = json.loads(run(vlmdata_bin, "shard", *q, "--target-size", "200KB", "--json").stdout.strip().splitlines()[-1])
+    assert report["counts"]["skipped_other_box_frame"] == frames["original"]
+    found = samples(ws)
+    assert len(found) == frames["pad"] + frames["-"]
+    assert check_geometry_and_boxes(found, "pad", coco_objects()) > 40
+    assert all(json.loads(m["json"]).get("box_frame") in (None, "pad") for m in found.values())
+
+
+def crop_window(w, h):
+    side = min(w, h)
+    return (w - side) / 2, (h - side) / 2, side
+
+
+def test_crop_counts_leave_out_what_the_crop_cuts(vlmdata_bin, tmp_path):
+    """Counts and yes/no made for the whole image beside crop pixels are refused (they count objects the crop cut
+    off; before, shard took them); made with --box-frame crop, a count is the number of objects wholly inside the
+    crop, and a category the crop's edge cuts is not counted."""
+    ws = str(tmp_path / "ws")
+    q = ["--workspace", ws, "--quiet"]
+    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
+        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
+    run(vlmdata_bin, "gen-instructions", *q, "--generator", "templates", "--kinds", "count,yesno", "--seed", "3", "--per-image", "3")
+    run(vlmdata_bin, "patchify", *q, "--image-size", 56, "--patch-size", 14, "--mode", "crop", "--jobs", 2)
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", "pixels")
+    refused = run(vlmdata_bin, "shard", *q, check=False)
+    assert refused.returncode != 0 and "pixels need crop" in refused.stderr and "--box-frame crop" in refused.stderr
+    run(vlmdata_bin, "gen-instructions", *q, "--generator", "templates", "--kinds", "count,yesno", "--seed", "3",
+        "--per-image", "3", "--box-frame", "crop")
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", "pixels")
+    run(vlmdata_bin, "shard", *q)
+    found = samples(ws)
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        metas = {k: json.loads(m) for k, m in db.execute("SELECT key, meta FROM instructions")}
+    data = json.loads((COCO / "annotations" / "instances_train2017.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    files = {i["id"]: i["file_name"] for i in data["images"]}
+    by_file = {}
+    for a in data["annotations"]:
+        by_file.setdefault(files[a["image_id"]], []).append((names[a["category_id"]], a["bbox"]))
+    counted = differs = 0
+    for key in found:
+        meta, sample = metas[key], json.loads(found[key]["json"])
+        assert meta["box_frame"] == "crop" and key.endswith("-crop")
+        w, h = sample["image_size"]
+        ox, oy, side = crop_window(w, h)
+        boxes = [b for name, b in by_file[sample["image_file"]] if name == meta["category"]]
+        inside = [b for b in boxes if b[0] >= ox - 0.5 and b[1] >= oy - 0.5 and b[0] + b[2] <= ox + side + 0.5 and b[1] + b[3] <= oy + side + 0.5]
+        touching = [b for b in boxes if b[0] < ox + side and b[0] + b[2] > ox and b[1] < oy + side and b[1] + b[3] > oy]
+        if meta["type"] == "count":
+            assert meta["count"] == len(inside) and len(touching) == len(inside), (key, meta, len(boxes))
+            counted += 1
+            differs += len(boxes) != len(inside)
+        elif meta["answer"] == "yes":
+            assert inside, key
+        else:
+            assert not boxes, key
+    assert counted > 40 and differs > 0
+
+
+def test_llava_imports_record_their_box_frame(vlmdata_bin, shared, tmp_path):
+    """`ingest llava --box-frame pad`: records that state a box record the frame (others none), so shard checks
+    them like template ones; the default is original, refused beside pad pixels; another frame adds rows."""
+    sample = shared / "llava" / "pretrain-sample"
+    records = json.loads((sample / "blip_laion_cc_sbu_first50.json").read_text())[:8]
+    for r in records[:3]:
+        r["conversations"] = [{"from": "human", "value": "<image>\nWhere is the main object?"},
+                              {"from": "gpt", "value": "It is at [0.12, 0.25, 0.60, 0.91]."}]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    ws = str(tmp_path / "ws")
+    q = ["--workspace", ws, "--quiet"]
+    run(vlmdata_bin, "ingest", "llava", *q, "--json", path, "--images", sample / "images")
+    run(vlmdata_bin, "patchify", *q, "--image-size", 56, "--patch-size", 14, "--mode", "pad", "--jobs", 2)
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "plain", "--image-tokens", "pixels")
+    refused = run(vlmdata_bin, "shard", *q, check=False)
+    assert refused.returncode != 0 and "3 instructions state boxes" in refused.stderr and "pixels need pad" in refused.stderr
+    run(vlmdata_bin, "ingest", "llava", *q, "--json", path, "--images", sample / "images", "--box-frame", "pad")
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "plain", "--image-tokens", "pixels")
+    report = json.loads(run(vlmdata_bin, "shard", *q, "--json").stdout.strip().splitlines()[-1])
+    assert report["counts"]["samples"] == 8 and report["counts"]["skipped_other_box_frame"] == 3
+    frames = sorted(json.loads(m["json"]).get("box_frame") or "-" for m in samples(ws).values())
+    assert frames == ["-"] * 5 + ["pad"] * 3

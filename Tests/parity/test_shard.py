@@ -14,13 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run
+from conftest import run, synthetic
 
-SMALL = ["--synthetic-tokens", "30", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "30", "--patches", "16", "--patch-dim", "48"]
 
 
 def fill(bin_path, ws, count, *extra):
-    run(bin_path, "shard", "--workspace", ws, "--synthetic", count, "--synthetic-only", "--quiet", *extra)
+    """Generated shard inputs from `vlmdata-bench` beside `bin_path` (or $VLMDATA_BENCH_BIN)."""
+    synthetic(os.environ.get("VLMDATA_BENCH_BIN", os.path.join(os.path.dirname(bin_path), "vlmdata-bench")), ws, count, *extra)
 
 
 def shard_hashes(ws):
@@ -154,7 +155,7 @@ def test_verify_passes_then_lists_corruption(vlmdata_bin, sharded, tmp_path):
 def test_sigkill_then_rerun_gives_the_clean_hashes(vlmdata_bin, tmp_path):
     clean = str(tmp_path / "clean")
     killed = str(tmp_path / "killed")
-    args = ["--synthetic-tokens", "600", "--synthetic-patches", "144", "--synthetic-patch-dim", "588"]
+    args = ["--tokens", "600", "--patches", "144", "--patch-dim", "588"]
     fill(vlmdata_bin, clean, 1500, *args)
     shutil.copytree(clean, killed)
     shard_args = ["--target-size", "2MB", "--quiet"]

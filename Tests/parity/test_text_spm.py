@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from text_corpus import EDGE_TEXTS, coco_captions, llava_texts  # noqa: E402
 from text_llava import IGNORE_INDEX, LLaVA  # noqa: E402
+from invariants import END_OF_TURN, replies, runs, supervises_replies  # noqa: E402
 
 tokenizers = pytest.importorskip("tokenizers")
 spm = pytest.importorskip("sentencepiece")
@@ -209,29 +210,6 @@ def test_llava_masks_with_slow_tokenizer(vlmdata_bin, shared, model_path, slow, 
     assert sum(len(r["conversations"]) > 2 for r in records) >= (0 if template == "plain" else 30)
 
 
-def _replies(record):
-    turns = record["conversations"]
-    if turns[0]["from"] != "human":
-        turns = turns[1:]
-    return [t["value"] for t in turns[1::2]]
-
-
-def _runs(labels):
-    runs, current = [], []
-    for x in labels:
-        if x != IGNORE_INDEX:
-            current.append(x)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
-
-
-END_OF_TURN = {"vicuna_v1": "</s>", "llama_2": " </s>", "chatml": "<|im_end|>", "plain": "\n"}
-
-
 @pytest.fixture(scope="module")
 def trained(vlmdata_bin, shared, tmp_path_factory):
     """A tokenizer trained by `vlmdata tokenizer train` (byte-level BPE; its chat markers are special tokens)."""
@@ -276,31 +254,19 @@ def test_every_template_supervises_the_replies(vlmdata_bin, shared, model_path, 
     eot_ids = ref_tok.encode(eot.strip(), add_special_tokens=False).ids if is_fast else ref_tok(eot.strip(), add_special_tokens=False).input_ids
     eot_is_token = template == "plain" or len(eot_ids) == 1
 
-    def squeeze(text):
-        return "".join(text.split())
-
-    def supervises_replies(runs, replies):
-        """Each run decodes to its reply + the end-of-turn text (whitespace aside: the slow tokenizer's decode
-        puts a space before special tokens in legacy mode), or to the reply + a prefix of the end-of-turn text
-        where that text is not one token."""
-        if len(runs) != len(replies):
-            return False
-        for run, reply in zip(runs, replies):
-            text, expected = squeeze(decode(run)), squeeze(reply + eot)
-            if not (text == expected if eot_is_token else text.startswith(squeeze(reply)) and expected.startswith(text)):
-                return False
-        return True
+    def supervises(stretches, texts):
+        return supervises_replies(stretches, texts, decode, template, eot_is_token)
 
     identical = 0
     for record, got in zip(records, ours, strict=True):
-        runs = _runs(got["labels"])
-        replies = _replies(record)
-        assert runs, f"{tok_name}/{template} {record['id']}: no supervised token"
-        assert supervises_replies(runs, replies), (
-            f"{tok_name}/{template} {record['id']}: supervised {[decode(r)[-30:] for r in runs]} for replies {[r[-30:] for r in replies]}")
+        stretches = runs(got["labels"])
+        texts = replies(record["conversations"])
+        assert stretches, f"{tok_name}/{template} {record['id']}: no supervised token"
+        assert supervises(stretches, texts), (
+            f"{tok_name}/{template} {record['id']}: supervised {[decode(r)[-30:] for r in stretches]} for replies {[r[-30:] for r in texts]}")
         ids, labels = ref.preprocess(template, record)
         assert got["input_ids"] == ids
-        if supervises_replies(_runs(labels), replies):
+        if supervises(runs(labels), texts):
             assert got["labels"] == labels and not got["llava_differs"], f"{record['id']}: LLaVA is right but not kept"
             identical += 1
         else:

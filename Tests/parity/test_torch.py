@@ -13,13 +13,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, run
+from conftest import ROOT, SHARED, run, synthetic
 
 sys.path.insert(0, str(ROOT / "python"))
 LIB = os.environ.get("VLMDATA_LIB", str(ROOT / ".build" / "release" / "libVLMDataC.so"))
 os.environ["VLMDATA_LIB"] = LIB
 
-SMALL = ["--synthetic-tokens", "40", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "40", "--patches", "16", "--patch-dim", "48"]
 N = 160
 B = 4
 
@@ -30,9 +30,10 @@ def library():
 
 
 @pytest.fixture(scope="module")
-def ws(vlmdata_bin, tmp_path_factory):
+def ws(vlmdata_bin, bench_bin, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("torch") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, "--target-size", "30KB", "--quiet")
+    synthetic(bench_bin, path, N, *SMALL)
+    run(vlmdata_bin, "shard", "--workspace", path, "--target-size", "30KB", "--quiet")
     return path
 
 
@@ -258,13 +259,13 @@ def test_packed_rows_match_the_cli_and_isolate_segments(vlmdata_bin, ws):
                     assert batch["labels"][r, where[0]] == -100
 
 
-def test_mixture_rank_from_the_environment_and_max_length(vlmdata_bin, ws, tmp_path, monkeypatch):
+def test_mixture_rank_from_the_environment_and_max_length(vlmdata_bin, bench_bin, ws, tmp_path, monkeypatch):
     import torch.utils.data
     from vlmdata.torch import StreamingDataset, llava_collate
 
     other = str(tmp_path / "other")
-    run(vlmdata_bin, "shard", "--workspace", other, "--synthetic", 50, "--synthetic-tokens", "70",
-        "--synthetic-patches", "16", "--synthetic-patch-dim", "48", "--quiet")
+    synthetic(bench_bin, other, 50, "--tokens", "70", "--patches", "16", "--patch-dim", "48")
+    run(vlmdata_bin, "shard", "--workspace", other, "--quiet")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     ds = StreamingDataset(mix={ws: "weight:3", other: "weight:1"}, seed=8, epoch_size=120)

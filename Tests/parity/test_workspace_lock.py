@@ -14,12 +14,12 @@ import time
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, synthetic
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import crashtest  # noqa: E402
 
-SMALL = ["--synthetic-tokens", "30", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "30", "--patches", "16", "--patch-dim", "48"]
 
 
 class HeldLock:
@@ -129,9 +129,9 @@ def consistent(vlmdata_bin, ws):
 
 
 @pytest.mark.parametrize("wait", [False, True])
-def test_two_shard_runs_at_once_never_corrupt_the_index(vlmdata_bin, tmp_path, wait):
+def test_two_shard_runs_at_once_never_corrupt_the_index(vlmdata_bin, bench_bin, tmp_path, wait):
     ws = str(tmp_path / "ws")
-    run(vlmdata_bin, "shard", "--workspace", ws, "--synthetic", 400, "--synthetic-only", "--quiet", *SMALL)
+    synthetic(bench_bin, ws, 400, *SMALL)
     for trial in range(3):
         procs = [subprocess.Popen([vlmdata_bin, "shard", "--workspace", ws, "--target-size", size, "--quiet",
                                    *(["--wait"] if wait else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -18,6 +18,9 @@ public struct IngestLLaVA {
         public var split: String
         /// Only the records whose image key (record key if text-only) falls in this part (`PartSpec.owns`).
         public var part: PartSpec?
+        /// The frame of the boxes the records state (LLaVA-1.5's grounding data: `pad`). A record that states a
+        /// box records it, so `shard` checks it against the pixels; one other than `original` is in its key.
+        public var boxFrame: BoxFrame = .original
 
         public init(json: String, images: String? = nil, split: String = "llava", part: PartSpec? = nil) {
             self.json = json
@@ -36,6 +39,19 @@ public struct IngestLLaVA {
         var image: String?
         var kind: String
         var conversation: Conversation
+    }
+
+    /// `instructions.meta` of an imported record: its id and image, and the frame of the boxes it states.
+    struct ImportMeta: Encodable {
+        var id: String
+        var image: String
+        var boxFrame: String?
+        var statesBox: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case id, image
+            case boxFrame = "box_frame", statesBox = "states_box"
+        }
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
@@ -175,12 +191,18 @@ public struct IngestLLaVA {
         let now = Catalog.now()
         for start in stride(from: 0, to: records.count, by: 5000) {
             let chunk = records[start..<min(start + 5000, records.count)]
-            let rows = try chunk.map { record in
-                InstructionRecord(
-                    key: record.key, imageID: record.image.flatMap { imageRows[$0] }, sourceID: sourceID,
+            let rows = try chunk.map { record -> InstructionRecord in
+                var fields = ImportMeta(id: record.conversation.id, image: record.image ?? "")
+                var key = record.key
+                if record.conversation.conversations.contains(where: { BoxFrame.statesBox(in: $0.value) }) {
+                    (fields.boxFrame, fields.statesBox) = (options.boxFrame.rawValue, true)
+                    if options.boxFrame != .original { key += "-\(options.boxFrame.rawValue)" }
+                }
+                return InstructionRecord(
+                    key: key, imageID: record.image.flatMap { imageRows[$0] }, sourceID: sourceID,
                     generator: "import", kind: record.kind, groupID: nil,
                     conversationsJSON: String(decoding: try encoder.encode(record.conversation.conversations), as: UTF8.self),
-                    metaJSON: String(decoding: try encoder.encode(["id": record.conversation.id, "image": record.image ?? ""]), as: UTF8.self))
+                    metaJSON: String(decoding: try encoder.encode(fields), as: UTF8.self))
             }
             _ = try catalog.transaction { tx in try tx.insertInstructions(rows, paramsHash: nil, now: now) }
         }

@@ -159,12 +159,13 @@ public struct GenInstructionsStep: Stage, LineageStage {
         case .templates:
             stage = GenInstructionsStage(.templates(try templateOptions()), part: part)
         case .llm:
-            let options = LLMOptions(
+            var options = LLMOptions(
                 baseURL: config.baseURL!, model: config.model!, kinds: try config.parsedKinds(all: LLMKind.allCases), seed: config.seed,
                 concurrency: config.concurrency, requestsPerMinute: config.rpm, tokensPerMinute: config.tpm,
                 maxRequests: config.maxRequests, maxTokens: config.maxTokens, replyMaxTokens: config.replyMaxTokens,
                 temperature: config.temperature, timeout: config.timeout, jsonMode: config.jsonMode, maxRetries: config.maxRetries,
                 limit: config.limit, noAuth: config.noAuth)
+            options.boxFrame = BoxFrame(rawValue: config.boxFrame)!
             stage = GenInstructionsStage(.llm(options, apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"]), part: part)
         }
         return try stage.run(catalog: catalog, progress: context.progress)

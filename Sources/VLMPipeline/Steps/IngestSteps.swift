@@ -77,21 +77,28 @@ public struct IngestLLaVAStep: Stage, LineageStage {
         public var split: String
         /// `--part I/N`: only the records whose image key (sample key if text-only) falls in this part.
         public var part: String?
+        /// The frame of the boxes the records state (`original`, `pad`, `crop`); nil is `original`.
+        public var boxFrame: String?
 
-        public init(json: String, images: String? = nil, split: String = "llava", part: String? = nil) {
+        public init(json: String, images: String? = nil, split: String = "llava", part: String? = nil, boxFrame: String? = nil) {
             self.json = json
             self.images = images
             self.split = split
             self.part = part
+            self.boxFrame = boxFrame == BoxFrame.original.rawValue ? nil : boxFrame
         }
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case json, images, split, part }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case json, images, split, part
+            case boxFrame = "box_frame"
+        }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init(json: try c.decode(String.self, forKey: .json), images: try c.decodeIfPresent(String.self, forKey: .images),
-                      split: try c.value(.split, default: "llava"), part: try c.decodeIfPresent(String.self, forKey: .part))
+                      split: try c.value(.split, default: "llava"), part: try c.decodeIfPresent(String.self, forKey: .part),
+                      boxFrame: try c.decodeIfPresent(String.self, forKey: .boxFrame))
         }
     }
 
@@ -99,6 +106,9 @@ public struct IngestLLaVAStep: Stage, LineageStage {
 
     public init(config: Config) throws {
         if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
+        if let frame = config.boxFrame, BoxFrame(rawValue: frame) == nil {
+            throw invalid("box_frame", "must be one of \(BoxFrame.allCases.map(\.rawValue).joined(separator: ", ")), not '\(frame)'")
+        }
         self.config = config
     }
 
@@ -109,8 +119,9 @@ public struct IngestLLaVAStep: Stage, LineageStage {
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
-        let options = IngestLLaVA.Options(json: config.json, images: config.images, split: config.split,
+        var options = IngestLLaVA.Options(json: config.json, images: config.images, split: config.split,
                                           part: config.part.flatMap(PartSpec.init(parsing:)) ?? context.part)
+        options.boxFrame = config.boxFrame.flatMap(BoxFrame.init(rawValue:)) ?? .original
         return try IngestLLaVA(options: options).run(catalog: catalog, progress: context.progress)
     }
 }

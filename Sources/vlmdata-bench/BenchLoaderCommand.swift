@@ -2,14 +2,8 @@ import ArgumentParser
 import Foundation
 import VLMCatalog
 import VLMCore
+import VLMImage
 import VLMLoader
-
-struct BenchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "In-process benchmarks (no process start-up in the figures); Benchmarks/bench_*.py compare with the peers.",
-        subcommands: [BenchLoaderCommand.self])
-}
 
 struct BenchLoaderCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,8 +17,17 @@ struct BenchLoaderCommand: ParsableCommand {
         yourself if you compare cold reads.
         """)
 
-    @OptionGroup var workspace: WorkspaceOptions
-    @OptionGroup var loader: LoaderFlags
+    @Option(help: ArgumentHelp("Workspace folder holding the shards (catalog.sqlite + shards/).", valueName: "dir"))
+    var workspace = "./vlmdata-work"
+
+    @Option(help: ArgumentHelp("Background decode threads (0: decode on the main thread).", valueName: "k"))
+    var workers = 2
+
+    @Option(help: ArgumentHelp("Samples each worker decodes ahead.", valueName: "n"))
+    var prefetch = 32
+
+    @Option(help: ArgumentHelp("Shuffle seed.", valueName: "s"))
+    var seed: UInt64 = 0
 
     @Option(help: ArgumentHelp("Epochs to time (the median is printed).", valueName: "n"))
     var repeats = 3
@@ -37,13 +40,21 @@ struct BenchLoaderCommand: ParsableCommand {
 
     func validate() throws {
         if repeats < 1 { throw ValidationError("--repeats must be at least 1.") }
+        if workers < 0 { throw ValidationError("--workers cannot be negative.") }
+        if prefetch < 1 { throw ValidationError("--prefetch must be at least 1.") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1.") }
     }
 
     func run() throws {
         var results: [String: Any] = [:]
         try runOrExit {
-            let loader = try self.loader.makeLoader(workspace: workspace.path, unit: batchSize ?? 1)
+            guard FileManager.default.fileExists(atPath: workspace + "/catalog.sqlite") else {
+                throw VLMError(.notFound, file: workspace + "/catalog.sqlite", "no catalog here; run `vlmdata-bench synthetic` and `vlmdata shard` first")
+            }
+            let catalog = try Catalog(workspace: Workspace(root: workspace))
+            let loader = try Loader(
+                datasets: [LoaderDataset(index: try DatasetIndex.load(catalog: catalog), source: LocalShardSource(root: catalog.workspace.root))],
+                options: LoaderOptions(order: OrderSpec(seed: seed), workers: workers, prefetch: prefetch, unit: batchSize ?? 1))
             let dataset = loader.datasets[0]
             let index = dataset.index
 
@@ -55,7 +66,7 @@ struct BenchLoaderCommand: ParsableCommand {
                 let start = DispatchTime.now()
                 var buffer = [UInt8](repeating: 0, count: 4 << 20)
                 for shard in index.shards {
-                    let path = Workspace(root: workspace.path).resolve(shard.path)
+                    let path = catalog.workspace.resolve(shard.path)
                     let fd = open(path, O_RDONLY | O_CLOEXEC)
                     guard fd >= 0 else { throw VLMError(.notFound, file: path, "cannot open shard") }
                     while true {
@@ -79,7 +90,7 @@ struct BenchLoaderCommand: ParsableCommand {
                 let start = DispatchTime.now()
                 if let batchSize {
                     let batches = try loader.batches(epoch: 0, resuming: nil, options: BatchOptions(
-                        batchSize: batchSize, collate: CollateOptions(pixelFormat: .float32(.clip))))
+                        batchSize: batchSize, collate: CollateOptions(pixelFormat: .float32(Normalization.clip))))
                     while let batch = try batches.next() {
                         samples += batch.keys.count
                         bytes += batch.inputIds.count * 4 + batch.pixelsFloat.count * 4
@@ -107,7 +118,7 @@ struct BenchLoaderCommand: ParsableCommand {
             for i in 1..<max(1, order.count) where abs(order[i] - order[i - 1]) == 1 { adjacent += 1 }
 
             results = [
-                "samples": samples, "workers": self.loader.workers, "epoch_seconds": median,
+                "samples": samples, "workers": workers, "epoch_seconds": median,
                 "samples_per_s": Double(samples) / median,
                 "mb_per_s": Double(indexBytes) / median / 1e6,
                 "decoded_mb_per_s": Double(bytes) / median / 1e6,

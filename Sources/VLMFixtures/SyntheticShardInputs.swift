@@ -2,9 +2,10 @@ import Foundation
 import VLMCatalog
 import VLMCore
 import VLMIO
+import VLMShard
 
 /// Fills a catalog with generated shard inputs (images, instructions, tokenized rows, a pixel shard and its
-/// pixel rows) the way the earlier stages would, for tests and for `vlmdata shard --synthetic N` benchmarks.
+/// pixel rows) the way the earlier stages would, for tests and for `vlmdata-bench synthetic N` benchmarks.
 ///
 /// Two instructions share each image (as LLaVA data does), every `textOnlyEvery`-th instruction has no image,
 /// and the pixels are deterministic noise, so the same arguments always give the same catalog content.
@@ -32,7 +33,8 @@ public struct SyntheticShardInputs: Sendable {
     }
 
     public static func key(_ i: Int, source: String = "synthetic") -> String {
-        "\(source)_\(String(i).leftPadded(to: 7))_conv"
+        let digits = String(i)
+        return "\(source)_\(String(repeating: "0", count: max(0, 7 - digits.count)) + digits)_conv"
     }
 
     /// Deterministic noise: the same (seed, index) gives the same bytes.
