@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "VLMEval", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMInstruct"]),
         .target(name: "VLMPipeline", dependencies: [
             "VLMCore", "VLMIO", "VLMCatalog", "VLMImage", "VLMText", "VLMInstruct",
-            "VLMShard", "VLMLoader", "VLMTrain", yams,
+            "VLMShard", "VLMLoader", "VLMTrain", "VLMEval", yams,
         ]),
         .target(name: "VLMDataC", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader"]),
         .executableTarget(name: "vlmdata", dependencies: [

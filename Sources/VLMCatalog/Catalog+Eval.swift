@@ -128,6 +128,45 @@ extension Catalog {
         }
     }
 
+    /// `catalog merge`: copies the evaluation sets of the catalog attached as `schema` into this one, inside the
+    /// merge's transaction and after its images (matched by image key). A set name already here is the same set
+    /// only when its parameters and folder are too (its images are then joined); otherwise it is a conflict, since
+    /// keeping either would silently release the other's images into training.
+    package static func mergeEvalSets(_ db: Database, from schema: String, part: String) throws -> [String: Int] {
+        let clashes = try String.fetchAll(db, sql: """
+            SELECT ps.name FROM \(schema).eval_sets ps JOIN main.eval_sets ms ON ms.name = ps.name
+            WHERE ms.params_hash != ps.params_hash OR ms.directory != ps.directory ORDER BY ps.name LIMIT 6
+            """)
+        guard clashes.isEmpty else {
+            throw VLMError(.conflict, file: part, record: "eval sets \(clashes.prefix(5).joined(separator: ", "))",
+                           "a set of this name with other parameters or another folder is already in the merged catalog; "
+                           + "build the parts' sets with distinct --name")
+        }
+        var counts: [String: Int] = [:]
+        try db.execute(sql: """
+            INSERT INTO main.eval_sets (name, kind, split, params_hash, params, directory, questions, created_at)
+            SELECT name, kind, split, params_hash, params, directory, questions, created_at FROM \(schema).eval_sets ps
+            WHERE NOT EXISTS (SELECT 1 FROM main.eval_sets ms WHERE ms.name = ps.name) ORDER BY ps.id
+            """)
+        counts["eval_sets"] = db.changesCount
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO main.eval_images (eval_set_id, image_id, sha256)
+            SELECT ms.id, mi.id, pe.sha256 FROM \(schema).eval_images pe
+            JOIN \(schema).eval_sets ps ON ps.id = pe.eval_set_id JOIN main.eval_sets ms ON ms.name = ps.name
+            JOIN \(schema).images pi ON pi.id = pe.image_id JOIN main.images mi ON mi.key = pi.key
+            ORDER BY ps.id, pe.image_id
+            """)
+        counts["eval_images"] = db.changesCount
+        let lost = try Int.fetchOne(db, sql: """
+            SELECT COUNT(*) FROM \(schema).eval_images pe JOIN \(schema).images pi ON pi.id = pe.image_id
+            WHERE NOT EXISTS (SELECT 1 FROM main.images mi WHERE mi.key = pi.key)
+            """) ?? 0
+        guard lost == 0 else {
+            throw VLMError(.corrupt, file: part, "\(lost) evaluation images have no image row to merge into")
+        }
+        return counts
+    }
+
     /// The sha256 of every image held by an evaluation set.
     public func evalImageSHA256s() throws -> Set<String> {
         try read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM eval_images")) }

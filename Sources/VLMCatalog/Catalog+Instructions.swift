@@ -254,20 +254,6 @@ extension Catalog {
         }
     }
 
-    /// Sample key → the external id of the image its instruction was made from (samples with such an image only).
-    public func sampleImageExternalIDs() throws -> [String: Int] {
-        try read { db in
-            var out: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT s.key, i.external_id FROM samples s
-                JOIN instructions n ON n.id = s.instruction_id JOIN images i ON i.id = n.image_id
-                """) {
-                out[row[0]] = row[1]
-            }
-            return out
-        }
-    }
-
     /// How many sources of `kind` are named `name`.
     public func sourceCount(kind: String, name: String) throws -> Int {
         try read { db in

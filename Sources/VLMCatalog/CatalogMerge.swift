@@ -176,6 +176,9 @@ public enum CatalogMerge {
                     LEFT JOIN temp.source_map sm ON sm.old = pi.source_id
                     WHERE NOT EXISTS (SELECT 1 FROM main.instructions x WHERE x.key = pi.key) ORDER BY pi.id
                     """)
+                for (table, added) in try Catalog.mergeEvalSets(db, from: "p", part: partRoot) {
+                    counts[table, default: 0] += added
+                }
                 try insert("llm_calls", """
                     INSERT OR IGNORE INTO main.llm_calls (request_hash, image_id, kind, model, request, status, response, reason,
                                                           http_status, attempts, prompt_tokens, completion_tokens, created_at)

@@ -8,6 +8,9 @@ public enum EvalKind: String, Codable, CaseIterable, Sendable {
     case mmbench
     /// RefCOCO-style grounding: a referring phrase, answered with its box.
     case refcoco
+    /// COCO-Caption-style short descriptions, scored by whether the answer names the colour, object category and
+    /// side that the image's reference caption names (what a caption-trained model such as RefVLM answers).
+    case caption
 }
 
 /// How POPE picks the absent objects ("no" questions), as the POPE paper defines its three settings.

@@ -74,6 +74,7 @@ struct EvalQuestionGenerator {
         case .mme: return "MME needs an annotated category in the image and one of the split's categories absent from it"
         case .mmbench: return "MMBench needs an annotated category in the image and 3 categories of the vocabulary absent from it"
         case .refcoco: return "grounding needs an object that a phrase can single out (the only one of its category, or leftmost/rightmost)"
+        case .caption: return "a caption question needs a caption that names a basic colour, a category of the split, left or right"
         }
     }
 
@@ -84,6 +85,7 @@ struct EvalQuestionGenerator {
         case .mme: return !present.isEmpty && stats.seen.contains { !present.contains($0) }
         case .mmbench: return !present.isEmpty && stats.vocabulary.filter { !present.contains($0) }.count >= 3
         case .refcoco: return !Self.referable(image).isEmpty
+        case .caption: return reference(image) != nil
         }
     }
 
@@ -108,10 +110,11 @@ struct EvalQuestionGenerator {
         case .mme: return mme(images, &rng)
         case .mmbench: return mmbench(images, &rng)
         case .refcoco: return refcoco(images, &rng)
+        case .caption: return caption(images)
         }
     }
 
-    private mutating func item(_ image: ImageFacts, text: String, category: String) -> EvalItem {
+    fileprivate mutating func item(_ image: ImageFacts, text: String, category: String) -> EvalItem {
         defer { nextID += 1 }
         return EvalItem(question: EvalQuestion(question_id: nextID, image: image.fileName, text: text, category: category),
                         key: EvalKey(question_id: nextID, category: category, image: image.fileName, image_key: image.key))
@@ -302,6 +305,35 @@ struct EvalQuestionGenerator {
     static func frameBox(_ box: Box, width: Int, height: Int, frame: BoxFrame) -> [Double] {
         let edges = frame.normalized(box, imageWidth: width, imageHeight: height) ?? [0, 0, 0, 0]
         return edges.map { ($0 * 10_000).rounded() / 10_000 }
+    }
+}
+
+extension EvalQuestionGenerator {
+    /// The question of a caption set: the first of the brief-description prompts LLaVA's caption data uses.
+    static let captionPrompt = Phrasings.brief[0]
+
+    /// What the caption scorer looks for: basic colours, the split's categories, left and right.
+    var captionVocabulary: [String: [String]] { CaptionAttributes.vocabulary(categories: stats.vocabulary) }
+
+    /// The image's reference: its first caption (in annotation order) among those naming the most classes.
+    func reference(_ image: ImageFacts) -> (caption: String, terms: [String: String])? {
+        var best: (caption: String, terms: [String: String])?
+        for caption in image.captions {
+            let terms = CaptionAttributes.read(caption.text, captionVocabulary)
+            if !terms.isEmpty, terms.count > (best?.terms.count ?? 0) { best = (caption.text, terms) }
+        }
+        return best
+    }
+
+    /// One brief-description question per image; the key holds the reference caption and the terms it names.
+    fileprivate mutating func caption(_ images: [ImageFacts]) -> [EvalItem] {
+        images.compactMap { image in
+            guard let reference = reference(image) else { return nil }
+            var item = item(image, text: Self.captionPrompt, category: "caption")
+            item.key.caption = reference.caption
+            item.key.reference = reference.terms
+            return item
+        }
     }
 }
 

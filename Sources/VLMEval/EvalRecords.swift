@@ -39,12 +39,31 @@ public struct EvalKey: Codable, Sendable, Equatable {
     /// Grounding: the referring phrase.
     public var phrase: String?
     public var frame: String?
+    /// Caption: the reference caption the attributes were read from.
+    public var caption: String?
+    /// Caption: attribute class (colour, category, side) → the term the reference caption names first.
+    public var reference: [String: String]?
 
     init(question_id: Int, category: String, image: String, image_key: String) {
         self.question_id = question_id
         self.category = category
         self.image = image
         self.image_key = image_key
+    }
+}
+
+/// One line of a model's answer file, as LLaVA's `model_vqa*.py` writes it.
+public struct EvalAnswer: Codable, Sendable, Equatable {
+    public var question_id: Int
+    public var prompt: String
+    public var text: String
+    public var model_id: String
+
+    public init(question_id: Int, prompt: String, text: String, model_id: String) {
+        self.question_id = question_id
+        self.prompt = prompt
+        self.text = text
+        self.model_id = model_id
     }
 }
 
@@ -64,6 +83,8 @@ public struct EvalSetManifest: Codable, Sendable, Equatable {
     /// Images of the split that could not carry this kind's questions (too few objects, ...).
     public var ineligible_images: Int
     public var files: [String]
+    /// Caption: the terms of each attribute class the scorer looks for (colour, category, side).
+    public var vocabulary: [String: [String]]? = nil
 }
 
 /// The files of an evaluation set folder.
@@ -91,6 +112,16 @@ public enum EvalFiles {
             out.append(0x0A)
         }
         return out
+    }
+
+    /// The questions of a built set (its `questions.jsonl`), in file order.
+    public static func loadQuestions(set directory: String) throws -> [EvalQuestion] {
+        try readJSONL(EvalQuestion.self, path: directory + "/" + questions)
+    }
+
+    /// Writes a model's answers as LLaVA's answer JSONL (what `vlmdata eval score --answers` reads).
+    public static func writeAnswers(_ answers: [EvalAnswer], to path: String) throws {
+        try AtomicFile.write(try jsonl(answers), to: path)
     }
 
     /// Reads a JSON-lines file of `T`; a bad line is an error naming the file and line.

@@ -29,7 +29,7 @@ public struct EvalScorer {
 
     static func countLabel(_ kind: EvalKind) -> String {
         switch kind {
-        case .pope, .refcoco: return "questions"
+        case .pope, .refcoco, .caption: return "questions"
         case .mme: return "images"
         case .mmbench: return "groups"
         }
@@ -64,6 +64,11 @@ public struct EvalScorer {
         case .mme: scoreMME(keys, answers.texts, &report)
         case .mmbench: try scoreMMBench(keys, answers.texts, texts, &report)
         case .refcoco: scoreGrounding(keys, answers.texts, &report)
+        case .caption:
+            guard let vocabulary = manifest.vocabulary else {
+                throw VLMError.badInput(file: manifestPath, "a caption set's manifest needs its 'vocabulary'")
+            }
+            scoreCaption(keys, answers.texts, vocabulary, &report)
         }
         return report
     }
@@ -202,6 +207,45 @@ public struct EvalScorer {
         }
         report.categories = grouped(keys) { $0.category }.map { row($0.0, $0.1) }.sorted { $0.name < $1.name }
         report.overall = row("overall", keys)
+    }
+}
+
+extension EvalScorer {
+    // MARK: - Caption attributes
+
+    /// Per class (colour, category, side): the share of the images whose reference names the class where the
+    /// answer names the same term first; `unparsed` counts answers naming no term of the class (wrong). Overall:
+    /// the pooled share, and `all_right`, the share of questions right in every class their reference names.
+    func scoreCaption(_ keys: [EvalKey], _ texts: [String: String], _ vocabulary: [String: [String]],
+                      _ report: inout EvalReport) {
+        report.columns = ["accuracy", "all_right", "unparsed"]
+        var right: [Int: [String: Bool]] = [:]
+        var named: [Int: [String: String]] = [:]
+        for key in keys {
+            guard let text = texts[String(key.question_id)] else { continue }
+            let terms = CaptionAttributes.read(text, vocabulary)
+            named[key.question_id] = terms
+            right[key.question_id] = (key.reference ?? [:]).reduce(into: [:]) { $0[$1.key] = terms[$1.key] == $1.value }
+        }
+        report.unparsed = keys.filter { named[$0.question_id]?.isEmpty == true }.count
+        let classes = CaptionAttributes.classes.filter { name in keys.contains { $0.reference?[name] != nil } }
+        var pooled = 0, pooledRight = 0
+        report.categories = classes.map { name in
+            let asked = keys.filter { $0.reference?[name] != nil }
+            let ok = asked.filter { right[$0.question_id]?[name] == true }.count
+            let unparsed = asked.filter { named[$0.question_id].map { $0[name] == nil } ?? false }.count
+            pooled += asked.count
+            pooledRight += ok
+            return EvalRow(name: name, n: asked.count, metrics: [
+                "accuracy": Double(ok) / Double(max(1, asked.count)), "unparsed": Double(unparsed)])
+        }
+        let allRight = keys.filter { key in
+            guard let marks = right[key.question_id] else { return false }
+            return marks.values.allSatisfy { $0 }
+        }.count
+        report.overall = EvalRow(name: "overall", n: keys.count, metrics: [
+            "accuracy": Double(pooledRight) / Double(max(1, pooled)),
+            "all_right": Double(allRight) / Double(max(1, keys.count)), "unparsed": Double(report.unparsed)])
     }
 }
 

@@ -114,7 +114,8 @@ public struct EvalSetBuilder {
         }
         try check(items: items, chosen: chosen)
 
-        let manifest = self.manifest(questions: items.count, images: chosen.count, ineligible: images.count - eligibleCount)
+        var manifest = self.manifest(questions: items.count, images: chosen.count, ineligible: images.count - eligibleCount)
+        if options.kind == .caption { manifest.vocabulary = generator.captionVocabulary }
         try AtomicFile.write(Array(try EvalFiles.encoder().encode(manifest)) + [0x0A], to: path(EvalFiles.manifest))
         let params = Params(kind: options.kind, split: options.split, count: options.count, seed: options.seed,
                             sampling: options.kind == .pope ? options.popeSampling : nil,
@@ -170,7 +171,7 @@ public struct EvalSetBuilder {
                 base64[image.key] = Data(try ImageBytes.read(location: file.location, member: file.member)).base64EncodedString()
             }
             try AtomicFile.write(Array(MMBenchTSV.render(items, images: base64).utf8), to: path(EvalFiles.mmbenchTSV))
-        case .mme, .refcoco:
+        case .mme, .refcoco, .caption:
             break
         }
     }
@@ -214,6 +215,14 @@ public struct EvalSetBuilder {
                     throw VLMError(.corrupt, file: path(EvalFiles.answerKey), record: "question \(item.question.question_id)",
                                    "the box is not a normalized [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
                 }
+            }
+        case .caption:
+            for item in items where (item.key.reference ?? [:]).isEmpty || item.key.caption == nil {
+                throw VLMError(.corrupt, file: path(EvalFiles.answerKey), record: "question \(item.question.question_id)",
+                               "a caption question needs a reference caption that names a colour, category or side")
+            }
+            guard items.count == chosen.count else {
+                throw VLMError(.corrupt, file: path(EvalFiles.answerKey), "\(items.count) caption questions for \(chosen.count) images")
             }
         }
     }

@@ -32,7 +32,7 @@ struct EvalBuildCommand: ParsableCommand {
 
     @OptionGroup var workspace: WorkspaceOptions
 
-    @Option(help: "Benchmark: pope, mme, mmbench or refcoco.")
+    @Option(help: "Benchmark: pope, mme, mmbench, refcoco or caption.")
     var kind: EvalKind
 
     @Option(help: ArgumentHelp("The ingested split (source name) whose annotations make the questions.", valueName: "name"))

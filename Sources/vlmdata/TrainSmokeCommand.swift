@@ -13,12 +13,16 @@ struct TrainSmokeCommand: ParsableCommand {
         Runs synth shapes (32×32, one shape each) → ingest coco → gen-instructions (captions) → tokenizer train → \
         tokenize --template plain → patchify --image-size 32 --patch-size 8 --mode squash → shard → the streaming \
         loader → training of RefVLM (a ~120K-parameter LLaVA: patch embedding, projector, 2-layer GPT decoder) on the \
-        CPU. Then it greedy-decodes answers for held-out images (a separate synth seed) and scores colour, shape and \
-        side against the true annotation.
+        CPU. Then it evaluates as any model is evaluated: `eval build --kind caption` on held-out images (a separate \
+        synth seed) into eval/caption-heldout/, RefVLM's greedy answers as LLaVA answer JSONL in \
+        eval/answers-refvlm.jsonl, and `eval score` on them, which reads the colour, shape (category) and side \
+        each answer names against its reference caption.
 
         Gates (exit 1 when one fails): colour ≥ 95%, side ≥ 85%, shape ≥ 75%; with --blind (images zeroed, the \
-        control) every attribute at most chance + 10 points; training time under 4 minutes. The workspace keeps the \
-        loss curve (loss-curve.svg, loss-curve.csv) and the report (train-smoke.json).
+        control) every attribute at most chance + 10 points; with --max-train-seconds, the training time. The \
+        workspace keeps the evaluation files (`vlmdata eval score --set WS/eval/caption-heldout --answers \
+        WS/eval/answers-refvlm.jsonl` gives the same numbers), the loss curve (loss-curve.svg, loss-curve.csv) and \
+        the report (train-smoke.json). A pipeline file runs the same as `stage: train-smoke`.
         """
     )
 
@@ -33,35 +37,41 @@ struct TrainSmokeCommand: ParsableCommand {
     @Option(help: "Held-out images to evaluate on.") var evalImages = TrainSmoke.Options.defaultEvalImages
     @Option(help: ArgumentHelp("Workspace folder (default: a new temporary folder, kept for inspection).", valueName: "dir"))
     var workspace: String?
+    @Option(help: ArgumentHelp("Also gate on the training time (seconds); timing belongs in `make bench`.", valueName: "s"))
+    var maxTrainSeconds: Double?
     @Flag(help: "Report the gates but exit 0 even when one fails (for benchmarks).") var noGate = false
     @Flag(help: "Print no progress, only results and errors.") var quiet = false
     @Flag(help: "End the output with one JSON line: steps, seconds, ms/step, final loss, accuracy per attribute.")
     var json = false
 
+    var config: TrainSmokeStep.Config {
+        var c = TrainSmokeStep.Config()
+        c.steps = steps
+        c.seed = seed
+        c.blind = blind
+        c.projector = projector
+        c.batchSize = batchSize
+        c.lr = lr
+        c.trainImages = trainImages
+        c.evalImages = evalImages
+        c.workspace = workspace
+        c.maxTrainSeconds = maxTrainSeconds
+        c.noGate = noGate
+        return c
+    }
+
     func validate() throws {
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1.") }
-        guard ProjectorKind(rawValue: projector) != nil else {
-            throw ValidationError("--projector must be linear or mlp2x_gelu, not '\(projector)'.")
-        }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1.") }
-        guard lr > 0, lr < 1 else { throw ValidationError("--lr must be between 0 and 1.") }
-        guard trainImages >= batchSize else { throw ValidationError("--train-images must be at least --batch-size.") }
-        guard evalImages >= 10 else { throw ValidationError("--eval-images must be at least 10.") }
+        _ = try makeStage(TrainSmokeStep.self, config)
     }
 
     func run() throws {
-        var options = TrainSmoke.Options()
-        options.steps = steps
-        options.seed = seed
-        options.blind = blind
-        options.projector = ProjectorKind(rawValue: projector)!
-        options.batchSize = batchSize
-        options.learningRate = lr
-        options.trainImages = trainImages
-        options.evalImages = evalImages
-        options.workspace = workspace
+        var config = self.config
+        let folder = try runOrExit { try workspace ?? TrainSmoke.temporaryFolder() }
+        config.workspace = folder
+        let step = try TrainSmokeStep(config: config)
         let log: (String) -> Void = { line in if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
-        let report = try runOrExit { try TrainSmoke(options: options).run(progress: TerminalProgress(quiet: quiet), log: log) }
+        let context = StageContext(workspace: folder, progress: TerminalProgress(quiet: quiet))
+        let report = try runOrExit { try step.train(context, log: log) }
         print(report.summary)
         if json {
             let encoder = JSONEncoder()

@@ -129,6 +129,35 @@ struct BuildTests {
         }
     }
 
+    @Test func captionReferencesAreTheTermsTheCaptionNamesFirst() throws {
+        let (report, dir) = try buildSet(.caption, count: 20, seed: 2)
+        let keys = try readKeys(dir), questions = try readQuestions(dir)
+        #expect(keys.count == 20 && questions.count == 20 && report.manifest.images == 20)
+        #expect(questions.allSatisfy { $0.text == "Describe the image concisely." && $0.category == "caption" })
+        let vocabulary = try #require(report.manifest.vocabulary)
+        let categories = try ImageFactsReader.categories(try cocoMini.get()).values.flatMap { $0 }.map { $0.name.lowercased() }
+        #expect(Set(vocabulary["category"] ?? []).isSubset(of: Set(categories)) && vocabulary["category"]?.contains("person") == true)
+        #expect(vocabulary["side"] == ["left", "right"] && vocabulary["colour"]?.contains("red") == true)
+        let images = Dictionary(uniqueKeysWithValues: try ImageFactsReader.read(try cocoMini.get()).map { ($0.key, $0) })
+        for key in keys {
+            let reference = try #require(key.reference)
+            let caption = try #require(key.caption)
+            #expect(!reference.isEmpty && images[key.image_key]!.captions.contains { $0.text == caption })
+            // Each term is the class's earliest whole-word term in the caption.
+            let words = caption.lowercased().split { !($0.isLetter || $0.isNumber) }.map(String.init)
+            for (name, term) in reference {
+                let first = words.indices.first { i in
+                    (vocabulary[name] ?? []).contains { t in
+                        let parts = t.split(separator: " ").map(String.init)
+                        return i + parts.count <= words.count && Array(words[i..<i + parts.count]) == parts
+                    }
+                }
+                let at = try #require(first)
+                #expect(term.split(separator: " ").first.map(String.init) == words[at], "\(caption): \(name) = \(term)")
+            }
+        }
+    }
+
     @Test func builtImagesAreRecordedAsHeldOut() throws {
         let (report, dir) = try buildSet(.pope, count: 7, seed: 9) { $0.name = "held-out-test" }
         let catalog = try cocoMini.get()

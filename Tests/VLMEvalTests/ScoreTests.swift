@@ -161,6 +161,40 @@ struct ScoreTests {
         #expect(report.overall.metrics["tp"] == 2)   // the first answer of question 3 counts
     }
 
+    @Test func captionScoresTheFirstTermOfEachClassAgainstTheReference() throws {
+        let vocabulary = CaptionAttributes.vocabulary(categories: ["circle", "square", "traffic light", "light"])
+        let dir = try writeSet(.caption, [
+            key(1, "caption") { $0.reference = ["colour": "red", "category": "circle", "side": "left"] },
+            key(2, "caption") { $0.reference = ["colour": "blue", "category": "traffic light", "side": "right"] },
+            key(3, "caption") { $0.reference = ["category": "square"] },
+            key(4, "caption") { $0.reference = ["colour": "green", "category": "circle", "side": "right"] },
+            key(5, "caption") { $0.reference = ["colour": "green", "side": "left"] },
+        ], vocabulary: vocabulary)
+        let path = try writeAnswers([
+            answer(1, "A red circle on the left."),                            // all right
+            answer(2, "There is a Blue traffic-light, right side; a red light"), // longest term at a word: right x3
+            answer(3, "I see nothing"),                                        // names no term: unparsed, wrong
+            // 4 missing: wrong in every class
+            answer(5, "a red and green shape on the left"),                    // first colour red: wrong; side right
+        ], in: dir)
+        let report = try EvalScorer(setDirectory: dir, answers: path).score()
+        let rows = Dictionary(uniqueKeysWithValues: report.categories.map { ($0.name, $0) })
+        #expect(report.categories.map(\.name) == ["colour", "category", "side"])
+        #expect(rows["colour"]!.n == 4 && Self.close(rows["colour"]!.metrics["accuracy"], 2.0 / 4))
+        #expect(rows["category"]!.n == 4 && Self.close(rows["category"]!.metrics["accuracy"], 2.0 / 4))
+        #expect(rows["category"]!.metrics["unparsed"] == 1 && rows["colour"]!.metrics["unparsed"] == 0)
+        #expect(rows["side"]!.n == 4 && Self.close(rows["side"]!.metrics["accuracy"], 3.0 / 4))
+        #expect(Self.close(report.overall.metrics["accuracy"], 7.0 / 12))
+        #expect(Self.close(report.overall.metrics["all_right"], 2.0 / 5))
+        #expect(report.unparsed == 1 && report.missing == 1 && report.missing_ids == ["4"])
+    }
+
+    @Test func aCaptionSetWithoutVocabularyIsAClearError() throws {
+        let dir = try writeSet(.caption, [key(1, "caption") { $0.reference = ["side": "left"] }])
+        let path = try writeAnswers([answer(1, "left")], in: dir)
+        #expect(throws: VLMError.self) { try EvalScorer(setDirectory: dir, answers: path).score() }
+    }
+
     @Test func aFolderThatIsNoSetIsAClearError() throws {
         let dir = try temporaryDirectory()
         #expect(throws: VLMError.self) { try EvalScorer(setDirectory: dir, answers: dir + "/a.jsonl").score() }

@@ -60,11 +60,13 @@ func readQuestions(_ dir: String) throws -> [EvalQuestion] {
 }
 
 /// Writes a hand-made evaluation set folder (manifest, questions, key) for scoring tests.
-func writeSet(_ kind: EvalKind, _ keys: [EvalKey], label: String = #function) throws -> String {
+func writeSet(_ kind: EvalKind, _ keys: [EvalKey], vocabulary: [String: [String]]? = nil,
+              label: String = #function) throws -> String {
     let dir = try temporaryDirectory(label)
-    let manifest = EvalSetManifest(name: "hand", kind: kind, split: "none", seed: 0, count: nil, sampling: nil, frame: nil,
+    var manifest = EvalSetManifest(name: "hand", kind: kind, split: "none", seed: 0, count: nil, sampling: nil, frame: nil,
                                    questions: keys.count, images: Set(keys.map(\.image_key)).count, ineligible_images: 0,
                                    files: [])
+    manifest.vocabulary = vocabulary
     try AtomicFile.write(Array(try EvalFiles.encoder().encode(manifest)), to: dir + "/" + EvalFiles.manifest)
     try AtomicFile.write(try EvalFiles.jsonl(keys), to: dir + "/" + EvalFiles.answerKey)
     let questions = keys.map { EvalQuestion(question_id: $0.question_id, image: $0.image, text: "q\($0.question_id)", category: $0.category) }

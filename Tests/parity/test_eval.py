@@ -243,6 +243,75 @@ def test_shard_leaves_eval_images_out_and_check_finds_a_planted_overlap(vlmdata_
     assert "leak: sample" in run(vlmdata_bin, "eval", "check", "--workspace", ws, check=False).stdout
 
 
+def _part(vlmdata_bin, shared, ws, part, name, out, stages=True, plant=None):
+    """coco-mini as part PART of 2 with an eval set NAME built from it, then (with `stages`) sharded; `plant` is a
+    folder with one more image (split `dup`, ingested whole) to shard with it."""
+    coco = shared / "coco-mini"
+    q, p = ["--workspace", ws, "--quiet"], ["--part", part]
+    run(vlmdata_bin, "ingest", "coco", *q, "--captions", coco / "annotations" / "captions_train2017.json",
+        "--instances", coco / "annotations" / "instances_train2017.json", "--images", coco / "train2017",
+        "--split", "mini", *p)
+    run(vlmdata_bin, "eval", "build", *q, "--kind", "pope", "--split", "mini", "--count", "5", "--name", name, "--out", out)
+    if plant:
+        run(vlmdata_bin, "ingest", "coco", *q, "--captions", plant / "captions.json", "--images", plant, "--split", "dup", *p)
+    if stages:
+        run(vlmdata_bin, "gen-instructions", *q, "--generator", "templates", "--kinds", "caption", *p)
+        run(vlmdata_bin, "tokenize", *q, "--tokenizer", shared / "tokenizers" / "gpt2" / "tokenizer.json",
+            "--template", "plain", "--image-tokens", "4", *p)
+        run(vlmdata_bin, "patchify", *q, "--image-size", "28", "--patch-size", "14", "--mode", "pad", *p)
+        run(vlmdata_bin, "shard", *q, "--target-size", "1MB", *p)
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        return {row[0] for row in db.execute("SELECT sha256 FROM eval_images")}
+
+
+def test_catalog_merge_carries_eval_sets_and_the_merged_check_sees_across_parts(vlmdata_bin, shared, tmp_path):
+    # Part 0's set holds an image whose bytes part 1 also has, under another name: part 1 cannot know, so its shard
+    # holds the copy; only the merged catalog, with both parts' sets, can name that leak. (The key dup_renamed_copy
+    # falls in part 1 of 2: FNV-1a 64 of it is odd.)
+    held0 = _part(vlmdata_bin, shared, str(tmp_path / "part0"), "0/2", "pope-part0", tmp_path / "pope0")
+    keys = [json.loads(line) for line in open(tmp_path / "pope0" / "answer_key.jsonl")]
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    shutil.copy(shared / "coco-mini" / "train2017" / keys[0]["image"], dup / "renamed_copy.jpg")
+    from PIL import Image
+    width, height = Image.open(dup / "renamed_copy.jpg").size
+    (dup / "captions.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "renamed_copy.jpg", "width": width, "height": height}],
+        "annotations": [{"id": 1, "image_id": 1, "caption": "A copy of an evaluation image."}]}))
+    held1 = _part(vlmdata_bin, shared, str(tmp_path / "part1"), "1/2", "pope-part1", tmp_path / "pope1", plant=dup)
+    held = held0 | held1
+    assert len(held) == 10
+    merged = str(tmp_path / "merged")
+    report = json.loads(run(vlmdata_bin, "catalog", "merge", merged, str(tmp_path / "part0"), str(tmp_path / "part1"),
+                            "--json", "--quiet").stdout)
+    assert report["counts"]["eval_sets"] == 2 and report["counts"]["eval_images"] == 10
+    with sqlite3.connect(os.path.join(merged, "catalog.sqlite")) as db:
+        sets = db.execute("""SELECT s.name, s.kind, COUNT(*) FROM eval_sets s JOIN eval_images e ON e.eval_set_id = s.id
+                             JOIN images i ON i.id = e.image_id AND i.sha256 = e.sha256 GROUP BY s.id ORDER BY s.name""").fetchall()
+        merged_held = {row[0] for row in db.execute("SELECT sha256 FROM eval_images")}
+        sharded = {row[0]: row[1] for row in db.execute("""SELECT img.sha256, img.key FROM samples s JOIN instructions i
+                                                   ON i.id = s.instruction_id JOIN images img ON img.id = i.image_id""")}
+    assert sets == [("pope-part0", "pope", 5), ("pope-part1", "pope", 5)]
+    assert merged_held == held and len(sharded) > 20
+    # every part left its own set's images out; the one eval image in a training shard is the planted copy
+    assert [key for sha, key in sharded.items() if sha in held] == ["dup_renamed_copy"]
+    found = run(vlmdata_bin, "eval", "check", "--workspace", merged, "--json", check=False)
+    assert found.returncode == 1
+    overlaps = json.loads(found.stdout)["overlaps"]
+    assert [(o["eval_set"], o["train_image"]) for o in overlaps] == [("pope-part0", "dup_renamed_copy")]
+
+
+def test_catalog_merge_refuses_one_set_name_for_two_parts_sets(vlmdata_bin, shared, tmp_path):
+    parts = []
+    for i in range(2):
+        ws = str(tmp_path / f"part{i}")
+        _part(vlmdata_bin, shared, ws, f"{i}/2", "pope", tmp_path / f"part{i}-pope", stages=False)
+        parts.append(ws)
+    merged = str(tmp_path / "merged")
+    failed = run(vlmdata_bin, "catalog", "merge", merged, *parts, "--quiet", check=False)
+    assert failed.returncode != 0 and "eval sets pope" in failed.stderr and "distinct --name" in failed.stderr
+
+
 class _JudgeHandler:
     """A loopback OpenAI-compatible judge: the answer "Choice number N" means the N-th option."""
     requests = 0
