@@ -277,3 +277,8 @@ CREATE TABLE eval_images (
     PRIMARY KEY (eval_set_id, image_id)
 );
 CREATE INDEX eval_images_sha256 ON eval_images(sha256);
+
+-- migration: v10_shard_urls
+-- Where `vlmdata shard --upload` put each shard (e.g. s3://bucket/prefix/shards/train-000000.tar); NULL for
+-- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
+ALTER TABLE shards ADD COLUMN url TEXT;

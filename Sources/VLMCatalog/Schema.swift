@@ -286,6 +286,11 @@ public enum Schema {
         );
         CREATE INDEX eval_images_sha256 ON eval_images(sha256);
         """),
+        Migration(name: "v10_shard_urls", sql: """
+        -- Where `vlmdata shard --upload` put each shard (e.g. s3://bucket/prefix/shards/train-000000.tar); NULL for
+        -- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
+        ALTER TABLE shards ADD COLUMN url TEXT;
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.
