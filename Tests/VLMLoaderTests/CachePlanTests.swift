@@ -57,9 +57,9 @@ private func copyfile(_ from: String, _ to: String) -> Bool {
 }
 
 @Suite struct CachePlanTests {
-    /// With room for two shards, an epoch read shard by shard fetches each shard exactly once, however far the
-    /// decode threads run ahead of each other (the plan makes a fetch wait instead of evicting a shard still to
-    /// be read first).
+    /// With room for two shards, an epoch read shard by shard (shard shuffle, one partition) fetches each shard
+    /// exactly once, however far the decode threads run ahead of each other (the plan makes a fetch wait instead
+    /// of evicting a shard still to be read first).
     @Test(.timeLimit(.minutes(1)), arguments: [1, 2, 4])
     func eachShardIsFetchedOncePerEpochWithACacheOfTwoShards(workers: Int) throws {
         let ws = temporaryFolder("plan-ws")
@@ -67,7 +67,7 @@ private func copyfile(_ from: String, _ to: String) -> Bool {
         let index = try DatasetIndex.load(catalog: catalog)
         let largest = index.shards.map(\.bytes).max()!
         let source = try CountingSource(root: ws, cacheDirectory: temporaryFolder("plan-cache"), capacity: 2 * largest)
-        let options = LoaderOptions(order: OrderSpec(seed: 3, shuffle: .shard), workers: workers, prefetch: 16)
+        let options = LoaderOptions(order: OrderSpec(seed: 3, shuffle: .shard, partitions: 1), workers: workers, prefetch: 16)
         let loader = try Loader(datasets: [LoaderDataset(index: index, source: source)], options: options)
         let local = try Loader(datasets: [LoaderDataset(index: index, source: LocalShardSource(root: ws))], options: options)
         for epoch in 0..<2 {

@@ -24,6 +24,9 @@ boto3 = pytest.importorskip("boto3")
 botocore = pytest.importorskip("botocore")
 
 SMALL = ["--synthetic-tokens", "40", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+# the shard layout; every later `shard --upload` on the workspace repeats it (other settings would re-shard)
+LAYOUT = ["--max-samples", "12"]
+BIG_LAYOUT = ["--target-size", "6MB"]
 N = 96
 BUCKET = "vlmdata-test"
 MOTO = ROOT / ".venv" / "bin" / "moto_server"
@@ -88,7 +91,7 @@ def s3_env(moto, **extra):
 @pytest.fixture(scope="module")
 def ws(vlmdata_bin, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("s3") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, "--target-size", "30KB", "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, *LAYOUT, "--quiet")
     return path
 
 
@@ -107,7 +110,7 @@ def json_line(stderr):
 @pytest.fixture(scope="module")
 def published(vlmdata_bin, ws, moto):
     """The workspace uploaded to s3://BUCKET/ds and its index published."""
-    result = run(vlmdata_bin, "shard", "--workspace", ws, "--upload", f"s3://{BUCKET}/ds", "--json", "--quiet",
+    result = run(vlmdata_bin, "shard", "--workspace", ws, *LAYOUT, "--upload", f"s3://{BUCKET}/ds", "--json", "--quiet",
                  env=s3_env(moto))
     report = json.loads(result.stdout.strip().splitlines()[-1])
     out = run(vlmdata_bin, "catalog", "publish", "--workspace", ws, f"s3://{BUCKET}/ds/", "--json", env=s3_env(moto))
@@ -127,12 +130,12 @@ def test_upload_puts_every_shard_and_a_rerun_only_what_is_missing(vlmdata_bin, w
     assert urls == {os.path.basename(p): f"s3://{BUCKET}/ds/shards/{os.path.basename(p)}" for p in shards}
     assert published["index"] == f"s3://{BUCKET}/ds/index.sqlite"
 
-    again = json.loads(run(vlmdata_bin, "shard", "--workspace", ws, "--upload", f"s3://{BUCKET}/ds", "--json",
+    again = json.loads(run(vlmdata_bin, "shard", "--workspace", ws, *LAYOUT, "--upload", f"s3://{BUCKET}/ds", "--json",
                            "--quiet", env=s3_env(moto)).stdout.strip().splitlines()[-1])
     assert again["counts"]["uploaded"] == 0 and again["counts"]["already_present"] == len(shards)
     s3.delete_object(Bucket=BUCKET, Key=f"ds/shards/{os.path.basename(shards[1])}")
     s3.put_object(Bucket=BUCKET, Key=f"ds/shards/{os.path.basename(shards[2])}", Body=b"stale bytes")
-    third = json.loads(run(vlmdata_bin, "shard", "--workspace", ws, "--upload", f"s3://{BUCKET}/ds", "--json",
+    third = json.loads(run(vlmdata_bin, "shard", "--workspace", ws, *LAYOUT, "--upload", f"s3://{BUCKET}/ds", "--json",
                            "--quiet", env=s3_env(moto)).stdout.strip().splitlines()[-1])
     assert third["counts"]["uploaded"] == 2 and third["counts"]["already_present"] == len(shards) - 2
 
@@ -160,7 +163,7 @@ def test_epoch_from_s3_with_a_small_cache_equals_local(vlmdata_bin, ws, moto, pu
 def test_each_shard_is_fetched_once_per_epoch_with_a_cache_of_two_shards(vlmdata_bin, ws, moto, published, tmp_path):
     shards = shard_files(ws)
     biggest = max(os.path.getsize(s) for s in shards)
-    args = ["stream", "--index", published["index"], "--seed", 9, "--shuffle", "shard", "--json",
+    args = ["stream", "--index", published["index"], "--seed", 9, "--shuffle", "shard", "--partitions", 1, "--json",
             "--cache-dir", tmp_path / "c", "--cache-size", 2 * biggest]
     result = run(vlmdata_bin, *args, env=s3_env(moto))
     counts = json_line(result.stderr)
@@ -170,7 +173,7 @@ def test_each_shard_is_fetched_once_per_epoch_with_a_cache_of_two_shards(vlmdata
     assert counts["bytes_fetched"] == sum(os.path.getsize(s) for s in shards)
     assert "warning" not in result.stderr
     # one shard of cache with two decode threads: a warning, and still the right keys
-    small = run(vlmdata_bin, "stream", "--index", published["index"], "--seed", 9, "--shuffle", "shard", "--quiet",
+    small = run(vlmdata_bin, "stream", "--index", published["index"], "--seed", 9, "--shuffle", "shard", "--partitions", 1, "--quiet",
                 "--cache-dir", tmp_path / "c1", "--cache-size", biggest, env=s3_env(moto))
     assert "smaller than the prefetch window" in small.stderr
     assert keys_of(small) == keys_of(result)
@@ -180,7 +183,7 @@ def test_four_ranks_as_torchrun_launches_them_cover_the_epoch_once(vlmdata_bin, 
     procs = []
     for rank in range(4):
         env = s3_env(moto, RANK=str(rank), WORLD_SIZE="4", LOCAL_RANK=str(rank))
-        procs.append(subprocess.Popen([vlmdata_bin, "stream", "--index", published["index"], "--seed", 3, "--quiet",
+        procs.append(subprocess.Popen([vlmdata_bin, "stream", "--index", published["index"], "--seed", "3", "--quiet",
                                        "--cache-dir", str(tmp_path / f"rank-{rank}"), "--cache-size", "10MB"],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     parts = []
@@ -323,15 +326,14 @@ def proxy(moto):
 def big_ws(vlmdata_bin, tmp_path_factory):
     """Two shards of about 7 MB: uploaded in 5 MiB parts (multipart)."""
     path = str(tmp_path_factory.mktemp("s3big") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", 40, "--synthetic-tokens", "40", "--target-size", "6MB",
-        "--quiet")
+    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", 40, "--synthetic-tokens", "40", *BIG_LAYOUT, "--quiet")
     return path
 
 
 def test_throttled_upload_retries(vlmdata_bin, ws, moto, proxy):
     proxy.slowdowns = 3
     env = s3_env(moto, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
-    result = run(vlmdata_bin, "shard", "--workspace", ws, "--upload", f"s3://{BUCKET}/throttled", "--json", "--quiet",
+    result = run(vlmdata_bin, "shard", "--workspace", ws, *LAYOUT, "--upload", f"s3://{BUCKET}/throttled", "--json", "--quiet",
                  env=env)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["counts"]["uploaded"] == len(shard_files(ws))
@@ -341,11 +343,12 @@ def test_throttled_upload_retries(vlmdata_bin, ws, moto, proxy):
 
 def test_multipart_upload_and_a_failed_one_leaves_no_half_object(vlmdata_bin, big_ws, moto, proxy):
     shards = shard_files(big_ws)
-    assert len(shards) >= 2 and all(os.path.getsize(s) > 5 << 20 for s in shards)
+    multipart = [s for s in shards if os.path.getsize(s) > 5 << 20]
+    assert len(multipart) >= 2
     s3 = moto["s3"]
     env = s3_env(moto, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}", VLMDATA_S3_ATTEMPTS="2")
     proxy.fail_part = 2
-    failed = run(vlmdata_bin, "shard", "--workspace", big_ws, "--upload", f"s3://{BUCKET}/big", "--part-size", "5MiB",
+    failed = run(vlmdata_bin, "shard", "--workspace", big_ws, *BIG_LAYOUT, "--upload", f"s3://{BUCKET}/big", "--part-size", "5MiB",
                  "--quiet", check=False, env=env)
     assert failed.returncode != 0 and "UploadPart 2" in failed.stderr and "InternalError" in failed.stderr
     name = os.path.basename(shards[0])
@@ -354,12 +357,13 @@ def test_multipart_upload_and_a_failed_one_leaves_no_half_object(vlmdata_bin, bi
     assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="big/").get("Uploads", []) == []
 
     proxy.fail_part = None
-    result = run(vlmdata_bin, "shard", "--workspace", big_ws, "--upload", f"s3://{BUCKET}/big", "--part-size", "5MiB",
+    result = run(vlmdata_bin, "shard", "--workspace", big_ws, *BIG_LAYOUT, "--upload", f"s3://{BUCKET}/big", "--part-size", "5MiB",
                  "--json", "--quiet", env=env)
     assert json.loads(result.stdout.strip().splitlines()[-1])["counts"]["uploaded"] == len(shards)
     for path in shards:
         head = s3.head_object(Bucket=BUCKET, Key=f"big/shards/{os.path.basename(path)}")
-        assert head["ETag"].strip('"').endswith("-2") and head["ContentLength"] == os.path.getsize(path)
+        assert head["ContentLength"] == os.path.getsize(path)
+        assert head["ETag"].strip('"').endswith("-2") == (path in multipart)
         body = s3.get_object(Bucket=BUCKET, Key=f"big/shards/{os.path.basename(path)}")["Body"].read()
         assert body == open(path, "rb").read()
 
@@ -368,7 +372,7 @@ def test_killed_upload_leaves_no_half_object_and_is_redone(vlmdata_bin, big_ws, 
     s3 = moto["s3"]
     env = s3_env(moto, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
     proxy.hang_part = 2
-    proc = subprocess.Popen([vlmdata_bin, "shard", "--workspace", big_ws, "--upload", f"s3://{BUCKET}/killed",
+    proc = subprocess.Popen([vlmdata_bin, "shard", "--workspace", big_ws, *BIG_LAYOUT, "--upload", f"s3://{BUCKET}/killed",
                              "--part-size", "5MiB", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not any("partNumber=2&" in path for _, path in proxy.seen) and time.time() < deadline:
@@ -381,7 +385,7 @@ def test_killed_upload_leaves_no_half_object_and_is_redone(vlmdata_bin, big_ws, 
     assert len(s3.list_multipart_uploads(Bucket=BUCKET, Prefix="killed/").get("Uploads", [])) == 1
 
     proxy.hang_part = None
-    result = run(vlmdata_bin, "shard", "--workspace", big_ws, "--upload", f"s3://{BUCKET}/killed", "--part-size", "5MiB",
+    result = run(vlmdata_bin, "shard", "--workspace", big_ws, *BIG_LAYOUT, "--upload", f"s3://{BUCKET}/killed", "--part-size", "5MiB",
                  "--json", "--quiet", env=env)
     counts = json.loads(result.stdout.strip().splitlines()[-1])["counts"]
     assert counts["uploaded"] == len(shard_files(big_ws)) and counts["aborted_stale_uploads"] == 1
