@@ -26,10 +26,10 @@ struct CatalogCommand: ParsableCommand {
             commandName: "publish",
             abstract: "Upload a consistent snapshot of the catalog as the dataset's index, so a trainer needs only its URL.",
             discussion: """
-            Writes a snapshot of WORKSPACE/catalog.sqlite (VACUUM INTO: one read transaction) and uploads it to
-            the URL (s3://bucket/prefix/ gets index.sqlite appended). Shards resolve by the URL `shard --upload`
-            recorded, else by their path relative to the index, so after `vlmdata shard --upload s3://B/P` and
-            `vlmdata catalog publish s3://B/P/` a trainer runs `vlmdata stream --index s3://B/P/index.sqlite`.
+            Writes a snapshot of WORKSPACE/catalog.sqlite (VACUUM INTO: one read transaction) and uploads it to \
+            the URL (s3://bucket/prefix/ gets index.sqlite appended). Shards resolve by the URL `shard --upload` \
+            recorded, else by their path relative to the index, so after `vlmdata shard --upload s3://B/P` and \
+            `vlmdata catalog publish s3://B/P/` a trainer runs `vlmdata stream --index s3://B/P/index.sqlite`. \
             Credentials: the AWS_* variables or ~/.aws/credentials (docs/s3.md).
             """)
 
