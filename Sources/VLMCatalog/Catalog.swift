@@ -34,11 +34,11 @@ public struct Workspace: Sendable {
 ///
 /// ```swift
 /// let catalog = try Catalog(workspace: Workspace(root: "./vlmdata-work"))
-/// let n = try catalog.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images") }
+/// let stats = try catalog.stats()
 /// ```
 public final class Catalog: Sendable {
     public let workspace: Workspace
-    public let pool: DatabasePool
+    package let pool: DatabasePool
 
     public init(workspace: Workspace) throws {
         self.workspace = workspace
@@ -68,12 +68,12 @@ public final class Catalog: Sendable {
     }
 
     /// Runs `body` in a read transaction, mapping database errors to `VLMError` naming the catalog.
-    public func read<T>(_ body: (Database) throws -> T) throws -> T {
+    package func read<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.read(body) } catch { throw wrap(error) }
     }
 
     /// Runs `body` in a write transaction (committed on return, rolled back on throw).
-    public func write<T>(_ body: (Database) throws -> T) throws -> T {
+    package func write<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.write(body) } catch { throw wrap(error) }
     }
 

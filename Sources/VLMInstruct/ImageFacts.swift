@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 
@@ -75,58 +74,37 @@ public struct ImageFacts: Sendable {
 
 /// Reads images with their captions and objects from the catalog, in key order.
 public enum ImageFactsReader {
-    /// The usable images in key order; captions and objects in image order (read through their (image_id,
-    /// external_id) keys, no sort). `QueryCostTests` (VLMPipelineTests) checks the growth.
-    package static let imagesSQL = """
-        SELECT id, key, source_id, file_name, width, height FROM images
-        WHERE status = 'ok' AND width > 0 AND height > 0 ORDER BY key
-        """
-    package static let captionsSQL = "SELECT image_id, external_id, text FROM captions ORDER BY image_id, external_id"
-    package static let objectsSQL = """
-        SELECT o.image_id, o.external_id, o.category_id, c.name, c.supercategory, o.x, o.y, o.w, o.h, o.iscrowd
-        FROM objects o JOIN categories c ON c.id = o.category_id ORDER BY o.image_id, o.external_id
-        """
-
-    /// Images with status `ok` and a known size, optionally limited to `keys`. Images are read in batches so a
-    /// large catalog is never held twice.
+    /// Images with status `ok` and a known size, optionally limited to `keys`.
     ///
     /// With `part`, only the images whose key falls in it (`PartSpec.owns`); `limit` then counts within the part.
     public static func read(_ catalog: Catalog, limit: Int? = nil, part: PartSpec? = nil) throws -> [ImageFacts] {
-        try catalog.read { db in
-            var images: [Int64: ImageFacts] = [:]
-            var order: [Int64] = []
-            let sql = Self.imagesSQL + (part == nil ? limit.map { " LIMIT \($0)" } ?? "" : "")
-            for row in try Row.fetchAll(db, sql: sql) {
-                if let part, !part.owns(imageKey: row[1], sampleKey: row[1]) { continue }
-                if let limit, order.count >= limit { break }
-                let id: Int64 = row[0]
-                images[id] = ImageFacts(id: id, key: row[1], sourceID: row[2], fileName: row[3], width: row[4],
-                                        height: row[5], captions: [], objects: [])
-                order.append(id)
-            }
-            for row in try Row.fetchAll(db, sql: Self.captionsSQL) {
-                let imageID: Int64 = row[0]
-                images[imageID]?.captions.append((id: row[1], text: row[2]))
-            }
-            for row in try Row.fetchAll(db, sql: Self.objectsSQL) {
-                let imageID: Int64 = row[0]
-                guard images[imageID] != nil else { continue }
-                images[imageID]!.objects.append(ObjectFact(
-                    externalID: row[1], categoryID: row[2], category: row[3], supercategory: row[4],
-                    box: Box(x: row[5], y: row[6], width: row[7], height: row[8]), isCrowd: (row[9] as Int) != 0))
-            }
-            return order.map { images[$0]! }
-        }
+        var images: [Int64: ImageFacts] = [:]
+        var order: [Int64] = []
+        let keep: ((String) -> Bool)? = part.map { part in { part.owns(imageKey: $0, sampleKey: $0) } }
+        try catalog.readUsableImages(limit: limit, keep: keep, image: { image in
+            if let limit, order.count >= limit { return false }
+            images[image.id] = ImageFacts(id: image.id, key: image.key, sourceID: image.sourceID, fileName: image.fileName,
+                                          width: image.width, height: image.height, captions: [], objects: [])
+            order.append(image.id)
+            return true
+        }, caption: { caption in
+            images[caption.imageID]?.captions.append((id: caption.externalID, text: caption.text))
+        }, object: { object in
+            guard images[object.imageID] != nil else { return }
+            images[object.imageID]!.objects.append(ObjectFact(
+                externalID: object.externalID, categoryID: object.categoryID, category: object.category,
+                supercategory: object.supercategory, box: object.box, isCrowd: object.isCrowd))
+        })
+        return order.map { images[$0]! }
     }
 
     /// Categories per source, in external-id order.
     public static func categories(_ catalog: Catalog) throws -> [Int64: [CategoryFact]] {
-        try catalog.read { db in
-            var out: [Int64: [CategoryFact]] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT source_id, id, name, supercategory FROM categories ORDER BY source_id, external_id") {
-                out[row[0], default: []].append(CategoryFact(id: row[1], name: row[2], supercategory: row[3]))
-            }
-            return out
+        var out: [Int64: [CategoryFact]] = [:]
+        for category in try catalog.categories() {
+            out[category.sourceID, default: []].append(CategoryFact(id: category.id, name: category.name,
+                                                                    supercategory: category.supercategory))
         }
+        return out
     }
 }

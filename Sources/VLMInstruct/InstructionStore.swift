@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 
@@ -11,21 +10,19 @@ public enum InstructionStore {
     public static func insert(_ rows: [GeneratedInstruction], paramsHash: String?, into catalog: Catalog) throws -> Int {
         guard !rows.isEmpty else { return 0 }
         let now = Catalog.now()
-        return try catalog.write { db in try insert(rows, paramsHash: paramsHash, now: now, db: db) }
+        return try catalog.transaction { tx in try insert(rows, paramsHash: paramsHash, now: now, tx: tx) }
     }
 
-    static func insert(_ rows: [GeneratedInstruction], paramsHash: String?, now: String, db: Database) throws -> Int {
-        var added = 0
-        let statement = try db.cachedStatement(sql: """
-            INSERT OR IGNORE INTO instructions (key, image_id, source_id, generator, kind, group_id, conversations, meta,
-                                                params_hash, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        for row in rows {
-            try statement.execute(arguments: [row.key, row.imageID, row.sourceID, row.generator, row.kind, row.groupID,
-                                              row.conversationsJSON, row.metaJSON, paramsHash, now])
-            added += db.changesCount
-        }
-        return added
+    /// Inserts `rows` inside the transaction `tx`; returns how many were new.
+    static func insert(_ rows: [GeneratedInstruction], paramsHash: String?, now: String, tx: CatalogTransaction) throws -> Int {
+        try tx.insertInstructions(rows.map(\.record), paramsHash: paramsHash, now: now)
+    }
+}
+
+extension GeneratedInstruction {
+    /// The row the catalog stores.
+    public var record: InstructionRecord {
+        InstructionRecord(key: key, imageID: imageID, sourceID: sourceID, generator: generator, kind: kind,
+                          groupID: groupID, conversationsJSON: conversationsJSON, metaJSON: metaJSON)
     }
 }

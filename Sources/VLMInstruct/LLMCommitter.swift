@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 
@@ -12,12 +11,12 @@ import VLMCore
 ///
 /// ```swift
 /// let committer = LLMCommitter(catalog: catalog)
-/// let added = try committer.commit { db, now in try InstructionStore.insert(rows, paramsHash: hash, now: now, db: db) }
+/// let added = try committer.commit { tx, now in try InstructionStore.insert(rows, paramsHash: hash, now: now, tx: tx) }
 /// ```
 final class LLMCommitter: @unchecked Sendable {
     /// Writes one call in the shared transaction, given the transaction's timestamp (`Catalog.now()`, taken once
     /// per transaction: formatting a date costs more than the row).
-    typealias Write = (Database, String) throws -> Int
+    typealias Write = (CatalogTransaction, String) throws -> Int
 
     private let catalog: Catalog
     private let condition = NSCondition()
@@ -50,7 +49,7 @@ final class LLMCommitter: @unchecked Sendable {
             var outcome: [Int: Result<Int, any Error>] = [:]
             do {
                 let now = Catalog.now()
-                let values = try catalog.write { db in try batch.map { try $0.write(db, now) } }
+                let values = try catalog.transaction { tx in try batch.map { try $0.write(tx, now) } }
                 for (entry, value) in zip(batch, values) { outcome[entry.ticket] = .success(value) }
             } catch {
                 for entry in batch { outcome[entry.ticket] = .failure(error) }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -195,9 +194,7 @@ public struct LLMGenerator: Sendable {
         }
         let state = RunState()
         // Cached replies: ok or rejected are final; failed ones are tried again.
-        let done: Set<String> = try catalog.read { db in
-            Set(try String.fetchAll(db, sql: "SELECT request_hash FROM llm_calls WHERE status IN ('ok', 'rejected')"))
-        }
+        let done: Set<String> = try catalog.finalLLMCallHashes()
         var pending: [WorkItem] = []
         for item in items {
             if done.contains(item.hash) {
@@ -422,8 +419,8 @@ public struct LLMGenerator: Sendable {
         case .notSent:
             state.update { $0.counts.skipped += 1 }
         case .failed(let reason, let status, let attempts):
-            _ = try committer.commit { db, now in
-                try upsertCall(db, item: item, request: requestText, status: "failed", response: nil, reason: reason,
+            _ = try committer.commit { tx, now in
+                try upsertCall(tx, item: item, request: requestText, status: "failed", response: nil, reason: reason,
                                http: status, attempts: attempts, usage: (nil, nil), now: now)
                 return 0
             }
@@ -450,12 +447,12 @@ public struct LLMGenerator: Sendable {
                     rejection = error
                 }
             }
-            let added = try committer.commit { db, now in
-                try upsertCall(db, item: item, request: requestText, status: rejection == nil ? "ok" : "rejected",
+            let added = try committer.commit { tx, now in
+                try upsertCall(tx, item: item, request: requestText, status: rejection == nil ? "ok" : "rejected",
                                response: raw, reason: rejection?.description, http: status, attempts: attempts,
                                usage: (reply.promptTokens, reply.completionTokens), now: now)
                 guard let instruction else { return 0 }
-                return try InstructionStore.insert([instruction], paramsHash: item.hash, now: now, db: db)
+                return try InstructionStore.insert([instruction], paramsHash: item.hash, now: now, tx: tx)
             }
             state.update { s in
                 if let rejection { s.counts.reject(rejection, example: item.label) } else { s.counts.ok += 1 }
@@ -464,19 +461,12 @@ public struct LLMGenerator: Sendable {
         }
     }
 
-    private func upsertCall(_ db: Database, item: WorkItem, request: String, status: String, response: String?,
+    private func upsertCall(_ tx: CatalogTransaction, item: WorkItem, request: String, status: String, response: String?,
                             reason: String?, http: Int?, attempts: Int, usage: (Int?, Int?), now: String) throws {
-        try db.cachedStatement(sql: """
-            INSERT INTO llm_calls (request_hash, image_id, kind, model, request, status, response, reason, http_status,
-                                   attempts, prompt_tokens, completion_tokens, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (request_hash) DO UPDATE SET
-                status = excluded.status, response = excluded.response, reason = excluded.reason,
-                http_status = excluded.http_status, attempts = llm_calls.attempts + excluded.attempts,
-                prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                created_at = excluded.created_at
-            """).execute(arguments: [item.hash, item.image.id, item.kind.rawValue, options.model, request, status, response,
-                             reason, http, attempts, usage.0, usage.1, now])
+        try tx.upsertLLMCall(LLMCallRecord(
+            requestHash: item.hash, imageID: item.image.id, kind: item.kind.rawValue, model: options.model,
+            request: request, status: status, response: response, reason: reason, httpStatus: http,
+            attempts: attempts, promptTokens: usage.0, completionTokens: usage.1), now: now)
     }
 
     /// The instruction a valid reply becomes; throws `LLMReply.Rejection` for an unusable one.
@@ -502,18 +492,10 @@ public struct LLMGenerator: Sendable {
 
     private func rebuildMissing(_ cached: [WorkItem], catalog: Catalog) throws -> Int {
         guard !cached.isEmpty else { return 0 }
-        let present: Set<String> = try catalog.read { db in
-            Set(try String.fetchAll(db, sql: "SELECT key FROM instructions WHERE generator = 'llm'"))
-        }
+        let present: Set<String> = try catalog.instructionKeys(generator: "llm")
         let missing = cached.filter { !present.contains("\($0.image.key)-llm-\($0.kind.rawValue)-0") }
         guard !missing.isEmpty else { return 0 }
-        let replies: [String: String] = try catalog.read { db in
-            var map: [String: String] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT request_hash, response FROM llm_calls WHERE status = 'ok'") {
-                map[row[0]] = row[1]
-            }
-            return map
-        }
+        let replies: [String: String] = try catalog.okLLMResponses()
         var rows: [GeneratedInstruction] = []
         for item in missing {
             guard let raw = replies[item.hash],

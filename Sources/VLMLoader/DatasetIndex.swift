@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -96,44 +95,28 @@ public struct DatasetIndex: Sendable {
     /// Sample counts per shard, in shard order (what `SampleOrder` needs).
     public var shardSizes: [Int] { shards.map(\.sampleCount) }
 
-    /// Every sample's members, offsets relative to the sample, in sample order.
-    package static let partsSQL = """
-        SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size, p.xxh3
-        FROM sample_parts p JOIN samples s ON s.id = p.sample_id ORDER BY p.sample_id, p.offset
-        """
-
-    /// Every sample, in shard order (read through the samples (shard_id, index_in_shard) key, no sort).
-    package static let samplesSQL = """
-        SELECT id, key, shard_id, offset, size, tokens, image_tokens, has_image
-        FROM samples ORDER BY shard_id, index_in_shard
-        """
-
     /// Reads the `shards`, `samples` and `sample_parts` tables.
     public static func load(catalog: Catalog) throws -> DatasetIndex {
-        let (shards, samples) = try catalog.read { db -> ([ShardInfo], [SampleInfo]) in
-            var shards: [ShardInfo] = []
-            var shardIndex: [Int64: Int] = [:]
-            let shardRows = try Row.fetchAll(db, sql: "SELECT id, name, path, sha256, bytes, samples FROM shards ORDER BY name")
-            for row in shardRows {
-                shardIndex[row["id"]] = shards.count
-                shards.append(ShardInfo(name: row["name"], path: row["path"], sha256: row["sha256"], bytes: row["bytes"],
-                                        sampleCount: row["samples"], firstSample: 0))
+        var shards: [ShardInfo] = []
+        var shardIndex: [Int64: Int] = [:]
+        var parts: [Int64: [SamplePart]] = [:]
+        var bucket: [[SampleInfo]] = []
+        let samples = try catalog.readTrainingIndex(shards: { records in
+            for record in records {
+                shardIndex[record.id] = shards.count
+                shards.append(ShardInfo(name: record.name, path: record.path, sha256: record.sha256, bytes: record.bytes,
+                                        sampleCount: record.samples, firstSample: 0))
             }
-            var parts: [Int64: [SamplePart]] = [:]
-            let partRows = try Row.fetchCursor(db, sql: Self.partsSQL)
-            while let row = try partRows.next() {
-                parts[row[0], default: []].append(SamplePart(name: row[1], offset: row[2], size: row[3],
-                                                             xxh3: (row[4] as Int64?).map(XXH3.loaded)))
-            }
-            var bucket = [[SampleInfo]](repeating: [], count: shards.count)
-            let sampleRows = try Row.fetchCursor(db, sql: Self.samplesSQL)
-            while let row = try sampleRows.next() {
-                let id: Int64 = row["id"]
-                guard let s = shardIndex[row["shard_id"]] else { continue }
-                bucket[s].append(SampleInfo(key: row["key"], shard: s, offset: row["offset"], size: row["size"],
-                                            tokens: row["tokens"], imageTokens: row["image_tokens"],
-                                            hasImage: (row["has_image"] as Int) != 0, parts: parts[id] ?? []))
-            }
+            bucket = [[SampleInfo]](repeating: [], count: shards.count)
+        }, part: { part in
+            parts[part.sampleID, default: []].append(SamplePart(name: part.name, offset: part.offset, size: part.size,
+                                                                xxh3: part.xxh3))
+        }, sample: { row in
+            guard let s = shardIndex[row.shardID] else { return }
+            bucket[s].append(SampleInfo(key: row.key, shard: s, offset: row.offset, size: row.size, tokens: row.tokens,
+                                        imageTokens: row.imageTokens, hasImage: row.hasImage,
+                                        parts: parts[row.id] ?? []))
+        }, finish: { () -> [SampleInfo] in
             var samples: [SampleInfo] = []
             for s in shards.indices {
                 shards[s].firstSample = samples.count
@@ -143,8 +126,8 @@ public struct DatasetIndex: Sendable {
                 }
                 samples += bucket[s]
             }
-            return (shards, samples)
-        }
+            return samples
+        })
         if samples.isEmpty {
             throw VLMError(.notFound, file: catalog.workspace.catalogPath, "no training shards in the catalog; run `vlmdata shard` first")
         }

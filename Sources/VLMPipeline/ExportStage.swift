@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -29,42 +28,26 @@ public struct ExportLLaVA {
     public init(options: Options) { self.options = options }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
-        var sql = """
-            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id
-            FROM instructions i LEFT JOIN images m ON m.id = i.image_id
-            """
-        var conditions: [String] = []
-        var arguments: [DatabaseValueConvertible] = []
-        if let kinds = options.kinds, !kinds.isEmpty {
-            conditions.append("i.kind IN (\(kinds.map { _ in "?" }.joined(separator: ", ")))")
-            arguments += kinds
-        }
-        if let generators = options.generators, !generators.isEmpty {
-            conditions.append("i.generator IN (\(generators.map { _ in "?" }.joined(separator: ", ")))")
-            arguments += generators
-        }
-        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        sql += " ORDER BY i.key"
         let root = options.imageRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         let encoder = JSONEncoder()
         // Sorted keys make the bytes stable; a record's own keys are written in LLaVA's order by hand.
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var counts: [String: Int] = ["records": 0, "with_image": 0, "text_only": 0]
-        let rows = try catalog.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)) }
+        let rows = try catalog.instructionsForExport(kinds: options.kinds, generators: options.generators)
         progress.start("exporting", total: rows.count)
         try AtomicFile.withWriter(to: options.out) { writer in
             try writer.write(Array("[".utf8))
             for (index, row) in rows.enumerated() {
-                let key: String = row[0]
-                let kind: String = row[1]
-                let turnsText: String = row[2]
+                let key = row.key
+                let kind = row.kind
+                let turnsText = row.conversations
                 guard let turns = try? JSONDecoder().decode([Turn].self, from: Data(turnsText.utf8)) else {
                     throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "instructions \(key)",
                                    "conversations is not a JSON array of {from, value}")
                 }
                 var image: String?
-                if (row[6] as Int64?) != nil {
-                    image = try imagePath(fileName: row[3], location: row[4], member: row[5], root: root, key: key)
+                if row.imageID != nil {
+                    image = try imagePath(fileName: row.fileName ?? "", location: row.location, member: row.member, root: root, key: key)
                 }
                 let record = Conversation(id: key, image: image, conversations: turns)
                 do { try record.validate() } catch let error as VLMError {

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMInstruct
@@ -36,16 +35,7 @@ public struct GenInstructionsStage {
 
     /// A fingerprint of what the generators read: row counts and id ranges of the annotation tables.
     static func inputFingerprint(_ catalog: Catalog) throws -> String {
-        try catalog.read { db in
-            var parts: [String] = []
-            for table in ["images", "captions", "objects", "categories"] {
-                let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM \(table)")!
-                parts.append("\(table):\(row[0] as Int64):\(row[1] as Int64):\(row[2] as Int64)")
-            }
-            let ok = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE status = 'ok'") ?? 0
-            parts.append("ok:\(ok)")
-            return parts.joined(separator: ",")
-        }
+        try catalog.annotationsFingerprint()
     }
 
     func runTemplates(_ options: TemplateOptions, catalog: Catalog, progress: any ProgressSink) throws -> StageReport {

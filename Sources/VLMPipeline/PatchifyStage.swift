@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMImage
@@ -78,11 +77,9 @@ public enum PatchifyStage {
 
         // Input fingerprint: the set of ok image hashes (of this part's image keys). Same images + same config =
         // nothing to do.
-        let okHashes = try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT key, sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL")
-                .filter { options.part?.owns(imageKey: $0["key"], sampleKey: $0["key"]) ?? true }
-                .map { $0["sha256"] as String }
-        }.uniqued().sorted()
+        let okHashes = try catalog.okImageHashes()
+            .filter { options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true }
+            .map(\.sha256).uniqued().sorted()
         let fingerprint = Hashing.sha256(okHashes.joined(separator: "\n"))
         let params = Params(config: config, configHash: configHash, part: options.part?.description)
         if let done = try catalog.completedRun(stage: stageName, paramsHash: Catalog.paramsHash(params), inputFingerprint: fingerprint) {
@@ -90,12 +87,10 @@ public enum PatchifyStage {
         }
 
         // The first image (by id) of this part holding each hash: equal bytes are patchified once per part.
-        let pending = try catalog.read { db -> [Item] in
-            let rows = try Row.fetchAll(db, sql: Self.pendingSQL, arguments: [configHash])
-            var seen = Set<String>()
-            return rows.map { Item(sha256: $0["sha256"], location: workspace.resolve($0["location"]), member: $0["member"], key: $0["key"]) }
-                .filter { (options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true) && seen.insert($0.sha256).inserted }
-        }
+        var seen = Set<String>()
+        let pending = try catalog.pendingImages(pixelsConfig: configHash)
+            .map { Item(sha256: $0.sha256, location: workspace.resolve($0.location), member: $0.member, key: $0.key) }
+            .filter { (options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true) && seen.insert($0.sha256).inserted }
         let already = okHashes.count - pending.count
         let runID = try catalog.beginRun(stage: stageName, params: params, inputFingerprint: fingerprint)
         removeStaleTemporaries(in: workspace.pixelShardsDirectory)
@@ -176,16 +171,6 @@ public enum PatchifyStage {
         return StageReport(stage: stageName, counts: counts, problems: problems)
     }
 
-    /// The ok images with no pixels row for the config (argument 1), in id order. One lookup per image on the
-    /// pixels (sha256, config_hash) key; duplicates of a hash are dropped in Swift, not by a correlated subquery
-    /// (a per-image `MIN(id)` over equal hashes made this quadratic). `QueryCostTests` checks the growth.
-    static let pendingSQL = """
-        SELECT i.sha256, i.location, i.member, i.key FROM images i
-        WHERE i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?)
-        ORDER BY i.id
-        """
-
     /// Decode, preprocess and patchify one image; any failure becomes an error outcome naming the image.
     static func patchify(_ item: Item, preloaded: [UInt8]?, with pre: Preprocessor) -> Outcome {
         do {
@@ -235,9 +220,7 @@ final class PixelShardWriter {
         self.targetBytes = targetBytes
         let prefix = "pixels-\(configHash.prefix(12))-" + (part.map { "part\($0.index)of\($0.count)-" } ?? "")
         self.prefix = prefix
-        let names = try catalog.read { db in
-            try String.fetchAll(db, sql: "SELECT name FROM pixel_shards WHERE config_hash = ?", arguments: [configHash])
-        }
+        let names = try catalog.pixelShardNames(configHash: configHash)
         nextIndex = (names.filter { $0.hasPrefix(prefix) }.compactMap { Int($0.dropFirst(prefix.count).prefix(6)) }.max() ?? -1) + 1
     }
 
@@ -295,29 +278,18 @@ final class PixelShardWriter {
     private func commit(shard: (name: String, sha256: String, bytes: Int)?) throws {
         let pending = rows
         let members = pending.filter { $0.1 != nil }.count
-        try catalog.write { db in
-            var shardID: Int64?
-            if let shard {
-                try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, sha256, bytes, records) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [configHash, shard.name, shard.sha256, shard.bytes, members])
-                shardID = db.lastInsertedRowID
-            }
-            for (item, member, outcome) in pending {
-                switch outcome {
-                case .ok(_, let grid):
-                    try db.execute(sql: """
-                        INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                                       patch_dim, grid_rows, grid_cols)
-                        VALUES (?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [item.sha256, configHash, configJSON, shardID, member!.contentOffset, member!.size, grid.tiles,
-                                         grid.patchesPerTile, grid.patchDim, grid.gridRows, grid.gridCols])
-                case .error(let message):
-                    try db.execute(sql: """
-                        INSERT OR REPLACE INTO pixels (sha256, config_hash, config, status, error) VALUES (?, ?, ?, 'error', ?)
-                        """, arguments: [item.sha256, configHash, configJSON, "\(item.name): \(message)"])
-                }
+        let records: [PixelsRecord] = pending.map { item, member, outcome in
+            switch outcome {
+            case .ok(_, let grid):
+                return .ok(sha256: item.sha256, offset: member!.contentOffset, size: member!.size, tiles: grid.tiles,
+                           patchesPerTile: grid.patchesPerTile, patchDim: grid.patchDim, gridRows: grid.gridRows,
+                           gridCols: grid.gridCols)
+            case .error(let message):
+                return .error(sha256: item.sha256, message: "\(item.name): \(message)")
             }
         }
+        try catalog.insertPixels(records, configHash: configHash, configJSON: configJSON,
+                                 shard: shard.map { ($0.name, $0.sha256, $0.bytes, members) })
         rows.removeAll()
         counts["pixels", default: 0] += members
         counts["errors", default: 0] += pending.count - members

@@ -26,9 +26,7 @@ public enum ShardStage {
         let catalog = try Catalog(workspace: workspace)
         let lock = try WorkspaceLock.acquire(catalog.workspace, stage: "ingest")   // it writes what ingest would
         defer { lock.release() }
-        let existing = try catalog.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sources WHERE kind = 'synth' AND name = ?", arguments: [inputs.sourceName]) ?? 0
-        }
+        let existing = try catalog.sourceCount(kind: "synth", name: inputs.sourceName)
         guard existing == 0 else { return false }
         try inputs.fill(catalog)
         return true

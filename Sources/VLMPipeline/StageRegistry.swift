@@ -7,6 +7,7 @@ public enum StageRegistry {
     public static let stages: [any Stage.Type] = [
         SynthShapesStep.self, IngestCOCOStep.self, IngestLLaVAStep.self, GenInstructionsStep.self,
         TokenizerTrainStep.self, TokenizeStep.self, PatchifyStep.self, ShardStep.self, VerifyStep.self, ExportLLaVAStep.self,
+        CatalogMergeStep.self,
     ]
 
     public static func stage(named name: String) -> (any Stage.Type)? {

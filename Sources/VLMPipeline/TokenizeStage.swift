@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -129,21 +128,14 @@ public struct TokenizeStage: Sendable {
         let pixelsConfig = config.image_tokens_from.map { String($0.dropFirst("pixels:".count)) }
         let configHash = Hashing.canonicalHash(config)
         config.part = options.part
-        let fingerprint: String = try catalog.read { db in
-            let row = try GRDB.Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM instructions")!
-            let n: Int = row[0]
-            let m: Int = row[1]
-            return "instructions:\(n):\(m)"
-        }
+        let fingerprint = try catalog.instructionsFingerprint()
         let part = options.part
-        let pendingCount: Int = try catalog.read { db in
-            guard let part else {
-                return try Int.fetchOne(db, sql: Self.pendingCountSQL, arguments: [configHash]) ?? 0
-            }
-            return try GRDB.Row.fetchAll(db, sql: """
-                SELECT i.key, img.key FROM instructions i LEFT JOIN images img ON img.id = i.image_id
-                WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-                """, arguments: [configHash]).filter { part.owns(imageKey: $0[1], sampleKey: $0[0]) }.count
+        let pendingCount: Int
+        if let part {
+            pendingCount = try catalog.pendingTokenizeKeys(configHash: configHash)
+                .filter { part.owns(imageKey: $0.imageKey, sampleKey: $0.key) }.count
+        } else {
+            pendingCount = try catalog.pendingTokenizeCount(configHash: configHash)
         }
         if pendingCount == 0 {
             var report = StageReport(stage: "tokenize", counts: try counts(catalog, configHash), skipped: true)
@@ -167,12 +159,12 @@ public struct TokenizeStage: Sendable {
                 LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: config.legacy, modelMaxLength: options.maxLength)
             }
             while true {
-                let fetched: [(Pending, imageKey: String?)] = try catalog.read { db in
-                    try GRDB.Row.fetchAll(db, sql: Self.pendingBatchSQL, arguments: [pixelsConfig, lastID, configHash, options.batchSize]).map { row in
-                        var pending = Pending(id: row[0], key: row[1], hasImage: (row[2] as Int64?) != nil, conversations: row[3])
-                        if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
-                        return (pending, imageKey: row["image_key"] as String?)
-                    }
+                let fetched: [(Pending, imageKey: String?)] = try catalog.pendingInstructions(
+                    after: lastID, configHash: configHash, pixelsConfig: pixelsConfig, limit: options.batchSize
+                ).map { row in
+                    var pending = Pending(id: row.id, key: row.key, hasImage: row.imageID != nil, conversations: row.conversations)
+                    if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
+                    return (pending, imageKey: row.imageKey)
                 }
                 guard let last = fetched.last else { break }
                 lastID = last.0.id
@@ -194,20 +186,11 @@ public struct TokenizeStage: Sendable {
                     }
                 }
                 let done = rows.compactMap { $0 }
-                try catalog.write { db in
-                    let statement = try db.makeStatement(sql: """
-                        INSERT INTO tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, error,
-                                               input_ids, labels, n_tokens, n_image_tokens, n_supervised)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (instruction_id, config_hash) DO NOTHING
-                        """)
-                    for r in done {
-                        try statement.execute(arguments: [
-                            r.instructionID, configHash, tokenizer.sha256, options.template.rawValue, r.status, r.error,
-                            r.inputIDs.map(Self.blob), r.labels.map(Self.blob), r.nTokens, r.nImageTokens, r.nSupervised,
-                        ])
-                    }
-                }
+                try catalog.insertTokenized(done.map { r in
+                    TokenizedRecord(instructionID: r.instructionID, status: r.status, error: r.error,
+                                    inputIDs: r.inputIDs.map(Self.blob), labels: r.labels.map(Self.blob), tokens: r.nTokens,
+                                    imageTokens: r.nImageTokens, supervised: r.nSupervised)
+                }, configHash: configHash, tokenizerSHA256: tokenizer.sha256, template: options.template.rawValue)
                 for r in done {
                     if r.mismatch { mismatches += 1 }
                     if r.llavaDiffers {
@@ -247,36 +230,8 @@ public struct TokenizeStage: Sendable {
 
     /// Counts of this configuration's rows by status.
     private func counts(_ catalog: Catalog, _ configHash: String) throws -> [String: Int] {
-        try catalog.read { db in
-            var c: [String: Int] = ["ok": 0, "truncated": 0, "dropped": 0, "error": 0]
-            for row in try GRDB.Row.fetchAll(db, sql: "SELECT status, COUNT(*) FROM tokenized WHERE config_hash = ? GROUP BY status",
-                                             arguments: [configHash]) {
-                c[row[0] as String] = row[1]
-            }
-            c["tokenized"] = c.values.reduce(0, +)
-            c["unsupervised"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokenized WHERE config_hash = ? AND n_supervised = 0 AND status != 'dropped'",
-                                                 arguments: [configHash]) ?? 0
-            return c
-        }
+        try catalog.tokenizedCounts(configHash: configHash)
     }
-
-    /// How many instructions have no tokenized row for the config (argument 1): one key lookup per instruction.
-    static let pendingCountSQL = """
-        SELECT COUNT(*) FROM instructions i
-        WHERE NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-        """
-
-    /// The next batch of untokenized instructions after id argument 2, with their pixels row for config argument 1
-    /// (tokenized config argument 3, batch size argument 4). Keyset paging on the primary key: each batch costs
-    /// its own size, not the rows before it. `QueryCostTests` checks the growth.
-    static let pendingBatchSQL = """
-        SELECT i.id, i.key, i.image_id, i.conversations, img.key AS image_key, p.status AS pixel_status, p.error,
-               p.tiles, p.patches, p.patch_dim, p.grid_rows, p.grid_cols
-        FROM instructions i LEFT JOIN images img ON img.id = i.image_id
-        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
-        WHERE i.id > ? AND NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
-        ORDER BY i.id LIMIT ?
-        """
 
     static func blob(_ values: [Int32]) -> Data {
         var data = Data(capacity: values.count * 4)
@@ -349,9 +304,7 @@ public struct TokenizeStage: Sendable {
 extension TokenizeStage {
     /// The one pixel config of the catalog, or the requested one; a clear error otherwise.
     static func resolvePixelsConfig(_ catalog: Catalog, requested: String?) throws -> String {
-        let available = try catalog.read { db in
-            try String.fetchAll(db, sql: "SELECT DISTINCT config_hash FROM pixels ORDER BY config_hash")
-        }
+        let available = try catalog.pixelsConfigHashes()
         if let requested {
             guard available.contains(requested) else {
                 throw VLMError(.notFound, file: catalog.workspace.catalogPath, record: "--pixels",
@@ -368,17 +321,17 @@ extension TokenizeStage {
     }
 
     /// The image tokens of one instruction's stored pixels (`PatchGrid`), or an error naming what is missing.
-    static func pixelTokens(_ row: GRDB.Row, config: String) -> Result<Int, VLMError> {
-        let key: String = row["image_key"] ?? "?"
-        guard let status: String = row["pixel_status"] else {
+    static func pixelTokens(_ row: Catalog.PendingInstruction, config: String) -> Result<Int, VLMError> {
+        let key = row.imageKey ?? "?"
+        guard let status = row.pixelStatus else {
             return .failure(VLMError(.notFound, record: key, "image has no pixels in config \(config): run `vlmdata patchify` first"))
         }
         guard status == "ok" else {
-            return .failure(VLMError(.badInput, record: key, "image has no usable pixels: \(row["error"] as String? ?? status)"))
+            return .failure(VLMError(.badInput, record: key, "image has no usable pixels: \(row.pixelError ?? status)"))
         }
-        let rows: Int? = row["grid_rows"], cols: Int? = row["grid_cols"]
+        let rows = row.gridRows, cols = row.gridCols
         do {
-            let grid = try PatchGrid(shape: [row["tiles"] ?? 0, row["patches"] ?? 0, row["patch_dim"] ?? 0],
+            let grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
                                      grid: rows.flatMap { r in cols.map { [r, $0] } })
             return .success(grid.imageTokens)
         } catch let error as VLMError {
@@ -390,14 +343,13 @@ extension TokenizeStage {
 
     /// The catalog's text for tokenizer training: every caption, then every turn of every instruction, in id order.
     public static func catalogTexts(_ catalog: Catalog) throws -> [String] {
-        try catalog.read { db in
-            var texts = try String.fetchAll(db, sql: "SELECT text FROM captions ORDER BY id")
-            for json in try String.fetchAll(db, sql: "SELECT conversations FROM instructions ORDER BY id") {
-                if let turns = try? JSONDecoder().decode([Turn].self, from: Data(json.utf8)) {
-                    texts.append(contentsOf: turns.map { $0.value.replacingOccurrences(of: Conversation.imagePlaceholder, with: "") })
-                }
+        let stored = try catalog.captionsAndConversations()
+        var texts = stored.captions
+        for json in stored.conversations {
+            if let turns = try? JSONDecoder().decode([Turn].self, from: Data(json.utf8)) {
+                texts.append(contentsOf: turns.map { $0.value.replacingOccurrences(of: Conversation.imagePlaceholder, with: "") })
             }
-            return texts
         }
+        return texts
     }
 }

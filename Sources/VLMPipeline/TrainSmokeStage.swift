@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMImage
@@ -309,16 +308,7 @@ extension TrainSmoke {
 
     /// Sample key → COCO image id (the synth id), through the instruction and the image it was made from.
     static func sampleImages(_ catalog: Catalog) throws -> [String: Int] {
-        try catalog.read { db in
-            var out: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT s.key, i.external_id FROM samples s
-                JOIN instructions n ON n.id = s.instruction_id JOIN images i ON i.id = n.image_id
-                """) {
-                out[row[0]] = row[1]
-            }
-            return out
-        }
+        try catalog.sampleImageExternalIDs()
     }
 
     /// Tokens that end an answer: EOS, and any token that decodes to text with a newline (the plain template's end).

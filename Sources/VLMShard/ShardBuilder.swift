@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -243,11 +242,11 @@ public final class ShardBuilder {
     // MARK: - Planning
 
     /// Picks the one config hash of `table`, or the requested one; a clear error otherwise.
-    static func resolveConfig(_ db: Database, table: String, flag: String, requested: String?, what: String) throws -> String? {
-        let rows = try Row.fetchAll(db, sql: "SELECT config_hash, COUNT(*) AS n FROM \(table) GROUP BY config_hash ORDER BY config_hash")
-        let available = rows.map { "\($0["config_hash"] as String) (\($0["n"] as Int) rows)" }
+    static func resolveConfig(_ snapshot: CatalogSnapshot, table: ConfigTable, flag: String, requested: String?, what: String) throws -> String? {
+        let rows = try snapshot.configCounts(table)
+        let available = rows.map { "\($0.hash) (\($0.rows) rows)" }
         if let requested {
-            guard rows.contains(where: { ($0["config_hash"] as String) == requested }) else {
+            guard rows.contains(where: { $0.hash == requested }) else {
                 throw VLMError(.notFound, record: flag,
                                "no \(what) with config \(requested); the catalog has: \(available.isEmpty ? "none" : available.joined(separator: ", "))")
             }
@@ -257,7 +256,7 @@ public final class ShardBuilder {
             throw VLMError(.invalidArgument, record: flag,
                            "the catalog holds \(rows.count) \(what) configs; choose one with \(flag) HASH: \(available.joined(separator: ", "))")
         }
-        return rows.first?["config_hash"]
+        return rows.first?.hash
     }
 
     struct Plan {
@@ -267,39 +266,18 @@ public final class ShardBuilder {
         var fingerprint: String
     }
 
-    /// Every sample of the plan: tokenized rows of config argument 2 with their instruction, image and pixels
-    /// (config argument 1), in key order. One primary-key or unique-key lookup per joined row.
-    /// `QueryCostTests` (VLMPipelineTests) checks the growth.
-    package static let planSQL = """
-        SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
-               t.n_image_tokens, s.kind AS source_kind, s.name AS source_name,
-               img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
-               img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
-               p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-               p.grid_rows, p.grid_cols, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
-        FROM tokenized t
-        JOIN instructions i ON i.id = t.instruction_id
-        LEFT JOIN sources s ON s.id = i.source_id
-        LEFT JOIN images img ON img.id = i.image_id
-        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
-        LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
-        WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated')
-        ORDER BY i.key
-        """
-
     func makePlan() throws -> Plan {
         let heldOut = options.allowEvalImages ? [] : try catalog.evalImageSHA256s()
-        return try catalog.read { db in
-            guard let tokenizedConfig = try Self.resolveConfig(db, table: "tokenized", flag: "--tokenized",
+        return try catalog.snapshot { snapshot in
+            guard let tokenizedConfig = try Self.resolveConfig(snapshot, table: .tokenized, flag: "--tokenized",
                                                                requested: options.tokenizedConfig, what: "tokenization") else {
                 throw VLMError(.notFound, file: catalog.workspace.catalogPath, "nothing is tokenized yet; run `vlmdata tokenize` first")
             }
-            let pixelsConfig = try Self.resolveConfig(db, table: "pixels", flag: "--pixels",
+            let pixelsConfig = try Self.resolveConfig(snapshot, table: .pixels, flag: "--pixels",
                                                       requested: options.pixelsConfig, what: "pixel")
             // The frame boxes must be in for these pixels (pad: the padded square, crop: the crop, else the image).
             let pixelFrame: BoxFrame? = try pixelsConfig.flatMap { hash in
-                guard let json = try String.fetchOne(db, sql: "SELECT config FROM pixels WHERE config_hash = ? AND config IS NOT NULL LIMIT 1",
-                                                     arguments: [hash]),
+                guard let json = try snapshot.pixelsConfigJSON(hash: hash),
                       let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
                       let mode = object["mode"] as? String else { return nil }
                 guard let frame = BoxFrame(pixelMode: mode) else {
@@ -312,47 +290,46 @@ public final class ShardBuilder {
                                 includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
                                 pixelsConfig: pixelsConfig, part: options.part?.description,
                                 allowEvalImages: options.allowEvalImages ? true : nil)
-            let cursor = try Row.fetchCursor(db, sql: Self.planSQL, arguments: [pixelsConfig, tokenizedConfig])
             var items: [PlanItem] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
             var tokenMismatches: [String] = [], frameMismatches: [String] = []
             var tokenMismatchCount = 0, frameMismatchCount = 0
-            while let row = try cursor.next() {
-                let key: String = row["key"]
+            try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
+                let key = row.key
                 guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
                     throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
                                    "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
                 }
-                if let part = options.part, !part.owns(imageKey: row["image_key"], sampleKey: key) { continue }
-                if let limit = options.limit, items.count >= limit { break }
-                var item = PlanItem(key: key, instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"],
-                                    source: (row["source_kind"] as String?).map { "\($0):\(row["source_name"] as String? ?? "")" },
-                                    kind: row["kind"], generator: row["generator"])
-                let imageID: Int64? = row["image_id"]
-                if imageID != nil {
-                    guard (row["image_status"] as String?) == "ok" else { skipped["image_not_ok", default: 0] += 1; continue }
-                    if let sha256: String = row["image_sha256"], heldOut.contains(sha256) {
+                if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return true }
+                if let limit = options.limit, items.count >= limit { return false }
+                var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
+                                    source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
+                                    kind: row.kind, generator: row.generator)
+                if row.imageID != nil {
+                    guard row.imageStatus == "ok" else { skipped["image_not_ok", default: 0] += 1; return true }
+                    if let sha256 = row.imageSHA256, heldOut.contains(sha256) {
                         skipped["eval_image", default: 0] += 1
-                        continue
+                        return true
                     }
-                    guard pixelsConfig != nil, (row["pixel_status"] as String?) == "ok",
-                          let shard: String = row["pixel_shard"], let offset: Int = row["offset"], let size: Int = row["size"]
-                    else { skipped["no_pixels", default: 0] += 1; continue }
-                    item.image = ImageRef(key: row["image_key"], externalID: row["external_id"], fileName: row["file_name"],
-                                          sha256: row["image_sha256"], location: row["location"], member: row["member"],
-                                          format: row["format"], width: row["width"], height: row["height"])
+                    guard pixelsConfig != nil, row.pixelStatus == "ok",
+                          let shard = row.pixelShard, let offset = row.offset, let size = row.size,
+                          let imageKey = row.imageKey, let fileName = row.fileName
+                    else { skipped["no_pixels", default: 0] += 1; return true }
+                    item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
+                                          sha256: row.imageSHA256, location: row.location, member: row.member,
+                                          format: row.format, width: row.width, height: row.height)
                     let grid: PatchGrid
                     do {
-                        let rows: Int? = row["grid_rows"], cols: Int? = row["grid_cols"]
-                        grid = try PatchGrid(shape: [row["tiles"] ?? 0, row["patches"] ?? 0, row["patch_dim"] ?? 0],
+                        let rows = row.gridRows, cols = row.gridCols
+                        grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
                                              grid: rows.flatMap { r in cols.map { [r, $0] } })
                     } catch let error as VLMError {
                         throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
                     }
                     item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid)
                     // The image takes the positions its stored pixels make; tokenize must have counted the same.
-                    let counted: Int = row["n_image_tokens"] ?? 0
+                    let counted = row.imageTokensCounted ?? 0
                     if counted != grid.imageTokens {
                         tokenMismatchCount += 1
                         if tokenMismatches.count < 3 {
@@ -360,7 +337,7 @@ public final class ShardBuilder {
                         }
                     }
                     // Boxes must be stated in the frame of these pixels.
-                    if let meta: String = row["meta"], meta.contains("box_frame") {
+                    if let meta = row.meta, meta.contains("box_frame") {
                         let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
                         let stated = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
                         item.boxFrame = stated
@@ -372,12 +349,13 @@ public final class ShardBuilder {
                         }
                     }
                 }
-                let pixelShard: String = row["pixel_shard"] ?? "-"
-                let pixelShardSHA: String = row["pixel_shard_sha256"] ?? "-"
+                let pixelShard = row.pixelShard ?? "-"
+                let pixelShardSHA = row.pixelShardSHA256 ?? "-"
                 let line: [String] = [key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", pixelShard, pixelShardSHA,
                                       "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
                 hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
                 items.append(item)
+                return true
             }
             if tokenMismatchCount > 0 {
                 throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
@@ -441,10 +419,7 @@ public final class ShardBuilder {
             counts["samples"] = plan.items.count
             counts["written_samples"] = written.samples
             if !options.allowEvalImages { try checkNoEvalImages(plan: plan) }
-            counts["bytes"] = try catalog.read { db in
-                try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM shards WHERE params_hash = ?",
-                                 arguments: [shardParamsHash]) ?? 0
-            }
+            counts["bytes"] = try catalog.shardBytes(paramsHash: shardParamsHash)
             try catalog.endRun(runID, counts: counts)
             return StageReport(stage: Self.stage, counts: counts)
         } catch {
@@ -472,23 +447,16 @@ public final class ShardBuilder {
 
     /// This run's shards (by file name pattern) already in the catalog, in name order.
     func committedShards() throws -> [CommittedShard] {
-        try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, name, path, params_hash FROM shards ORDER BY name").compactMap { row in
-                let name: String = row["name"]
-                guard options.shardIndex(of: name) != nil else { return nil }
-                return CommittedShard(id: row["id"], name: name, path: row["path"], paramsHash: row["params_hash"])
-            }
+        try catalog.shardRecords().compactMap { shard in
+            guard options.shardIndex(of: shard.name) != nil else { return nil }
+            return CommittedShard(id: shard.id, name: shard.name, path: shard.path, paramsHash: shard.paramsHash)
         }
     }
 
     /// Sample keys are unique in the index: refuse to write a key that another shard set already holds.
     func checkNoForeignSamples(plan: Plan, ours: [CommittedShard]) throws {
         let ourIDs = Set(ours.map(\.id))
-        let foreign = try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT s.key, h.id, h.name FROM samples s JOIN shards h ON h.id = s.shard_id")
-                .filter { !ourIDs.contains($0["id"] as Int64) }
-                .map { ($0["key"] as String, $0["name"] as String) }
-        }
+        let foreign = try catalog.sampleKeysByShard().filter { !ourIDs.contains($0.shardID) }.map { ($0.key, $0.shard) }
         guard !foreign.isEmpty else { return }
         let byKey = Dictionary(foreign, uniquingKeysWith: { a, _ in a })
         let clashes = plan.items.compactMap { item in byKey[item.key].map { "\(item.key) (in \($0))" } }
@@ -500,25 +468,11 @@ public final class ShardBuilder {
     }
 
     func committedKeys(_ shards: [CommittedShard]) throws -> [String] {
-        try catalog.read { db in
-            var keys: [String] = []
-            for shard in shards {
-                keys += try String.fetchAll(db, sql: "SELECT key FROM samples WHERE shard_id = ? ORDER BY index_in_shard",
-                                            arguments: [shard.id])
-            }
-            return keys
-        }
+        try catalog.sampleKeys(shardIDs: shards.map(\.id))
     }
 
     func deleteShards(_ shards: [CommittedShard]) throws {
-        try catalog.write { db in
-            for shard in shards {
-                try db.execute(sql: "DELETE FROM sample_parts WHERE sample_id IN (SELECT id FROM samples WHERE shard_id = ?)",
-                               arguments: [shard.id])
-                try db.execute(sql: "DELETE FROM samples WHERE shard_id = ?", arguments: [shard.id])
-                try db.execute(sql: "DELETE FROM shards WHERE id = ?", arguments: [shard.id])
-            }
-        }
+        try catalog.deleteShards(ids: shards.map(\.id))
         for shard in shards { unlink(catalog.workspace.resolve(shard.path)) }
     }
 
@@ -538,37 +492,10 @@ public final class ShardBuilder {
 
     // MARK: - Writing
 
-    struct TokenRow {
-        var inputIDs: [UInt8]
-        var labels: [UInt8]
-        var tokens: Int
-        var imageTokens: Int
-        var supervised: Int
-        var status: String
-        var tokenizerSHA256: String
-        var template: String
-        var conversations: String
-    }
+    typealias TokenRow = TokenizedSampleRecord
 
     func fetchTokens(_ ids: [Int64]) throws -> [Int64: TokenRow] {
-        try catalog.read { db in
-            var out: [Int64: TokenRow] = [:]
-            let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
-            let rows = try Row.fetchCursor(db, sql: """
-                SELECT t.id, t.input_ids, t.labels, t.n_tokens, t.n_image_tokens, t.n_supervised, t.status,
-                       t.tokenizer_sha256, t.template, i.conversations
-                FROM tokenized t JOIN instructions i ON i.id = t.instruction_id WHERE t.id IN (\(marks))
-                """, arguments: StatementArguments(ids))
-            while let row = try rows.next() {
-                let input: Data = row["input_ids"] ?? Data()
-                let labels: Data = row["labels"] ?? Data()
-                out[row["id"]] = TokenRow(inputIDs: Array(input), labels: Array(labels), tokens: row["n_tokens"] ?? 0,
-                                          imageTokens: row["n_image_tokens"] ?? 0, supervised: row["n_supervised"] ?? 0,
-                                          status: row["status"], tokenizerSHA256: row["tokenizer_sha256"],
-                                          template: row["template"], conversations: row["conversations"])
-            }
-            return out
-        }
+        try catalog.tokenizedSamples(ids: ids)
     }
 
     struct SampleIndexRow {
@@ -804,27 +731,19 @@ public final class ShardBuilder {
 
     static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, xxh3: String, bytes: Int,
                        rows: [SampleIndexRow], paramsHash: String) throws {
-        try catalog.write { db in
-            try db.execute(sql: """
-                INSERT INTO shards (name, path, sha256, xxh3_128, bytes, samples, params_hash, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [shardName, "shards/" + shardName, sha256, xxh3, bytes, rows.count, paramsHash, part?.description])
-            let shardID = db.lastInsertedRowID
-            let insertSample = try db.makeStatement(sql: """
-                INSERT INTO samples (key, shard_id, index_in_shard, offset, size, tokens, supervised, image_tokens,
-                                     has_image, source, instruction_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            let insertPart = try db.makeStatement(sql: "INSERT INTO sample_parts (sample_id, name, offset, size, xxh3) VALUES (?, ?, ?, ?, ?)")
-            for row in rows {
-                try insertSample.execute(arguments: [row.item.key, shardID, row.index, row.offset, row.size, row.tokens,
-                                                     row.supervised, row.imageTokens, row.item.pixels == nil ? 0 : 1,
-                                                     row.item.source, row.item.instructionID])
-                let sampleID = db.lastInsertedRowID
-                for part in row.parts {
-                    try insertPart.execute(arguments: [sampleID, part.name, part.member.contentOffset, part.member.size,
-                                                       XXH3.stored(part.xxh3)])
-                }
-            }
-        }
+        try catalog.insertShard(NewShard(
+            name: shardName, path: "shards/" + shardName, sha256: sha256, xxh3_128: xxh3, bytes: bytes,
+            paramsHash: paramsHash, part: part?.description,
+            samples: rows.map { row in
+                NewShard.Sample(key: row.item.key, indexInShard: row.index, offset: row.offset, size: row.size,
+                                tokens: row.tokens, supervised: row.supervised, imageTokens: row.imageTokens,
+                                hasImage: row.item.pixels != nil, source: row.item.source,
+                                instructionID: row.item.instructionID,
+                                parts: row.parts.map { part in
+                                    NewShard.Part(name: part.name, offset: part.member.contentOffset,
+                                                  size: part.member.size, xxh3: part.xxh3)
+                                })
+            }))
     }
 }
 

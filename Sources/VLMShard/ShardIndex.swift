@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -60,17 +59,7 @@ public final class ShardIndex {
     /// XXH3 recorded when it was written (`verify: false` skips that); a changed or missing byte is `corrupt`,
     /// naming the shard, the member and its offset.
     public func sample(key: String, verify: Bool = true) throws -> StoredSample {
-        typealias Part = (name: String, offset: Int, size: Int, xxh3: UInt64?)
-        let found: (shard: String, path: String, index: Int, parts: [Part])? = try catalog.read { db in
-            guard let row = try Row.fetchOne(db, sql: """
-                SELECT s.id, s.index_in_shard, sh.name, sh.path FROM samples s JOIN shards sh ON sh.id = s.shard_id WHERE s.key = ?
-                """, arguments: [key]) else { return nil }
-            let parts = try Row.fetchAll(db, sql: "SELECT name, offset, size, xxh3 FROM sample_parts WHERE sample_id = ? ORDER BY offset",
-                                         arguments: [row["id"] as Int64]).map { row -> Part in
-                (row["name"], row["offset"], row["size"], (row["xxh3"] as Int64?).map(XXH3.loaded))
-            }
-            return (row["name"], row["path"], row["index_in_shard"], parts)
-        }
+        let found = try catalog.indexedSample(key: key)
         guard let found else {
             throw VLMError(.notFound, file: catalog.workspace.catalogPath, record: key, "no sample with this key in the shard index")
         }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -44,12 +43,10 @@ public struct ShardVerifier {
 
     public func verify(deep: Bool, progress: any ProgressSink = SilentProgress()) throws -> Summary {
         var summary = Summary()
-        let shards = try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, name, path, sha256, xxh3_128, bytes, samples FROM shards ORDER BY name")
-        }
+        let shards = try catalog.shardRecords()
         progress.start("verify", total: shards.count)
         for shard in shards {
-            let name: String = shard["name"]
+            let name = shard.name
             var problems: [String] = []
             func problem(_ text: String) { problems.append("\(name): \(text)") }
             defer {
@@ -57,12 +54,12 @@ public struct ShardVerifier {
                 progress.advance(by: 1)
             }
             summary.shards += 1
-            let samples = try indexedSamples(shardID: shard["id"])
+            let samples = try indexedSamples(shardID: shard.id)
             summary.samples += samples.count
-            if samples.count != shard["samples"] as Int {
-                problem("the shards row says \(shard["samples"] as Int) samples, the index has \(samples.count)")
+            if samples.count != shard.samples {
+                problem("the shards row says \(shard.samples) samples, the index has \(samples.count)")
             }
-            let path = catalog.workspace.resolve(shard["path"])
+            let path = catalog.workspace.resolve(shard.path)
             guard FileManager.default.fileExists(atPath: path) else {
                 problem("file \(path) is missing")
                 continue
@@ -73,19 +70,19 @@ public struct ShardVerifier {
                 continue
             }
             summary.bytes += reader.fileSize
-            if reader.fileSize != shard["bytes"] as Int {
-                problem("file is \(reader.fileSize) bytes, the catalog says \(shard["bytes"] as Int)")
+            if reader.fileSize != shard.bytes {
+                problem("file is \(reader.fileSize) bytes, the catalog says \(shard.bytes)")
             }
             // XXH3-128 runs at memory speed; sha256 (a cryptographic digest, for tamper checks) only when asked.
-            let recordedXXH3: String? = shard["xxh3_128"]
+            let recordedXXH3 = shard.xxh3_128
             if let recordedXXH3 {
                 let xxh3 = try Self.xxh3_128(file: path)
                 if xxh3 != recordedXXH3 { problem("xxh3-128 is \(xxh3), the catalog says \(recordedXXH3)") }
             }
             if deep || recordedXXH3 == nil {
                 let sha = try Hashing.sha256(file: path)
-                if sha != shard["sha256"] as String {
-                    problem("sha256 is \(sha), the catalog says \(shard["sha256"] as String)")
+                if sha != shard.sha256 {
+                    problem("sha256 is \(sha), the catalog says \(shard.sha256)")
                 }
             }
             var entries: [String: TarEntry] = [:]
@@ -136,7 +133,7 @@ public struct ShardVerifier {
             }
         }
         // Files in shards/ that no row names: left by an interrupted run, or put there by hand.
-        let indexed = Set(shards.map { URL(fileURLWithPath: catalog.workspace.resolve($0["path"])).standardizedFileURL.path })
+        let indexed = Set(shards.map { URL(fileURLWithPath: catalog.workspace.resolve($0.path)).standardizedFileURL.path })
         let dir = catalog.workspace.shardsDirectory
         for file in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
             let path = URL(fileURLWithPath: dir + "/" + file).standardizedFileURL.path
@@ -171,27 +168,10 @@ public struct ShardVerifier {
     }
 
     func indexedSamples(shardID: Int64) throws -> [IndexedSample] {
-        try catalog.read { db in
-            var byID: [Int64: Int] = [:]
-            var samples: [IndexedSample] = []
-            for row in try Row.fetchAll(db, sql: """
-                SELECT id, key, index_in_shard, offset, size, tokens, supervised, image_tokens, has_image
-                FROM samples WHERE shard_id = ? ORDER BY index_in_shard
-                """, arguments: [shardID]) {
-                byID[row["id"]] = samples.count
-                samples.append(IndexedSample(key: row["key"], index: row["index_in_shard"], offset: row["offset"],
-                                             size: row["size"], tokens: row["tokens"], supervised: row["supervised"],
-                                             imageTokens: row["image_tokens"], hasImage: row["has_image"]))
-            }
-            for row in try Row.fetchAll(db, sql: """
-                SELECT p.sample_id, p.name, p.offset, p.size, p.xxh3 FROM sample_parts p JOIN samples s ON s.id = p.sample_id
-                WHERE s.shard_id = ? ORDER BY p.offset
-                """, arguments: [shardID]) {
-                if let i = byID[row["sample_id"]] {
-                    samples[i].parts.append((row["name"], row["offset"], row["size"], (row["xxh3"] as Int64?).map(XXH3.loaded)))
-                }
-            }
-            return samples
+        try catalog.indexedSamples(shardID: shardID).map { row, parts in
+            IndexedSample(key: row.key, index: row.indexInShard, offset: row.offset, size: row.size, tokens: row.tokens,
+                          supervised: row.supervised, imageTokens: row.imageTokens, hasImage: row.hasImage,
+                          parts: parts.map { ($0.name, $0.offset, $0.size, $0.xxh3) })
         }
     }
 

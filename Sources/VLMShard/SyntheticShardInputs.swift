@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -79,56 +78,34 @@ public struct SyntheticShardInputs: Sendable {
         }
         let shardSHA = try Hashing.sha256(file: pixelShardPath)
         let shardBytes = (try FileManager.default.attributesOfItem(atPath: pixelShardPath)[.size] as? NSNumber)?.intValue ?? 0
-        try catalog.write { db in
-            try db.execute(sql: """
-                INSERT INTO sources (kind, name, uri, images_root, fingerprint, created_at) VALUES ('synth', ?, 'synthetic', ?, ?, ?)
-                """, arguments: [sourceName, imageDir, "seed-\(seed)", Catalog.now()])
-            let sourceID = db.lastInsertedRowID
-            try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, sha256, bytes, records) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [pixelsConfig, pixelShardName, shardSHA, shardBytes, imageCount])
-            let pixelShardID = db.lastInsertedRowID
-            var imageIDs: [Int64] = []
-            for (i, image) in images.enumerated() {
-                try db.execute(sql: """
-                    INSERT INTO images (source_id, key, external_id, file_name, location, sha256, byte_size, width, height, format, status)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 336, 336, 'jpeg', 'ok')
-                    """, arguments: [sourceID, "\(sourceName)_img_\(i)", i, "img_\(i).jpg", imageDir + "/img_\(i).jpg",
-                                     image.sha, imageFileBytes])
-                imageIDs.append(db.lastInsertedRowID)
-                try db.execute(sql: """
-                    INSERT INTO pixels (sha256, config_hash, config, status, pixel_shard_id, offset, size, tiles, patches,
-                                        patch_dim, grid_rows, grid_cols) VALUES (?, ?, '{}', 'ok', ?, ?, ?, ?, ?, ?, 1, 1)
-                    """, arguments: [image.sha, pixelsConfig, pixelShardID, image.member.contentOffset, image.member.size,
-                                     tiles, patches, patchDim])
-            }
-            let insertTokens = try db.makeStatement(sql: """
-                INSERT INTO tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, input_ids, labels,
-                                       n_tokens, n_image_tokens, n_supervised) VALUES (?, ?, 'synthetic-tokenizer', 'vicuna_v1', ?, ?, ?, ?, ?, ?)
-                """)
-            for i in 0 ..< count {
-                let textOnly = textOnlyEvery > 0 && i % textOnlyEvery == textOnlyEvery - 1
-                let imageID: Int64? = textOnly ? nil : imageIDs[i / 2]
-                let question = textOnly ? "What is \(i) plus one?" : "<image>\nWhat is in picture \(i / 2)?"
-                let conversation = [["from": "human", "value": question], ["from": "gpt", "value": "Answer \(i)."]]
-                try db.execute(sql: """
-                    INSERT INTO instructions (key, image_id, source_id, generator, kind, conversations, created_at)
-                    VALUES (?, ?, ?, 'templates', 'conversation', ?, ?)
-                    """, arguments: [Self.key(i, source: sourceName), imageID, sourceID,
-                                     String(decoding: Hashing.canonicalJSON(conversation), as: UTF8.self), "2026-01-01T00:00:00Z"])
-                let instructionID = db.lastInsertedRowID
-                let length = tokens + (i % 7)
-                var ids = [Int32](repeating: 0, count: length)
-                var labels = [Int32](repeating: -100, count: length)
-                for t in 0 ..< length { ids[t] = Int32(1 + (i * 31 + t * 17) % 31_999) }
-                if !textOnly { ids[5] = -200 }
-                for t in (length / 2) ..< length { labels[t] = ids[t] }
-                let supervised = length - length / 2
-                try insertTokens.execute(arguments: [
-                    instructionID, tokenizedConfig, i % 13 == 12 ? "truncated" : "ok",
-                    ids.withUnsafeBytes { Data($0) }, labels.withUnsafeBytes { Data($0) },
-                    length, textOnly ? 0 : tiles * patches, supervised,
-                ])
-            }
+        var samples: [SyntheticInputRows.Sample] = []
+        for i in 0 ..< count {
+            let textOnly = textOnlyEvery > 0 && i % textOnlyEvery == textOnlyEvery - 1
+            let question = textOnly ? "What is \(i) plus one?" : "<image>\nWhat is in picture \(i / 2)?"
+            let conversation = [["from": "human", "value": question], ["from": "gpt", "value": "Answer \(i)."]]
+            let length = tokens + (i % 7)
+            var ids = [Int32](repeating: 0, count: length)
+            var labels = [Int32](repeating: -100, count: length)
+            for t in 0 ..< length { ids[t] = Int32(1 + (i * 31 + t * 17) % 31_999) }
+            if !textOnly { ids[5] = -200 }
+            for t in (length / 2) ..< length { labels[t] = ids[t] }
+            samples.append(SyntheticInputRows.Sample(
+                key: Self.key(i, source: sourceName), image: textOnly ? nil : i / 2,
+                conversations: String(decoding: Hashing.canonicalJSON(conversation), as: UTF8.self),
+                status: i % 13 == 12 ? "truncated" : "ok", inputIDs: ids.withUnsafeBytes { Data($0) },
+                labels: labels.withUnsafeBytes { Data($0) }, tokens: length, imageTokens: textOnly ? 0 : tiles * patches,
+                supervised: length - length / 2))
         }
+        try catalog.insertSyntheticInputs(SyntheticInputRows(
+            sourceName: sourceName, imagesRoot: imageDir, fingerprint: "seed-\(seed)", pixelsConfig: pixelsConfig,
+            pixelShardName: pixelShardName, pixelShardSHA256: shardSHA, pixelShardBytes: shardBytes, tiles: tiles,
+            patches: patches, patchDim: patchDim, tokenizedConfig: tokenizedConfig,
+            images: images.enumerated().map { i, image in
+                SyntheticInputRows.Image(key: "\(sourceName)_img_\(i)", externalID: i, fileName: "img_\(i).jpg",
+                                         location: imageDir + "/img_\(i).jpg", sha256: image.sha,
+                                         byteSize: imageFileBytes, offset: image.member.contentOffset,
+                                         size: image.member.size)
+            },
+            samples: samples))
     }
 }

@@ -98,14 +98,16 @@ struct CatalogCommand: ParsableCommand {
         }
 
         func run() throws {
-            let report = try runOrExit {
-                let report = try CatalogMerge.merge(into: Workspace(root: out), parts: parts.map { Workspace(root: $0) },
-                                                    referenceShards: reference, allowPartial: partial, progress: TerminalProgress(quiet: quiet))
-                if !json {
-                    let catalogs = try parts.map { try Catalog(workspace: Workspace(root: $0)) }
-                    for coverage in try PartCoverage.of(catalogs) { print("coverage: \(coverage)") }
-                }
-                return report
+            let stage = try makeStage(CatalogMergeStep.self, .init(parts: parts, reference: reference, partial: partial))
+            let report: StageReport
+            do {
+                report = try stage.run(StageContext(workspace: out, progress: TerminalProgress(quiet: quiet)))
+            } catch let failure as StageFailure {
+                FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+                throw ExitCode(1)
+            }
+            if !json {
+                for line in try runOrExit({ try stage.coverage() }) { print(line) }
             }
             printReport(report, json: json)
         }

@@ -26,16 +26,16 @@ struct QueryCostTests {
 
     /// The queries whose cost must stay per-row, with the arguments the stages pass.
     static let hotQueries: [Query] = [
-        Query(name: "patchify pending", sql: PatchifyStage.pendingSQL, arguments: [pixelsConfig]),
-        Query(name: "tokenize pending count", sql: TokenizeStage.pendingCountSQL, arguments: [tokenizedConfig]),
-        Query(name: "tokenize pending batch", sql: TokenizeStage.pendingBatchSQL,
+        Query(name: "patchify pending", sql: Catalog.pendingPixelsSQL, arguments: [pixelsConfig]),
+        Query(name: "tokenize pending count", sql: Catalog.pendingTokenizeCountSQL, arguments: [tokenizedConfig]),
+        Query(name: "tokenize pending batch", sql: Catalog.pendingTokenizeBatchSQL,
               arguments: [pixelsConfig, 0, tokenizedConfig, Int64.max]),
-        Query(name: "shard plan", sql: ShardBuilder.planSQL, arguments: [pixelsConfig, tokenizedConfig]),
-        Query(name: "loader sample parts", sql: DatasetIndex.partsSQL, arguments: []),
-        Query(name: "loader samples", sql: DatasetIndex.samplesSQL, arguments: []),
-        Query(name: "gen-instructions images", sql: ImageFactsReader.imagesSQL, arguments: []),
-        Query(name: "gen-instructions captions", sql: ImageFactsReader.captionsSQL, arguments: []),
-        Query(name: "gen-instructions objects", sql: ImageFactsReader.objectsSQL, arguments: []),
+        Query(name: "shard plan", sql: Catalog.shardPlanSQL, arguments: [pixelsConfig, tokenizedConfig]),
+        Query(name: "loader sample parts", sql: Catalog.indexPartsSQL, arguments: []),
+        Query(name: "loader samples", sql: Catalog.indexSamplesSQL, arguments: []),
+        Query(name: "gen-instructions images", sql: Catalog.usableImagesSQL, arguments: []),
+        Query(name: "gen-instructions captions", sql: Catalog.captionsInImageOrderSQL, arguments: []),
+        Query(name: "gen-instructions objects", sql: Catalog.objectsInImageOrderSQL, arguments: []),
     ]
 
     /// The pending-images query patchify had before c97da1b: the first image of each hash by a correlated

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -142,22 +141,11 @@ public struct IngestCOCO {
 
         // Source, categories, images.
         let split = options.split
-        let sourceID: Int64 = try catalog.write { db in
-            try db.execute(sql: """
-                INSERT OR IGNORE INTO sources (kind, name, uri, images_root, fingerprint, created_at)
-                VALUES ('coco', ?, ?, ?, ?, ?)
-                """, arguments: [split, files.joined(separator: ","), imageSource.location, fingerprint, Catalog.now()])
-            let id = try Int64.fetchOne(db, sql: "SELECT id FROM sources WHERE kind = 'coco' AND name = ?", arguments: [split])!
-            for (externalID, category) in categories.sorted(by: { $0.key < $1.key }) {
-                try db.cachedStatement(sql: """
-                    INSERT OR IGNORE INTO categories (source_id, external_id, name, supercategory) VALUES (?, ?, ?, ?)
-                    """).execute(arguments: [id, externalID, category.name, category.supercategory])
-            }
-            return id
-        }
-        let done: Set<Int64> = try catalog.read { db in
-            Set(try Int64.fetchAll(db, sql: "SELECT external_id FROM images WHERE source_id = ? AND status = 'ok'", arguments: [sourceID]))
-        }
+        let sourceID = try catalog.ensureSource(
+            kind: "coco", name: split, uri: files.joined(separator: ","), imagesRoot: imageSource.location,
+            fingerprint: fingerprint,
+            categories: categories.sorted(by: { $0.key < $1.key }).map { (Int64($0.key), $0.value.name, $0.value.supercategory) })
+        let done = try catalog.okImageExternalIDs(sourceID: sourceID)
         // Keys for every image of the file (not only this part), so that every part assigns the same ones.
         var existing: [String: String] = [:]
         var taken = Set<String>()
@@ -182,52 +170,29 @@ public struct IngestCOCO {
         }
         progress.start("checking images", total: pending.count)
         try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
-            try catalog.write { db in
-                for (image, probe, location, member) in batch {
-                    try db.cachedStatement(sql: """
-                        INSERT INTO images (source_id, key, external_id, file_name, location, member, sha256, byte_size,
-                                            width, height, format, status, error)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (source_id, external_id) DO UPDATE SET
-                            location = excluded.location, member = excluded.member, sha256 = excluded.sha256,
-                            byte_size = excluded.byte_size, width = excluded.width, height = excluded.height,
-                            format = excluded.format, status = excluded.status, error = excluded.error
-                        """).execute(arguments: [sourceID, image.key, image.externalID, image.fileName, location, member,
-                                         probe.sha256, probe.byteSize, probe.width, probe.height, probe.format,
-                                         probe.status.rawValue, probe.error])
-                }
-            }
+            try catalog.upsertImages(batch.map { image, probe, location, member in
+                ImageRecord(sourceID: sourceID, key: image.key, externalID: image.externalID,
+                            fileName: image.fileName, location: location, member: member, sha256: probe.sha256,
+                            byteSize: probe.byteSize, width: probe.width, height: probe.height, format: probe.format,
+                            status: probe.status.rawValue, error: probe.error)
+            })
         }
         progress.finish("\(pending.count) checked")
 
         // Row ids and sizes (the header's, else the annotation's) for pass 2.
-        let imageRows: [Int64: (id: Int64, width: Int?, height: Int?)] = try catalog.read { db in
-            var map: [Int64: (id: Int64, width: Int?, height: Int?)] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT external_id, id, width, height FROM images WHERE source_id = ?", arguments: [sourceID]) {
-                map[row[0]] = (row[1], row[2], row[3])
-            }
-            return map
-        }
-        let categoryRows: [Int64: Int64] = try catalog.read { db in
-            var map: [Int64: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT external_id, id FROM categories WHERE source_id = ?", arguments: [sourceID]) {
-                map[row[0]] = row[1]
-            }
-            return map
-        }
+        let imageRows = try catalog.imagesByExternalID(sourceID: sourceID)
+        let categoryRows = try catalog.categoryIDsByExternalID(sourceID: sourceID)
 
         // Pass 2: annotations (captions or objects), streamed and written in batches.
         var captionCount = 0, objectCount = 0, objectsClipped = 0, objectsRejected = 0
         for file in files {
             progress.start("reading annotations of \(file)", total: nil)
-            var batch: [(sql: String, arguments: StatementArguments)] = []
+            var batch: [AnnotationRecord] = []
             func flush() throws {
                 guard !batch.isEmpty else { return }
                 let pendingBatch = batch
                 batch.removeAll(keepingCapacity: true)
-                try catalog.write { db in
-                    for statement in pendingBatch { try db.cachedStatement(sql: statement.sql).execute(arguments: statement.arguments) }
-                }
+                try catalog.insertAnnotations(pendingBatch)
             }
             do {
                 let reader = try JSONStreamReader(path: file)
@@ -249,9 +214,7 @@ public struct IngestCOCO {
                             let imageRow = image.id
                             if value["caption"] != nil {
                                 let text = try value.string("caption", file: file, record: record)
-                                batch.append((
-                                    "INSERT OR IGNORE INTO captions (image_id, external_id, text) VALUES (?, ?, ?)",
-                                    [imageRow, id, text]))
+                                batch.append(.caption(imageID: imageRow, externalID: Int64(id), text: text))
                                 captionCount += 1
                             } else if value["bbox"] != nil {
                                 let categoryExternal = try value.int("category_id", file: file, record: record)
@@ -283,9 +246,8 @@ public struct IngestCOCO {
                                     throw VLMError.badInput(file: file, record: record, "area \(area) is not a finite, non-negative number")
                                 }
                                 let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record) } ?? 0
-                                batch.append((
-                                    "INSERT OR IGNORE INTO objects (image_id, category_id, external_id, x, y, w, h, area, iscrowd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                    [imageRow, categoryRow, id, x, y, w, h, area, crowd]))
+                                batch.append(.object(imageID: imageRow, categoryID: categoryRow, externalID: Int64(id),
+                                                     x: x, y: y, w: w, h: h, area: area, isCrowd: Int(crowd)))
                                 objectCount += 1
                             } else {
                                 throw VLMError.badInput(file: file, record: record, "annotation has neither 'caption' nor 'bbox'")
@@ -305,17 +267,8 @@ public struct IngestCOCO {
             progress.finish("done")
         }
 
-        let counts = try catalog.read { db -> [String: Int] in
-            var counts: [String: Int] = [:]
-            for status in ImageStatus.allCases {
-                counts["images_\(status.rawValue)"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ? AND status = ?", arguments: [sourceID, status.rawValue]) ?? 0
-            }
-            counts["images"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ?", arguments: [sourceID]) ?? 0
-            counts["captions"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM captions JOIN images ON images.id = captions.image_id WHERE images.source_id = ?", arguments: [sourceID]) ?? 0
-            counts["objects"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM objects JOIN images ON images.id = objects.image_id WHERE images.source_id = ?", arguments: [sourceID]) ?? 0
-            counts["categories"] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM categories WHERE source_id = ?", arguments: [sourceID]) ?? 0
-            return counts
-        }
+        var counts = try catalog.sourceCounts(sourceID: sourceID)
+        counts["instructions"] = nil
         var report = StageReport(stage: "ingest coco", counts: counts, problems: problems)
         report.counts["problems"] = problems.count
         if options.instances != nil {

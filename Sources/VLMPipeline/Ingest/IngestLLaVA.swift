@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import VLMCatalog
 import VLMCore
 import VLMIO
@@ -59,13 +58,8 @@ public struct IngestLLaVA {
         var problems: [String] = []
         var fatal: VLMError?
 
-        let sourceID: Int64 = try catalog.write { db in
-            try db.execute(sql: """
-                INSERT OR IGNORE INTO sources (kind, name, uri, images_root, fingerprint, created_at)
-                VALUES ('llava', ?, ?, ?, ?, ?)
-                """, arguments: [split, file, imageSource.location, fingerprint, Catalog.now()])
-            return try Int64.fetchOne(db, sql: "SELECT id FROM sources WHERE kind = 'llava' AND name = ?", arguments: [split])!
-        }
+        let sourceID = try catalog.ensureSource(kind: "llava", name: split, uri: file, imagesRoot: imageSource.location,
+                                                fingerprint: fingerprint)
 
         // Instruction keys other sources already hold: never reused.
         let takenInstructionKeys = try catalog.instructionKeys(prefix: "\(split)_", excludingSource: sourceID)
@@ -140,9 +134,7 @@ public struct IngestLLaVA {
         }
 
         // Images.
-        let done: Set<String> = try catalog.read { db in
-            Set(try String.fetchAll(db, sql: "SELECT file_name FROM images WHERE source_id = ? AND status = 'ok'", arguments: [sourceID]))
-        }
+        let done = try catalog.okImageFileNames(sourceID: sourceID)
         var existing: [String: String] = [:]
         var taken = Set<String>()
         for row in try catalog.imageKeys(prefix: "\(split)_") {
@@ -170,57 +162,35 @@ public struct IngestLLaVA {
         }
         progress.start("checking images", total: pending.count)
         try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
-            try catalog.write { db in
-                for (image, probe, location, member) in batch {
-                    try db.cachedStatement(sql: """
-                        INSERT INTO images (source_id, key, file_name, location, member, sha256, byte_size, width, height,
-                                            format, status, error)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (key) DO UPDATE SET
-                            location = excluded.location, member = excluded.member, sha256 = excluded.sha256,
-                            byte_size = excluded.byte_size, width = excluded.width, height = excluded.height,
-                            format = excluded.format, status = excluded.status, error = excluded.error
-                        """).execute(arguments: [sourceID, image.key, image.fileName, location, member, probe.sha256,
-                                         probe.byteSize, probe.width, probe.height, probe.format,
-                                         probe.status.rawValue, probe.error])
-                }
-            }
+            try catalog.upsertImages(batch.map { image, probe, location, member in
+                ImageRecord(sourceID: sourceID, key: image.key, externalID: nil, fileName: image.fileName,
+                            location: location, member: member, sha256: probe.sha256, byteSize: probe.byteSize,
+                            width: probe.width, height: probe.height, format: probe.format,
+                            status: probe.status.rawValue, error: probe.error)
+            })
         }
         progress.finish("\(pending.count) checked")
 
         // Instructions.
-        let imageRows: [String: Int64] = try catalog.read { db in
-            var map: [String: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT file_name, id FROM images WHERE source_id = ?", arguments: [sourceID]) {
-                map[row[0]] = row[1]
-            }
-            return map
-        }
+        let imageRows = try catalog.imageIDsByFileName(sourceID: sourceID)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let now = Catalog.now()
         for start in stride(from: 0, to: records.count, by: 5000) {
             let chunk = records[start..<min(start + 5000, records.count)]
-            try catalog.write { db in
-                for record in chunk {
-                    let turns = String(decoding: try encoder.encode(record.conversation.conversations), as: UTF8.self)
-                    let meta = String(decoding: try encoder.encode(["id": record.conversation.id, "image": record.image ?? ""]), as: UTF8.self)
-                    try db.cachedStatement(sql: """
-                        INSERT OR IGNORE INTO instructions (key, image_id, source_id, generator, kind, conversations, meta, created_at)
-                        VALUES (?, ?, ?, 'import', ?, ?, ?, ?)
-                        """).execute(arguments: [record.key, record.image.flatMap { imageRows[$0] }, sourceID, record.kind, turns, meta, now])
-                }
+            let rows = try chunk.map { record in
+                InstructionRecord(
+                    key: record.key, imageID: record.image.flatMap { imageRows[$0] }, sourceID: sourceID,
+                    generator: "import", kind: record.kind, groupID: nil,
+                    conversationsJSON: String(decoding: try encoder.encode(record.conversation.conversations), as: UTF8.self),
+                    metaJSON: String(decoding: try encoder.encode(["id": record.conversation.id, "image": record.image ?? ""]), as: UTF8.self))
             }
+            _ = try catalog.transaction { tx in try tx.insertInstructions(rows, paramsHash: nil, now: now) }
         }
 
-        let counts = try catalog.read { db -> [String: Int] in
-            [
-                "images": try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ?", arguments: [sourceID]) ?? 0,
-                "images_ok": try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE source_id = ? AND status = 'ok'", arguments: [sourceID]) ?? 0,
-                "instructions": try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instructions WHERE source_id = ?", arguments: [sourceID]) ?? 0,
-                "problems": problems.count,
-            ]
-        }
+        let all = try catalog.sourceCounts(sourceID: sourceID)
+        let counts: [String: Int] = ["images": all["images"] ?? 0, "images_ok": all["images_ok"] ?? 0,
+                                     "instructions": all["instructions"] ?? 0, "problems": problems.count]
         let report = StageReport(stage: "ingest llava", counts: counts, problems: problems)
         try catalog.endRun(runID, counts: counts, error: fatal?.description)
         if let fatal { throw IngestFailure(report: report, error: fatal) }

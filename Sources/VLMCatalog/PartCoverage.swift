@@ -1,6 +1,5 @@
 import Foundation
 import GRDB
-import VLMCatalog
 import VLMCore
 
 /// Which parts of a `--part I/N` split one workspace holds, from what its runs recorded.

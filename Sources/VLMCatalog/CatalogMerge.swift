@@ -1,6 +1,5 @@
 import Foundation
 import GRDB
-import VLMCatalog
 import VLMCore
 import VLMIO
 

@@ -1,0 +1,277 @@
+import Foundation
+import GRDB
+import VLMCore
+
+/// What instruction generation reads (usable images with their captions and objects, categories, cached LLM
+/// replies) and writes (instructions, LLM calls).
+extension Catalog {
+    /// A usable image (status `ok`, known size).
+    public struct UsableImage: Sendable {
+        public var id: Int64
+        public var key: String
+        public var sourceID: Int64
+        public var fileName: String
+        public var width: Int
+        public var height: Int
+    }
+
+    /// One caption of an image.
+    public struct CaptionRecord: Sendable {
+        public var imageID: Int64
+        public var externalID: Int64
+        public var text: String
+    }
+
+    /// One annotated object with its category's names.
+    public struct ObjectRecord: Sendable {
+        public var imageID: Int64
+        public var externalID: Int64
+        public var categoryID: Int64
+        public var category: String
+        public var supercategory: String?
+        public var box: Box
+        public var isCrowd: Bool
+    }
+
+    /// One category of a source.
+    public struct CategoryRecord: Sendable {
+        public var sourceID: Int64
+        public var id: Int64
+        public var name: String
+        public var supercategory: String?
+    }
+
+    /// The usable images in key order; captions and objects in image order (read through their (image_id,
+    /// external_id) keys, no sort). `QueryCostTests` (VLMPipelineTests) checks the growth.
+    package static let usableImagesSQL = """
+        SELECT id, key, source_id, file_name, width, height FROM images
+        WHERE status = 'ok' AND width > 0 AND height > 0 ORDER BY key
+        """
+    package static let captionsInImageOrderSQL = "SELECT image_id, external_id, text FROM captions ORDER BY image_id, external_id"
+    package static let objectsInImageOrderSQL = """
+        SELECT o.image_id, o.external_id, o.category_id, c.name, c.supercategory, o.x, o.y, o.w, o.h, o.iscrowd
+        FROM objects o JOIN categories c ON c.id = o.category_id ORDER BY o.image_id, o.external_id
+        """
+
+    /// In one read transaction: the usable images `keep` accepts (in key order; `limit` without a `keep` is applied
+    /// in SQL), then every caption and every object, in image order. `image` returns false to stop taking images.
+    public func readUsableImages(limit: Int?, keep: ((String) -> Bool)?, image: (UsableImage) -> Bool,
+                                 caption: (CaptionRecord) -> Void, object: (ObjectRecord) -> Void) throws {
+        try read { db in
+            let sql = Self.usableImagesSQL + (keep == nil ? limit.map { " LIMIT \($0)" } ?? "" : "")
+            for row in try Row.fetchAll(db, sql: sql) {
+                if let keep, !keep(row[1]) { continue }
+                guard image(UsableImage(id: row[0], key: row[1], sourceID: row[2], fileName: row[3], width: row[4],
+                                        height: row[5])) else { break }
+            }
+            for row in try Row.fetchAll(db, sql: Self.captionsInImageOrderSQL) {
+                caption(CaptionRecord(imageID: row[0], externalID: row[1], text: row[2]))
+            }
+            for row in try Row.fetchAll(db, sql: Self.objectsInImageOrderSQL) {
+                object(ObjectRecord(imageID: row[0], externalID: row[1], categoryID: row[2], category: row[3],
+                                    supercategory: row[4], box: Box(x: row[5], y: row[6], width: row[7], height: row[8]),
+                                    isCrowd: (row[9] as Int) != 0))
+            }
+        }
+    }
+
+    /// Every category, by source then external id.
+    public func categories() throws -> [CategoryRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT source_id, id, name, supercategory FROM categories ORDER BY source_id, external_id").map {
+                CategoryRecord(sourceID: $0[0], id: $0[1], name: $0[2], supercategory: $0[3])
+            }
+        }
+    }
+
+    /// Request hashes of LLM calls whose answer is final (`ok` or `rejected`).
+    public func finalLLMCallHashes() throws -> Set<String> {
+        try read { db in
+            Set(try String.fetchAll(db, sql: "SELECT request_hash FROM llm_calls WHERE status IN ('ok', 'rejected')"))
+        }
+    }
+
+    /// The raw response of every `ok` LLM call, by request hash.
+    public func okLLMResponses() throws -> [String: String] {
+        try read { db in
+            var map: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT request_hash, response FROM llm_calls WHERE status = 'ok'") {
+                map[row[0]] = row[1]
+            }
+            return map
+        }
+    }
+
+    /// Keys of the instructions made by `generator`.
+    public func instructionKeys(generator: String) throws -> Set<String> {
+        try read { db in
+            Set(try String.fetchAll(db, sql: "SELECT key FROM instructions WHERE generator = ?", arguments: [generator]))
+        }
+    }
+}
+
+/// One row for the `instructions` table.
+public struct InstructionRecord: Sendable {
+    public var key: String
+    public var imageID: Int64?
+    public var sourceID: Int64?
+    public var generator: String
+    public var kind: String
+    public var groupID: String?
+    public var conversationsJSON: String
+    public var metaJSON: String
+
+    public init(key: String, imageID: Int64?, sourceID: Int64?, generator: String, kind: String, groupID: String?,
+                conversationsJSON: String, metaJSON: String) {
+        self.key = key
+        self.imageID = imageID
+        self.sourceID = sourceID
+        self.generator = generator
+        self.kind = kind
+        self.groupID = groupID
+        self.conversationsJSON = conversationsJSON
+        self.metaJSON = metaJSON
+    }
+}
+
+/// One LLM request and its outcome, for the `llm_calls` table.
+public struct LLMCallRecord: Sendable {
+    public var requestHash: String
+    public var imageID: Int64
+    public var kind: String
+    public var model: String
+    public var request: String
+    public var status: String
+    public var response: String?
+    public var reason: String?
+    public var httpStatus: Int?
+    public var attempts: Int
+    public var promptTokens: Int?
+    public var completionTokens: Int?
+
+    public init(requestHash: String, imageID: Int64, kind: String, model: String, request: String, status: String,
+                response: String?, reason: String?, httpStatus: Int?, attempts: Int, promptTokens: Int?,
+                completionTokens: Int?) {
+        self.requestHash = requestHash
+        self.imageID = imageID
+        self.kind = kind
+        self.model = model
+        self.request = request
+        self.status = status
+        self.response = response
+        self.reason = reason
+        self.httpStatus = httpStatus
+        self.attempts = attempts
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+}
+
+extension CatalogTransaction {
+    /// Inserts `rows`; a key already present is left as it is. Returns how many were new.
+    public func insertInstructions(_ rows: [InstructionRecord], paramsHash: String?, now: String) throws -> Int {
+        var added = 0
+        let statement = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO instructions (key, image_id, source_id, generator, kind, group_id, conversations, meta,
+                                                params_hash, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for row in rows {
+            try statement.execute(arguments: [row.key, row.imageID, row.sourceID, row.generator, row.kind, row.groupID,
+                                              row.conversationsJSON, row.metaJSON, paramsHash, now])
+            added += db.changesCount
+        }
+        return added
+    }
+
+    /// Records an LLM call; a request already recorded takes the new outcome and adds its attempts.
+    public func upsertLLMCall(_ call: LLMCallRecord, now: String) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO llm_calls (request_hash, image_id, kind, model, request, status, response, reason, http_status,
+                                   attempts, prompt_tokens, completion_tokens, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (request_hash) DO UPDATE SET
+                status = excluded.status, response = excluded.response, reason = excluded.reason,
+                http_status = excluded.http_status, attempts = llm_calls.attempts + excluded.attempts,
+                prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+                created_at = excluded.created_at
+            """).execute(arguments: [call.requestHash, call.imageID, call.kind, call.model, call.request, call.status,
+                                     call.response, call.reason, call.httpStatus, call.attempts, call.promptTokens,
+                                     call.completionTokens, now])
+    }
+}
+
+extension Catalog {
+    /// An instruction with the file its image came from, as `export llava` writes it.
+    public struct ExportedInstruction: Sendable {
+        public var key: String
+        public var kind: String
+        public var conversations: String
+        public var imageID: Int64?
+        public var fileName: String?
+        public var location: String?
+        public var member: String?
+    }
+
+    /// The instructions of these kinds and generators (nil or empty: any), in key order, with their image's file.
+    public func instructionsForExport(kinds: [String]?, generators: [String]?) throws -> [ExportedInstruction] {
+        var sql = """
+            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id
+            FROM instructions i LEFT JOIN images m ON m.id = i.image_id
+            """
+        var conditions: [String] = []
+        var arguments: [any DatabaseValueConvertible] = []
+        if let kinds, !kinds.isEmpty {
+            conditions.append("i.kind IN (\(kinds.map { _ in "?" }.joined(separator: ", ")))")
+            arguments += kinds as [any DatabaseValueConvertible]
+        }
+        if let generators, !generators.isEmpty {
+            conditions.append("i.generator IN (\(generators.map { _ in "?" }.joined(separator: ", ")))")
+            arguments += generators as [any DatabaseValueConvertible]
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY i.key"
+        return try read { db in
+            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
+                ExportedInstruction(key: row[0], kind: row[1], conversations: row[2], imageID: row[6], fileName: row[3],
+                                    location: row[4], member: row[5])
+            }
+        }
+    }
+
+    /// A fingerprint of what the instruction generators read: row count, id maximum and id sum of `images`,
+    /// `captions`, `objects` and `categories`, and the count of ok images.
+    public func annotationsFingerprint() throws -> String {
+        try read { db in
+            var parts: [String] = []
+            for table in ["images", "captions", "objects", "categories"] {
+                let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM \(table)")!
+                parts.append("\(table):\(row[0] as Int64):\(row[1] as Int64):\(row[2] as Int64)")
+            }
+            let ok = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE status = 'ok'") ?? 0
+            parts.append("ok:\(ok)")
+            return parts.joined(separator: ",")
+        }
+    }
+
+    /// Sample key → the external id of the image its instruction was made from (samples with such an image only).
+    public func sampleImageExternalIDs() throws -> [String: Int] {
+        try read { db in
+            var out: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT s.key, i.external_id FROM samples s
+                JOIN instructions n ON n.id = s.instruction_id JOIN images i ON i.id = n.image_id
+                """) {
+                out[row[0]] = row[1]
+            }
+            return out
+        }
+    }
+
+    /// How many sources of `kind` are named `name`.
+    public func sourceCount(kind: String, name: String) throws -> Int {
+        try read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sources WHERE kind = ? AND name = ?", arguments: [kind, name]) ?? 0
+        }
+    }
+}
