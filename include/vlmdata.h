@@ -65,6 +65,8 @@ int32_t vlmdata_topology(int64_t rank, int64_t world_size, int64_t *out, char *e
  * Opens a loader. `config_json` is one JSON object; every field is optional except a source:
  *   "workspace": folder with catalog.sqlite and shards/    "mix": [{"workspace": DIR, "policy": "weight"|"repeat"|"choose", "value": X}, ...]
  *   "urls": ["https://host/train-{000000..000009}.tar", ...] or "shard_list": FILE  (with "workspace": its catalog is the index)
+ *   "index": "s3://bucket/prefix/index.sqlite" or "https://host/ds/index.sqlite": a published index (docs/s3.md);
+ *            a "workspace" that is such a URL means the same. S3 credentials come from the AWS_* variables.
  *   "cache_dir", "cache_bytes"                               (HTTP cache; default WORKSPACE/cache/rank-R, 10 GB)
  *   "seed" (0), "shuffle": "none"|"shard"|"block" (block), "block_size" (1024), "partitions" (8), "group_megabatch" (0)
  *   "rank", "world_size" (default: $RANK/$WORLD_SIZE, Slurm's, or 0 of 1), "batch_size" (1: every rank gets a multiple)

@@ -319,6 +319,11 @@ public enum Schema {
         CREATE INDEX urls_url ON urls(url);
         CREATE INDEX urls_status ON urls(status);
         """),
+        Migration(name: "v12_shard_urls", sql: """
+        -- Where `vlmdata shard --upload` put each shard (e.g. s3://bucket/prefix/shards/train-000000.tar); NULL for
+        -- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
+        ALTER TABLE shards ADD COLUMN url TEXT;
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

@@ -14,6 +14,9 @@ struct LoaderConfig: Decodable {
     }
 
     var workspace: String?
+    /// A published index URL (`https://…/index.sqlite`, `s3://…/index.sqlite`); a `workspace` that is such a URL
+    /// means the same.
+    var index: String?
     var mix: [MixEntry]?
     var urls: [String]?
     var shardList: String?
@@ -34,7 +37,7 @@ struct LoaderConfig: Decodable {
     var resume: LoaderState?
 
     enum CodingKeys: String, CodingKey {
-        case workspace, mix, urls, seed, shuffle, partitions, rank, resume
+        case workspace, index, mix, urls, seed, shuffle, partitions, rank, resume
         case shardList = "shard_list", cacheDir = "cache_dir", cacheBytes = "cache_bytes", blockSize = "block_size"
         case groupMegabatch = "group_megabatch", worldSize = "world_size", batchSize = "batch_size", dropLast = "drop_last"
         case onMissing = "on_missing", epochSize = "epoch_size"
@@ -101,6 +104,15 @@ struct LoaderConfig: Decodable {
                                               source: LocalShardSource(root: catalog.workspace.root), policy: policy))
             }
             return try Loader(datasets: datasets, options: options)
+        }
+        if let indexURL = index ?? workspace.flatMap({ RemoteIndex.isURL($0) ? $0 : nil }) {
+            guard urls == nil, shardList == nil else {
+                throw VLMError(.invalidArgument, record: "index", "an index URL names its shards itself; give it without urls or shard_list")
+            }
+            let dir = cacheDir ?? RemoteIndex.defaultCacheDirectory(for: indexURL, rank: topology.rank)
+            let remote = try RemoteIndex.open(indexURL, cacheDirectory: dir)
+            let source = try remote.source(cacheDirectory: dir, cacheCapacity: cacheBytes ?? 10_000_000_000)
+            return try Loader(datasets: [LoaderDataset(index: remote.index, source: source)], options: options)
         }
         guard let workspace else {
             throw VLMError(.invalidArgument, record: "loader config", "give workspace (a folder with catalog.sqlite) or mix")

@@ -1,9 +1,9 @@
-import CCurl
 import Foundation
 import VLMCore
 
-/// The loader's HTTP(S) downloads over libcurl: a whole file into a local path, continuing a partial one with a
-/// range request (`Range: bytes=N-`).
+/// The loader's downloads: a whole file into a local path, continuing a partial one with a range request
+/// (`Range: bytes=N-`). It runs on `HTTPClient` (the one libcurl wrapper), so HTTP(S) and S3 shards share one
+/// transfer and error path; `prepare` lets S3 sign each attempt.
 ///
 /// ```swift
 /// let result = try LoaderHTTP.download("http://127.0.0.1:8080/train-000000.tar", to: "/cache/.train-000000.tar.part")
@@ -16,117 +16,98 @@ public enum LoaderHTTP {
         public var received: Int
         /// True when the bytes already in the file were kept (the server honored the range).
         public var resumed: Bool
+        /// HTTP requests sent (a stale partial file answered 416 costs a second one).
+        public var requests: Int = 1
     }
 
-    private static let globalInit: Bool = {
-        curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
-    }()
+    /// What one attempt returned: a 2xx with the bytes appended (or rewritten), or an error status with its body.
+    public struct Transfer: Sendable {
+        public var result: Result
+        /// The error body of a non-2xx reply (empty on success).
+        public var errorBody: [UInt8]
+        public var isSuccess: Bool { (200..<300).contains(result.status) }
+    }
 
     /// Downloads `url` into `path`. If `path` already holds bytes, asks for the rest with a range request; a server
     /// that answers 200 instead gets the file rewritten from the start. HTTP 404/410 throw `.notFound`, other
     /// failures `.network`, each naming the URL. Blocking: call it from a worker thread.
-    public static func download(_ url: String, to path: String, connectTimeout: Int = 15, lowSpeedSeconds: Int = 60) throws -> Result {
-        guard globalInit else { throw VLMError(.network, file: url, "curl_global_init failed") }
+    public static func download(_ url: String, to path: String, connectTimeout: Int = 15, lowSpeedSeconds: Int = 60,
+                                client: HTTPClient? = nil) throws -> Result {
+        let transfer = try self.transfer(url, to: path, connectTimeout: connectTimeout, lowSpeedSeconds: lowSpeedSeconds,
+                                         client: client ?? HTTPClient())
+        guard transfer.isSuccess else {
+            let status = transfer.result.status
+            if status == 404 || status == 410 {
+                throw VLMError(.notFound, file: HTTPClient.redacted(url), "the server has no such shard (HTTP \(status))")
+            }
+            let body = String(decoding: transfer.errorBody.prefix(300), as: UTF8.self)
+            throw VLMError(.network, file: HTTPClient.redacted(url), "download failed (HTTP \(status))\(body.isEmpty ? "" : ": \(body)")")
+        }
+        return transfer.result
+    }
+
+    /// One download attempt into `path` that reports an HTTP error status instead of throwing (transport failures
+    /// and local write errors still throw). `prepare` adjusts each request before it is sent (S3 signs it).
+    public static func transfer(_ url: String, to path: String, connectTimeout: Int = 15, lowSpeedSeconds: Int = 60,
+                                client: HTTPClient,
+                                prepare: (HTTPRequest) throws -> HTTPRequest = { $0 }) throws -> Transfer {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw VLMError.io(file: path, "cannot open for writing: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let have = Int(lseek(fd, 0, SEEK_END))
-        guard let handle = curl_easy_init() else { throw VLMError(.network, file: url, "curl_easy_init failed") }
-        defer { curl_easy_cleanup(handle) }
-
-        let sink = Sink(fd: fd, handle: handle, resumeFrom: have)
-        let context = Unmanaged.passRetained(sink)
-        defer { context.release() }
-        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
-
-        func set(_ code: CURLcode, _ what: String) throws {
-            guard code == CURLE_OK else {
-                throw VLMError(.network, file: url, "curl_easy_setopt(\(what)) failed: \(String(cString: curl_easy_strerror(code)))")
-            }
-        }
-        try set(vlm_curl_setopt_string(handle, CURLOPT_URL, url), "URL")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1), "FOLLOWLOCATION")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_FAILONERROR, 1), "FAILONERROR")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout), "CONNECTTIMEOUT")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1), "LOW_SPEED_LIMIT")
-        try set(vlm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, lowSpeedSeconds), "LOW_SPEED_TIME")
-        if have > 0 { try set(vlm_curl_setopt_string(handle, CURLOPT_RANGE, "\(have)-"), "RANGE") }
-        try set(vlm_curl_setopt_callback(handle, CURLOPT_WRITEFUNCTION) { data, size, count, user in
-            let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
-            return sink.write(data, size * count)
-        }, "WRITEFUNCTION")
-        try set(vlm_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()), "WRITEDATA")
-        try errorBuffer.withUnsafeMutableBufferPointer { buffer in
-            try set(vlm_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, buffer.baseAddress), "ERRORBUFFER")
-            let code = curl_easy_perform(handle)
-            var status = 0
-            _ = vlm_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-            if let failure = sink.failure { throw VLMError.io(file: path, failure) }
-            if code == CURLE_RANGE_ERROR || status == 416 {
-                // The partial file is at least as long as the resource: start again.
-                sink.status = 416
-                return
-            }
-            guard code == CURLE_OK else {
-                let detail = String(cString: buffer.baseAddress!)
-                let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
-                if status == 404 || status == 410 {
-                    throw VLMError(.notFound, file: url, "the server has no such shard (HTTP \(status))")
+        var requests = 0
+        while true {
+            let have = Int(lseek(fd, 0, SEEK_END))
+            let request = try prepare(HTTPRequest(url: url, timeout: 0, connectTimeout: Double(connectTimeout),
+                                                  stallTimeout: Double(lowSpeedSeconds),
+                                                  range: have > 0 ? HTTPByteRange(Int64(have), nil) : nil))
+            var started = false
+            var restarted = false
+            var received = 0
+            var errorBody: [UInt8] = []
+            requests += 1
+            let response = try client.perform(request) { chunk, status in
+                guard (200..<300).contains(status) else {
+                    if errorBody.count < 1 << 16 { errorBody.append(contentsOf: chunk.prefix((1 << 16) - errorBody.count)) }
+                    return
                 }
-                throw VLMError(.network, file: url, "download failed\(status > 0 ? " (HTTP \(status))" : ""): \(message)")
-            }
-            sink.status = status
-        }
-        if sink.status == 416 {
-            guard ftruncate(fd, 0) == 0 else { throw VLMError.io(file: path, "cannot truncate a stale partial download") }
-            return try download(url, to: path, connectTimeout: connectTimeout, lowSpeedSeconds: lowSpeedSeconds)
-        }
-        return Result(status: sink.status, received: sink.received, resumed: have > 0 && !sink.restarted)
-    }
-
-    /// Writes the body to the descriptor; on the first chunk, restarts the file if the server ignored the range.
-    private final class Sink {
-        let fd: Int32
-        let handle: UnsafeMutableRawPointer
-        let resumeFrom: Int
-        var started = false
-        var restarted = false
-        var received = 0
-        var status = 0
-        var failure: String?
-
-        init(fd: Int32, handle: UnsafeMutableRawPointer, resumeFrom: Int) {
-            self.fd = fd
-            self.handle = handle
-            self.resumeFrom = resumeFrom
-        }
-
-        func write(_ data: UnsafeMutablePointer<CChar>?, _ count: Int) -> Int {
-            if !started {
-                started = true
-                var code = 0
-                _ = vlm_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &code)
-                if resumeFrom > 0 && code != 206 {
-                    restarted = true
-                    guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
-                        failure = "cannot restart the partial download: \(String(cString: strerror(errno)))"
-                        return 0
+                if !started {
+                    started = true
+                    // The server ignored the range: rewrite the file from its first byte.
+                    if have > 0 && status != 206 {
+                        restarted = true
+                        guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+                            throw VLMError.io(file: path, "cannot restart the partial download: \(String(cString: strerror(errno)))")
+                        }
                     }
                 }
+                try writeFully(fd, chunk, path: path)
+                received += chunk.count
             }
-            var done = 0
-            while done < count {
-                let n = Foundation.write(fd, data! + done, count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = "write failed: \(String(cString: strerror(errno)))"
-                    return 0
-                }
-                done += n
+            if response.status == 416 && have > 0 {
+                // The partial file is at least as long as the resource: start again.
+                guard ftruncate(fd, 0) == 0 else { throw VLMError.io(file: path, "cannot truncate a stale partial download") }
+                continue
             }
-            received += count
-            return count
+            if response.isSuccess && have > 0 && !started && response.status != 206 {
+                // An empty 200 body for a resumed request: the resource is empty now.
+                guard ftruncate(fd, 0) == 0 else { throw VLMError.io(file: path, "cannot truncate a stale partial download") }
+                restarted = true
+            }
+            return Transfer(result: Result(status: response.status, received: received,
+                                           resumed: have > 0 && !restarted && response.isSuccess, requests: requests),
+                            errorBody: errorBody)
+        }
+    }
+
+    private static func writeFully(_ fd: Int32, _ chunk: UnsafeRawBufferPointer, path: String) throws {
+        var done = 0
+        while done < chunk.count {
+            let n = Foundation.write(fd, chunk.baseAddress! + done, chunk.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VLMError.io(file: path, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
         }
     }
 }

@@ -141,6 +141,17 @@ public final class Loader: Sendable {
                                       dataset: Int(ref.dataset), isPad: isPad, verify: options.verifyReads)
     }
 
+    /// Hands each remote source the shard names this process reads, in order (`rankIndices` of `slice`).
+    func announce(plan: EpochPlan, slice: RankSlice, rankIndices: some Sequence<Int>) {
+        guard datasets.contains(where: { $0.source.wantsPlan }) else { return }
+        var reads = [[(position: Int, shard: String)]](repeating: [], count: datasets.count)
+        for j in rankIndices {
+            let ref = plan.refs[slice.globalPosition(j).0]
+            reads[Int(ref.dataset)].append((j, shardName(ref)))
+        }
+        for (d, names) in reads.enumerated() { datasets[d].source.plan(names) }
+    }
+
     func shardName(_ ref: SampleRef) -> String {
         let dataset = datasets[Int(ref.dataset)]
         return dataset.index.shards[dataset.index.samples[Int(ref.sample)].shard].name
@@ -218,6 +229,7 @@ public final class SampleStream: @unchecked Sendable {
                           remainder: options.remainder)
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
+        loader.announce(plan: plan, slice: slice, rankIndices: 0..<slice.count)
         guard options.workers > 0 else { return }
         for k in 0..<options.workers {
             let queue = BoundedQueue<Item>(capacity: options.prefetch)
@@ -288,6 +300,8 @@ public final class SampleStream: @unchecked Sendable {
         let (position, isPad) = slice.globalPosition(j)
         let ref = plan.refs[position]
         do {
+            ShardReadHint.position = j
+            defer { ShardReadHint.position = nil }
             return .sample(try loader.readSample(ref, isPad: isPad))
         } catch let error as VLMError where error.kind == .notFound && loader.options.onMissing == .skip {
             return .skipped(shard: loader.shardName(ref))

@@ -40,6 +40,27 @@ public let ignoreIndex: Int32 = -100
 public protocol ShardSource: Sendable {
     /// Fills `buffer` with the bytes at `offset` of `shard`.
     func read(_ shard: ShardInfo, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws
+    /// The shard of every sample this process will read, with its rank-local position (a cache uses it to choose
+    /// what to evict and when to wait instead).
+    func plan(_ reads: [(position: Int, shard: String)])
+    /// True when `plan` is worth computing (a cache of remote shards).
+    var wantsPlan: Bool { get }
+}
+
+extension ShardSource {
+    public func plan(_ reads: [(position: Int, shard: String)]) {}
+    public var wantsPlan: Bool { false }
+}
+
+/// The rank-local position of the sample the current thread is reading (set by the stream around each read), so
+/// a cache knows which planned read a `read` call is.
+enum ShardReadHint {
+    private static let key = "vlmdata.loader.position"
+
+    static var position: Int? {
+        get { Thread.current.threadDictionary[key] as? Int }
+        set { Thread.current.threadDictionary[key] = newValue }
+    }
 }
 
 /// Shards as files under a workspace (or any folder): one `pread` per sample on a descriptor kept open.

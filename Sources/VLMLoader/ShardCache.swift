@@ -10,10 +10,15 @@ import VLMIO
 ///   leaves a partial file that looks complete; a `.part` left by a crash is continued with a range request.
 /// - Files found in the folder at start are checked against the index before their first use.
 /// - One process owns the folder (an exclusive `flock` on `.lock`); give each rank its own folder.
+/// - Given the epoch's reading order (`plan(_:)`), eviction removes first a shard no longer needed this epoch;
+///   a fetch never evicts a shard still to be read before the fetched one, it waits for those reads instead.
+///   So with room for two shards each shard is fetched once per epoch when the order reads shards one after
+///   another (`--shuffle shard`), whatever the decode threads' lead. Without a plan it evicts the least
+///   recently used.
 ///
 /// ```swift
 /// let cache = try ShardCache(directory: "/tmp/shards", capacity: 8 << 30) { shard, partPath in
-///     try LoaderHTTP.download(urls[shard.name]!, to: partPath)
+///     try LoaderHTTP.download(urls[shard.name]!, to: partPath).requests
 /// }
 /// let bytes = try cache.withShard(shard) { path in try readSomething(path) }
 /// ```
@@ -21,6 +26,8 @@ public final class ShardCache: @unchecked Sendable {
     public struct Stats: Sendable, Codable, Equatable {
         public var hits = 0
         public var downloads = 0
+        /// HTTP requests the fetches sent (GETs, retries included).
+        public var requests = 0
         public var resumedDownloads = 0
         public var bytesDownloaded = 0
         public var evictions = 0
@@ -38,7 +45,12 @@ public final class ShardCache: @unchecked Sendable {
 
     public let directory: String
     public let capacity: Int
-    private let fetch: @Sendable (ShardInfo, String) throws -> Void
+    private let fetch: @Sendable (ShardInfo, String) throws -> Int
+    /// Per shard, the rank-local positions of its planned reads (ascending), those already started, and how far
+    /// the prefix of started ones reaches; empty without a plan.
+    private var upcoming: [String: [Int]] = [:]
+    private var started: Set<Int> = []
+    private var cursor: [String: Int] = [:]
     private let condition = NSCondition()
     private var entries: [String: Entry] = [:]
     private var partials: [String: Int] = [:]
@@ -49,8 +61,9 @@ public final class ShardCache: @unchecked Sendable {
     private var stats = Stats()
     private var lockFD: Int32 = -1
 
-    /// - Parameter fetch: downloads a shard into the given `.part` path (continuing what it holds).
-    public init(directory: String, capacity: Int, fetch: @escaping @Sendable (ShardInfo, String) throws -> Void) throws {
+    /// - Parameter fetch: downloads a shard into the given `.part` path (continuing what it holds) and returns
+    ///   the number of HTTP requests it sent.
+    public init(directory: String, capacity: Int, fetch: @escaping @Sendable (ShardInfo, String) throws -> Int) throws {
         self.directory = directory
         self.capacity = capacity
         self.fetch = fetch
@@ -99,6 +112,29 @@ public final class ShardCache: @unchecked Sendable {
         return used
     }
 
+    /// Tells the cache the order this rank will read shards in (one name per sample read, in order), so
+    /// eviction keeps what is still to be read. Replaces an earlier plan.
+    public func plan(_ reads: [(position: Int, shard: String)]) {
+        condition.lock()
+        defer { condition.unlock() }
+        upcoming = [:]
+        started = []
+        cursor = [:]
+        for read in reads { upcoming[read.shard, default: []].append(read.position) }
+        for name in upcoming.keys { upcoming[name]!.sort() }
+        condition.broadcast()
+    }
+
+    /// The position of `name`'s next read not yet started under the plan; nil when it is not read again (or
+    /// there is no plan).
+    private func nextUse(_ name: String) -> Int? {
+        guard let positions = upcoming[name] else { return nil }
+        var i = cursor[name] ?? 0
+        while i < positions.count, started.contains(positions[i]) { i += 1 }
+        cursor[name] = i
+        return i < positions.count ? positions[i] : nil
+    }
+
     func path(_ name: String) -> String { directory + "/" + name }
     func partPath(_ name: String) -> String { directory + "/." + name + ".part" }
 
@@ -112,7 +148,10 @@ public final class ShardCache: @unchecked Sendable {
 
     private func acquire(_ shard: ShardInfo) throws {
         let name = shard.name
+        let hint = ShardReadHint.position
         condition.lock()
+        let position = upcoming.isEmpty ? nil : hint
+        if let position { started.insert(position) }
         var mustVerify = false
         while true {
             if let error = missing[name] { condition.unlock(); throw error }
@@ -137,7 +176,7 @@ public final class ShardCache: @unchecked Sendable {
             }
             let partial = partials[name] ?? 0
             if used - partial + shard.bytes > capacity {
-                if evictOne(except: name) { continue }
+                if evictOne(except: name, before: position) { continue }
                 condition.wait()
                 continue
             }
@@ -198,12 +237,13 @@ public final class ShardCache: @unchecked Sendable {
         for attempt in 0..<2 {
             var before = stat()
             let had = stat(part, &before) == 0 ? Int(before.st_size) : 0
-            try fetch(shard, part)
+            let requests = try fetch(shard, part)
             var info = stat()
             let size = stat(part, &info) == 0 ? Int(info.st_size) : 0
             let sha = try Hashing.sha256(file: part)
             condition.lock()
             stats.downloads += 1
+            stats.requests += requests
             if had > 0 { stats.resumedDownloads += 1 }
             stats.bytesDownloaded += max(0, size - had)
             condition.unlock()
@@ -234,16 +274,34 @@ public final class ShardCache: @unchecked Sendable {
 
     /// Removes the least recently used unpinned shard (or a partial download); false when everything is in use.
     /// Call with the lock held.
+    /// `before`: the position of the read that needs room; a shard whose next read comes earlier is kept (the
+    /// caller waits for that read).
     @discardableResult
-    private func evictOne(except keep: String? = nil) -> Bool {
+    private func evictOne(except keep: String? = nil, before position: Int? = nil) -> Bool {
         if let (name, size) = partials.first(where: { $0.key != keep && !busy.contains($0.key) }) {
             unlink(partPath(name))
             partials[name] = nil
             used -= size
             return true
         }
-        let candidate = entries.filter { $0.value.pins == 0 && !busy.contains($0.key) }
-            .min { $0.value.lastUse != $1.value.lastUse ? $0.value.lastUse < $1.value.lastUse : $0.key < $1.key }
+        let free = entries.filter { $0.value.pins == 0 && !busy.contains($0.key) }
+        let candidate: (key: String, value: Entry)?
+        if upcoming.isEmpty {
+            candidate = free.min { $0.value.lastUse != $1.value.lastUse ? $0.value.lastUse < $1.value.lastUse : $0.key < $1.key }
+        } else {
+            // Not needed again first (least recently used among them), else the one needed furthest ahead.
+            let done = free.filter { nextUse($0.key) == nil }
+            if !done.isEmpty {
+                candidate = done.min { $0.value.lastUse != $1.value.lastUse ? $0.value.lastUse < $1.value.lastUse : $0.key < $1.key }
+            } else {
+                let furthest = free.max { (nextUse($0.key) ?? .max, $1.key) < (nextUse($1.key) ?? .max, $0.key) }
+                if let position, let furthest, let next = nextUse(furthest.key), next < position {
+                    candidate = nil
+                } else {
+                    candidate = furthest
+                }
+            }
+        }
         guard let (name, entry) = candidate else { return false }
         unlink(path(name))
         entries[name] = nil
@@ -253,7 +311,8 @@ public final class ShardCache: @unchecked Sendable {
     }
 }
 
-/// Shards fetched over HTTP(S) into a `ShardCache`, one `pread` per sample on the cached file.
+/// Shards fetched over HTTP(S) or from S3 (`s3://bucket/key`, signed with the `AWS_*` credentials) into a
+/// `ShardCache`, one `pread` per sample on the cached file.
 ///
 /// ```swift
 /// let urls = try ShardURLs.expand("http://127.0.0.1:8080/train-{000000..000004}.tar")
@@ -264,15 +323,26 @@ public final class HTTPShardSource: ShardSource, @unchecked Sendable {
     public let urls: [String: String]
 
     /// - Parameter urls: shard file name → URL.
-    public init(urls: [String: String], cacheDirectory: String, cacheCapacity: Int) throws {
+    /// - Parameter s3: how to reach S3 for `s3://` URLs (default: from the environment, read when first needed).
+    public init(urls: [String: String], cacheDirectory: String, cacheCapacity: Int, s3: S3Config? = nil) throws {
         self.urls = urls
+        let s3Config = try urls.values.contains(where: S3Location.isS3) ? (s3 ?? S3Config.fromEnvironment()) : s3
         cache = try ShardCache(directory: cacheDirectory, capacity: cacheCapacity) { shard, part in
             guard let url = urls[shard.name] else {
                 throw VLMError(.notFound, file: shard.name, "no URL for this shard")
             }
-            _ = try LoaderHTTP.download(url, to: part)
+            if let s3Config, S3Location.isS3(url) {
+                // One client per fetch: fetches run on several loader threads and a client is single-threaded.
+                let client = try S3Client(config: s3Config)
+                _ = try client.download(try S3Location(url), to: part)
+                return client.gets
+            }
+            return try LoaderHTTP.download(url, to: part).requests
         }
     }
+
+    public func plan(_ reads: [(position: Int, shard: String)]) { cache.plan(reads) }
+    public var wantsPlan: Bool { true }
 
     public func read(_ shard: ShardInfo, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
         try cache.withShard(shard) { path in

@@ -76,6 +76,7 @@ public final class WorkerStream: @unchecked Sendable {
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
         indices = share.indices(count: slice.count)
+        loader.announce(plan: plan, slice: slice, rankIndices: indices)
         guard threads > 0 else { return }
         let slice = self.slice, indices = self.indices
         for t in 0..<threads {

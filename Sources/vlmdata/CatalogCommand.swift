@@ -19,7 +19,46 @@ struct CatalogCommand: ParsableCommand {
 
         More queries in docs/shards.md.
         """,
-        subcommands: [Merge.self, SchemaText.self])
+        subcommands: [Merge.self, SchemaText.self, Publish.self])
+
+    struct Publish: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "publish",
+            abstract: "Upload a consistent snapshot of the catalog as the dataset's index, so a trainer needs only its URL.",
+            discussion: """
+            Writes a snapshot of WORKSPACE/catalog.sqlite (VACUUM INTO: one read transaction) and uploads it to \
+            the URL (s3://bucket/prefix/ gets index.sqlite appended). Shards resolve by the URL `shard --upload` \
+            recorded, else by their path relative to the index, so after `vlmdata shard --upload s3://B/P` and \
+            `vlmdata catalog publish s3://B/P/` a trainer runs `vlmdata stream --index s3://B/P/index.sqlite`. \
+            Credentials: the AWS_* variables or ~/.aws/credentials (docs/s3.md).
+            """)
+
+        @OptionGroup var workspace: WorkspaceOptions
+
+        @Argument(help: "Where to put the index: s3://bucket/prefix/index.sqlite (or s3://bucket/prefix/).")
+        var destination: String
+
+        @Flag(help: "Print the result as one JSON object.")
+        var json = false
+
+        func validate() throws {
+            if (try? S3Location(destination)) == nil { throw ValidationError("the destination must be an s3:// URL, not '\(destination)'.") }
+        }
+
+        func run() throws {
+            let result = try runOrExit {
+                try ShardUpload.publish(workspace: Workspace(root: workspace.path), to: try S3Location(destination),
+                                        config: try S3Config.fromEnvironment())
+            }
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: ["index_url": result.url, "bytes": result.bytes] as [String: Any],
+                                                      options: [.sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print("published \(result.url) (\(result.bytes) bytes)")
+            }
+        }
+    }
 
     struct Merge: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VLMCatalog
 import VLMCore
+import VLMIO
 import VLMPipeline
 import VLMShard
 
@@ -53,6 +54,12 @@ struct ShardCommand: ParsableCommand {
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
+    @Option(help: ArgumentHelp("After writing, upload every shard not already there to s3://bucket/prefix/shards/NAME.tar and record its URL in the index (a rerun uploads only what is missing; see docs/s3.md).", valueName: "s3-url"))
+    var upload: String?
+
+    @Option(help: ArgumentHelp("Upload shards larger than this in parts of this size (multipart; at least 5MiB).", valueName: "size"))
+    var partSize = "64MiB"
+
     var config: ShardStep.Config {
         var c = ShardStep.Config()
         c.targetSize = targetSize
@@ -70,10 +77,26 @@ struct ShardCommand: ParsableCommand {
 
     func validate() throws {
         _ = try makeStage(ShardStep.self, config)
+        if let upload, (try? S3Location(upload)) == nil { throw ValidationError("--upload must be an s3://bucket/prefix URL, not '\(upload)'.") }
+        guard let parts = try? parseByteSize(partSize), parts >= 5 << 20 else {
+            throw ValidationError("--part-size '\(partSize)' must be a size of at least 5MiB (S3's smallest part).")
+        }
     }
 
     func run() throws {
         try runStage(try makeStage(ShardStep.self, config), workspace.context(), json: json)
+        if let upload {
+            let report = try runOrExit {
+                try ShardUpload.upload(workspace: Workspace(root: workspace.path), to: try S3Location(upload), config: try S3Config.fromEnvironment(),
+                                       partSize: try parseByteSize(partSize)) { line in
+                    if !workspace.quiet && !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+                }
+            }
+            printReport(StageReport(stage: "upload", counts: [
+                "uploaded": report.uploaded, "already_present": report.present, "bytes_uploaded": report.bytesUploaded,
+                "aborted_stale_uploads": report.abortedStale, "requests": report.requests,
+            ]), json: json)
+        }
     }
 }
 

@@ -39,6 +39,9 @@ struct LoaderFlags: ParsableArguments {
     @Option(help: ArgumentHelp("A file of shard URLs or patterns, one per line.", valueName: "file"))
     var shardList: String?
 
+    @Option(help: ArgumentHelp("Read a published index instead of a workspace: https://…/index.sqlite or s3://bucket/prefix/index.sqlite (see docs/s3.md). A --workspace that is such a URL means the same.", valueName: "url"))
+    var index: String?
+
     @Option(help: ArgumentHelp("Folder for downloaded shards (one per process). Default: WORKSPACE/cache/rank-R.", valueName: "dir"))
     var cacheDir: String?
 
@@ -73,6 +76,9 @@ struct LoaderFlags: ParsableArguments {
         if CorruptPolicy(rawValue: onCorrupt) == nil { throw ValidationError("--on-corrupt must be error or skip, not '\(onCorrupt)'.") }
         if (try? parseByteSize(cacheSize)) == nil { throw ValidationError("--cache-size '\(cacheSize)' is not a size; write e.g. 20GB.") }
         if !url.isEmpty && shardList != nil { throw ValidationError("give --url or --shard-list, not both.") }
+        if index != nil && (!url.isEmpty || shardList != nil || !mix.isEmpty) {
+            throw ValidationError("--index names the shards itself; it cannot be combined with --url, --shard-list or --mix.")
+        }
         if !mix.isEmpty && (!url.isEmpty || shardList != nil) { throw ValidationError("--mix reads local workspaces; it cannot be combined with --url or --shard-list.") }
         for spec in mix where (try? Self.parseMix(spec)) == nil {
             throw ValidationError("--mix '\(spec)' must be DIR=weight:W, DIR=repeat:R or DIR=choose:N.")
@@ -121,6 +127,12 @@ struct LoaderFlags: ParsableArguments {
             }
             return try Loader(datasets: datasets, options: options)
         }
+        if let indexURL = self.index ?? (RemoteIndex.isURL(workspace) ? workspace : nil) {
+            let dir = cacheDir ?? RemoteIndex.defaultCacheDirectory(for: indexURL, rank: topology.rank)
+            let remote = try RemoteIndex.open(indexURL, cacheDirectory: dir)
+            let source = try remote.source(cacheDirectory: dir, cacheCapacity: try parseByteSize(cacheSize))
+            return try Loader(datasets: [LoaderDataset(index: remote.index, source: source)], options: options)
+        }
         let catalog = try openCatalog(workspace)
         var index = try DatasetIndex.load(catalog: catalog)
         var urls = try url.flatMap { try ShardURLs.expand($0) }
@@ -135,6 +147,35 @@ struct LoaderFlags: ParsableArguments {
         let dir = cacheDir ?? catalog.workspace.root + "/cache/rank-\(topology.rank)"
         let source = try HTTPShardSource(urls: byName, cacheDirectory: dir, cacheCapacity: try parseByteSize(cacheSize))
         return try Loader(datasets: [LoaderDataset(index: index, source: source)], options: options)
+    }
+
+    /// A warning when the cache cannot hold what the readers pin at once (one shard per decode thread, and at
+    /// least two so the next shard can arrive while one is read): shards are then fetched more than once.
+    func cacheWarning(_ loader: Loader) -> String? {
+        for dataset in loader.datasets {
+            guard let source = dataset.source as? HTTPShardSource else { continue }
+            let largest = dataset.index.shards.map(\.bytes).max() ?? 0
+            let window = max(2, workers) * largest
+            if source.cache.capacity < window {
+                return "warning: the cache (\(source.cache.capacity) bytes) is smaller than the prefetch window "
+                    + "(\(max(2, workers)) shards of up to \(largest) bytes = \(window) bytes); shards will be fetched "
+                    + "more than once per epoch. Raise --cache-size."
+            }
+        }
+        return nil
+    }
+
+    /// GETs, bytes fetched and cache hits of the loader's remote sources (nil when it reads local files).
+    static func cacheCounts(_ loader: Loader) -> [(String, String)]? {
+        let caches = loader.datasets.compactMap { ($0.source as? HTTPShardSource)?.cache.statistics }
+        guard !caches.isEmpty else { return nil }
+        return [
+            ("http_gets", "\(caches.map(\.requests).reduce(0, +))"),
+            ("bytes_fetched", "\(caches.map(\.bytesDownloaded).reduce(0, +))"),
+            ("cache_hits", "\(caches.map(\.hits).reduce(0, +))"),
+            ("shard_fetches", "\(caches.map(\.downloads).reduce(0, +))"),
+            ("cache_evictions", "\(caches.map(\.evictions).reduce(0, +))"),
+        ]
     }
 
     func openCatalog(_ path: String) throws -> Catalog {
@@ -215,10 +256,13 @@ struct StreamCommand: ParsableCommand {
         }
         // Keys already delivered reach stdout even when a later read fails.
         defer { out.write(Data(buffer.utf8)); buffer = "" }
+        var cacheCounts: [(String, String)]?
         let result: (StreamReport, LoaderState, [String: String]) = try runOrExit {
             let state = try resume.map { try LoaderState.load(from: $0) }
             let loader = try self.loader.makeLoader(workspace: workspace.path, unit: unit, groupMegabatch: group,
                                                     resuming: state)
+            if let warning = self.loader.cacheWarning(loader) { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
+            defer { cacheCounts = LoaderFlags.cacheCounts(loader) }
             var extra: [String: String] = [:]
             if let batchSize {
                 let batches = try loader.batches(epoch: epoch, resuming: state, options: BatchOptions(
@@ -256,6 +300,7 @@ struct StreamCommand: ParsableCommand {
             ("next_epoch", "\(state.epoch)"), ("next_consumed", "\(state.consumed)"),
         ]
         fields += extra.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        fields += cacheCounts ?? []
         if !report.missingShards.isEmpty { fields.append(("missing_shards", report.missingShards.joined(separator: ","))) }
         if report.corrupt > 0 { fields.append(("corrupt", "\(report.corrupt)")) }
         for error in report.corruptErrors { FileHandle.standardError.write(Data("skipped: \(error)\n".utf8)) }
