@@ -282,3 +282,36 @@ CREATE INDEX eval_images_sha256 ON eval_images(sha256);
 -- Pixel shard members are checked like sample shard members: XXH3_64bits of each member's content, recorded
 -- by patchify, checked when `shard` copies the member and by `verify`. NULL in rows written before.
 ALTER TABLE pixels ADD COLUMN xxh3 INTEGER;         -- as sample_parts.xxh3: printf('%016x', xxh3) = `xxhsum -H3`
+
+-- migration: v11_urls
+-- `vlmdata ingest urls`: one row per list record (image URL + caption) once it has a result. A record with no
+-- row has not been fetched yet; a rerun fetches only those (and, asked, the failed ones). An ok row names the
+-- image row made for it; the bytes are a content-addressed file in the workspace (blobs/, by sha256).
+CREATE TABLE urls (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    key TEXT NOT NULL UNIQUE,           -- the image key it gets: split + "_" + record number or --key-col
+    url TEXT NOT NULL,
+    caption TEXT,
+    line INTEGER NOT NULL,              -- 1-based line in its list file
+    status TEXT NOT NULL CHECK (status IN ('ok', 'http_error', 'timeout', 'stalled', 'too_large', 'not_image',
+                                           'decode_error', 'dns_error', 'connect_error', 'redirect_loop',
+                                           'opted_out', 'duplicate', 'refused')),
+    http_status INTEGER,
+    error TEXT,
+    final_url TEXT,                     -- after redirects
+    bytes INTEGER,
+    width INTEGER,
+    height INTEGER,
+    sha256 TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    image_id INTEGER REFERENCES images(id),
+    fetched_at TEXT NOT NULL
+);
+CREATE INDEX urls_url ON urls(url);
+CREATE INDEX urls_status ON urls(status);
+
+-- migration: v12_shard_urls
+-- Where `vlmdata shard --upload` put each shard (e.g. s3://bucket/prefix/shards/train-000000.tar); NULL for
+-- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
+ALTER TABLE shards ADD COLUMN url TEXT;
