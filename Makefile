@@ -17,7 +17,7 @@ PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
 CLUSTER_DEBS := slurmctld slurmd slurm-client munge
 CLUSTER_BINS := slurmctld slurmd munged sbatch scontrol squeue scancel
 
-.PHONY: all deps deps-cluster venv build debug test test-swift test-parity test-cluster demo bench crashtest fuzz clean
+.PHONY: all deps deps-cluster venv build debug test test-swift test-parity test-cluster demo bench crashtest composition-full fuzz clean
 
 all: build
 
@@ -101,6 +101,11 @@ demo: deps build
 bench: deps venv build
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
 	VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) Benchmarks/run.py --bin $(RELEASE)
+
+## composition-full: issue 12's composition matrix with every template x tokenizer pair partitioned in every mode
+## (CI partitions a different third of the pairs per mode; this is the whole product, about 3x the time)
+composition-full: deps venv build
+	VLMDATA_COMPOSITION_FULL=1 VLMDATA_BIN=$(CURDIR)/$(RELEASE) $(PYTHON) -m pytest -q Tests/parity/test_composition.py
 
 ## crashtest: each writing stage SIGKILLed at seeded random points, rerun and compared with a clean run (catalog
 ## dump, shard hashes, no temp files); `make test` runs a bounded version (2 kills per stage, small data)

@@ -58,7 +58,7 @@ let package = Package(
             "VLMPipeline", "VLMEval", argumentParser,
         ]),
         .target(name: "VLMFixtures", dependencies: ["VLMCore", "VLMIO", "VLMCatalog", "VLMShard"]),
-        .executableTarget(name: "vlmdata-bench", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader", "VLMFixtures", argumentParser]),
+        .executableTarget(name: "vlmdata-bench", dependencies: ["VLMCore", "VLMCatalog", "VLMImage", "VLMLoader", "VLMText", "VLMFixtures", argumentParser]),
 
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMCore", "VLMIO"]),

@@ -3,7 +3,7 @@
 
     Benchmarks/bench_text.py --bin .build/release/vlmdata --work /tmp/bench-text [--quick]
 
-ours: `vlmdata tokenizer bench` times encoding in-process (tokenizer load and process start excluded; a fresh
+ours: `vlmdata-bench tokenize` times encoding in-process (tokenizer load and process start excluded; a fresh
 per-word cache each pass, so the first words pay for their misses). The CLI's end-to-end `tokenizer encode` wall time
 is printed too. HF: `Tokenizer.encode_batch` with Rayon limited to one thread. tiktoken: an `Encoding` built from the
 GPT-2 tokenizer.json (ranks = ids of the byte strings, GPT-2's split pattern), `encode_ordinary` per caption.
@@ -90,7 +90,7 @@ def main():
         assert ours_ids == expected, f"{name}: ids differ from HF"
         row = {"tokenizer": name}
         row["hf"] = median_time(lambda: hf.encode_batch(captions, add_special_tokens=False), repeats)
-        bench = subprocess.run([args.bin, "tokenizer", "bench", "--tokenizer", str(path), "--lines", str(lines),
+        bench = subprocess.run([os.path.join(os.path.dirname(os.path.abspath(args.bin)), "vlmdata-bench"), "tokenize", "--tokenizer", str(path), "--lines", str(lines),
                                 "--repeats", str(repeats)], capture_output=True, text=True, check=True)
         row["ours"] = json.loads(bench.stdout)["seconds"]
         row["ours_cli"] = median_time(lambda: subprocess.run(

@@ -14,7 +14,7 @@ struct VLMDataBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlmdata-bench",
         abstract: "Benchmark fixtures and in-process benchmarks for vlmdata (built by `make bench`; not part of the shipped CLI).",
-        subcommands: [SyntheticCommand.self, BenchLoaderCommand.self])
+        subcommands: [SyntheticCommand.self, BenchLoaderCommand.self, BenchTokenizeCommand.self])
 }
 
 /// Runs `body`, printing a `VLMError` as one line on stderr and exiting 1.

@@ -15,7 +15,7 @@ struct TokenizerCommand: ParsableCommand {
         sentencepiece, with the legacy mode, BOS/EOS and added tokens of a tokenizer_config.json beside it; --legacy \
         overrides), or a folder holding one (tokenizer.model first, as LLaVA loads the slow tokenizer).
         """,
-        subcommands: [Encode.self, Decode.self, Mask.self, Train.self, Bench.self]
+        subcommands: [Encode.self, Decode.self, Mask.self, Train.self]
     )
 
     /// Reads input records: one per line (LF; a final newline ends the last record), from a file or stdin.
@@ -271,36 +271,6 @@ struct TokenizerCommand: ParsableCommand {
             } else {
                 print("tokenizer train: texts=\(c["texts"] ?? 0) vocab_size=\(c["vocab_size"] ?? 0) merges=\(c["merges"] ?? 0) -> \(out)")
             }
-        }
-    }
-
-    struct Bench: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Time single-thread encoding of a file's lines in-process (for Benchmarks/bench_text.py).",
-            shouldDisplay: false
-        )
-
-        @Option var tokenizer: String
-        @Option var lines: String
-        @Option(help: "Timed passes over the lines (the median is reported).") var repeats = 5
-
-        func run() throws {
-            let tok = try runOrExit { try loadTokenizer(tokenizer) }
-            let texts = try TokenizerCommand.readRecords(lines).enumerated().map { try TokenizerCommand.text($0.element, json: false, line: $0.offset + 1) }
-            let bytes = texts.reduce(0) { $0 + $1.utf8.count }
-            var times: [Double] = []
-            var tokens = 0
-            for _ in 0..<max(1, repeats) {
-                let session = tok.makeEncoder() // fresh cache each pass: the first pass pays for misses
-                let start = DispatchTime.now().uptimeNanoseconds
-                var count = 0
-                for text in texts { count += session.encode(text, addSpecialTokens: false).count }
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                tokens = count
-            }
-            times.sort()
-            let median = times[times.count / 2]
-            print("{\"seconds\": \(median), \"bytes\": \(bytes), \"tokens\": \(tokens), \"texts\": \(texts.count), \"mb_per_s\": \(Double(bytes) / median / 1e6)}")
         }
     }
 }

@@ -23,7 +23,7 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
     }
     #expect(Set(tables) == ["sources", "images", "categories", "captions", "objects", "instructions", "runs",
                             "pixel_shards", "pixels", "tokenized", "llm_calls", "shards", "samples", "sample_parts",
-                            "eval_sets", "eval_images"])
+                            "eval_sets", "eval_images", "urls"])
     let mode = try catalog.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
     #expect(mode == "wal")
     // Opening again migrates nothing and keeps the data.

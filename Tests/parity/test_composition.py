@@ -14,10 +14,12 @@ layout) runs ingest, gen-instructions and patchify once and holds several tokeni
 config its tokenize run reported; a new one replaces the previous shards). The whole workspace checks every
 template x tokenizer pair in every mode; the part layouts check a third of the pairs per mode, a different third in
 each, so every pair is partitioned and merged in one mode and every mode with four pairs (12 x 3 x 3 runs of every
-stage would be 3x the CI budget).
+stage would be 3x the CI budget). `make composition-full` (VLMDATA_COMPOSITION_FULL=1) partitions every pair in every
+mode: the whole product, outside CI.
 """
 import io
 import json
+import os
 import shutil
 import time
 
@@ -99,7 +101,8 @@ def test_templates_by_tokenizers_by_parts_compose(vlmdata_bin, tokenizer_files, 
     start = time.monotonic()
     objects = coco_objects()
     pairs = [(t, name) for name in tokenizer_files for t in TEMPLATES]
-    partitioned = pairs[MODES.index(mode)::len(MODES)]
+    full = os.environ.get("VLMDATA_COMPOSITION_FULL") == "1"
+    partitioned = pairs if full else pairs[MODES.index(mode)::len(MODES)]
     whole = str(tmp_path / "whole")
     workspaces = {0: [whole]}
     configs = {whole: prepare(vlmdata_bin, whole, mode, None, tokenizer_files, pairs)}
