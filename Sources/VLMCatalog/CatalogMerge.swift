@@ -176,6 +176,16 @@ public enum CatalogMerge {
                     LEFT JOIN temp.source_map sm ON sm.old = pi.source_id
                     WHERE NOT EXISTS (SELECT 1 FROM main.instructions x WHERE x.key = pi.key) ORDER BY pi.id
                     """)
+                // `ingest urls` results: one row per list record, its image found again by key.
+                try insert("urls", """
+                    INSERT INTO main.urls (source_id, key, url, caption, line, status, http_status, error, final_url, bytes,
+                                           width, height, sha256, attempts, image_id, fetched_at)
+                    SELECT sm.new, pu.key, pu.url, pu.caption, pu.line, pu.status, pu.http_status, pu.error, pu.final_url,
+                           pu.bytes, pu.width, pu.height, pu.sha256, pu.attempts, mi.id, pu.fetched_at
+                    FROM p.urls pu JOIN temp.source_map sm ON sm.old = pu.source_id
+                    LEFT JOIN p.images pi ON pi.id = pu.image_id LEFT JOIN main.images mi ON mi.key = pi.key
+                    WHERE NOT EXISTS (SELECT 1 FROM main.urls mu WHERE mu.key = pu.key) ORDER BY pu.id
+                    """)
                 for (table, added) in try Catalog.mergeEvalSets(db, from: "p", part: partRoot) {
                     counts[table, default: 0] += added
                 }
@@ -231,9 +241,9 @@ public enum CatalogMerge {
                 }
                 let pathExpression = referenceShards ? "? || '/' || ps.path" : "'shards/' || ps.name"
                 try db.execute(sql: """
-                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part, xxh3_128)
+                    INSERT INTO main.shards (name, path, sha256, bytes, samples, params_hash, part, xxh3_128, url)
                     SELECT ps.name, CASE WHEN ps.path LIKE '/%' THEN ps.path ELSE \(pathExpression) END,
-                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part, ps.xxh3_128
+                           ps.sha256, ps.bytes, ps.samples, ps.params_hash, ps.part, ps.xxh3_128, ps.url
                     FROM p.shards ps ORDER BY ps.name
                     """, arguments: referenceShards ? [partRoot] : [])
                 counts["shards", default: 0] += db.changesCount

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, synthetic
 
-SMALL = ["--synthetic-tokens", "40", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "40", "--patches", "16", "--patch-dim", "48"]
 N = 150
 WORLD = 4
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
@@ -24,9 +24,10 @@ LIB = os.environ.get("VLMDATA_LIB", str(ROOT / ".build" / "release" / "libVLMDat
 
 
 @pytest.fixture(scope="module")
-def ws(vlmdata_bin, tmp_path_factory):
+def ws(vlmdata_bin, bench_bin, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ranks") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, "--target-size", "30KB", "--quiet")
+    synthetic(bench_bin, path, N, *SMALL)
+    run(vlmdata_bin, "shard", "--workspace", path, "--target-size", "30KB", "--quiet")
     return path
 
 

@@ -18,12 +18,12 @@ import time
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, synthetic
 
 boto3 = pytest.importorskip("boto3")
 botocore = pytest.importorskip("botocore")
 
-SMALL = ["--synthetic-tokens", "40", "--synthetic-patches", "16", "--synthetic-patch-dim", "48"]
+SMALL = ["--tokens", "40", "--patches", "16", "--patch-dim", "48"]
 # the shard layout; every later `shard --upload` on the workspace repeats it (other settings would re-shard)
 LAYOUT = ["--max-samples", "12"]
 BIG_LAYOUT = ["--target-size", "6MB"]
@@ -89,9 +89,10 @@ def s3_env(moto, **extra):
 
 
 @pytest.fixture(scope="module")
-def ws(vlmdata_bin, tmp_path_factory):
+def ws(vlmdata_bin, bench_bin, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("s3") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", N, *SMALL, *LAYOUT, "--quiet")
+    synthetic(bench_bin, path, N, *SMALL)
+    run(vlmdata_bin, "shard", "--workspace", path, *LAYOUT, "--quiet")
     return path
 
 
@@ -323,10 +324,11 @@ def proxy(moto):
 
 
 @pytest.fixture(scope="module")
-def big_ws(vlmdata_bin, tmp_path_factory):
+def big_ws(vlmdata_bin, bench_bin, tmp_path_factory):
     """Two shards of about 7 MB: uploaded in 5 MiB parts (multipart)."""
     path = str(tmp_path_factory.mktemp("s3big") / "ws")
-    run(vlmdata_bin, "shard", "--workspace", path, "--synthetic", 40, "--synthetic-tokens", "40", *BIG_LAYOUT, "--quiet")
+    synthetic(bench_bin, path, 40, "--tokens", "40")
+    run(vlmdata_bin, "shard", "--workspace", path, *BIG_LAYOUT, "--quiet")
     return path
 
 

@@ -269,6 +269,13 @@ def test_list_formats_and_parquet_advice(vlmdata_bin, nginx, docroot, tmp_path):
     part = [json.loads(ingest(vlmdata_bin, tmp_path / f"p{i}", jl, "--url-col", "image_url", "--key-col", "id",
                               "--split", "jl", "--part", f"{i}/2").stdout)["counts"]["listed"] for i in range(2)]
     assert sum(part) == 3
+    # The parts merged: every record's urls row (status, image) is in the merged catalog, as in one workspace.
+    merged = tmp_path / "merged"
+    run(vlmdata_bin, "catalog", "merge", merged, tmp_path / "p0", tmp_path / "p1")
+    assert rows(merged, "SELECT u.key, u.status, i.key FROM urls u JOIN images i ON i.id = u.image_id ORDER BY u.key") == \
+        [("jl_k0", "ok", "jl_k0"), ("jl_k1", "ok", "jl_k1"), ("jl_k2", "ok", "jl_k2")]
+    stats = json.loads(run(vlmdata_bin, "stats", "--workspace", merged, "--json").stdout)
+    assert stats["urls"]["total"] == 3 and stats["urls"]["ok"] == 3
 
 
 def test_llava_pretrain_recipe_from_a_url_list(vlmdata_bin, nginx, docroot, tmp_path):
