@@ -154,3 +154,42 @@ def test_run_list_names_every_recipe(vlmdata_bin):
         line = next(l for l in listed.splitlines() if l.split(":")[0].endswith("/" + name))
         assert "INVALID" not in line
     assert "base_url=" in next(l for l in listed.splitlines() if "coco-llm-instruct" in l)
+
+
+def test_llava_import_recipe_keeps_every_record_and_its_conversation(vlmdata_bin, tmp_path):
+    """Pipelines/llava-import.yaml: the 50-record LLaVA pre-training JSON → shards, one sample per record, each
+    carrying its record's conversation, tokenized with `plain` and cropped to CLIP-336 pixels; a rerun adds nothing."""
+    ws = tmp_path / "ws"
+    sets = ["--set", f"json={LLAVA_PRETRAIN}", "--set", f"images={LLAVA_PRETRAIN.parent / 'images'}",
+            "--set", f"tokenizer={TOKENIZER}"]
+    run(vlmdata_bin, "run", ROOT / "Pipelines" / "llava-import.yaml", "--workspace", ws, "--quiet", *sets)
+    records = {r["image"]: r for r in json.loads(LLAVA_PRETRAIN.read_text())}
+    samples = shard_samples(ws)
+    assert len(samples) == len(records) == 50
+    seen = set()
+    for members in samples.values():
+        meta = json.loads(members["json"])
+        record = records[meta["image_file"]]
+        seen.add(record["image"])
+        assert meta["template"] == "plain"
+        assert [(t["from"], t["value"]) for t in meta["conversations"]] == \
+            [(t["from"], t["value"]) for t in record["conversations"]]
+        ids, labels = npy(members["input_ids.npy"]), npy(members["labels.npy"])
+        assert -200 in ids.tolist() and (labels != -100).any()
+        assert npy(members["pixels.npy"]).shape == (1, 576, 588)
+    assert seen == set(records)
+    before = shard_samples(ws)
+    run(vlmdata_bin, "run", ROOT / "Pipelines" / "llava-import.yaml", "--workspace", ws, "--quiet", *sets)
+    assert shard_samples(ws) == before
+
+
+def test_demo_recipe_builds_its_shards(vlmdata_bin, tmp_path):
+    """Pipelines/demo.yaml (what `make demo` runs before train-smoke): synthetic shapes through every stage to
+    verified shards, every sample supervised."""
+    ws = tmp_path / "demo"
+    run(vlmdata_bin, "run", ROOT / "Pipelines" / "demo.yaml", "--workspace", ws, "--quiet")
+    samples = shard_samples(ws)
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    assert len(samples) == db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] > 0
+    assert db.execute("SELECT COUNT(*) FROM samples WHERE supervised = 0").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0] == 300
