@@ -10,29 +10,43 @@ extension Catalog {
         public var key: String
     }
 
-    /// The ok images with no pixels row for the config (argument 1), in id order. One lookup per image on the
-    /// pixels (sha256, config_hash) key; duplicates of a hash are dropped by the caller, not by a correlated
-    /// subquery (a per-image `MIN(id)` over equal hashes made this quadratic). `QueryCostTests` checks the growth.
-    package static let pendingPixelsSQL = """
-        SELECT i.sha256, i.location, i.member, i.key FROM images i
-        WHERE i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
+    /// The ok images after id argument 1 with no pixels row for config argument 2, in id order, at most argument 3
+    /// of them (equal hashes repeat; the caller keeps the first of each, not a correlated `MIN(id)`, which made
+    /// this quadratic). Keyset paging on the primary key (`+status` keeps the planner off
+    /// `images_status`, which would walk and sort every ok image per page).
+    package static let pendingPixelsPageSQL = """
+        SELECT i.id, i.sha256, i.location, i.member, i.key FROM images i
+        WHERE i.id > ? AND +i.status = 'ok' AND i.sha256 IS NOT NULL AND i.location IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?)
-        ORDER BY i.id
+        ORDER BY i.id LIMIT ?
         """
 
-    /// Key and content hash of every ok image with a known hash.
-    public func okImageHashes() throws -> [(key: String, sha256: String)] {
+    /// Every ok image with a known hash, in hash order (through `images_sha256`, no sort), with whether it has a
+    /// location and whether its hash has pixels for config argument 1.
+    package static let okImagesByHashSQL = """
+        SELECT i.key, i.sha256, i.location IS NOT NULL AS located,
+               EXISTS (SELECT 1 FROM pixels p WHERE p.sha256 = i.sha256 AND p.config_hash = ?) AS done
+        FROM images i WHERE +i.status = 'ok' AND i.sha256 IS NOT NULL ORDER BY i.sha256
+        """
+
+    /// Walks the ok images with a known hash in hash order (equal hashes adjacent): key, hash, whether it has a
+    /// location, whether the hash has pixels for `pixelsConfig`. A cursor: nothing is held.
+    public func forEachOkImageByHash(pixelsConfig: String,
+                                     _ body: (_ key: String, _ sha256: String, _ located: Bool, _ done: Bool) throws -> Void) throws {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT key, sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL")
-                .map { ($0["key"], $0["sha256"]) }
+            let rows = try Row.fetchCursor(db, sql: Self.okImagesByHashSQL, arguments: [pixelsConfig])
+            while let row = try rows.next() {
+                try body(row[0], row[1], (row[2] as Int) != 0, (row[3] as Int) != 0)
+            }
         }
     }
 
-    /// The ok images with no pixels for `configHash`, in id order (`pendingPixelsSQL`; equal hashes repeat).
-    public func pendingImages(pixelsConfig configHash: String) throws -> [PendingImage] {
+    /// Up to `limit` ok images after id `after` with no pixels for `pixelsConfig`, in id order (`pendingPixelsPageSQL`;
+    /// equal hashes repeat), with their ids.
+    public func pendingImages(after: Int64, pixelsConfig: String, limit: Int) throws -> [(id: Int64, image: PendingImage)] {
         try read { db in
-            try Row.fetchAll(db, sql: Self.pendingPixelsSQL, arguments: [configHash]).map {
-                PendingImage(sha256: $0["sha256"], location: $0["location"], member: $0["member"], key: $0["key"])
+            try Row.fetchAll(db, sql: Self.pendingPixelsPageSQL, arguments: [after, pixelsConfig, limit]).map {
+                ($0[0], PendingImage(sha256: $0[1], location: $0[2], member: $0[3], key: $0[4]))
             }
         }
     }

@@ -76,26 +76,34 @@ public enum PatchifyStage {
         try workspace.create()
 
         // Input fingerprint: the set of ok image hashes (of this part's image keys). Same images + same config =
-        // nothing to do.
-        let okHashes = try catalog.okImageHashes()
-            .filter { options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true }
-            .map(\.sha256).uniqued().sorted()
-        let fingerprint = Hashing.sha256(okHashes.joined(separator: "\n"))
+        // nothing to do. One pass in hash order (equal hashes adjacent), so nothing per image is held; it also
+        // counts the hashes still to do (an owned image with a location, no pixels row yet).
+        let owns = { (key: String) in options.part?.owns(imageKey: key, sampleKey: key) ?? true }
+        var hasher = StreamingSHA256()
+        var okHashCount = 0, pendingCount = 0
+        var last = "", lastPending = ""
+        try catalog.forEachOkImageByHash(pixelsConfig: configHash) { key, sha256, located, done in
+            guard owns(key) else { return }
+            if sha256 != last {
+                hasher.update(Array(((okHashCount == 0 ? "" : "\n") + sha256).utf8))
+                okHashCount += 1
+                last = sha256
+            }
+            if located, !done, sha256 != lastPending {
+                pendingCount += 1
+                lastPending = sha256
+            }
+        }
+        let fingerprint = okHashCount == 0 ? Hashing.sha256("") : hasher.finalize()
         let params = Params(config: config, configHash: configHash, part: options.part?.description)
         if let done = try catalog.completedRun(stage: stageName, paramsHash: Catalog.paramsHash(params), inputFingerprint: fingerprint) {
             return StageReport(stage: stageName, counts: done.counts, skipped: true)
         }
-
-        // The first image (by id) of this part holding each hash: equal bytes are patchified once per part.
-        var seen = Set<String>()
-        let pending = try catalog.pendingImages(pixelsConfig: configHash)
-            .map { Item(sha256: $0.sha256, location: workspace.resolve($0.location), member: $0.member, key: $0.key) }
-            .filter { (options.part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true) && seen.insert($0.sha256).inserted }
-        let already = okHashes.count - pending.count
+        let already = okHashCount - pendingCount
         let runID = try catalog.beginRun(stage: stageName, params: params, inputFingerprint: fingerprint)
         removeStaleTemporaries(in: workspace.pixelShardsDirectory)
 
-        progress.start("patchify", total: pending.count)
+        progress.start("patchify", total: pendingCount)
         let writer = try PixelShardWriter(catalog: catalog, config: config, configHash: configHash, configJSON: configJSON,
                                           targetBytes: options.shardBytes, part: options.part)
         var problems: [String] = []
@@ -118,13 +126,42 @@ public enum PatchifyStage {
                     try writer.add(item, outcome)
                 }
             }
+            // The pending images page by page in id order: the first image (by id) of this part holding each hash;
+            // equal bytes are patchified once per part. A hash committed by an earlier page is no longer pending in
+            // the next page's query, so `seen` holds only the hashes not yet committed (the open shard's, the
+            // current page's, and archive members waiting for their archive's pass).
             // Plain files: read by the workers themselves. Archive members: one sequential pass per archive.
-            let files = pending.filter { $0.member == nil }
-            for start in stride(from: 0, to: files.count, by: batchSize) {
-                let batch = Array(files[start..<min(start + batchSize, files.count)])
-                try process(batch, bytes: Array(repeating: nil, count: batch.count))
+            var archiveHashes = Set<String>()
+            var byArchive: [String: [Item]] = [:]
+            var after: Int64 = 0
+            var batch: [Item] = []
+            while true {
+                let page = try catalog.pendingImages(after: after, pixelsConfig: configHash, limit: max(1024, batchSize))
+                guard let lastID = page.last?.id else { break }
+                after = lastID
+                var seen = writer.uncommittedHashes
+                for (_, image) in page {
+                    guard owns(image.key), !archiveHashes.contains(image.sha256), seen.insert(image.sha256).inserted else { continue }
+                    let item = Item(sha256: image.sha256, location: workspace.resolve(image.location), member: image.member,
+                                    key: image.key)
+                    if item.member != nil {
+                        archiveHashes.insert(item.sha256)
+                        byArchive[item.location, default: []].append(item)
+                        continue
+                    }
+                    batch.append(item)
+                    if batch.count >= batchSize {
+                        try process(batch, bytes: Array(repeating: nil, count: batch.count))
+                        batch = []
+                    }
+                }
+                // The page's last batch goes to the writer before the next page is read: its hashes are then either
+                // committed or in the writer's open shard.
+                if !batch.isEmpty {
+                    try process(batch, bytes: Array(repeating: nil, count: batch.count))
+                    batch = []
+                }
             }
-            let byArchive = Dictionary(grouping: pending.filter { $0.member != nil }, by: \.location)
             for archive in byArchive.keys.sorted() {
                 var wanted: [String: [Item]] = [:]
                 for item in byArchive[archive]! { wanted[item.member!, default: []].append(item) }
@@ -208,9 +245,18 @@ final class PixelShardWriter {
     let targetBytes: Int
     private var nextIndex: Int
     private var open: (path: String, name: String, temp: String, file: FileWriter, tar: TarWriter)?
-    private var rows: [(PatchifyStage.Item, TarMember?, PatchifyStage.Outcome)] = []
-    /// XXH3-64 of each pending member's bytes, by image sha256 (recorded in `pixels.xxh3`).
-    private var checksums: [String: UInt64] = [:]
+    /// The hashes written or failed since the last commit (not yet in the catalog).
+    var uncommittedHashes: Set<String> { Set(rows.map(\.0.sha256)) }
+
+    /// The rows to commit with the open shard: an ok image keeps only its member, grid and checksum, never its
+    /// patches (those are in the tar already; holding them until the shard closed kept a whole shard in memory).
+    private var rows: [(PatchifyStage.Item, Written)] = []
+
+    enum Written {
+        /// `xxh3`: XXH3-64 of the member's bytes (recorded in `pixels.xxh3`).
+        case ok(member: TarMember, grid: PatchGrid, xxh3: UInt64)
+        case error(String)
+    }
     private(set) var counts: [String: Int] = ["pixels": 0, "errors": 0, "shards": 0]
     /// `pixels-CONFIG-` or, for a part, `pixels-CONFIG-partIofN-`: parts never produce the same shard name.
     let prefix: String
@@ -229,14 +275,13 @@ final class PixelShardWriter {
 
     func add(_ item: PatchifyStage.Item, _ outcome: PatchifyStage.Outcome) throws {
         switch outcome {
-        case .error:
-            rows.append((item, nil, outcome))
+        case .error(let message):
+            rows.append((item, .error(message)))
             if open == nil, rows.count >= 1000 { try commit(shard: nil) }
-        case .ok(let npy, _):
+        case .ok(let npy, let grid):
             if open == nil { try openShard() }
             let member = try open!.tar.add(name: "\(item.sha256).npy", bytes: npy)
-            rows.append((item, member, outcome))
-            checksums[item.sha256] = XXH3.hash64(npy)
+            rows.append((item, .ok(member: member, grid: grid, xxh3: XXH3.hash64(npy))))
             if open!.file.offset >= targetBytes { try closeShard() }
         }
     }
@@ -281,13 +326,13 @@ final class PixelShardWriter {
 
     private func commit(shard: (name: String, sha256: String, bytes: Int)?) throws {
         let pending = rows
-        let members = pending.filter { $0.1 != nil }.count
-        let records: [PixelsRecord] = pending.map { item, member, outcome in
-            switch outcome {
-            case .ok(_, let grid):
-                return .ok(sha256: item.sha256, offset: member!.contentOffset, size: member!.size, tiles: grid.tiles,
+        let members = pending.filter { if case .ok = $0.1 { true } else { false } }.count
+        let records: [PixelsRecord] = pending.map { item, written in
+            switch written {
+            case .ok(let member, let grid, let xxh3):
+                return .ok(sha256: item.sha256, offset: member.contentOffset, size: member.size, tiles: grid.tiles,
                            patchesPerTile: grid.patchesPerTile, patchDim: grid.patchDim, gridRows: grid.gridRows,
-                           gridCols: grid.gridCols, xxh3: checksums[item.sha256]!)
+                           gridCols: grid.gridCols, xxh3: xxh3)
             case .error(let message):
                 return .error(sha256: item.sha256, message: "\(item.name): \(message)")
             }
@@ -295,7 +340,6 @@ final class PixelShardWriter {
         try catalog.insertPixels(records, configHash: configHash, configJSON: configJSON,
                                  shard: shard.map { ($0.name, $0.sha256, $0.bytes, members) })
         rows.removeAll()
-        checksums.removeAll()
         counts["pixels", default: 0] += members
         counts["errors", default: 0] += pending.count - members
         if shard != nil { counts["shards", default: 0] += 1 }
@@ -314,12 +358,4 @@ final class OutcomeSlots: @unchecked Sendable {
     private(set) var values: [PatchifyStage.Outcome?]
     init(count: Int) { values = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ value: PatchifyStage.Outcome) { lock.withLock { values[i] = value } }
-}
-
-extension Array where Element: Hashable {
-    /// The elements in order, each kept once.
-    func uniqued() -> [Element] {
-        var seen = Set<Element>()
-        return filter { seen.insert($0).inserted }
-    }
 }
