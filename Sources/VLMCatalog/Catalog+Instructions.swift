@@ -75,6 +75,73 @@ extension Catalog {
         }
     }
 
+    /// One page of usable images after key argument 1, in key order, at most argument 2 of them: keyset paging
+    /// on the `key` index, so a page costs its own size whatever the table holds. `+status` keeps the planner off
+    /// `images_status` (walking every ok image and sorting them, per page, made paging quadratic).
+    package static let usableImagesPageSQL = """
+        SELECT id, key, source_id, file_name, width, height FROM images
+        WHERE key > ? AND +status = 'ok' AND width > 0 AND height > 0 ORDER BY key LIMIT ?
+        """
+    /// The captions of the images whose ids are in the JSON array argument 1, in image order (one key lookup each).
+    package static let captionsOfImagesSQL = """
+        SELECT image_id, external_id, text FROM captions
+        WHERE image_id IN (SELECT value FROM json_each(?)) ORDER BY image_id, external_id
+        """
+    /// The objects of the images whose ids are in the JSON array argument 1, in image order.
+    package static let objectsOfImagesSQL = """
+        SELECT o.image_id, o.external_id, o.category_id, c.name, c.supercategory, o.x, o.y, o.w, o.h, o.iscrowd
+        FROM objects o JOIN categories c ON c.id = o.category_id
+        WHERE o.image_id IN (SELECT value FROM json_each(?)) ORDER BY o.image_id, o.external_id
+        """
+
+    /// The usable images `keep` accepts, in key order, handed over `pageSize` at a time (fewer when `keep` drops
+    /// some) with their captions and objects. Each page is its own read, so memory holds one page, not the table.
+    /// `body` returns false to stop.
+    public func forEachUsableImagePage(pageSize: Int = 500, keep: ((String) -> Bool)?,
+                                       _ body: ([UsableImage], [CaptionRecord], [ObjectRecord]) throws -> Bool) throws {
+        var after = ""
+        while true {
+            let page: (images: [UsableImage], captions: [CaptionRecord], objects: [ObjectRecord], last: String?) = try read { db in
+                var images: [UsableImage] = []
+                var last: String?
+                for row in try Row.fetchAll(db, sql: Self.usableImagesPageSQL, arguments: [after, pageSize]) {
+                    let key: String = row[1]
+                    last = key
+                    if let keep, !keep(key) { continue }
+                    images.append(UsableImage(id: row[0], key: key, sourceID: row[2], fileName: row[3], width: row[4],
+                                              height: row[5]))
+                }
+                guard !images.isEmpty else { return ([], [], [], last) }
+                let ids = "[" + images.map { String($0.id) }.joined(separator: ",") + "]"
+                let captions = try Row.fetchAll(db, sql: Self.captionsOfImagesSQL, arguments: [ids]).map {
+                    CaptionRecord(imageID: $0[0], externalID: $0[1], text: $0[2])
+                }
+                let objects = try Row.fetchAll(db, sql: Self.objectsOfImagesSQL, arguments: [ids]).map { row in
+                    ObjectRecord(imageID: row[0], externalID: row[1], categoryID: row[2], category: row[3],
+                                 supercategory: row[4], box: Box(x: row[5], y: row[6], width: row[7], height: row[8]),
+                                 isCrowd: (row[9] as Int) != 0)
+                }
+                return (images, captions, objects, last)
+            }
+            guard let last = page.last else { return }
+            after = last
+            if !page.images.isEmpty, try !body(page.images, page.captions, page.objects) { return }
+        }
+    }
+
+    /// How many usable images `keep` accepts (all of them without `keep`), read through a cursor.
+    public func usableImageCount(keep: ((String) -> Bool)?) throws -> Int {
+        try read { db in
+            guard let keep else {
+                return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE status = 'ok' AND width > 0 AND height > 0") ?? 0
+            }
+            var n = 0
+            let keys = try String.fetchCursor(db, sql: "SELECT key FROM images WHERE status = 'ok' AND width > 0 AND height > 0")
+            while let key = try keys.next() { if keep(key) { n += 1 } }
+            return n
+        }
+    }
+
     /// Every category, by source then external id.
     public func categories() throws -> [CategoryRecord] {
         try read { db in

@@ -98,6 +98,37 @@ public enum ImageFactsReader {
         return order.map { images[$0]! }
     }
 
+    /// The same images as `read(catalog, part:)`, in the same order, handed over a page at a time (at most
+    /// `pageSize` images): memory holds one page, not the catalog.
+    public static func forEachPage(_ catalog: Catalog, part: PartSpec? = nil, pageSize: Int = 500,
+                                   _ body: ([ImageFacts]) throws -> Void) throws {
+        let keep: ((String) -> Bool)? = part.map { part in { part.owns(imageKey: $0, sampleKey: $0) } }
+        try catalog.forEachUsableImagePage(pageSize: pageSize, keep: keep) { images, captions, objects in
+            var position: [Int64: Int] = [:]
+            var page = images.enumerated().map { i, image in
+                position[image.id] = i
+                return ImageFacts(id: image.id, key: image.key, sourceID: image.sourceID, fileName: image.fileName,
+                                  width: image.width, height: image.height, captions: [], objects: [])
+            }
+            for caption in captions {
+                if let i = position[caption.imageID] { page[i].captions.append((id: caption.externalID, text: caption.text)) }
+            }
+            for object in objects {
+                guard let i = position[object.imageID] else { continue }
+                page[i].objects.append(ObjectFact(
+                    externalID: object.externalID, categoryID: object.categoryID, category: object.category,
+                    supercategory: object.supercategory, box: object.box, isCrowd: object.isCrowd))
+            }
+            try body(page)
+            return true
+        }
+    }
+
+    /// How many images `forEachPage` hands over.
+    public static func count(_ catalog: Catalog, part: PartSpec? = nil) throws -> Int {
+        try catalog.usableImageCount(keep: part.map { part in { part.owns(imageKey: $0, sampleKey: $0) } })
+    }
+
     /// Categories per source, in external-id order.
     public static func categories(_ catalog: Catalog) throws -> [Int64: [CategoryFact]] {
         var out: [Int64: [CategoryFact]] = [:]

@@ -50,11 +50,12 @@ public struct GenInstructionsStage {
         let runID = try catalog.beginRun(stage: stage, params: runParams, inputFingerprint: fingerprint)
         do {
             let generator = TemplateGenerator(options: options, categories: try ImageFactsReader.categories(catalog))
-            let images = try ImageFactsReader.read(catalog, part: part)
-            progress.start("generating instructions", total: images.count)
-            var counts: [String: Int] = ["images": images.count, "instructions": 0, "added": 0, "existing": 0]
-            for start in stride(from: 0, to: images.count, by: 500) {
-                let batch = images[start..<min(images.count, start + 500)]
+            // Page by page (500 images, one transaction each): memory holds one page, not the catalog.
+            let imageCount = try ImageFactsReader.count(catalog, part: part)
+            progress.start("generating instructions", total: imageCount)
+            var counts: [String: Int] = ["images": 0, "instructions": 0, "added": 0, "existing": 0]
+            try ImageFactsReader.forEachPage(catalog, part: part, pageSize: 500) { batch in
+                counts["images", default: 0] += batch.count
                 let rows = batch.flatMap { generator.generate($0) }
                 let added = try InstructionStore.insert(rows, paramsHash: paramsHash, into: catalog)
                 counts["instructions", default: 0] += rows.count
@@ -63,10 +64,11 @@ public struct GenInstructionsStage {
                 for row in rows { counts["kind_\(row.kind)", default: 0] += 1 }
                 progress.advance(by: batch.count)
             }
-            progress.finish("\(counts["instructions"]!) instructions (\(counts["added"]!) new) from \(images.count) images")
+            let images = counts["images"]!
+            progress.finish("\(counts["instructions"]!) instructions (\(counts["added"]!) new) from \(images) images")
             try catalog.endRun(runID, counts: counts)
             var problems: [String] = []
-            if images.isEmpty { problems.append("the catalog has no images with status ok and a size: run ingest first") }
+            if images == 0 { problems.append("the catalog has no images with status ok and a size: run ingest first") }
             return StageReport(stage: "gen-instructions templates", counts: counts, problems: problems)
         } catch {
             try? catalog.endRun(runID, counts: [:], error: "\(error)")
