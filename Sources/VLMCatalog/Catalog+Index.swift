@@ -1,42 +1,49 @@
 import GRDB
 import VLMIO
 
-/// The training index as the loader reads it: shards, then every sample's members, then every sample, all in one
-/// read transaction, streamed so a large index is never held twice.
+/// The training index as the loader reads it: shards, then every sample with its members, in one read
+/// transaction, streamed row by row so the index is built once and never held twice.
 extension Catalog {
-    /// Every sample's members, offsets relative to the sample, in sample order.
-    package static let indexPartsSQL = """
-        SELECT p.sample_id, p.name, p.offset - s.offset AS rel, p.size, p.xxh3
-        FROM sample_parts p JOIN samples s ON s.id = p.sample_id ORDER BY p.sample_id, p.offset
+    /// Every sample in shard order (the samples (shard_id, index_in_shard) key, no sort), each followed by its
+    /// members (one key lookup on sample_parts per sample), offsets relative to the sample.
+    package static let indexSamplesWithPartsSQL = """
+        SELECT s.id, s.key, s.shard_id, s.offset, s.size, s.tokens, s.image_tokens, s.has_image,
+               p.name, p.offset - s.offset AS rel, p.size AS part_size, p.xxh3
+        FROM samples s LEFT JOIN sample_parts p ON p.sample_id = s.id
+        ORDER BY s.shard_id, s.index_in_shard, p.offset
         """
 
-    /// Every sample, in shard order (read through the samples (shard_id, index_in_shard) key, no sort).
-    package static let indexSamplesSQL = """
-        SELECT id, key, shard_id, offset, size, tokens, image_tokens, has_image
-        FROM samples ORDER BY shard_id, index_in_shard
-        """
-
-    /// Hands over the shards (name order), each sample's members (offset relative to the sample, `sampleID` set),
-    /// and each sample (shard order; `supervised` and `indexInShard` are not read and are 0), in one read.
-    public func readTrainingIndex<T>(shards: ([ShardRecord]) throws -> Void, part: (SamplePartRecord) throws -> Void,
-                                     sample: (IndexedSampleRecord) throws -> Void, finish: () throws -> T) throws -> T {
+    /// Hands over the shards (name order), then each sample (shard order; `supervised` and `indexInShard` are not
+    /// read and are 0) with its members (offset order, offsets relative to the sample), in one read.
+    public func readTrainingIndex<T>(shards: ([ShardRecord]) throws -> Void,
+                                     sample: (IndexedSampleRecord, [SamplePartRecord]) throws -> Void,
+                                     finish: () throws -> T) throws -> T {
         try read { db in
             try shards(Row.fetchAll(db, sql: "SELECT id, name, path, sha256, bytes, samples FROM shards ORDER BY name").map {
                 ShardRecord(id: $0["id"], name: $0["name"], path: $0["path"], sha256: $0["sha256"], xxh3_128: nil,
                             bytes: $0["bytes"], samples: $0["samples"], paramsHash: "")
             })
-            let partRows = try Row.fetchCursor(db, sql: Self.indexPartsSQL)
-            while let row = try partRows.next() {
-                try part(SamplePartRecord(sampleID: row[0], name: row[1], offset: row[2], size: row[3],
-                                          xxh3: (row[4] as Int64?).map(XXH3.loaded)))
+            var current: IndexedSampleRecord?
+            var parts: [SamplePartRecord] = []
+            let rows = try Row.fetchCursor(db, sql: Self.indexSamplesWithPartsSQL)
+            while let row = try rows.next() {
+                let id: Int64 = row[0]
+                if let open = current, open.id != id {
+                    try sample(open, parts)
+                    current = nil
+                    parts.removeAll(keepingCapacity: true)
+                }
+                if current == nil {
+                    current = IndexedSampleRecord(id: id, key: row[1], shardID: row[2], indexInShard: 0, offset: row[3],
+                                                  size: row[4], tokens: row[5], supervised: 0, imageTokens: row[6],
+                                                  hasImage: (row[7] as Int) != 0)
+                }
+                if let name: String = row[8] {
+                    parts.append(SamplePartRecord(sampleID: id, name: name, offset: row[9], size: row[10],
+                                                  xxh3: (row[11] as Int64?).map(XXH3.loaded)))
+                }
             }
-            let sampleRows = try Row.fetchCursor(db, sql: Self.indexSamplesSQL)
-            while let row = try sampleRows.next() {
-                try sample(IndexedSampleRecord(id: row["id"], key: row["key"], shardID: row["shard_id"], indexInShard: 0,
-                                               offset: row["offset"], size: row["size"], tokens: row["tokens"],
-                                               supervised: 0, imageTokens: row["image_tokens"],
-                                               hasImage: (row["has_image"] as Int) != 0))
-            }
+            if let open = current { try sample(open, parts) }
             return try finish()
         }
     }

@@ -99,7 +99,6 @@ public struct DatasetIndex: Sendable {
     public static func load(catalog: Catalog) throws -> DatasetIndex {
         var shards: [ShardInfo] = []
         var shardIndex: [Int64: Int] = [:]
-        var parts: [Int64: [SamplePart]] = [:]
         var bucket: [[SampleInfo]] = []
         let samples = try catalog.readTrainingIndex(shards: { records in
             for record in records {
@@ -108,16 +107,16 @@ public struct DatasetIndex: Sendable {
                                         sampleCount: record.samples, firstSample: 0))
             }
             bucket = [[SampleInfo]](repeating: [], count: shards.count)
-        }, part: { part in
-            parts[part.sampleID, default: []].append(SamplePart(name: part.name, offset: part.offset, size: part.size,
-                                                                xxh3: part.xxh3))
-        }, sample: { row in
+        }, sample: { row, parts in
             guard let s = shardIndex[row.shardID] else { return }
             bucket[s].append(SampleInfo(key: row.key, shard: s, offset: row.offset, size: row.size, tokens: row.tokens,
                                         imageTokens: row.imageTokens, hasImage: row.hasImage,
-                                        parts: parts[row.id] ?? []))
+                                        parts: parts.map { SamplePart(name: $0.name, offset: $0.offset, size: $0.size,
+                                                                      xxh3: $0.xxh3) }))
         }, finish: { () -> [SampleInfo] in
+            // Each shard's samples move into one array as it is emptied: the index is never held twice.
             var samples: [SampleInfo] = []
+            samples.reserveCapacity(bucket.reduce(0) { $0 + $1.count })
             for s in shards.indices {
                 shards[s].firstSample = samples.count
                 if bucket[s].count != shards[s].sampleCount {
@@ -125,6 +124,7 @@ public struct DatasetIndex: Sendable {
                                    "the shard row says \(shards[s].sampleCount) samples but the index holds \(bucket[s].count)")
                 }
                 samples += bucket[s]
+                bucket[s] = []
             }
             return samples
         })
