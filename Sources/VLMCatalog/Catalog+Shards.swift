@@ -193,7 +193,14 @@ extension CatalogSnapshot {
                                     _ body: (ShardPlanRow) throws -> Bool) throws {
         let cursor = try Row.fetchCursor(db, sql: Catalog.shardPlanSQL, arguments: [pixelsConfig, tokenizedConfig])
         while let row = try cursor.next() {
-            let item = ShardPlanRow(
+            guard try body(ShardPlanRow(row)) else { break }
+        }
+    }
+}
+
+extension ShardPlanRow {
+    init(_ row: Row) {
+        self.init(
                 key: row["key"], instructionID: row["instruction_id"], tokenizedID: row["tokenized_id"], kind: row["kind"],
                 generator: row["generator"], imageID: row["image_id"], meta: row["meta"],
                 imageTokensCounted: row["n_image_tokens"], sourceKind: row["source_kind"], sourceName: row["source_name"],
@@ -203,8 +210,6 @@ extension CatalogSnapshot {
                 pixelStatus: row["pixel_status"], offset: row["offset"], size: row["size"], tiles: row["tiles"],
                 patches: row["patches"], patchDim: row["patch_dim"], gridRows: row["grid_rows"], gridCols: row["grid_cols"],
                 pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"])
-            guard try body(item) else { break }
-        }
     }
 }
 
@@ -229,6 +234,56 @@ extension Catalog {
         ORDER BY i.key
         """
 
+    /// The plan rows of the tokenized ids in the JSON array argument 3 (pixels config argument 1, tokenized
+    /// config argument 2), in no particular order: what `shard` re-reads for each batch it writes, so the plan
+    /// itself holds only ids. One key lookup per id on every table, written as subqueries so that the planner
+    /// never scans a small table (sources, pixel shards) in the inner loop or builds a Bloom filter over the whole
+    /// pixels table for a batch of a few hundred rows.
+    package static let shardPlanRowsByIDSQL = """
+        SELECT i.key, i.id AS instruction_id, t.id AS tokenized_id, i.kind, i.generator, i.image_id, i.meta,
+               t.n_image_tokens,
+               (SELECT s.kind FROM sources s WHERE s.id = i.source_id) AS source_kind,
+               (SELECT s.name FROM sources s WHERE s.id = i.source_id) AS source_name,
+               img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
+               img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
+               p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
+               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3,
+               (SELECT ps.name FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard,
+               (SELECT ps.sha256 FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard_sha256
+        FROM tokenized t
+        JOIN instructions i ON i.id = t.instruction_id
+        LEFT JOIN images img ON img.id = i.image_id
+        LEFT JOIN pixels p ON p.id = (SELECT q.id FROM pixels q WHERE q.sha256 = img.sha256 AND q.config_hash = ?)
+        WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated') AND t.id IN (SELECT value FROM json_each(?))
+        """
+
+    /// The plan rows (`shardPlanSQL`'s columns) of `tokenizedIDs`, by tokenized id.
+    public func shardPlanRows(tokenizedIDs: [Int64], pixelsConfig: String?, tokenizedConfig: String) throws -> [Int64: ShardPlanRow] {
+        try read { db in
+            let ids = "[" + tokenizedIDs.map { String($0) }.joined(separator: ",") + "]"
+            var out: [Int64: ShardPlanRow] = [:]
+            let rows = try Row.fetchCursor(db, sql: Self.shardPlanRowsByIDSQL, arguments: [pixelsConfig, tokenizedConfig, ids])
+            while let row = try rows.next() {
+                let plan = ShardPlanRow(row)
+                out[plan.tokenizedID] = plan
+            }
+            return out
+        }
+    }
+
+    /// The instruction id of every sample of `shardIDs`, shard by shard in that order, each in shard order (nil
+    /// where a sample records none).
+    public func sampleInstructionIDs(shardIDs: [Int64]) throws -> [Int64?] {
+        try read { db in
+            var ids: [Int64?] = []
+            for id in shardIDs {
+                ids += try Optional<Int64>.fetchAll(db, sql: "SELECT instruction_id FROM samples WHERE shard_id = ? ORDER BY index_in_shard",
+                                                    arguments: [id])
+            }
+            return ids
+        }
+    }
+
     /// Every shard row, in name order.
     public func shardRecords() throws -> [ShardRecord] {
         try read { db in
@@ -244,14 +299,6 @@ extension Catalog {
         try read { db in
             try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM shards WHERE params_hash = ?",
                              arguments: [paramsHash]) ?? 0
-        }
-    }
-
-    /// Every indexed sample key with the id and name of its shard.
-    public func sampleKeysByShard() throws -> [(key: String, shardID: Int64, shard: String)] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT s.key, h.id, h.name FROM samples s JOIN shards h ON h.id = s.shard_id")
-                .map { ($0["key"], $0["id"], $0["name"]) }
         }
     }
 

@@ -265,14 +265,90 @@ public final class ShardBuilder {
         return rows.first?.hash
     }
 
-    struct Plan {
-        var params: Params
-        var items: [PlanItem]
-        var skipped: [String: Int]
-        var fingerprint: String
+    /// One sample of the plan, in key order: its ids and the XXH3-64 of its fingerprint line (24 bytes). The rest
+    /// of a sample (`PlanItem`: key, image, pixels, names) is read again for each batch as it is written
+    /// (`planItems`), so a plan of millions of samples holds no strings; the checksum proves the row read then is
+    /// the one planned.
+    struct PlanEntry {
+        var tokenizedID: Int64
+        var instructionID: Int64
+        var line: UInt64
     }
 
-    func makePlan() throws -> Plan {
+    struct Plan {
+        var params: Params
+        var entries: [PlanEntry]
+        var skipped: [String: Int]
+        var fingerprint: String
+        /// The pixels config, when there are pixels, and the sha256s held out for evaluation.
+        var pixelsConfig: String?
+        var heldOut: Set<String>
+        /// Plan samples whose key a shard of another set already holds, e.g. "KEY (in SHARD)" (the first few).
+        var clashes: [String]
+        var clashCount: Int
+    }
+
+    /// What one plan row becomes: a sample, or the reason it is left out (nil: another part's).
+    enum PlannedRow {
+        case item(PlanItem, statesFrame: Bool, statesBox: Bool)
+        case skip(String?)
+    }
+
+    /// Turns a plan row into a sample, or says why it is left out. The same for the plan and for every re-read.
+    func planned(_ row: ShardPlanRow, pixelsConfig: String?, heldOut: Set<String>) throws -> PlannedRow {
+        let key = row.key
+        guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
+            throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
+                           "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
+        }
+        if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return .skip(nil) }
+        var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
+                            source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
+                            kind: row.kind, generator: row.generator)
+        var statesFrame = false, statesBox = false
+        if row.imageID != nil {
+            guard row.imageStatus == "ok" else { return .skip("image_not_ok") }
+            if let sha256 = row.imageSHA256, heldOut.contains(sha256) { return .skip("eval_image") }
+            guard pixelsConfig != nil, row.pixelStatus == "ok",
+                  let shard = row.pixelShard, let offset = row.offset, let size = row.size,
+                  let imageKey = row.imageKey, let fileName = row.fileName
+            else { return .skip("no_pixels") }
+            item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
+                                  sha256: row.imageSHA256, location: row.location, member: row.member,
+                                  format: row.format, width: row.width, height: row.height)
+            let grid: PatchGrid
+            do {
+                let rows = row.gridRows, cols = row.gridCols
+                grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
+                                     grid: rows.flatMap { r in cols.map { [r, $0] } })
+            } catch let error as VLMError {
+                throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
+            }
+            item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
+                                   member: (row.imageSHA256 ?? "") + ".npy")
+            // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided by the plan.
+            if let meta = row.meta, meta.contains("box_frame") {
+                let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
+                item.boxFrame = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
+                statesFrame = true
+                statesBox = FrameChoice.statesBox(object)
+            }
+        }
+        item.pixelShardName = row.pixelShard ?? "-"
+        item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
+        return .item(item, statesFrame: statesFrame, statesBox: statesBox)
+    }
+
+    /// The line of `item` that the plan's fingerprint hashes.
+    static func fingerprintLine(_ item: PlanItem) -> [UInt8] {
+        let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardSHA256,
+                              "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
+        return Array((line.joined(separator: "\t") + "\n").utf8)
+    }
+
+    /// Streams the plan query once (twice when instructions of another box frame are left out), keeping 24 bytes
+    /// per sample. `foreign`: sample keys indexed in shards of another set, with their shard's name.
+    func makePlan(foreign: [String: String] = [:]) throws -> Plan {
         let heldOut = options.allowEvalImages ? [] : try catalog.evalImageSHA256s()
         return try catalog.snapshot { snapshot in
             guard let tokenizedConfig = try Self.resolveConfig(snapshot, table: .tokenized, flag: "--tokenized",
@@ -296,76 +372,65 @@ public final class ShardBuilder {
                                 includeImageBytes: options.includeImageBytes, tokenizedConfig: tokenizedConfig,
                                 pixelsConfig: pixelsConfig, part: options.part?.description,
                                 allowEvalImages: options.allowEvalImages ? true : nil)
-            var items: [PlanItem] = []
+            var entries: [PlanEntry] = []
             var skipped: [String: Int] = [:]
             var hasher = StreamingSHA256()
             var tokenMismatches: [String] = []
             var tokenMismatchCount = 0
+            var clashes: [(index: Int, text: String)] = []
             var frames = FrameChoice(pixelFrame: pixelFrame)
             try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
-                let key = row.key
-                guard !key.isEmpty, key.utf8.allSatisfy({ isKeyByte($0) }) else {
-                    throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
-                                   "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
-                }
-                if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return true }
-                var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
-                                    source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
-                                    kind: row.kind, generator: row.generator)
-                if row.imageID != nil {
-                    guard row.imageStatus == "ok" else { skipped["image_not_ok", default: 0] += 1; return true }
-                    if let sha256 = row.imageSHA256, heldOut.contains(sha256) {
-                        skipped["eval_image", default: 0] += 1
-                        return true
-                    }
-                    guard pixelsConfig != nil, row.pixelStatus == "ok",
-                          let shard = row.pixelShard, let offset = row.offset, let size = row.size,
-                          let imageKey = row.imageKey, let fileName = row.fileName
-                    else { skipped["no_pixels", default: 0] += 1; return true }
-                    item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
-                                          sha256: row.imageSHA256, location: row.location, member: row.member,
-                                          format: row.format, width: row.width, height: row.height)
-                    let grid: PatchGrid
-                    do {
-                        let rows = row.gridRows, cols = row.gridCols
-                        grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
-                                             grid: rows.flatMap { r in cols.map { [r, $0] } })
-                    } catch let error as VLMError {
-                        throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
-                    }
-                    item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
-                                           member: (row.imageSHA256 ?? "") + ".npy")
-                    // The image takes the positions its stored pixels make; tokenize must have counted the same.
-                    let counted = row.imageTokensCounted ?? 0
-                    if counted != grid.imageTokens {
-                        tokenMismatchCount += 1
-                        if tokenMismatches.count < 3 {
-                            tokenMismatches.append("\(key): tokenized with \(counted) image tokens, its pixels are \(grid)")
-                        }
-                    }
-                    // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided below.
-                    if let meta = row.meta, meta.contains("box_frame") {
-                        let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
-                        item.boxFrame = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
-                        frames.note(items.count, key: key, generator: item.generator, kind: item.kind,
-                                    stated: item.boxFrame, statesBox: FrameChoice.statesBox(object))
+                let item: PlanItem
+                switch try planned(row, pixelsConfig: pixelsConfig, heldOut: heldOut) {
+                case .skip(let reason):
+                    if let reason { skipped[reason, default: 0] += 1 }
+                    return true
+                case .item(let planned, let statesFrame, let statesBox):
+                    item = planned
+                    if statesFrame {
+                        frames.note(entries.count, key: item.key, generator: item.generator, kind: item.kind,
+                                    stated: item.boxFrame, statesBox: statesBox)
                     }
                 }
-                item.pixelShardName = row.pixelShard ?? "-"
-                item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
-                items.append(item)
+                // The image takes the positions its stored pixels make; tokenize must have counted the same.
+                if let grid = item.pixels?.grid, (row.imageTokensCounted ?? 0) != grid.imageTokens {
+                    tokenMismatchCount += 1
+                    if tokenMismatches.count < 3 {
+                        tokenMismatches.append("\(item.key): tokenized with \(row.imageTokensCounted ?? 0) image tokens, its pixels are \(grid)")
+                    }
+                }
+                if let shard = foreign[item.key] { clashes.append((entries.count, "\(item.key) (in \(shard))")) }
+                let line = Self.fingerprintLine(item)
+                // Without left-out frames the first `limit` samples are the plan: hash them on the way.
+                if options.limit.map({ entries.count < $0 }) ?? true { hasher.update(line) }
+                entries.append(PlanEntry(tokenizedID: item.tokenizedID, instructionID: item.instructionID, line: XXH3.hash64(line)))
                 return true
             }
             let dropped = try frames.dropped(catalogPath: catalog.workspace.catalogPath, pixelsConfig: pixelsConfig)
             if !dropped.isEmpty {
                 skipped["other_box_frame"] = dropped.count
-                items = items.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
+                entries = entries.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
+                // A clash's position among the samples kept.
+                clashes = clashes.filter { !dropped.contains($0.index) }
+                    .map { clash in (clash.index - dropped.filter { $0 < clash.index }.count, clash.text) }
             }
-            if let limit = options.limit, items.count > limit { items.removeLast(items.count - limit) }
-            for item in items {
-                let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardSHA256,
-                                      "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
-                hasher.update(Array((line.joined(separator: "\t") + "\n").utf8))
+            if let limit = options.limit, entries.count > limit {
+                entries.removeLast(entries.count - limit)
+                clashes = clashes.filter { $0.index < limit }
+            }
+            if !dropped.isEmpty {
+                // The samples kept moved: hash them again, in a second pass over the same snapshot.
+                hasher = StreamingSHA256()
+                var index = 0, kept = 0
+                try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
+                    guard case .item(let item, _, _) = try planned(row, pixelsConfig: pixelsConfig, heldOut: heldOut) else { return true }
+                    defer { index += 1 }
+                    guard !dropped.contains(index) else { return true }
+                    guard kept < entries.count else { return false }
+                    hasher.update(Self.fingerprintLine(item))
+                    kept += 1
+                    return true
+                }
             }
             if tokenMismatchCount > 0 {
                 throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
@@ -373,8 +438,29 @@ public final class ShardBuilder {
                                + "e.g. \(tokenMismatches.joined(separator: "; ")); tokenize again with --image-tokens pixels "
                                + "(or the count above) and shard with --tokenized HASH")
             }
-            return Plan(params: params, items: items, skipped: skipped, fingerprint: hasher.finalize())
+            return Plan(params: params, entries: entries, skipped: skipped, fingerprint: hasher.finalize(),
+                        pixelsConfig: pixelsConfig, heldOut: heldOut, clashes: clashes.prefix(3).map(\.text),
+                        clashCount: clashes.count)
         }
+    }
+
+    /// The samples of `entries` read again from the catalog, by tokenized id. A row that changed since the plan
+    /// (its fingerprint line differs) or is gone is an error: the shards would not be the ones planned.
+    func planItems(_ entries: ArraySlice<PlanEntry>, plan: Plan) throws -> [Int64: PlanItem] {
+        let rows = try catalog.shardPlanRows(tokenizedIDs: entries.map(\.tokenizedID), pixelsConfig: plan.pixelsConfig,
+                                             tokenizedConfig: plan.params.tokenizedConfig)
+        var items: [Int64: PlanItem] = [:]
+        for entry in entries {
+            guard let row = rows[entry.tokenizedID],
+                  case .item(let item, _, _) = try planned(row, pixelsConfig: plan.pixelsConfig, heldOut: plan.heldOut),
+                  item.instructionID == entry.instructionID, XXH3.hash64(Self.fingerprintLine(item)) == entry.line else {
+                throw VLMError(.conflict, file: catalog.workspace.catalogPath,
+                               record: "tokenized row \(entry.tokenizedID) (instruction \(entry.instructionID))",
+                               "the catalog changed while sharding (this sample's row is gone or differs from the plan); run shard again")
+            }
+            items[entry.tokenizedID] = item
+        }
+        return items
     }
 
     // MARK: - Running
@@ -385,16 +471,16 @@ public final class ShardBuilder {
             throw VLMError(.invalidArgument, record: "--name", "'\(options.name)': use letters, digits, _ and - only")
         }
         guard options.targetBytes > 0 else { throw VLMError(.invalidArgument, record: "--target-size", "must be positive") }
-        let plan = try makePlan()
+        let existing = try committedShards()
+        let plan = try makePlan(foreign: try foreignSampleKeys(ours: existing))
         let paramsHash = Catalog.paramsHash(plan.params)
         let shardParamsHash = Hashing.sha256(paramsHash + ":" + plan.fingerprint)
         var counts: [String: Int] = plan.skipped.mapValues { $0 }.reduce(into: [:]) { $0["skipped_\($1.key)"] = $1.value }
 
-        let existing = try committedShards()
-        try checkNoForeignSamples(plan: plan, ours: existing)
+        try checkNoForeignSamples(plan: plan)
         let allCurrent = existing.allSatisfy { $0.paramsHash == shardParamsHash }
         if let done = try catalog.completedRun(stage: Self.stage, paramsHash: paramsHash, inputFingerprint: plan.fingerprint),
-           allCurrent, !existing.isEmpty || plan.items.isEmpty,
+           allCurrent, !existing.isEmpty || plan.entries.isEmpty,
            existing.allSatisfy({ FileManager.default.fileExists(atPath: catalog.workspace.resolve($0.path)) }) {
             return StageReport(stage: Self.stage, counts: done.counts, skipped: true)
         }
@@ -403,13 +489,14 @@ public final class ShardBuilder {
             var resumeShards = 0
             var resumeSamples = 0
             if !existing.isEmpty {
-                let keys = try committedKeys(existing)
-                let isPrefix = allCurrent && keys.count <= plan.items.count
-                    && zip(keys, plan.items).allSatisfy { $0 == $1.key }
+                // Sample key = instruction key, so equal instruction ids in order are equal keys in order.
+                let committed = try catalog.sampleInstructionIDs(shardIDs: existing.map(\.id))
+                let isPrefix = allCurrent && committed.count <= plan.entries.count
+                    && zip(committed, plan.entries).allSatisfy { $0 == $1.instructionID }
                     && existing.enumerated().allSatisfy { options.shardIndex(of: $1.name) == $0 }
                 if isPrefix {
                     resumeShards = existing.count
-                    resumeSamples = keys.count
+                    resumeSamples = committed.count
                 } else {
                     try deleteShards(existing)
                     counts["replaced_shards"] = existing.count
@@ -420,9 +507,9 @@ public final class ShardBuilder {
             let written = try writeShards(plan: plan, startShard: resumeShards, startSample: resumeSamples,
                                           shardParamsHash: shardParamsHash)
             counts["shards"] = resumeShards + written.shards
-            counts["samples"] = plan.items.count
+            counts["samples"] = plan.entries.count
             counts["written_samples"] = written.samples
-            if !options.allowEvalImages { try checkNoEvalImages(plan: plan) }
+            if !options.allowEvalImages { try checkNoEvalImages() }
             counts["bytes"] = try catalog.shardBytes(paramsHash: shardParamsHash)
             try catalog.endRun(runID, counts: counts)
             return StageReport(stage: Self.stage, counts: counts)
@@ -433,9 +520,9 @@ public final class ShardBuilder {
     }
 
     /// The shards' invariant: no sample of this run holds an evaluation image (by sha256).
-    func checkNoEvalImages(plan: Plan) throws {
-        let keys = Set(plan.items.map(\.key))
-        let leaks = try catalog.evalTrainingOverlaps().filter { keys.contains($0.sample) }
+    func checkNoEvalImages() throws {
+        // This run's samples are exactly those in its shards (named by its prefix).
+        let leaks = try catalog.evalTrainingOverlaps().filter { options.shardIndex(of: $0.shard) != nil }
         guard let first = leaks.first else { return }
         throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "sample \(first.sample) in \(first.shard)",
                        "\(leaks.count) training sample(s) hold an image of evaluation set \(first.evalSet) " +
@@ -457,22 +544,23 @@ public final class ShardBuilder {
         }
     }
 
-    /// Sample keys are unique in the index: refuse to write a key that another shard set already holds.
-    func checkNoForeignSamples(plan: Plan, ours: [CommittedShard]) throws {
+    /// The sample keys indexed in shards other than `ours` (another shard set), with their shard's name.
+    func foreignSampleKeys(ours: [CommittedShard]) throws -> [String: String] {
         let ourIDs = Set(ours.map(\.id))
-        let foreign = try catalog.sampleKeysByShard().filter { !ourIDs.contains($0.shardID) }.map { ($0.key, $0.shard) }
-        guard !foreign.isEmpty else { return }
-        let byKey = Dictionary(foreign, uniquingKeysWith: { a, _ in a })
-        let clashes = plan.items.compactMap { item in byKey[item.key].map { "\(item.key) (in \($0))" } }
-        guard clashes.isEmpty else {
-            throw VLMError(.conflict, file: catalog.workspace.catalogPath,
-                           "\(clashes.count) samples are already indexed in other shards, e.g. \(clashes.prefix(3).joined(separator: ", ")); "
-                           + "shard into another workspace, or pick other inputs")
+        var foreign: [String: String] = [:]
+        for shard in try catalog.shardRecords() where !ourIDs.contains(shard.id) {
+            for key in try catalog.sampleKeys(shardIDs: [shard.id]) where foreign[key] == nil { foreign[key] = shard.name }
         }
+        return foreign
     }
 
-    func committedKeys(_ shards: [CommittedShard]) throws -> [String] {
-        try catalog.sampleKeys(shardIDs: shards.map(\.id))
+    /// Sample keys are unique in the index: refuse to write a key that another shard set already holds.
+    func checkNoForeignSamples(plan: Plan) throws {
+        guard plan.clashCount == 0 else {
+            throw VLMError(.conflict, file: catalog.workspace.catalogPath,
+                           "\(plan.clashCount) samples are already indexed in other shards, e.g. \(plan.clashes.joined(separator: ", ")); "
+                           + "shard into another workspace, or pick other inputs")
+        }
     }
 
     func deleteShards(_ shards: [CommittedShard]) throws {
@@ -547,18 +635,20 @@ public final class ShardBuilder {
     /// the index strictly in order. The split into shards depends only on the samples, so the output is the
     /// same whatever the number of jobs.
     func writeShards(plan: Plan, startShard: Int, startSample: Int, shardParamsHash: String) throws -> (shards: Int, samples: Int) {
-        let items = plan.items
-        progress.start("shard", total: items.count - startSample)
+        let entries = plan.entries
+        progress.start("shard", total: entries.count - startSample)
         var position = startSample
         var shardNumber = startShard
         var imageCache = ImageBytesCache()
         var written = 0
         let batchSize = 256
         var tokens: [Int64: TokenRow] = [:]
+        var items: [Int64: PlanItem] = [:]
+        var batchEnd = startSample
         let jobs = max(1, options.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let writers = OrderedShardWriters(jobs: jobs, firstShard: startShard)
         defer { try? writers.wait() }   // on an error, let the shards already written finish committing
-        while position < items.count {
+        while position < entries.count {
             try writers.check()
             let name = options.shardName(shardNumber)
             let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name,
@@ -581,13 +671,18 @@ public final class ShardBuilder {
             var count = 0
             var bytes = 0
             do {
-                while position < items.count {
-                    if tokens[items[position].tokenizedID] == nil {
-                        let batch = items[position ..< min(items.count, position + batchSize)]
+                while position < entries.count {
+                    if position >= batchEnd {
+                        // The batch's rows, read again by id: the plan holds only ids.
+                        batchEnd = min(entries.count, position + batchSize)
+                        let batch = entries[position ..< batchEnd]
                         tokens = try fetchTokens(batch.map(\.tokenizedID))
-                        if options.includeImageBytes { try imageCache.load(batch.compactMap(\.image), workspace: catalog.workspace) }
+                        items = try planItems(batch, plan: plan)
+                        if options.includeImageBytes {
+                            try imageCache.load(batch.compactMap { items[$0.tokenizedID]?.image }, workspace: catalog.workspace)
+                        }
                     }
-                    let item = items[position]
+                    let item = items[entries[position].tokenizedID]!
                     guard let token = tokens[item.tokenizedID] else {
                         throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: item.key,
                                        "tokenized row \(item.tokenizedID) disappeared while sharding")
