@@ -11,12 +11,14 @@ extension Catalog {
 
     /// The next batch of untokenized instructions after id argument 2, with their pixels row for config argument 1
     /// (tokenized config argument 3, batch size argument 4). Keyset paging on the primary key: each batch costs
-    /// its own size, not the rows before it. `QueryCostTests` checks the growth.
+    /// its own size, not the rows before it. The pixels row is found by a per-row key lookup in a subquery: as a
+    /// plain join, an analyzed catalog gets a Bloom filter built over the whole pixels table for every batch.
+    /// `QueryCostTests` checks the growth.
     package static let pendingTokenizeBatchSQL = """
         SELECT i.id, i.key, i.image_id, i.conversations, img.key AS image_key, p.status AS pixel_status, p.error,
                p.tiles, p.patches, p.patch_dim, p.grid_rows, p.grid_cols
         FROM instructions i LEFT JOIN images img ON img.id = i.image_id
-        LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
+        LEFT JOIN pixels p ON p.id = (SELECT q.id FROM pixels q WHERE q.sha256 = img.sha256 AND q.config_hash = ?)
         WHERE i.id > ? AND NOT EXISTS (SELECT 1 FROM tokenized t WHERE t.instruction_id = i.id AND t.config_hash = ?)
         ORDER BY i.id LIMIT ?
         """

@@ -26,17 +26,35 @@ struct QueryCostTests {
 
     /// The queries whose cost must stay per-row, with the arguments the stages pass.
     static let hotQueries: [Query] = [
-        Query(name: "patchify pending", sql: Catalog.pendingPixelsSQL, arguments: [pixelsConfig]),
+        Query(name: "patchify pending", sql: Catalog.pendingPixelsPageSQL, arguments: [0, pixelsConfig, Int64.max]),
         Query(name: "tokenize pending count", sql: Catalog.pendingTokenizeCountSQL, arguments: [tokenizedConfig]),
         Query(name: "tokenize pending batch", sql: Catalog.pendingTokenizeBatchSQL,
               arguments: [pixelsConfig, 0, tokenizedConfig, Int64.max]),
         Query(name: "shard plan", sql: Catalog.shardPlanSQL, arguments: [pixelsConfig, tokenizedConfig]),
-        Query(name: "loader sample parts", sql: Catalog.indexPartsSQL, arguments: []),
-        Query(name: "loader samples", sql: Catalog.indexSamplesSQL, arguments: []),
+        Query(name: "loader samples with parts", sql: Catalog.indexSamplesWithPartsSQL, arguments: []),
+        Query(name: "patchify fingerprint (ok images by hash)", sql: Catalog.okImagesByHashSQL, arguments: [pixelsConfig]),
         Query(name: "gen-instructions images", sql: Catalog.usableImagesSQL, arguments: []),
         Query(name: "gen-instructions captions", sql: Catalog.captionsInImageOrderSQL, arguments: []),
         Query(name: "gen-instructions objects", sql: Catalog.objectsInImageOrderSQL, arguments: []),
     ]
+
+    /// Queries a stage runs once per page or batch (gen-instructions' pages of 500 images with their captions and
+    /// objects, tokenize's batches, shard's re-read of each batch of plan rows), with a page present in both
+    /// catalogs: the cost of one page must not grow with the table (a page that walks or sorts the whole table
+    /// makes the stage quadratic).
+    static let pageQueries: [Query] = {
+        let imageIDs = "[" + (1...100).map { String($0 * 7) }.joined(separator: ",") + "]"
+        let tokenizedIDs = "[" + (1...100).map { String($0 * 6) }.joined(separator: ",") + "]"
+        return [
+            Query(name: "gen-instructions image page", sql: Catalog.usableImagesPageSQL, arguments: ["", 100]),
+            Query(name: "gen-instructions captions of a page", sql: Catalog.captionsOfImagesSQL, arguments: [imageIDs]),
+            Query(name: "gen-instructions objects of a page", sql: Catalog.objectsOfImagesSQL, arguments: [imageIDs]),
+            Query(name: "patchify pending page", sql: Catalog.pendingPixelsPageSQL, arguments: [0, pixelsConfig, 100]),
+            Query(name: "tokenize batch", sql: Catalog.pendingTokenizeBatchSQL, arguments: [pixelsConfig, 0, tokenizedConfig, 100]),
+            Query(name: "shard batch re-read", sql: Catalog.shardPlanRowsByIDSQL,
+                  arguments: [pixelsConfig, tokenizedConfig, tokenizedIDs]),
+        ]
+    }()
 
     /// The pending-images query patchify had before c97da1b: the first image of each hash by a correlated
     /// `MIN(id)`, which SQLite plans on `images_status` and so walks every ok image once per image.
@@ -178,6 +196,40 @@ struct QueryCostTests {
         }
     }
 
+    @Test func pageQueriesCostTheSameAtTwiceTheSize() throws {
+        let small = try Self.catalog(images: 1000), large = try Self.catalog(images: 2000)
+        defer {
+            try? FileManager.default.removeItem(atPath: small.workspace.root)
+            try? FileManager.default.removeItem(atPath: large.workspace.root)
+        }
+        for analyzed in [false, true] {
+            if analyzed { for catalog in [small, large] { try catalog.write { try $0.execute(sql: "ANALYZE") } } }
+            for query in Self.pageQueries {
+                let rows = try small.read { db in try Row.fetchAll(db, sql: query.sql, arguments: query.arguments).count }
+                #expect(rows > 0, "\(query.name): the page is empty, so the check proves nothing")
+                let growth = try Self.growth(query, small: small, large: large)
+                let plan = try large.read { db in
+                    try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + query.sql, arguments: query.arguments).map { $0["detail"] as String }
+                }
+                #expect(growth <= 1.2, "\(query.name)\(analyzed ? " (analyzed)" : ""): \(String(format: "%.2f", growth))x the VM steps for the same page of a 2x table; plan: \(plan.joined(separator: " | "))")
+            }
+        }
+    }
+
+    /// The page check can fail: the image page without `+status` is planned on `images_status` (every ok image,
+    /// then a sort), once per page.
+    @Test func aPageThatWalksTheTableIsCaught() throws {
+        let small = try Self.catalog(images: 1000), large = try Self.catalog(images: 2000)
+        defer {
+            try? FileManager.default.removeItem(atPath: small.workspace.root)
+            try? FileManager.default.removeItem(atPath: large.workspace.root)
+        }
+        let walking = Query(name: "image page on images_status", sql: Catalog.usableImagesPageSQL.replacingOccurrences(of: "+status", with: "status"),
+                            arguments: ["", 100])
+        let growth = try Self.growth(walking, small: small, large: large)
+        #expect(growth > 1.5, "the page query without +status grew only \(growth)x")
+    }
+
     @Test func hotQueryPlansUseAnIndexForEveryInnerLookup() throws {
         let catalog = try Self.catalog(images: 500)
         defer { try? FileManager.default.removeItem(atPath: catalog.workspace.root) }
@@ -185,7 +237,7 @@ struct QueryCostTests {
         for analyzed in [false, true] {
             if analyzed { try catalog.write { try $0.execute(sql: "ANALYZE") } }
             try catalog.read { db in
-                for query in Self.hotQueries {
+                for query in Self.hotQueries + Self.pageQueries {
                     let problems = try Self.planProblems(db, query)
                     #expect(problems.isEmpty, "\(query.name)\(analyzed ? " (analyzed)" : ""): \(problems.joined(separator: "; "))")
                 }
