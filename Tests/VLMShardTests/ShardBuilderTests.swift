@@ -242,6 +242,35 @@ func smallShards() -> ShardOptions {
         #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems == [])
     }
 
+    /// Sample keys are unique in the index: a second shard set (another --name) of the same samples is refused,
+    /// naming a key and the shard that holds it; with --limit the clash is counted among the samples kept.
+    @Test func aSecondShardSetOfTheSameSamplesIsRefused() throws {
+        let catalog = try makeCatalog()
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        let firstKey = try catalog.read { db in try String.fetchOne(db, sql: "SELECT key FROM samples ORDER BY key LIMIT 1")! }
+        let firstShard = try catalog.read { db in
+            try String.fetchOne(db, sql: "SELECT h.name FROM samples s JOIN shards h ON h.id = s.shard_id WHERE s.key = ?",
+                                arguments: [firstKey])!
+        }
+        var other = smallShards()
+        other.name = "other"
+        do {
+            _ = try ShardBuilder(catalog: catalog, options: other).run()
+            Issue.record("a second set of the same samples was written")
+        } catch let error as VLMError {
+            #expect(error.message.contains("60 samples are already indexed in other shards"), "\(error.message)")
+            #expect(error.message.contains("\(firstKey) (in \(firstShard))"), "\(error.message)")
+        }
+        other.limit = 5
+        do {
+            _ = try ShardBuilder(catalog: catalog, options: other).run()
+            Issue.record("a second set of the same samples was written")
+        } catch let error as VLMError {
+            #expect(error.message.contains("5 samples are already indexed in other shards"), "\(error.message)")
+        }
+        #expect(try catalog.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM shards WHERE name LIKE 'other-%'") } == 0)
+    }
+
     @Test func ambiguousConfigsNeedAFlag() throws {
         let catalog = try makeCatalog()
         try catalog.write { db in
