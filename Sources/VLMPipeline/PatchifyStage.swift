@@ -33,6 +33,8 @@ public enum PatchifyStage {
         /// Only the images whose key falls in part I of N (`PartSpec.owns`, the partition every stage uses; for a
         /// job array, `vlmdata catalog merge` joins the parts).
         public var part: PartSpec?
+        /// Pending images read from the catalog at a time (a page's batches are written before the next is read).
+        var pageSize = 1024
 
         public init(config: PreprocessConfig, jobs: Int = ImageWorkers.defaultJobs, shardBytes: Int = 256 << 20, batchSize: Int = 256,
                     part: PartSpec? = nil) {
@@ -136,7 +138,7 @@ public enum PatchifyStage {
             var after: Int64 = 0
             var batch: [Item] = []
             while true {
-                let page = try catalog.pendingImages(after: after, pixelsConfig: configHash, limit: max(1024, batchSize))
+                let page = try catalog.pendingImages(after: after, pixelsConfig: configHash, limit: max(1, options.pageSize))
                 guard let lastID = page.last?.id else { break }
                 after = lastID
                 var seen = writer.uncommittedHashes

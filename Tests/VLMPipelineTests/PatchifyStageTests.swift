@@ -109,6 +109,28 @@ struct PatchifyStageTests {
         #expect(decoded.shape == [1, 196, 768])
     }
 
+    /// Pending images come in pages; a copy of bytes already written (committed in an earlier shard, or still in
+    /// the open one) on a later page is not patchified again.
+    @Test func equalBytesOnLaterPagesArePatchifiedOnce() throws {
+        let files = Self.cocoFiles(6)
+        try #require(files.count == 6)
+        let catalog = try Self.workspace(files, extra: [
+            ("dup0", files[0], nil, try Hashing.sha256(file: files[0])),
+            ("dup5", files[5], nil, try Hashing.sha256(file: files[5])),
+            ("dup3", files[3], nil, try Hashing.sha256(file: files[3])),
+        ])
+        let config = PreprocessConfig(imageSize: 336, patchSize: 14, mode: .crop)
+        var options = PatchifyStage.Options(config: config, jobs: 1, shardBytes: 1 << 20, batchSize: 2)
+        options.pageSize = 2
+        let report = try PatchifyStage.run(catalog: catalog, options: options)
+        #expect(report.counts["pixels"] == 6)
+        #expect(report.counts["errors"] == 0)
+        let rows = try Self.pixelRows(catalog, config: config.hash)
+        #expect(rows.count == 6)
+        let members = try catalog.read { db in try Int.fetchOne(db, sql: "SELECT SUM(records) FROM pixel_shards") }
+        #expect(members == 6)
+    }
+
     @Test func resumesWithOnlyTheMissingImages() throws {
         let files = Self.cocoFiles(8)
         let catalog = try Self.workspace(Array(files.prefix(4)))
