@@ -262,6 +262,68 @@ static inline void vlm_png_close(struct vlm_png_reader *reader) {
     free(reader);
 }
 
+/* PNG row unfiltering (filter method 0: None, Sub, Up, Average, Paeth) of `height` rows, each a filter-type byte
+ * then `row_bytes` bytes, into `out` (height * row_bytes bytes). `bpp` is bytes per complete pixel (at least 1).
+ * The same integer arithmetic as libpng's `png_read_filter_row_*`. Returns 0, or -1 at the first filter type above
+ * 4 (which libpng reports as "bad adaptive filter value"). */
+static inline int vlm_png_unfilter(const unsigned char *filtered, size_t height, size_t row_bytes, size_t bpp,
+                                   unsigned char *out) {
+    for (size_t y = 0; y < height; y++) {
+        const unsigned char *in = filtered + y * (row_bytes + 1);
+        unsigned char *row = out + y * row_bytes;
+        const unsigned char *prior = y > 0 ? row - row_bytes : NULL;
+        const unsigned char *src = in + 1;
+        size_t i;
+        switch (in[0]) {
+        case 0:
+            memcpy(row, src, row_bytes);
+            break;
+        case 1:
+            for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+            for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + row[i - bpp]);
+            break;
+        case 2:
+            if (prior == NULL) {
+                memcpy(row, src, row_bytes);
+            } else {
+                for (i = 0; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + prior[i]);
+            }
+            break;
+        case 3:
+            if (prior == NULL) {
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + (row[i - bpp] >> 1));
+            } else {
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = (unsigned char)(src[i] + (prior[i] >> 1));
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + ((row[i - bpp] + prior[i]) >> 1));
+            }
+            break;
+        case 4:
+            if (prior == NULL) {
+                /* Above and upper-left are 0: the predictor is the left byte (Sub). */
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + row[i - bpp]);
+            } else {
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = (unsigned char)(src[i] + prior[i]);
+                for (; i < row_bytes; i++) {
+                    int a = row[i - bpp], b = prior[i], c = prior[i - bpp];
+                    int pa = b - c, pb = a - c;
+                    int pc = pa + pb;
+                    if (pa < 0) pa = -pa;
+                    if (pb < 0) pb = -pb;
+                    if (pc < 0) pc = -pc;
+                    int predictor = (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
+                    row[i] = (unsigned char)(src[i] + predictor);
+                }
+            }
+            break;
+        default:
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 struct vlm_png_buffer {
