@@ -269,9 +269,9 @@ if __name__ == "__main__":
 def whole_set(args, name, files, work):
     """Replicates a set to about --whole-images files with distinct bytes (a trailing byte after the image data, which
     both decoders ignore), ingests them once (untimed) as a LLaVA file, and returns (template workspace, file list)."""
-    root = work / f"whole-{name}"
-    images = root / "images"
     copies = max(1, round(args.whole_images / len(files)))
+    root = work / f"whole-{name}-{copies}x"
+    images = root / "images"
     listing = root / "files.json"
     template = root / "template"
     if not (template / "catalog.sqlite").exists():
@@ -335,11 +335,11 @@ def whole_process(args, name, files, work, cores):
     for label, jobs in (("1 core", 1), (f"{cores} cores", cores)):
         ours_t, peer_t = [], []
         for r in range(args.repeats):
-            ws = work / f"whole-{name}" / "run"
+            ws = template.parent / "run"
             shutil.rmtree(ws, ignore_errors=True)
             shutil.copytree(template, ws)
             ours_t.append(timed_child([args.bin, "patchify", "--workspace", str(ws), "--quiet", "--jobs", str(jobs)]))
-            peer_dir = work / f"whole-{name}" / "peer"
+            peer_dir = template.parent / "peer"
             shutil.rmtree(peer_dir, ignore_errors=True)
             peer_dir.mkdir()
             peer_t.append(timed_child([sys.executable, str(script), str(listing), str(peer_dir), str(jobs)]))
