@@ -358,7 +358,7 @@ def main():
     ap.add_argument("--work", default="/tmp/vlmdata-bench-image")
     ap.add_argument("--sets", default=",".join(SETS), help=f"in-process image sets, comma-separated ({', '.join(SETS)})")
     ap.add_argument("--whole", default="coco,pretrain,photos", help="sets for the whole-process patchify comparison ('' for none)")
-    ap.add_argument("--whole-images", type=int, default=400, help="images per whole-process set (the set replicated)")
+    ap.add_argument("--whole-images", type=int, default=300, help="images per whole-process set (the set replicated)")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-extras", action="store_true", help="skip --fast-decode and CLIPImageProcessor on coco")

@@ -64,7 +64,9 @@ package enum PNGDecoder {
         }
 
         let raw: [UInt8]
-        if !header.interlaced, header.bitDepth == 8,
+        // The fast path leaves libpng before the image data, so an eXIf chunk after it (read by `vlm_png_exif`
+        // through png_read_end) needs the libpng path: taken when the orientation is asked for.
+        if !header.interlaced, header.bitDepth == 8, !options.readOrientation,
            let rows = inflatedRows(reader, height: header.height, rowBytes: rowBytes, bytesPerPixel: header.channels) {
             raw = rows
         } else {
