@@ -169,6 +169,7 @@ def syscalls(trace):
     events, pending = [], {}
     for line in trace.read_text().splitlines():
         pid, _, rest = line.partition(" ")
+        rest = rest.strip()
         if "<unfinished ...>" in rest:
             pending[pid] = rest
             continue

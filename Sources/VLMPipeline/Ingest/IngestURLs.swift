@@ -30,6 +30,9 @@ public struct IngestURLs {
         public var maxBytes: Int64 = 20 << 20
         public var maxRedirects = 5
         public var respectOptOut = true
+        /// fsync every image file (and its folder) before its row is committed, so a power loss cannot leave a
+        /// row naming a file that is empty or gone. Off only for scratch workspaces.
+        public var fsync = true
         /// nil: fetch only records without a result; []: also every failed one; else the failed ones of these statuses.
         public var retryFailed: [String]?
         public var part: PartSpec?
@@ -160,11 +163,33 @@ public struct IngestURLs {
                                                 maxRedirects: options.maxRedirects, retries: options.retries)
         if !options.respectOptOut { fetcherOptions.honourOptOut = false }
         let fetcher = try URLFetcher(options: fetcherOptions)
+        let syncer = BlobSyncer(store: store, threads: min(32, max(2, options.concurrency / 2)), fsync: options.fsync,
+                                wake: { [fetcher] in fetcher.wakeup() })
+        defer { syncer.stop() }
+        /// Records whose file is not in place yet, at most: beyond it no new transfer starts (memory stays bounded
+        /// when the disk is slower than the network).
+        let backlogLimit = max(256, 4 * options.concurrency)
+        // Image files are made durable (fsync, rename, fsync of the folder) on a few threads of their own; a record
+        // whose image is stored waits in `stored` until its file is in place, then goes to `pendingCommit`.
+        var stored: [Int: Catalog.URLResult] = [:]
+        func takeStored() throws {
+            for finished in syncer.takeFinished() {
+                guard let result = stored.removeValue(forKey: finished.id) else { continue }
+                if let error = finished.error { throw error }
+                pendingCommit.append(result)
+            }
+            if !pendingCommit.isEmpty, pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
+        }
+
         var sinks: [Int: BlobSink] = [:]
         var jobs: [Int: PendingURL] = [:]
         var nextJobID = 0
         progress.start("fetching URLs", total: nil)
         try fetcher.run(next: {
+            while syncer.backlog >= backlogLimit {
+                syncer.waitForFinished()
+                try takeStored()
+            }
             if queueStart >= queue.count {
                 queue.removeAll(keepingCapacity: true)
                 queueStart = 0
@@ -184,9 +209,21 @@ public struct IngestURLs {
             let pending = jobs.removeValue(forKey: outcome.job.id)!
             let sink = sinks.removeValue(forKey: outcome.job.id)
             fetched += 1
-            pendingCommit.append(Self.result(of: outcome, pending: pending, sink: sink, store: store))
-            if pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
-        }, shouldStop: { cancellation.isCancelled })
+            if let error = sink?.writeError { throw error }
+            let result = Self.result(of: outcome, pending: pending, sink: sink, store: store)
+            if result.status == "ok", let sink, let target = result.location {
+                sink.handOver()
+                stored[outcome.job.id] = result
+                syncer.submit(.init(id: outcome.job.id, temporary: sink.temporaryPath, target: target))
+            } else {
+                pendingCommit.append(result)
+            }
+            if !pendingCommit.isEmpty, pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
+        }, round: takeStored, shouldStop: { cancellation.isCancelled })
+        while syncer.backlog > 0 {
+            syncer.waitForFinished()
+            try takeStored()
+        }
         try flush()
         let failed = counts.filter { $0.key != "ok" }.values.reduce(0, +)
         (progress as? TerminalProgress)?.relabel("fetching URLs")
@@ -212,7 +249,7 @@ public struct IngestURLs {
         return (lower.hasPrefix("http://") || lower.hasPrefix("https://")) && url.count > (lower.hasPrefix("https") ? 8 : 7)
     }
 
-    /// The catalog row for one finished transfer, and its image stored when it is good.
+    /// The catalog row for one finished transfer; for a good image, `location` is where its file goes.
     static func result(of outcome: URLFetcher.Result, pending: PendingURL, sink: BlobSink?, store: BlobStore) -> Catalog.URLResult {
         var r = Catalog.URLResult(key: pending.key, url: pending.record.url, caption: pending.record.caption,
                                   line: pending.record.line, status: "ok", attempts: outcome.attempts)
@@ -249,12 +286,7 @@ public struct IngestURLs {
                     r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
                     break
                 }
-                do {
-                    r.location = try sink.store(sha256: probe.sha256!, format: probe.format!)
-                } catch {
-                    r.status = "decode_error"
-                    r.error = "cannot store: \(error)"
-                }
+                r.location = store.path(sha256: probe.sha256!, format: probe.format!)
             case .tooLarge:
                 r.status = "too_large"
                 r.error = probe.error
@@ -277,76 +309,4 @@ public struct IngestURLs {
 struct PendingURL {
     var record: URLListRecord
     var key: String
-}
-
-/// The workspace's content-addressed image files: `blobs/ab/abcdef….jpg`, written to a temporary name and
-/// renamed, one file per distinct sha256.
-final class BlobStore: @unchecked Sendable {
-    let root: String
-    let temporary: String
-
-    init(root: String) throws {
-        self.root = root
-        temporary = root + "/tmp"
-        // Left-over partial downloads of a killed run (the ingest lock is held, so no other run is writing).
-        try? FileManager.default.removeItem(atPath: temporary)
-        do { try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true) } catch {
-            throw VLMError.io(file: temporary, "cannot create folder: \(error.localizedDescription)")
-        }
-    }
-
-    func path(sha256: String, format: String) -> String {
-        "\(root)/\(sha256.prefix(2))/\(sha256).\(format == "jpeg" ? "jpg" : format)"
-    }
-}
-
-/// One attempt's body: written to a temporary file while hashed and probed.
-final class BlobSink: URLFetchSink {
-    let store: BlobStore
-    let temporaryPath: String
-    private var writer: FileWriter?
-    private var stream = ImageProbe.Stream()
-    private var first: [UInt8] = []
-    var abortReason: String?
-
-    init(store: BlobStore) {
-        self.store = store
-        temporaryPath = store.temporary + "/" + UUID().uuidString + ".part"
-    }
-
-    deinit { try? writer?.close(); unlink(temporaryPath) }
-
-    func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
-        do {
-            if writer == nil { writer = try FileWriter(path: temporaryPath) }
-            try writer!.write(chunk)
-        } catch {
-            abortReason = "cannot write \(temporaryPath): \(error)"
-            return false
-        }
-        if first.count < 8 { first.append(contentsOf: chunk.prefix(8 - first.count)) }
-        stream.update(chunk)
-        return true
-    }
-
-    /// True when the body starts like a JPEG or PNG (a bad one is a decode error, anything else is not an image).
-    var looksLikeImage: Bool {
-        first.starts(with: [0xFF, 0xD8, 0xFF]) || first.starts(with: [0x89, 0x50, 0x4E, 0x47])
-    }
-
-    func probe(name: String) -> ImageProbe { stream.finish(name: name, expected: nil) }
-
-    /// Moves the body to its content-addressed name (kept if already there); returns that path.
-    func store(sha256: String, format: String) throws -> String {
-        try writer?.close()
-        writer = nil
-        let target = store.path(sha256: sha256, format: format)
-        if FileManager.default.fileExists(atPath: target) { return target }
-        let folder = (target as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        guard rename(temporaryPath, target) == 0 else {
-            throw VLMError.io(file: target, "cannot rename \(temporaryPath): \(String(cString: strerror(errno)))")
-        }
-        return target
-    }
 }

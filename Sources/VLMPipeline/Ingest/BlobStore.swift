@@ -1,0 +1,254 @@
+import Foundation
+import VLMCore
+import VLMIO
+
+/// The workspace's content-addressed image files: `blobs/ab/abcdef….jpg`, written to a temporary name and
+/// renamed, one file per distinct sha256.
+///
+/// ```swift
+/// let store = try BlobStore(root: workspace.root + "/blobs")
+/// let sink = BlobSink(store: store)          // receives one body
+/// syncer.submit(.init(id: 1, temporary: sink.temporaryPath, target: store.path(sha256: sha, format: "jpeg")))
+/// ```
+final class BlobStore: @unchecked Sendable {
+    let root: String
+    let temporary: String
+    /// Temporary names: this process's id and a counter (the ingest lock keeps other runs out of `tmp`).
+    private let process = getpid()
+    private var counter = 0
+
+    init(root: String) throws {
+        self.root = root
+        temporary = root + "/tmp"
+        // Left-over partial downloads of a killed run (the ingest lock is held, so no other run is writing).
+        try? FileManager.default.removeItem(atPath: temporary)
+        do { try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true) } catch {
+            throw VLMError.io(file: temporary, "cannot create folder: \(error.localizedDescription)")
+        }
+    }
+
+    /// A fresh temporary file name (fetch thread only).
+    func temporaryName() -> String {
+        counter += 1
+        return "\(temporary)/\(process)-\(counter).part"
+    }
+
+    func path(sha256: String, format: String) -> String {
+        "\(root)/\(sha256.prefix(2))/\(sha256).\(format == "jpeg" ? "jpg" : format)"
+    }
+}
+
+/// One attempt's body: written to a temporary file while hashed and probed. Each chunk goes straight to the file
+/// (curl hands over up to 64 KiB at a time, so there is nothing to gain from buffering it again).
+final class BlobSink: URLFetchSink {
+    let store: BlobStore
+    let temporaryPath: String
+    private var fd: Int32 = -1
+    private var stream = ImageProbe.Stream()
+    private var first: [UInt8] = []
+    /// Set when the body could not be written to disk: the workspace, not the URL, is at fault.
+    private(set) var writeError: VLMError?
+    /// Once the file is handed to a `BlobSyncer` it is that one's to move; until then it is removed with the sink.
+    private var handedOver = false
+    var abortReason: String? { writeError?.description }
+
+    init(store: BlobStore) {
+        self.store = store
+        temporaryPath = store.temporaryName()
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !handedOver { unlink(temporaryPath) }
+    }
+
+    func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        if fd < 0 {
+            fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                writeError = VLMError.io(file: temporaryPath, "cannot open for writing: \(String(cString: strerror(errno)))")
+                return false
+            }
+        }
+        var done = 0
+        while done < chunk.count {
+            let n = write(fd, chunk.baseAddress! + done, chunk.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                writeError = VLMError.io(file: temporaryPath, "write failed: \(String(cString: strerror(errno)))")
+                return false
+            }
+            done += n
+        }
+        if first.count < 8 { first.append(contentsOf: chunk.prefix(8 - first.count)) }
+        stream.update(chunk)
+        return true
+    }
+
+    /// True when the body starts like a JPEG or PNG (a bad one is a decode error, anything else is not an image).
+    var looksLikeImage: Bool {
+        first.starts(with: [0xFF, 0xD8, 0xFF]) || first.starts(with: [0x89, 0x50, 0x4E, 0x47])
+    }
+
+    func probe(name: String) -> ImageProbe { stream.finish(name: name, expected: nil) }
+
+    /// Closes the file; from here on a `BlobSyncer` owns it.
+    func handOver() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        handedOver = true
+    }
+}
+
+/// Makes stored images durable off the fetch thread. Each handed-over body file is fsynced, renamed to its
+/// content-addressed name (or dropped when that name exists, which is then fsynced itself) and its folder fsynced,
+/// by one of a few threads, so that a catalog row is committed only for an image that survives a power loss,
+/// while the disk's flush latency overlaps the downloads instead of stalling the one fetch thread. Concurrent
+/// fsyncs also share the file system's journal commits.
+///
+/// ```swift
+/// let syncer = BlobSyncer(store: store, threads: 16, fsync: true, wake: { fetcher.wakeup() })
+/// syncer.submit(.init(id: 7, temporary: sink.temporaryPath, target: target))
+/// for done in syncer.takeFinished() { ... }     // ids whose file is in place, or the error
+/// ```
+final class BlobSyncer: @unchecked Sendable {
+    struct Item: Sendable {
+        var id: Int
+        var temporary: String
+        var target: String
+    }
+
+    struct Finished: Sendable {
+        var id: Int
+        var error: VLMError?
+    }
+
+    let store: BlobStore
+    let fsync: Bool
+    private let wake: @Sendable () -> Void
+    private let condition = NSCondition()
+    private var queue: [Item] = []
+    private var queueStart = 0
+    private var finished: [Finished] = []
+    /// Items submitted and not yet taken back by `takeFinished`'s caller.
+    private var outstanding = 0
+    private var stopping = false
+    private var running = 0
+
+    init(store: BlobStore, threads: Int, fsync: Bool, wake: @escaping @Sendable () -> Void) {
+        self.store = store
+        self.fsync = fsync
+        self.wake = wake
+        running = max(1, threads)
+        for i in 0..<running {
+            let thread = Thread { [self] in work() }
+            thread.name = "vlmdata-blob-sync-\(i)"
+            thread.stackSize = 256 << 10
+            thread.start()
+        }
+    }
+
+    /// Items handed over whose result has not been taken yet.
+    var backlog: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return outstanding
+    }
+
+    func submit(_ item: Item) {
+        condition.lock()
+        queue.append(item)
+        outstanding += 1
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// The items finished since the last call (any order).
+    func takeFinished() -> [Finished] {
+        condition.lock()
+        defer { condition.unlock() }
+        let done = finished
+        finished.removeAll(keepingCapacity: true)
+        outstanding -= done.count
+        return done
+    }
+
+    /// Blocks until some item finishes that has not been taken yet (returns at once if one has, or if none is out).
+    func waitForFinished() {
+        condition.lock()
+        while finished.isEmpty && outstanding > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    /// Stops the threads after the item each is on; items still queued are dropped (their files stay in
+    /// `blobs/tmp`, which the next run clears). Returns when every thread has ended.
+    func stop() {
+        condition.lock()
+        stopping = true
+        queue.removeAll()
+        queueStart = 0
+        condition.broadcast()
+        while running > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while queueStart >= queue.count && !stopping { condition.wait() }
+            if stopping {
+                running -= 1
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let item = queue[queueStart]
+            queueStart += 1
+            if queueStart >= 1024, queueStart * 2 >= queue.count {
+                queue.removeFirst(queueStart)
+                queueStart = 0
+            }
+            condition.unlock()
+
+            var failure: VLMError?
+            do { try place(item) } catch let error as VLMError { failure = error } catch {
+                failure = VLMError.io(file: item.target, "\(error)")
+            }
+            condition.lock()
+            finished.append(Finished(id: item.id, error: failure))
+            condition.broadcast()
+            condition.unlock()
+            wake()
+        }
+    }
+
+    /// fsync the body, rename it into place (or keep the copy already there, synced), fsync the folder.
+    private func place(_ item: Item) throws {
+        let folder = (item.target as NSString).deletingLastPathComponent
+        if mkdir(folder, 0o755) == 0 {
+            if fsync { try Self.sync(path: store.root, directory: true) }   // the new folder's own entry
+        } else if errno != EEXIST {
+            throw VLMError.io(file: folder, "cannot create folder: \(String(cString: strerror(errno)))")
+        }
+        if access(item.target, F_OK) == 0 {
+            // The same image through another URL, or from a run killed before its row was committed.
+            unlink(item.temporary)
+            if fsync { try Self.sync(path: item.target, directory: false) }
+        } else {
+            if fsync { try Self.sync(path: item.temporary, directory: false) }
+            guard rename(item.temporary, item.target) == 0 else {
+                throw VLMError.io(file: item.target, "cannot rename \(item.temporary) to it: \(String(cString: strerror(errno)))")
+            }
+        }
+        if fsync { try Self.sync(path: folder, directory: true) }
+    }
+
+    private static func sync(path: String, directory: Bool) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0))
+        guard fd >= 0 else { throw VLMError.io(file: path, "cannot open to fsync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard Foundation.fsync(fd) == 0 else {
+            throw VLMError.io(file: path, "fsync failed: \(String(cString: strerror(errno)))")
+        }
+    }
+}
