@@ -126,13 +126,17 @@ final class BlobSyncer: @unchecked Sendable {
     let store: BlobStore
     let fsync: Bool
     private let wake: @Sendable () -> Void
-    private let condition = NSCondition()
+    /// Guards `queue`, `queueStart` and `stopping`; the threads wait on it for work.
+    private let work = NSCondition()
     private var queue: [Item] = []
     private var queueStart = 0
+    private var stopping = false
+    /// Guards `finished`, `outstanding` and `running`; the fetch thread waits on it for results (two conditions,
+    /// so a finished item wakes the one thread that wants it, not every idle worker).
+    private let results = NSCondition()
     private var finished: [Finished] = []
     /// Items submitted and not yet taken back by `takeFinished`'s caller.
     private var outstanding = 0
-    private var stopping = false
     private var running = 0
 
     init(store: BlobStore, threads: Int, fsync: Bool, wake: @escaping @Sendable () -> Void) {
@@ -141,7 +145,7 @@ final class BlobSyncer: @unchecked Sendable {
         self.wake = wake
         running = max(1, threads)
         for i in 0..<running {
-            let thread = Thread { [self] in work() }
+            let thread = Thread { [self] in serve() }
             thread.name = "vlmdata-blob-sync-\(i)"
             thread.stackSize = 256 << 10
             thread.start()
@@ -150,23 +154,25 @@ final class BlobSyncer: @unchecked Sendable {
 
     /// Items handed over whose result has not been taken yet.
     var backlog: Int {
-        condition.lock()
-        defer { condition.unlock() }
+        results.lock()
+        defer { results.unlock() }
         return outstanding
     }
 
     func submit(_ item: Item) {
-        condition.lock()
-        queue.append(item)
+        results.lock()
         outstanding += 1
-        condition.signal()
-        condition.unlock()
+        results.unlock()
+        work.lock()
+        queue.append(item)
+        work.signal()
+        work.unlock()
     }
 
     /// The items finished since the last call (any order).
     func takeFinished() -> [Finished] {
-        condition.lock()
-        defer { condition.unlock() }
+        results.lock()
+        defer { results.unlock() }
         let done = finished
         finished.removeAll(keepingCapacity: true)
         outstanding -= done.count
@@ -175,31 +181,35 @@ final class BlobSyncer: @unchecked Sendable {
 
     /// Blocks until some item finishes that has not been taken yet (returns at once if one has, or if none is out).
     func waitForFinished() {
-        condition.lock()
-        while finished.isEmpty && outstanding > 0 { condition.wait() }
-        condition.unlock()
+        results.lock()
+        while finished.isEmpty && outstanding > 0 { results.wait() }
+        results.unlock()
     }
 
     /// Stops the threads after the item each is on; items still queued are dropped (their files stay in
     /// `blobs/tmp`, which the next run clears). Returns when every thread has ended.
     func stop() {
-        condition.lock()
+        work.lock()
         stopping = true
         queue.removeAll()
         queueStart = 0
-        condition.broadcast()
-        while running > 0 { condition.wait() }
-        condition.unlock()
+        work.broadcast()
+        work.unlock()
+        results.lock()
+        while running > 0 { results.wait() }
+        results.unlock()
     }
 
-    private func work() {
+    private func serve() {
         while true {
-            condition.lock()
-            while queueStart >= queue.count && !stopping { condition.wait() }
+            work.lock()
+            while queueStart >= queue.count && !stopping { work.wait() }
             if stopping {
+                work.unlock()
+                results.lock()
                 running -= 1
-                condition.broadcast()
-                condition.unlock()
+                results.broadcast()
+                results.unlock()
                 return
             }
             let item = queue[queueStart]
@@ -208,17 +218,19 @@ final class BlobSyncer: @unchecked Sendable {
                 queue.removeFirst(queueStart)
                 queueStart = 0
             }
-            condition.unlock()
+            work.unlock()
 
             var failure: VLMError?
             do { try place(item) } catch let error as VLMError { failure = error } catch {
                 failure = VLMError.io(file: item.target, "\(error)")
             }
-            condition.lock()
+            results.lock()
+            // One wake-up per batch: while earlier results wait untaken, the fetch thread has one coming already.
+            let first = finished.isEmpty
             finished.append(Finished(id: item.id, error: failure))
-            condition.broadcast()
-            condition.unlock()
-            wake()
+            results.signal()
+            results.unlock()
+            if first { wake() }
         }
     }
 
