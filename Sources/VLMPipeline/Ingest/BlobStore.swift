@@ -38,13 +38,13 @@ final class BlobStore: @unchecked Sendable {
     }
 }
 
-/// One attempt's body: written to a temporary file while hashed and probed. Each chunk goes straight to the file
-/// (curl hands over up to 64 KiB at a time, so there is nothing to gain from buffering it again).
+/// One attempt's body, written to a temporary file (hashed and probed later by a `BlobSyncer` thread). Each chunk
+/// goes straight to the file (curl hands over up to 64 KiB at a time, so there is nothing to gain from buffering
+/// it again).
 final class BlobSink: URLFetchSink {
     let store: BlobStore
     let temporaryPath: String
     private var fd: Int32 = -1
-    private var stream = ImageProbe.Stream()
     private var first: [UInt8] = []
     /// Set when the body could not be written to disk: the workspace, not the URL, is at fault.
     private(set) var writeError: VLMError?
@@ -81,7 +81,6 @@ final class BlobSink: URLFetchSink {
             done += n
         }
         if first.count < 8 { first.append(contentsOf: chunk.prefix(8 - first.count)) }
-        stream.update(chunk)
         return true
     }
 
@@ -89,8 +88,6 @@ final class BlobSink: URLFetchSink {
     var looksLikeImage: Bool {
         first.starts(with: [0xFF, 0xD8, 0xFF]) || first.starts(with: [0x89, 0x50, 0x4E, 0x47])
     }
-
-    func probe(name: String) -> ImageProbe { stream.finish(name: name, expected: nil) }
 
     /// Closes the file; from here on a `BlobSyncer` owns it.
     func handOver() {
@@ -100,27 +97,38 @@ final class BlobSink: URLFetchSink {
     }
 }
 
-/// Makes stored images durable off the fetch thread. Each handed-over body file is fsynced, renamed to its
-/// content-addressed name (or dropped when that name exists, which is then fsynced itself) and its folder fsynced,
-/// by one of a few threads, so that a catalog row is committed only for an image that survives a power loss,
-/// while the disk's flush latency overlaps the downloads instead of stalling the one fetch thread. Concurrent
-/// fsyncs also share the file system's journal commits.
+/// Judges and stores bodies off the fetch thread. Each handed-over body file is read back (from the page cache),
+/// hashed and probed with ingest coco's checks; a good JPEG or PNG is fsynced, renamed to its content-addressed
+/// name (or dropped when that name exists, which is then fsynced itself) and its folder fsynced; anything else is
+/// removed. One of a few threads does it, so a catalog row is committed only for an image that survives a power
+/// loss, while hashing and the disk's flush latency overlap the downloads instead of stalling the one fetch
+/// thread. Concurrent fsyncs also share the file system's journal commits.
 ///
 /// ```swift
 /// let syncer = BlobSyncer(store: store, threads: 16, fsync: true, wake: { fetcher.wakeup() })
-/// syncer.submit(.init(id: 7, temporary: sink.temporaryPath, target: target))
-/// for done in syncer.takeFinished() { ... }     // ids whose file is in place, or the error
+/// syncer.submit(.init(id: 7, temporary: sink.temporaryPath, name: url))
+/// for done in syncer.takeFinished() { ... }     // each body's probe and, when kept, where it is now
 /// ```
 final class BlobSyncer: @unchecked Sendable {
     struct Item: Sendable {
         var id: Int
         var temporary: String
-        var target: String
+        /// Names the body in probe messages (its URL).
+        var name: String
     }
 
     struct Finished: Sendable {
         var id: Int
+        var probe: ImageProbe
+        /// Where the body is stored; nil when it is not kept.
+        var location: String?
+        /// Writing the workspace failed: the run must stop.
         var error: VLMError?
+    }
+
+    /// The bodies that are kept: decodable-looking JPEG and PNG.
+    static func keeps(_ probe: ImageProbe) -> Bool {
+        probe.status == .ok && (probe.format == "jpeg" || probe.format == "png")
     }
 
     let store: BlobStore
@@ -201,6 +209,7 @@ final class BlobSyncer: @unchecked Sendable {
     }
 
     private func serve() {
+        var buffer = [UInt8](repeating: 0, count: 256 << 10)
         while true {
             work.lock()
             while queueStart >= queue.count && !stopping { work.wait() }
@@ -220,22 +229,53 @@ final class BlobSyncer: @unchecked Sendable {
             }
             work.unlock()
 
-            var failure: VLMError?
-            do { try place(item) } catch let error as VLMError { failure = error } catch {
-                failure = VLMError.io(file: item.target, "\(error)")
+            var outcome = Finished(id: item.id, probe: ImageProbe(status: .missing))
+            do {
+                outcome.probe = try Self.probe(file: item.temporary, name: item.name, buffer: &buffer)
+                if Self.keeps(outcome.probe) {
+                    let target = store.path(sha256: outcome.probe.sha256!, format: outcome.probe.format!)
+                    try place(temporary: item.temporary, target: target)
+                    outcome.location = target
+                } else {
+                    unlink(item.temporary)
+                }
+            } catch let error as VLMError { outcome.error = error } catch {
+                outcome.error = VLMError.io(file: item.temporary, "\(error)")
             }
             results.lock()
             // One wake-up per batch: while earlier results wait untaken, the fetch thread has one coming already.
             let first = finished.isEmpty
-            finished.append(Finished(id: item.id, error: failure))
+            finished.append(outcome)
             results.signal()
             results.unlock()
             if first { wake() }
         }
     }
 
+    /// Hashes and probes a body file (an empty body has none: judged as zero bytes).
+    static func probe(file: String, name: String, buffer: inout [UInt8]) throws -> ImageProbe {
+        var stream = ImageProbe.Stream()
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return stream.finish(name: name, expected: nil) }
+            throw VLMError.io(file: file, "cannot read: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VLMError.io(file: file, "cannot read: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { stream.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        return stream.finish(name: name, expected: nil)
+    }
+
     /// fsync the body, rename it into place (or keep the copy already there, synced), fsync the folder.
-    private func place(_ item: Item) throws {
+    private func place(temporary: String, target: String) throws {
+        let item = (temporary: temporary, target: target)
         let folder = (item.target as NSString).deletingLastPathComponent
         if mkdir(folder, 0o755) == 0 {
             if fsync { try Self.sync(path: store.root, directory: true) }   // the new folder's own entry

@@ -169,14 +169,16 @@ public struct IngestURLs {
         /// Records whose file is not in place yet, at most: beyond it no new transfer starts (memory stays bounded
         /// when the disk is slower than the network).
         let backlogLimit = max(256, 4 * options.concurrency)
-        // Image files are made durable (fsync, rename, fsync of the folder) on a few threads of their own; a record
-        // whose image is stored waits in `stored` until its file is in place, then goes to `pendingCommit`.
-        var stored: [Int: Catalog.URLResult] = [:]
+        // Bodies are hashed, probed and, when good, made durable (fsync, rename, fsync of the folder) on a few
+        // threads of their own; a 2xx record waits in `stored` until that is done, then goes to `pendingCommit`.
+        var stored: [Int: JudgedLater] = [:]
         func takeStored() throws {
             for finished in syncer.takeFinished() {
-                guard let result = stored.removeValue(forKey: finished.id) else { continue }
+                guard var later = stored.removeValue(forKey: finished.id) else { continue }
                 if let error = finished.error { throw error }
-                pendingCommit.append(result)
+                Self.judge(&later.row, probe: finished.probe, location: finished.location,
+                           looksLikeImage: later.looksLikeImage, contentType: later.contentType)
+                pendingCommit.append(later.row)
             }
             if !pendingCommit.isEmpty, pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
         }
@@ -210,11 +212,12 @@ public struct IngestURLs {
             let sink = sinks.removeValue(forKey: outcome.job.id)
             fetched += 1
             if let error = sink?.writeError { throw error }
-            let result = Self.result(of: outcome, pending: pending, sink: sink, store: store)
-            if result.status == "ok", let sink, let target = result.location {
+            let result = Self.result(of: outcome, pending: pending, hasBody: sink != nil)
+            if result.status == "ok", let sink {
                 sink.handOver()
-                stored[outcome.job.id] = result
-                syncer.submit(.init(id: outcome.job.id, temporary: sink.temporaryPath, target: target))
+                stored[outcome.job.id] = JudgedLater(row: result, looksLikeImage: sink.looksLikeImage,
+                                                     contentType: outcome.contentType)
+                syncer.submit(.init(id: outcome.job.id, temporary: sink.temporaryPath, name: pending.record.url))
             } else {
                 pendingCommit.append(result)
             }
@@ -249,8 +252,9 @@ public struct IngestURLs {
         return (lower.hasPrefix("http://") || lower.hasPrefix("https://")) && url.count > (lower.hasPrefix("https") ? 8 : 7)
     }
 
-    /// The catalog row for one finished transfer; for a good image, `location` is where its file goes.
-    static func result(of outcome: URLFetcher.Result, pending: PendingURL, sink: BlobSink?, store: BlobStore) -> Catalog.URLResult {
+    /// The catalog row for one finished transfer. A 2xx reply with a body comes back `ok`, to be judged by `judge`
+    /// once the sync threads have probed (and, when good, stored) its file.
+    static func result(of outcome: URLFetcher.Result, pending: PendingURL, hasBody: Bool) -> Catalog.URLResult {
         var r = Catalog.URLResult(key: pending.key, url: pending.record.url, caption: pending.record.caption,
                                   line: pending.record.line, status: "ok", attempts: outcome.attempts)
         r.httpStatus = outcome.httpStatus
@@ -273,36 +277,47 @@ public struct IngestURLs {
                 r.error = "HTTP \(outcome.httpStatus.map(String.init) ?? "?")"
                 break
             }
-            guard let sink else { r.status = "connect_error"; r.error = "no body"; break }
-            let probe = sink.probe(name: pending.record.url)
-            r.sha256 = probe.sha256
-            r.width = probe.width
-            r.height = probe.height
-            r.format = probe.format
-            switch probe.status {
-            case .ok:
-                guard probe.format == "jpeg" || probe.format == "png" else {
-                    r.status = "not_image"
-                    r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
-                    break
-                }
-                r.location = store.path(sha256: probe.sha256!, format: probe.format!)
-            case .tooLarge:
-                r.status = "too_large"
-                r.error = probe.error
-            default:
-                r.status = sink.looksLikeImage ? "decode_error" : "not_image"
-                r.error = sink.looksLikeImage ? probe.error
-                    : "body is not a JPEG or PNG (\(outcome.contentType.map { "served as \($0)" } ?? "no Content-Type"))"
+            if !hasBody { r.status = "connect_error"; r.error = "no body" }
+        }
+        return r
+    }
+
+    /// Settles a 2xx record from its body's probe: `ok` with its stored file, or why not.
+    static func judge(_ r: inout Catalog.URLResult, probe: ImageProbe, location: String?, looksLikeImage: Bool,
+                      contentType: String?) {
+        r.sha256 = probe.sha256
+        r.width = probe.width
+        r.height = probe.height
+        r.format = probe.format
+        switch probe.status {
+        case .ok:
+            guard BlobSyncer.keeps(probe), let location else {
+                r.status = "not_image"
+                r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
+                break
             }
+            r.location = location
+        case .tooLarge:
+            r.status = "too_large"
+            r.error = probe.error
+        default:
+            r.status = looksLikeImage ? "decode_error" : "not_image"
+            r.error = looksLikeImage ? probe.error
+                : "body is not a JPEG or PNG (\(contentType.map { "served as \($0)" } ?? "no Content-Type"))"
         }
         if r.status != "ok" {
             r.sha256 = r.status == "decode_error" ? r.sha256 : nil
             r.width = nil
             r.height = nil
         }
-        return r
     }
+}
+
+/// A 2xx record whose body the sync threads are probing and storing.
+struct JudgedLater {
+    var row: Catalog.URLResult
+    var looksLikeImage: Bool
+    var contentType: String?
 }
 
 /// A list record waiting for its fetch.
