@@ -185,8 +185,8 @@ def syscalls(trace):
 
 
 def test_every_image_file_is_fsynced_before_its_rename_and_its_folder_after(vlmdata_bin, nginx, docroot, tmp_path):
-    """Durability: each body is fsynced under its temporary name, renamed, then its folder is fsynced (a new folder's
-    parent too), all before the run reports success; --no-fsync does none of it."""
+    """Durability: each body is fsynced under its temporary name, renamed, then its folder is fsynced (and blobs/,
+    once its 256 folders are made), all before the run reports success; --no-fsync does none of it."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed")

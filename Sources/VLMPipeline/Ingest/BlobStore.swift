@@ -17,7 +17,8 @@ final class BlobStore: @unchecked Sendable {
     private let process = getpid()
     private var counter = 0
 
-    init(root: String) throws {
+    /// `sync`: fsync `root` when folders were made in it (off with `--no-fsync`).
+    init(root: String, sync: Bool = true) throws {
         self.root = root
         temporary = root + "/tmp"
         // Left-over partial downloads of a killed run (the ingest lock is held, so no other run is writing).
@@ -25,6 +26,18 @@ final class BlobStore: @unchecked Sendable {
         do { try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true) } catch {
             throw VLMError.io(file: temporary, "cannot create folder: \(error.localizedDescription)")
         }
+        // The 256 folders `ab/` up front, their entries synced once: the sync threads then never create one, so no
+        // image is committed inside a folder whose own entry another thread has not synced yet.
+        var created = false
+        for i in 0..<256 {
+            let folder = root + "/" + String(format: "%02x", i)
+            if mkdir(folder, 0o755) == 0 {
+                created = true
+            } else if errno != EEXIST {
+                throw VLMError.io(file: folder, "cannot create folder: \(String(cString: strerror(errno)))")
+            }
+        }
+        if created && sync { try BlobSyncer.sync(path: root, directory: true) }
     }
 
     /// A fresh temporary file name (fetch thread only).
@@ -276,12 +289,7 @@ final class BlobSyncer: @unchecked Sendable {
     /// fsync the body, rename it into place (or keep the copy already there, synced), fsync the folder.
     private func place(temporary: String, target: String) throws {
         let item = (temporary: temporary, target: target)
-        let folder = (item.target as NSString).deletingLastPathComponent
-        if mkdir(folder, 0o755) == 0 {
-            if fsync { try Self.sync(path: store.root, directory: true) }   // the new folder's own entry
-        } else if errno != EEXIST {
-            throw VLMError.io(file: folder, "cannot create folder: \(String(cString: strerror(errno)))")
-        }
+        let folder = (item.target as NSString).deletingLastPathComponent   // made by BlobStore.init
         if access(item.target, F_OK) == 0 {
             // The same image through another URL, or from a run killed before its row was committed.
             unlink(item.temporary)
@@ -295,7 +303,7 @@ final class BlobSyncer: @unchecked Sendable {
         if fsync { try Self.sync(path: folder, directory: true) }
     }
 
-    private static func sync(path: String, directory: Bool) throws {
+    static func sync(path: String, directory: Bool) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0))
         guard fd >= 0 else { throw VLMError.io(file: path, "cannot open to fsync: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

@@ -65,7 +65,7 @@ public struct IngestURLs {
         }
         let fingerprint = try options.files.map { try Hashing.sha256(file: $0) }.joined(separator: "+")
         let sourceID = try catalog.urlSource(split: options.split, uri: options.files.joined(separator: ","), fingerprint: fingerprint)
-        let store = try BlobStore(root: catalog.workspace.root + "/blobs")
+        let store = try BlobStore(root: catalog.workspace.root + "/blobs", sync: options.fsync)
 
         var problems: [String] = []
         var problemCount = 0
