@@ -163,7 +163,7 @@ public struct IngestURLs {
                                                 maxRedirects: options.maxRedirects, retries: options.retries)
         if !options.respectOptOut { fetcherOptions.honourOptOut = false }
         let fetcher = try URLFetcher(options: fetcherOptions)
-        let syncer = BlobSyncer(store: store, threads: min(32, max(2, options.concurrency / 2)), fsync: options.fsync,
+        let syncer = BlobSyncer(store: store, threads: min(64, max(2, options.concurrency)), fsync: options.fsync,
                                 wake: { [fetcher] in fetcher.wakeup() })
         defer { syncer.stop() }
         /// Records whose file is not in place yet, at most: beyond it no new transfer starts (memory stays bounded
