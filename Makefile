@@ -13,6 +13,8 @@ DEMO_WS    ?= vlmdata-work/demo
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
+# Debian packages only `make bench` needs: nginx's echo module (echo_sleep adds the URL benchmark's latency) and wrk.
+BENCH_DEBS := libnginx-mod-http-echo wrk
 # Debian packages of the one-node Slurm cluster `make test-cluster` starts (daemons run directly, no systemd).
 CLUSTER_DEBS := slurmctld slurmd slurm-client munge
 CLUSTER_BINS := slurmctld slurmd munged sbatch scontrol squeue scancel
@@ -99,6 +101,9 @@ demo: deps build
 
 ## bench: ours against the peers, side by side in one run (see BENCHMARKS.md)
 bench: deps venv build
+	@[ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] && command -v wrk >/dev/null 2>&1 || { \
+		echo "bench: installing $(BENCH_DEBS) (the URL benchmark's latency server and load generator)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
 	VLMDATA_LIB=$(CURDIR)/$(LIBVLMDATA) $(PYTHON) Benchmarks/run.py --bin $(RELEASE)
 

@@ -20,7 +20,9 @@ public protocol URLFetchSink: AnyObject {
 /// let fetcher = try URLFetcher(options: .init(concurrency: 64))
 /// try fetcher.run(next: { queue.popFirst() }, open: { job in FileSink(job) }, done: { result in record(result) })
 /// ```
-public final class URLFetcher {
+///
+/// One thread runs it; only `wakeup()` may be called from others (hence `@unchecked Sendable`).
+public final class URLFetcher: @unchecked Sendable {
     public struct Options: Sendable {
         public var concurrency = 64
         /// Connections open to one host at once (0 = no cap).
@@ -112,9 +114,10 @@ public final class URLFetcher {
     /// Fetches every job `next` yields (nil = no more), at most `concurrency` at a time, and calls `done` once per
     /// job with its last attempt. `open` makes a fresh sink for each attempt. Returns when the last transfer ends.
     /// `shouldStop` is asked between rounds; when it says yes no new job starts and the running ones are dropped
-    /// without a `done` call.
+    /// without a `done` call. `round` runs once per round of the loop (after `done` calls, before waiting for the
+    /// network), for work that other threads finish; they call `wakeup()` to end the wait early.
     public func run(next: () throws -> Job?, open: (Job) -> any URLFetchSink, done: (Result) throws -> Void,
-                    shouldStop: () -> Bool = { false }) throws {
+                    round: () throws -> Void = {}, shouldStop: () -> Bool = { false }) throws {
         var idle: [Transfer] = []
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         var delayed: [(due: Double, job: Job, attempts: Int)] = []
@@ -171,6 +174,7 @@ public final class URLFetcher {
                     try done(result)
                 }
             }
+            try round()
             if active.isEmpty, !delayed.isEmpty, active.count < options.concurrency {
                 let wait = max(0, (delayed.map(\.due).min() ?? now) - Self.clock())
                 if wait > 0 { usleep(UInt32(min(wait, 0.1) * 1_000_000)) }
@@ -181,10 +185,15 @@ public final class URLFetcher {
         }
     }
 
+    /// Ends `run`'s wait for the network at once (callable from any thread), so its `round` runs.
+    public func wakeup() { _ = curl_multi_wakeup(multi) }
+
     /// Failures worth another attempt: the network or the server may do better next time.
     static func isTransient(_ result: Result) -> Bool {
         switch result.outcome {
         case .timeout, .stalled, .connectError: true
+        // A resolver that did not answer in time may next time; a name that does not exist will not.
+        case .dnsError: result.error?.contains("Resolving timed out") ?? false
         case .answered: result.httpStatus.map { $0 == 429 || $0 == 408 || (500...599).contains($0) } ?? false
         default: false
         }
@@ -260,6 +269,9 @@ private final class Transfer {
             _ = vlm_curl_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, max(1, Int(options.stall.rounded(.up))))
         }
         _ = vlm_curl_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(options.maxBytes))
+        // Most images arrive in one or two reads (and one or two sink calls) instead of four or more; under
+        // glibc's mmap threshold, so the buffer comes from the heap, not a fresh mapping per transfer.
+        _ = vlm_curl_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 << 10)
         _ = vlm_curl_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer)
         let me = Unmanaged.passUnretained(self).toOpaque()
         _ = vlm_curl_setopt_callback(easy, CURLOPT_WRITEFUNCTION, transferWrite)
@@ -347,7 +359,9 @@ private final class Transfer {
             result.error = "announced body is over --max-bytes (\(options.maxBytes) bytes)"
             return result
         case CURLE_OPERATION_TIMEDOUT:
-            result.outcome = message.contains("too slow") ? .stalled : .timeout
+            // A resolver that does not answer ends at the connect deadline ("Resolving timed out after N
+            // milliseconds"): the name could not be resolved, whatever the reason.
+            result.outcome = message.contains("too slow") ? .stalled : message.hasPrefix("Resolving timed out") ? .dnsError : .timeout
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: result.outcome = .dnsError
         case CURLE_TOO_MANY_REDIRECTS: result.outcome = .redirectLoop
         case CURLE_UNSUPPORTED_PROTOCOL: result.outcome = .refusedScheme
@@ -367,8 +381,22 @@ private func transferWrite(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ 
 
 private func transferHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ me: UnsafeMutableRawPointer?) -> Int {
     guard let data, let me else { return 0 }
-    let transfer = Unmanaged<Transfer>.fromOpaque(me).takeUnretainedValue()
     let n = size * count
-    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self)
-    return transfer.header(line) ? n : 0
+    let bytes = UnsafeRawBufferPointer(start: data, count: n)
+    // Most header lines (dates, lengths, caching) matter to no one: skip them before making a String.
+    guard headerPrefixes.contains(where: { hasPrefixIgnoringCase(bytes, $0) }) else { return n }
+    let transfer = Unmanaged<Transfer>.fromOpaque(me).takeUnretainedValue()
+    return transfer.header(String(decoding: bytes, as: UTF8.self)) ? n : 0
+}
+
+/// The header lines `Transfer.header` reads: the status line and two fields (lower case).
+private let headerPrefixes: [[UInt8]] = ["http/", "content-type:", "x-robots-tag:"].map { Array($0.utf8) }
+
+private func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
+    guard bytes.count >= prefix.count else { return false }
+    for i in 0..<prefix.count {
+        let b = bytes[i]
+        if (b >= 0x41 && b <= 0x5A ? b | 0x20 : b) != prefix[i] { return false }
+    }
+    return true
 }

@@ -36,6 +36,7 @@ extension IngestCommand {
         @Option(help: "Largest body kept (20MB, 5MiB).") var maxBytes = "20MB"
         @Option(help: "Redirects followed before a record is a redirect_loop.") var maxRedirects = 5
         @Flag(inversion: .prefixedNo, help: "Honour X-Robots-Tag: noai / noimageai (as img2dataset does).") var respectOptOut = true
+        @Flag(inversion: .prefixedNo, help: "fsync each image file and its folder before its row is committed (--no-fsync: for scratch workspaces; a power loss may then leave rows naming lost files).") var fsync = true
         @Flag(help: "Also fetch the records that failed before.") var retryFailed = false
         @Option(help: "With --retry-failed: only these failure statuses (comma-separated, e.g. http_error,timeout).") var retryStatus: String?
         @Option(help: PartHelp.text) var part: PartSpec?
@@ -57,6 +58,7 @@ extension IngestCommand {
             c.maxBytes = maxBytes
             c.maxRedirects = maxRedirects
             c.respectOptOut = respectOptOut
+            c.fsync = fsync
             if retryFailed || retryStatus != nil { c.retryFailed = retryStatus ?? "all" }
             c.part = part?.description
             return c

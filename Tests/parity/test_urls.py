@@ -95,6 +95,7 @@ def fault_list(nginx_base, faults, docroot):
         (f"{faults}/noai/{j[4]}", "opted out", "opted_out"),
         (f"{nginx_base}/{j[0]}", "the first URL again", "duplicate"),
         ("http://127.0.0.1:1/x.jpg", "unreachable port", "connect_error"),
+        ("http://nonexistent.invalid/x.jpg", "a name that cannot resolve (RFC 6761)", "dns_error"),
         ("file:///etc/passwd", "a file URL", "refused"),
         (f"{faults}/to-file", "redirect to file://", "refused"),
         (f"{faults}/file/{j[0]}", "same bytes, another URL", "ok"),
@@ -143,6 +144,79 @@ def test_every_fault_gets_its_status(fault_run):
         assert f"{listing}" in result.stderr and f"line {line}" in result.stderr, result.stderr
     assert "not valid UTF-8" in result.stderr
     assert "file:///etc/passwd" in result.stderr
+
+
+def test_dns_error_is_quick_and_does_not_depend_on_the_resolver(vlmdata_bin, tmp_path):
+    """A name that does not resolve is `dns_error` whether the resolver says so (NXDOMAIN) or never answers: the
+    connect deadline bounds the lookup, and a lookup cut short by it is still a DNS failure, not a `timeout`. With a
+    1 ms deadline the lookup is almost always cut short, so both paths are exercised here on any machine."""
+    listing = tmp_path / "dns.tsv"
+    listing.write_text("url\tcaption\n" + "".join(f"http://host{i}.nonexistent.invalid/x.jpg\tcaption {i}\n" for i in range(4)))
+    for timeout in ("1ms", "3s"):
+        ws = tmp_path / f"ws-{timeout}"
+        start = time.monotonic()
+        ingest(vlmdata_bin, ws, listing, "--timeout", timeout, "--retries", "1")
+        elapsed = time.monotonic() - start
+        got = rows(ws, "SELECT status, error FROM urls ORDER BY line")
+        assert [s for s, _ in got] == ["dns_error"] * 4, got
+        assert all("resolv" in e.lower() for _, e in got), got
+        assert elapsed < 15, f"{elapsed:.1f} s for 4 names that do not resolve (--timeout {timeout})"
+
+
+def syscalls(trace):
+    """(kind, paths) of each fsync and rename in an `strace -f -y` log, in the order they finished."""
+    import re
+    events, pending = [], {}
+    for line in trace.read_text().splitlines():
+        pid, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if "<unfinished ...>" in rest:
+            pending[pid] = rest
+            continue
+        if "resumed>" in rest:
+            rest = pending.pop(pid, "").replace("<unfinished ...>", "") + rest.split("resumed>", 1)[1]
+        if not rest.rstrip().endswith("= 0"):
+            continue
+        if rest.startswith("fsync("):
+            events.append(("fsync", re.findall(r"<([^>]*)>", rest)[:1]))
+        elif rest.startswith("rename"):
+            events.append(("rename", re.findall(r'"([^"]*)"', rest)))
+    return events
+
+
+def test_every_image_file_is_fsynced_before_its_rename_and_its_folder_after(vlmdata_bin, nginx, docroot, tmp_path):
+    """Durability: each body is fsynced under its temporary name, renamed, then its folder is fsynced (and blobs/,
+    once its 256 folders are made), all before the run reports success; --no-fsync does none of it."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    nginx_base, _ = nginx
+    listing = tmp_path / "list.tsv"
+    listing.write_text("url\tcaption\n" + "".join(f"{nginx_base}/{name}\tcaption {name}\n" for name in jpgs(docroot)[:8]))
+    for sync in (True, False):
+        ws = tmp_path / f"ws-{sync}"
+        trace = tmp_path / f"trace-{sync}.txt"
+        subprocess.run([strace, "-f", "-qq", "-y", "-e", "trace=fsync,rename,renameat,renameat2", "-o", trace,
+                        vlmdata_bin, "ingest", "urls", "--workspace", ws, "--quiet", listing,
+                        *([] if sync else ["--no-fsync"])], check=True, capture_output=True)
+        blobs = sorted(str(p.resolve()) for p in (ws / "blobs").rglob("*.jpg"))
+        assert len(blobs) == 8 and rows(ws, "SELECT COUNT(*) FROM urls WHERE status = 'ok'") == [(8,)]
+        events = syscalls(trace)
+        renames = {paths[1]: i for i, (kind, paths) in enumerate(events) if kind == "rename" and len(paths) == 2}
+        synced = [(i, paths[0]) for i, (kind, paths) in enumerate(events) if kind == "fsync" and paths]
+        for blob in blobs:
+            assert blob in renames, f"{blob} was not renamed into place"
+            r = renames[blob]
+            source = events[r][1][0]
+            before = [p for i, p in synced if i < r and p == source]
+            after = [p for i, p in synced if i > r and p == os.path.dirname(blob)]
+            if sync:
+                assert before, f"{source} was not fsynced before its rename to {blob}"
+                assert after, f"{os.path.dirname(blob)} was not fsynced after {blob} was renamed into it"
+            else:
+                assert not before and not after
+        if sync:
+            assert str((ws / "blobs").resolve()) in {p for _, p in synced}, "the folder holding the new ab/ folders"
 
 
 def test_good_images_are_stored_once_and_usable(fault_run):

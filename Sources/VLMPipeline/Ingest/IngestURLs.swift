@@ -30,6 +30,9 @@ public struct IngestURLs {
         public var maxBytes: Int64 = 20 << 20
         public var maxRedirects = 5
         public var respectOptOut = true
+        /// fsync every image file (and its folder) before its row is committed, so a power loss cannot leave a
+        /// row naming a file that is empty or gone. Off only for scratch workspaces.
+        public var fsync = true
         /// nil: fetch only records without a result; []: also every failed one; else the failed ones of these statuses.
         public var retryFailed: [String]?
         public var part: PartSpec?
@@ -62,7 +65,7 @@ public struct IngestURLs {
         }
         let fingerprint = try options.files.map { try Hashing.sha256(file: $0) }.joined(separator: "+")
         let sourceID = try catalog.urlSource(split: options.split, uri: options.files.joined(separator: ","), fingerprint: fingerprint)
-        let store = try BlobStore(root: catalog.workspace.root + "/blobs")
+        let store = try BlobStore(root: catalog.workspace.root + "/blobs", sync: options.fsync)
 
         var problems: [String] = []
         var problemCount = 0
@@ -160,11 +163,35 @@ public struct IngestURLs {
                                                 maxRedirects: options.maxRedirects, retries: options.retries)
         if !options.respectOptOut { fetcherOptions.honourOptOut = false }
         let fetcher = try URLFetcher(options: fetcherOptions)
+        let syncer = BlobSyncer(store: store, threads: min(64, max(2, options.concurrency)), fsync: options.fsync,
+                                wake: { [fetcher] in fetcher.wakeup() })
+        defer { syncer.stop() }
+        /// Records whose file is not in place yet, at most: beyond it no new transfer starts (memory stays bounded
+        /// when the disk is slower than the network).
+        let backlogLimit = max(256, 4 * options.concurrency)
+        // Bodies are hashed, probed and, when good, made durable (fsync, rename, fsync of the folder) on a few
+        // threads of their own; a 2xx record waits in `stored` until that is done, then goes to `pendingCommit`.
+        var stored: [Int: JudgedLater] = [:]
+        func takeStored() throws {
+            for finished in syncer.takeFinished() {
+                guard var later = stored.removeValue(forKey: finished.id) else { continue }
+                if let error = finished.error { throw error }
+                Self.judge(&later.row, probe: finished.probe, location: finished.location,
+                           looksLikeImage: later.looksLikeImage, contentType: later.contentType)
+                pendingCommit.append(later.row)
+            }
+            if !pendingCommit.isEmpty, pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
+        }
+
         var sinks: [Int: BlobSink] = [:]
         var jobs: [Int: PendingURL] = [:]
         var nextJobID = 0
         progress.start("fetching URLs", total: nil)
         try fetcher.run(next: {
+            while syncer.backlog >= backlogLimit {
+                syncer.waitForFinished()
+                try takeStored()
+            }
             if queueStart >= queue.count {
                 queue.removeAll(keepingCapacity: true)
                 queueStart = 0
@@ -184,9 +211,22 @@ public struct IngestURLs {
             let pending = jobs.removeValue(forKey: outcome.job.id)!
             let sink = sinks.removeValue(forKey: outcome.job.id)
             fetched += 1
-            pendingCommit.append(Self.result(of: outcome, pending: pending, sink: sink, store: store))
-            if pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
-        }, shouldStop: { cancellation.isCancelled })
+            if let error = sink?.writeError { throw error }
+            let result = Self.result(of: outcome, pending: pending, hasBody: sink != nil)
+            if result.status == "ok", let sink {
+                sink.handOver()
+                stored[outcome.job.id] = JudgedLater(row: result, looksLikeImage: sink.looksLikeImage,
+                                                     contentType: outcome.contentType)
+                syncer.submit(.init(id: outcome.job.id, temporary: sink.temporaryPath, name: pending.record.url))
+            } else {
+                pendingCommit.append(result)
+            }
+            if !pendingCommit.isEmpty, pendingCommit.count >= 256 || URLFetcher.clock() - lastCommit > 0.5 { try flush() }
+        }, round: takeStored, shouldStop: { cancellation.isCancelled })
+        while syncer.backlog > 0 {
+            syncer.waitForFinished()
+            try takeStored()
+        }
         try flush()
         let failed = counts.filter { $0.key != "ok" }.values.reduce(0, +)
         (progress as? TerminalProgress)?.relabel("fetching URLs")
@@ -212,8 +252,9 @@ public struct IngestURLs {
         return (lower.hasPrefix("http://") || lower.hasPrefix("https://")) && url.count > (lower.hasPrefix("https") ? 8 : 7)
     }
 
-    /// The catalog row for one finished transfer, and its image stored when it is good.
-    static func result(of outcome: URLFetcher.Result, pending: PendingURL, sink: BlobSink?, store: BlobStore) -> Catalog.URLResult {
+    /// The catalog row for one finished transfer. A 2xx reply with a body comes back `ok`, to be judged by `judge`
+    /// once the sync threads have probed (and, when good, stored) its file.
+    static func result(of outcome: URLFetcher.Result, pending: PendingURL, hasBody: Bool) -> Catalog.URLResult {
         var r = Catalog.URLResult(key: pending.key, url: pending.record.url, caption: pending.record.caption,
                                   line: pending.record.line, status: "ok", attempts: outcome.attempts)
         r.httpStatus = outcome.httpStatus
@@ -236,117 +277,51 @@ public struct IngestURLs {
                 r.error = "HTTP \(outcome.httpStatus.map(String.init) ?? "?")"
                 break
             }
-            guard let sink else { r.status = "connect_error"; r.error = "no body"; break }
-            let probe = sink.probe(name: pending.record.url)
-            r.sha256 = probe.sha256
-            r.width = probe.width
-            r.height = probe.height
-            r.format = probe.format
-            switch probe.status {
-            case .ok:
-                guard probe.format == "jpeg" || probe.format == "png" else {
-                    r.status = "not_image"
-                    r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
-                    break
-                }
-                do {
-                    r.location = try sink.store(sha256: probe.sha256!, format: probe.format!)
-                } catch {
-                    r.status = "decode_error"
-                    r.error = "cannot store: \(error)"
-                }
-            case .tooLarge:
-                r.status = "too_large"
-                r.error = probe.error
-            default:
-                r.status = sink.looksLikeImage ? "decode_error" : "not_image"
-                r.error = sink.looksLikeImage ? probe.error
-                    : "body is not a JPEG or PNG (\(outcome.contentType.map { "served as \($0)" } ?? "no Content-Type"))"
+            if !hasBody { r.status = "connect_error"; r.error = "no body" }
+        }
+        return r
+    }
+
+    /// Settles a 2xx record from its body's probe: `ok` with its stored file, or why not.
+    static func judge(_ r: inout Catalog.URLResult, probe: ImageProbe, location: String?, looksLikeImage: Bool,
+                      contentType: String?) {
+        r.sha256 = probe.sha256
+        r.width = probe.width
+        r.height = probe.height
+        r.format = probe.format
+        switch probe.status {
+        case .ok:
+            guard BlobSyncer.keeps(probe), let location else {
+                r.status = "not_image"
+                r.error = "\(probe.format ?? "unknown") image: only JPEG and PNG are kept"
+                break
             }
+            r.location = location
+        case .tooLarge:
+            r.status = "too_large"
+            r.error = probe.error
+        default:
+            r.status = looksLikeImage ? "decode_error" : "not_image"
+            r.error = looksLikeImage ? probe.error
+                : "body is not a JPEG or PNG (\(contentType.map { "served as \($0)" } ?? "no Content-Type"))"
         }
         if r.status != "ok" {
             r.sha256 = r.status == "decode_error" ? r.sha256 : nil
             r.width = nil
             r.height = nil
         }
-        return r
     }
+}
+
+/// A 2xx record whose body the sync threads are probing and storing.
+struct JudgedLater {
+    var row: Catalog.URLResult
+    var looksLikeImage: Bool
+    var contentType: String?
 }
 
 /// A list record waiting for its fetch.
 struct PendingURL {
     var record: URLListRecord
     var key: String
-}
-
-/// The workspace's content-addressed image files: `blobs/ab/abcdef….jpg`, written to a temporary name and
-/// renamed, one file per distinct sha256.
-final class BlobStore: @unchecked Sendable {
-    let root: String
-    let temporary: String
-
-    init(root: String) throws {
-        self.root = root
-        temporary = root + "/tmp"
-        // Left-over partial downloads of a killed run (the ingest lock is held, so no other run is writing).
-        try? FileManager.default.removeItem(atPath: temporary)
-        do { try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true) } catch {
-            throw VLMError.io(file: temporary, "cannot create folder: \(error.localizedDescription)")
-        }
-    }
-
-    func path(sha256: String, format: String) -> String {
-        "\(root)/\(sha256.prefix(2))/\(sha256).\(format == "jpeg" ? "jpg" : format)"
-    }
-}
-
-/// One attempt's body: written to a temporary file while hashed and probed.
-final class BlobSink: URLFetchSink {
-    let store: BlobStore
-    let temporaryPath: String
-    private var writer: FileWriter?
-    private var stream = ImageProbe.Stream()
-    private var first: [UInt8] = []
-    var abortReason: String?
-
-    init(store: BlobStore) {
-        self.store = store
-        temporaryPath = store.temporary + "/" + UUID().uuidString + ".part"
-    }
-
-    deinit { try? writer?.close(); unlink(temporaryPath) }
-
-    func receive(_ chunk: UnsafeRawBufferPointer) -> Bool {
-        do {
-            if writer == nil { writer = try FileWriter(path: temporaryPath) }
-            try writer!.write(chunk)
-        } catch {
-            abortReason = "cannot write \(temporaryPath): \(error)"
-            return false
-        }
-        if first.count < 8 { first.append(contentsOf: chunk.prefix(8 - first.count)) }
-        stream.update(chunk)
-        return true
-    }
-
-    /// True when the body starts like a JPEG or PNG (a bad one is a decode error, anything else is not an image).
-    var looksLikeImage: Bool {
-        first.starts(with: [0xFF, 0xD8, 0xFF]) || first.starts(with: [0x89, 0x50, 0x4E, 0x47])
-    }
-
-    func probe(name: String) -> ImageProbe { stream.finish(name: name, expected: nil) }
-
-    /// Moves the body to its content-addressed name (kept if already there); returns that path.
-    func store(sha256: String, format: String) throws -> String {
-        try writer?.close()
-        writer = nil
-        let target = store.path(sha256: sha256, format: format)
-        if FileManager.default.fileExists(atPath: target) { return target }
-        let folder = (target as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        guard rename(temporaryPath, target) == 0 else {
-            throw VLMError.io(file: target, "cannot rename \(temporaryPath): \(String(cString: strerror(errno)))")
-        }
-        return target
-    }
 }

@@ -30,6 +30,8 @@ public struct IngestURLsStep: Stage, LineageStage {
         public var maxBytes = "20MB"
         public var maxRedirects = 5
         public var respectOptOut = true
+        /// fsync every image file and its folder before its row is committed (false: scratch workspaces only).
+        public var fsync = true
         /// Also fetch records that failed: "all", or comma-separated statuses (http_error,timeout).
         public var retryFailed: String?
         public var part: String?
@@ -40,7 +42,7 @@ public struct IngestURLsStep: Stage, LineageStage {
             case files, format, split, concurrency, timeout, stall, retries, part
             case urlCol = "url_col", captionCol = "caption_col", keyCol = "key_col", perHost = "per_host"
             case maxBytes = "max_bytes", maxRedirects = "max_redirects", respectOptOut = "respect_opt_out"
-            case retryFailed = "retry_failed"
+            case retryFailed = "retry_failed", fsync
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -64,6 +66,7 @@ public struct IngestURLsStep: Stage, LineageStage {
             maxBytes = try c.value(.maxBytes, default: maxBytes)
             maxRedirects = try c.value(.maxRedirects, default: maxRedirects)
             respectOptOut = try c.value(.respectOptOut, default: respectOptOut)
+            fsync = try c.value(.fsync, default: fsync)
             retryFailed = try c.decodeIfPresent(String.self, forKey: .retryFailed)
             part = try c.decodeIfPresent(String.self, forKey: .part)
         }
@@ -97,6 +100,7 @@ public struct IngestURLsStep: Stage, LineageStage {
         guard (0...50).contains(config.maxRedirects) else { throw invalid("max_redirects", "must be within 0...50") }
         o.maxRedirects = config.maxRedirects
         o.respectOptOut = config.respectOptOut
+        o.fsync = config.fsync
         if let retry = config.retryFailed {
             if retry == "all" || retry.isEmpty {
                 o.retryFailed = []
