@@ -9,9 +9,10 @@ RELEASE    := .build/release/vlmdata
 LIBVLMDATA := .build/release/libVLMDataC.so
 TORCH      := torch==2.13.0
 DEMO_WS    ?= vlmdata-work/demo
-# Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
+# Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks,
+# strace for the URL ingest's fsync-order test.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
-              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev
+              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev strace
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
 # Debian packages only `make bench` needs: nginx's echo module (echo_sleep adds the URL benchmark's latency) and wrk.
 BENCH_DEBS := libnginx-mod-http-echo wrk
@@ -32,6 +33,7 @@ deps:
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	command -v xxhsum >/dev/null 2>&1 || missing="$$missing xxhsum"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: missing:$$missing; installing Debian packages"; \
