@@ -308,20 +308,31 @@ public final class ShardBuilder {
                     throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
                                    "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
                 }
-                if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return true }
+                // Rows of other parts are not planned, but they still count in the frame choice below, so the
+                // choice is that of the whole workspace whichever part is run (see FrameChoice).
+                let inPart = options.part?.owns(imageKey: row.imageKey, sampleKey: key) ?? true
                 var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
                                     source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
                                     kind: row.kind, generator: row.generator)
                 if row.imageID != nil {
-                    guard row.imageStatus == "ok" else { skipped["image_not_ok", default: 0] += 1; return true }
+                    guard row.imageStatus == "ok" else { if inPart { skipped["image_not_ok", default: 0] += 1 }; return true }
                     if let sha256 = row.imageSHA256, heldOut.contains(sha256) {
-                        skipped["eval_image", default: 0] += 1
+                        if inPart { skipped["eval_image", default: 0] += 1 }
                         return true
                     }
                     guard pixelsConfig != nil, row.pixelStatus == "ok",
                           let shard = row.pixelShard, let offset = row.offset, let size = row.size,
                           let imageKey = row.imageKey, let fileName = row.fileName
-                    else { skipped["no_pixels", default: 0] += 1; return true }
+                    else { if inPart { skipped["no_pixels", default: 0] += 1 }; return true }
+                    guard inPart else {
+                        if let meta = row.meta, meta.contains("box_frame") {
+                            let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
+                            frames.note(nil, key: key, generator: item.generator, kind: item.kind,
+                                        stated: (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:)),
+                                        statesBox: FrameChoice.statesBox(object))
+                        }
+                        return true
+                    }
                     item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
                                           sha256: row.imageSHA256, location: row.location, member: row.member,
                                           format: row.format, width: row.width, height: row.height)
@@ -351,6 +362,7 @@ public final class ShardBuilder {
                                     stated: item.boxFrame, statesBox: FrameChoice.statesBox(object))
                     }
                 }
+                guard inPart else { return true }
                 item.pixelShardName = row.pixelShard ?? "-"
                 item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
                 items.append(item)
