@@ -48,7 +48,8 @@ func runOK(_ arguments: [String]) throws -> CLIResult {
     let lines = result.stdout.split(separator: "\n").map(String.init)
     #expect(lines.first == "workspace: /tmp/demo-plan")
     #expect(lines.count == 9)
-    #expect(lines.contains { $0.hasPrefix("[5/8] tokenize  ") && $0.contains("template=vicuna_v1") && $0.contains("tokenizer=/tmp/demo-plan/tokenizer.json") })
+    #expect(lines.contains { $0.hasPrefix("[5/8] patchify  ") && $0.contains("mode=pad") })
+    #expect(lines.contains { $0.hasPrefix("[6/8] tokenize  ") && $0.contains("image_tokens=pixels") && $0.contains("template=vicuna_v1") && $0.contains("tokenizer=/tmp/demo-plan/tokenizer.json") })
 }
 
 /// Finding 7a: `--json` reports counted problems but dropped their messages.
