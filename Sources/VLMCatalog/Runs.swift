@@ -45,8 +45,13 @@ extension Catalog {
         let pid = Int64(getpid())
         return try write { db in
             if let adopted {
-                try db.execute(sql: "UPDATE runs SET params_hash = ?, params = ?, input_fingerprint = ? WHERE id = ?",
-                               arguments: [hash, paramsJSON, inputFingerprint, adopted])
+                // The stage's own params replace the lineage run's, keeping what the run recorded beside its config.
+                try db.execute(sql: """
+                    UPDATE runs SET params_hash = ?, input_fingerprint = ?,
+                           params = CASE WHEN json_valid(params) AND json_type(params, '$.recorded') = 'object'
+                                         THEN json_set(?, '$.recorded', json(json_extract(params, '$.recorded'))) ELSE ? END
+                    WHERE id = ?
+                    """, arguments: [hash, inputFingerprint, paramsJSON, paramsJSON, adopted])
                 return adopted
             }
             try Catalog.markInterruptedRuns(db, host: host)
@@ -177,8 +182,9 @@ extension Catalog {
     }
 
     /// Opens a lineage run (status 'running'); returns its id.
-    /// `params` (default: the config) is what the run was given beyond its identity, e.g. the tokenizer's path;
-    /// it is stored in `runs.params` and does not take part in the config hash.
+    /// `params` (default: the config) is the config plus what the run was given beyond its identity, under the key
+    /// `recorded` (e.g. the tokenizer's path); it is stored in `runs.params`, does not take part in the config hash,
+    /// and `recorded` survives the stage's own `beginRun`.
     public func beginLineageRun(stage: String, name: String, config: String, configHash: String, inputs: [Int64],
                                 params: String? = nil) throws -> Int64 {
         let host = ProcessInfo.processInfo.hostName

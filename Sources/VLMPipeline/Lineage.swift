@@ -9,17 +9,15 @@ struct LineageIdentity {
     var config: String
     /// `tokenized.config_hash` / `pixels.config_hash` of the rows the run makes, when the stage makes such rows.
     var output: String?
-    /// What the run was given beyond its identity (e.g. `tokenizer_path`): recorded in the run's params beside
-    /// the config, not hashed, so the same tokenizer bytes at another path are the same config.
+    /// What the run was given beyond its identity (e.g. `tokenizer_path`): recorded in the run's params under
+    /// `recorded`, not hashed, so the same tokenizer bytes at another path are the same config.
     var recorded: [String: String] = [:]
 
-    /// The config JSON with the recorded keys added (the run's `params`).
+    /// The config JSON with `"recorded": {...}` added (the run's `params`).
     var params: String {
         guard !recorded.isEmpty, config.hasPrefix("{"), config.hasSuffix("}") else { return config }
-        let extra = recorded.sorted { $0.key < $1.key }.map { key, value in
-            String(decoding: Hashing.canonicalJSON([key: value]).dropFirst().dropLast(), as: UTF8.self)
-        }
-        return String(config.dropLast()) + (config == "{}" ? "" : ",") + extra.joined(separator: ",") + "}"
+        let extra = String(decoding: Hashing.canonicalJSON(recorded), as: UTF8.self)
+        return String(config.dropLast()) + (config == "{}" ? "" : ",") + "\"recorded\":" + extra + "}"
     }
 
     init(name: String, config: some Encodable, output: String? = nil) {

@@ -340,7 +340,7 @@ def test_throttled_upload_retries(vlmdata_bin, ws, moto, proxy):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["counts"]["uploaded"] == len(shard_files(ws))
     assert proxy.slowdowns == 0
-    assert report["counts"]["requests"] >= 3 + 2 * len(shard_files(ws))
+    assert report["counts"]["upload_requests"] >= 3 + 2 * len(shard_files(ws))
 
 
 def test_multipart_upload_and_a_failed_one_leaves_no_half_object(vlmdata_bin, big_ws, moto, proxy):

@@ -173,7 +173,7 @@ public enum ReportPage {
 
 /// The tokenizer whose strings label the tokens: the one given (used whatever its sha256), else the workspace's
 /// `tokenizer.json` or `tokenizer.model`, else the file a tokenize run recorded reading (its lineage params'
-/// `tokenizer_path`), each only when its sha256 equals the samples'. When none is, `needed` says which file
+/// `recorded.tokenizer_path`), each only when its sha256 equals the samples'. When none is, `needed` says which file
 /// (path + sha256) to pass with `--tokenizer`.
 struct TokenizerLookup {
     let candidates: [String]
@@ -195,7 +195,8 @@ struct TokenizerLookup {
         var out: [String: [String]] = [:]
         for run in try catalog.lineageRunParams(stage: TokenizeStep.name) {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(run.params.utf8))) as? [String: Any],
-                  let sha256 = object["tokenizer_sha256"] as? String, let path = object["tokenizer_path"] as? String else { continue }
+                  let sha256 = object["tokenizer_sha256"] as? String,
+                  let path = (object["recorded"] as? [String: Any])?["tokenizer_path"] as? String else { continue }
             if !(out[sha256]?.contains(path) ?? false) { out[sha256, default: []].append(path) }
         }
         return out
