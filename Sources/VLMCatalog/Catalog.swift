@@ -57,6 +57,28 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Opens a catalog read-only: no migration, no write, no file created beside it (a published index, a
+    /// cached copy). Refuses a catalog whose schema is not exactly this build's: a newer one names the migrations
+    /// it does not know, an older one the migration it needs (`Catalog.checkSchema`).
+    ///
+    /// ```swift
+    /// let index = try Catalog(readOnly: Workspace(root: "/cache/.index"))   // reads .../catalog.sqlite
+    /// ```
+    public init(readOnly workspace: Workspace) throws {
+        self.workspace = workspace
+        guard FileManager.default.fileExists(atPath: workspace.catalogPath) else {
+            throw VLMError(.notFound, file: workspace.catalogPath, "no catalog here")
+        }
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA foreign_keys = ON") }
+        do { pool = try DatabasePool(path: workspace.catalogPath, configuration: config) } catch {
+            throw VLMError(.io, file: workspace.catalogPath, "cannot open catalog read-only: \(error)")
+        }
+        try checkSchema()
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         for migration in Schema.migrations {

@@ -45,8 +45,13 @@ extension Catalog {
         let pid = Int64(getpid())
         return try write { db in
             if let adopted {
-                try db.execute(sql: "UPDATE runs SET params_hash = ?, params = ?, input_fingerprint = ? WHERE id = ?",
-                               arguments: [hash, paramsJSON, inputFingerprint, adopted])
+                // The stage's own params replace the lineage run's, keeping what the run recorded beside its config.
+                try db.execute(sql: """
+                    UPDATE runs SET params_hash = ?, input_fingerprint = ?,
+                           params = CASE WHEN json_valid(params) AND json_type(params, '$.recorded') = 'object'
+                                         THEN json_set(?, '$.recorded', json(json_extract(params, '$.recorded'))) ELSE ? END
+                    WHERE id = ?
+                    """, arguments: [hash, inputFingerprint, paramsJSON, paramsJSON, adopted])
                 return adopted
             }
             try Catalog.markInterruptedRuns(db, host: host)
@@ -141,6 +146,16 @@ extension Catalog {
         "[" + inputs.sorted().map(String.init).joined(separator: ",") + "]"
     }
 
+    /// The `params` and `output` of every done run of `stage`, the latest first (see `beginLineageRun`).
+    public func lineageRunParams(stage: String) throws -> [(params: String, output: String?)] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT params, output FROM runs WHERE stage = ? AND status = 'done' AND config_hash IS NOT NULL
+                ORDER BY used_seq DESC, id DESC
+                """, arguments: [stage]).map { (params: $0["params"] ?? "", output: $0["output"]) }
+        }
+    }
+
     /// The done run of `stage` with this config hash that read exactly `inputs`, if any.
     public func doneLineageRun(stage: String, configHash: String, inputs: [Int64]) throws -> LineageRun? {
         try read { db in
@@ -167,7 +182,11 @@ extension Catalog {
     }
 
     /// Opens a lineage run (status 'running'); returns its id.
-    public func beginLineageRun(stage: String, name: String, config: String, configHash: String, inputs: [Int64]) throws -> Int64 {
+    /// `params` (default: the config) is the config plus what the run was given beyond its identity, under the key
+    /// `recorded` (e.g. the tokenizer's path); it is stored in `runs.params`, does not take part in the config hash,
+    /// and `recorded` survives the stage's own `beginRun`.
+    public func beginLineageRun(stage: String, name: String, config: String, configHash: String, inputs: [Int64],
+                                params: String? = nil) throws -> Int64 {
         let host = ProcessInfo.processInfo.hostName
         let pid = Int64(getpid())
         return try write { db in
@@ -176,7 +195,7 @@ extension Catalog {
                 INSERT INTO runs (stage, params_hash, params, input_fingerprint, status, started_at,
                                   name, config, config_hash, inputs, pid, host)
                 VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [stage, configHash, config, Catalog.inputsJSON(inputs), Catalog.now(),
+                """, arguments: [stage, configHash, params ?? config, Catalog.inputsJSON(inputs), Catalog.now(),
                                  name, config, configHash, Catalog.inputsJSON(inputs), pid, host])
             return db.lastInsertedRowID
         }
@@ -220,6 +239,8 @@ extension Catalog {
             for table in derived {
                 try db.execute(sql: "UPDATE \(table.rawValue) SET run_id = ? WHERE run_id IS NULL OR run_id = ?", arguments: [existing, id])
             }
+            // Same config, so the params differ only in what was recorded beside it (the latest path wins).
+            try db.execute(sql: "UPDATE runs SET params = (SELECT params FROM runs WHERE id = ?) WHERE id = ?", arguments: [id, existing])
             try db.execute(sql: "DELETE FROM runs WHERE id = ?", arguments: [id])
         }
         try touchLineageRun(existing)

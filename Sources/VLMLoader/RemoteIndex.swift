@@ -6,7 +6,8 @@ import VLMIO
 /// A dataset known only by the URL of its published index (`vlmdata catalog publish`): `https://…/index.sqlite`
 /// or `s3://bucket/prefix/index.sqlite`. The index is downloaded into the cache folder and opened from that
 /// private copy; each shard is read from the URL `shard --upload` recorded, else from its path relative to the
-/// index's folder.
+/// index's folder. The copy is opened read-only: no migration runs on it, and an index of another schema than
+/// this build reads is refused naming the version it has and the one needed.
 ///
 /// ```swift
 /// let remote = try RemoteIndex.open("s3://bucket/ds/index.sqlite", cacheDirectory: "/tmp/cache/rank-0")
@@ -53,7 +54,10 @@ public struct RemoteIndex {
             throw VLMError.io(file: target, "rename from \(part) failed: \(String(cString: strerror(errno)))")
         }
         let catalog: Catalog
-        do { catalog = try Catalog(workspace: Workspace(root: folder)) } catch let error as VLMError {
+        // Read-only: the copy is the published index as it is; no migration runs on it and nothing is written.
+        do { catalog = try Catalog(readOnly: Workspace(root: folder)) } catch let error as VLMError where error.kind == .unsupported {
+            throw VLMError(.unsupported, file: HTTPClient.redacted(url), "cannot read this index: \(error.message)")
+        } catch let error as VLMError {
             throw VLMError(.corrupt, file: HTTPClient.redacted(url), "the downloaded index does not open as a catalog: \(error.message)")
         }
         let index = try DatasetIndex.load(catalog: catalog)

@@ -9,6 +9,16 @@ struct LineageIdentity {
     var config: String
     /// `tokenized.config_hash` / `pixels.config_hash` of the rows the run makes, when the stage makes such rows.
     var output: String?
+    /// What the run was given beyond its identity (e.g. `tokenizer_path`): recorded in the run's params under
+    /// `recorded`, not hashed, so the same tokenizer bytes at another path are the same config.
+    var recorded: [String: String] = [:]
+
+    /// The config JSON with `"recorded": {...}` added (the run's `params`).
+    var params: String {
+        guard !recorded.isEmpty, config.hasPrefix("{"), config.hasSuffix("}") else { return config }
+        let extra = String(decoding: Hashing.canonicalJSON(recorded), as: UTF8.self)
+        return String(config.dropLast()) + (config == "{}" ? "" : ",") + "\"recorded\":" + extra + "}"
+    }
 
     init(name: String, config: some Encodable, output: String? = nil) {
         self.name = name
@@ -77,7 +87,7 @@ extension LineageStage {
             return report
         }
         let runID = try catalog.beginLineageRun(stage: Self.name, name: identity.name, config: identity.config,
-                                                configHash: configHash, inputs: inputIDs)
+                                                configHash: configHash, inputs: inputIDs, params: identity.params)
         var report: StageReport
         do {
             report = try Catalog.withLineageRun(runID) { try perform(catalog, context, inputs: inputs) }

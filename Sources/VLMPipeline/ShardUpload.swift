@@ -68,13 +68,19 @@ public enum ShardUpload {
         return report
     }
 
+    /// Where `publish` puts the index for `destination`: itself when it names a `.sqlite` key, else
+    /// `destination/index.sqlite`.
+    public static func indexLocation(_ destination: S3Location) -> S3Location {
+        if destination.key.isEmpty || destination.key.hasSuffix("/") || !destination.key.hasSuffix(".sqlite") {
+            return destination.appending("index.sqlite")
+        }
+        return destination
+    }
+
     /// Uploads a consistent snapshot of the workspace's catalog (`VACUUM INTO`) to `destination` (a key ending in
     /// `/` or naming no `.sqlite` file gets `index.sqlite` appended). Returns the index URL and its size.
     public static func publish(workspace: Workspace, to destination: S3Location, config: S3Config) throws -> (url: String, bytes: Int) {
-        var target = destination
-        if target.key.isEmpty || target.key.hasSuffix("/") || !target.key.hasSuffix(".sqlite") {
-            target = target.appending("index.sqlite")
-        }
+        let target = indexLocation(destination)
         let catalog = try Catalog(workspace: workspace)
         guard !(try catalog.shardFiles()).isEmpty else {
             throw VLMError(.notFound, file: workspace.catalogPath, "no training shards in the catalog; run `vlmdata shard` first")

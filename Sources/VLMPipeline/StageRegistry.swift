@@ -7,7 +7,7 @@ public enum StageRegistry {
     public static let stages: [any Stage.Type] = [
         SynthShapesStep.self, IngestCOCOStep.self, IngestLLaVAStep.self, IngestURLsStep.self, GenInstructionsStep.self,
         TokenizerTrainStep.self, TokenizeStep.self, PatchifyStep.self, ShardStep.self, VerifyStep.self, ExportLLaVAStep.self,
-        CatalogMergeStep.self, TrainSmokeStep.self,
+        CatalogMergeStep.self, CatalogPublishStep.self, TrainSmokeStep.self, EvalBuildStep.self,
     ]
 
     public static func stage(named name: String) -> (any Stage.Type)? {

@@ -8,6 +8,10 @@ import VLMCore
 /// pixels are padded (a pad cuts nothing, so counts and presence hold); when a kind has neither, shard refuses,
 /// naming the frames, since its boxes would point at the wrong place in what the model sees.
 ///
+/// The choice is made over every row of the chosen tokenize and pixel configs, also when shard runs one part
+/// (`--part I/N`): rows of other parts are noted with no plan index. So each part keeps exactly the rows the
+/// whole run keeps, whichever images a part happens to hold.
+///
 /// ```swift
 /// var frames = FrameChoice(pixelFrame: .pad)
 /// frames.note(0, key: "a-tpl-grounding-0", generator: "templates", kind: "grounding", stated: .original, statesBox: true)
@@ -19,7 +23,8 @@ struct FrameChoice {
     let pixelFrame: BoxFrame?
 
     private struct Noted {
-        var index: Int
+        /// The plan item, or nil for a row of another part (it counts in the choice but is not planned).
+        var index: Int?
         var key: String
         var stated: BoxFrame?
         var statesBox: Bool
@@ -32,8 +37,8 @@ struct FrameChoice {
         self.pixelFrame = pixelFrame
     }
 
-    /// Records plan item `index`, whose instruction states `stated` as its frame.
-    mutating func note(_ index: Int, key: String, generator: String, kind: String, stated: BoxFrame?, statesBox: Bool) {
+    /// Records plan item `index` (nil: a row of another part), whose instruction states `stated` as its frame.
+    mutating func note(_ index: Int?, key: String, generator: String, kind: String, stated: BoxFrame?, statesBox: Bool) {
         let group = "\(generator)/\(kind)"
         if byKind[group] == nil { kindOrder.append(group) }
         byKind[group, default: []].append(Noted(index: index, key: key, stated: stated, statesBox: statesBox))
@@ -64,8 +69,8 @@ struct FrameChoice {
                 refused += noted.prefix(3 - min(3, refused.count))
                 continue
             }
-            let keep = Set(kept.map(\.index))
-            for n in noted where !keep.contains(n.index) { out.insert(n.index) }
+            let keep = Set(kept.compactMap(\.index))
+            for n in noted { if let index = n.index, !keep.contains(index) { out.insert(index) } }
         }
         guard refusedCount == 0 else {
             let examples = refused.map { "\($0.key): boxes in the \($0.stated?.rawValue ?? "unknown") frame, pixels need \(pixelFrame.rawValue)" }

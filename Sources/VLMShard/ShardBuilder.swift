@@ -291,6 +291,9 @@ public final class ShardBuilder {
     /// What one plan row becomes: a sample, or the reason it is left out (nil: another part's).
     enum PlannedRow {
         case item(PlanItem, statesFrame: Bool, statesBox: Bool)
+        /// A row another `--part` plans: it only counts in the frame choice.
+        case otherPart(PlanItem, statesFrame: Bool, statesBox: Bool)
+        /// Not planned; the reason is counted in the report (nil: not counted, e.g. another part's row).
         case skip(String?)
     }
 
@@ -301,18 +304,18 @@ public final class ShardBuilder {
             throw VLMError(.badInput, file: catalog.workspace.catalogPath, record: "instructions.key '\(key)'",
                            "sample keys may hold only letters, digits, _ and - (WebDataset splits member names at the first dot)")
         }
-        if let part = options.part, !part.owns(imageKey: row.imageKey, sampleKey: key) { return .skip(nil) }
+        let inPart = options.part?.owns(imageKey: row.imageKey, sampleKey: key) ?? true
         var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
                             source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
                             kind: row.kind, generator: row.generator)
         var statesFrame = false, statesBox = false
         if row.imageID != nil {
-            guard row.imageStatus == "ok" else { return .skip("image_not_ok") }
-            if let sha256 = row.imageSHA256, heldOut.contains(sha256) { return .skip("eval_image") }
+            guard row.imageStatus == "ok" else { return .skip(inPart ? "image_not_ok" : nil) }
+            if let sha256 = row.imageSHA256, heldOut.contains(sha256) { return .skip(inPart ? "eval_image" : nil) }
             guard pixelsConfig != nil, row.pixelStatus == "ok",
                   let shard = row.pixelShard, let offset = row.offset, let size = row.size,
                   let imageKey = row.imageKey, let fileName = row.fileName
-            else { return .skip("no_pixels") }
+            else { return .skip(inPart ? "no_pixels" : nil) }
             item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
                                   sha256: row.imageSHA256, location: row.location, member: row.member,
                                   format: row.format, width: row.width, height: row.height)
@@ -336,7 +339,8 @@ public final class ShardBuilder {
         }
         item.pixelShardName = row.pixelShard ?? "-"
         item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
-        return .item(item, statesFrame: statesFrame, statesBox: statesBox)
+        return inPart ? .item(item, statesFrame: statesFrame, statesBox: statesBox)
+                      : .otherPart(item, statesFrame: statesFrame, statesBox: statesBox)
     }
 
     /// The line of `item` that the plan's fingerprint hashes.
@@ -384,6 +388,14 @@ public final class ShardBuilder {
                 switch try planned(row, pixelsConfig: pixelsConfig, heldOut: heldOut) {
                 case .skip(let reason):
                     if let reason { skipped[reason, default: 0] += 1 }
+                    return true
+                case .otherPart(let other, let statesFrame, let statesBox):
+                    // Rows of other parts are not planned, but they still count in the frame choice, so the
+                    // choice is that of the whole workspace whichever part is run (see FrameChoice).
+                    if statesFrame {
+                        frames.note(nil, key: other.key, generator: other.generator, kind: other.kind,
+                                    stated: other.boxFrame, statesBox: statesBox)
+                    }
                     return true
                 case .item(let planned, let statesFrame, let statesBox):
                     item = planned

@@ -42,20 +42,23 @@ struct CatalogCommand: ParsableCommand {
         var json = false
 
         func validate() throws {
-            if (try? S3Location(destination)) == nil { throw ValidationError("the destination must be an s3:// URL, not '\(destination)'.") }
+            _ = try makeStage(CatalogPublishStep.self, .init(to: destination))
         }
 
         func run() throws {
-            let result = try runOrExit {
-                try ShardUpload.publish(workspace: Workspace(root: workspace.path), to: try S3Location(destination),
-                                        config: try S3Config.fromEnvironment())
+            let stage = try makeStage(CatalogPublishStep.self, .init(to: destination))
+            let report: StageReport
+            do { report = try stage.run(workspace.context()) } catch let failure as StageFailure {
+                FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+                throw ExitCode(1)
             }
+            let bytes = report.counts["bytes"] ?? 0
             if json {
-                let data = try JSONSerialization.data(withJSONObject: ["index_url": result.url, "bytes": result.bytes] as [String: Any],
+                let data = try JSONSerialization.data(withJSONObject: ["index_url": stage.indexURL, "bytes": bytes] as [String: Any],
                                                       options: [.sortedKeys, .withoutEscapingSlashes])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("published \(result.url) (\(result.bytes) bytes)")
+                print("published \(stage.indexURL) (\(bytes) bytes)")
             }
         }
     }

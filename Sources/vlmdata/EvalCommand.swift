@@ -3,6 +3,7 @@ import Foundation
 import VLMCatalog
 import VLMCore
 import VLMEval
+import VLMPipeline
 
 extension EvalKind: ExpressibleByArgument {}
 extension PopeSampling: ExpressibleByArgument {}
@@ -59,31 +60,40 @@ struct EvalBuildCommand: ParsableCommand {
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
+    var config: EvalBuildStep.Config {
+        var c = EvalBuildStep.Config(kind: kind.rawValue, split: split, out: out)
+        c.count = count
+        c.seed = seed
+        c.popeSampling = popeSampling.map(\.rawValue)
+        c.frame = frame.rawValue
+        c.name = name
+        return c
+    }
+
     func validate() throws {
-        if let count, count < 1 { throw ValidationError("--count must be at least 1.") }
-        if !popeSampling.isEmpty, kind != .pope { throw ValidationError("--pope-sampling applies to --kind pope only.") }
-        if frame == .crop { throw ValidationError("--frame crop is not built: a centre crop may cut the target off; use original or pad.") }
+        _ = try makeStage(EvalBuildStep.self, config)
     }
 
     func run() throws {
-        let ws = Workspace(root: workspace.path)
-        guard FileManager.default.fileExists(atPath: ws.catalogPath) else {
-            throw ValidationError("no catalog at \(ws.catalogPath); give --workspace, or run `vlmdata ingest coco` first.")
+        let stage = try makeStage(EvalBuildStep.self, config)
+        if json { return try runStage(stage, workspace.context(), json: true) }
+        let report: StageReport
+        do { report = try stage.run(workspace.context()) } catch let failure as StageFailure {
+            FileHandle.standardError.write(Data("error: \(failure.error)\n".utf8))
+            throw ExitCode(1)
         }
-        var options = EvalBuildOptions(kind: kind, split: split, out: out)
-        options.count = count
-        options.seed = seed
-        if !popeSampling.isEmpty { options.popeSampling = popeSampling }
-        options.frame = frame
-        options.name = name
-        let report = try runOrExit { try EvalSetBuilder(catalog: Catalog(workspace: ws), options: options).build() }
-        if json { return printJSON(report) }
-        let m = report.manifest
-        print("eval build: \(m.kind.rawValue) set \(m.name) from \(m.split): \(m.questions) questions on \(m.images) images " +
-              "(\(m.ineligible_images) images of the split could not carry them) in \(report.directory)")
-        print("  questions: " + report.categories.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
-        if report.labels.isEmpty { return }
-        print("  labels:    " + report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        let c = report.counts
+        func listed(_ prefix: String) -> String {
+            c.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
+                .map { "\($0.key.dropFirst(prefix.count))=\($0.value)" }.joined(separator: " ")
+        }
+        print("eval build: \(kind.rawValue) set \(name ?? URL(fileURLWithPath: stage.directory).lastPathComponent) from \(split): "
+              + "\(c["questions"] ?? 0) questions on \(c["images"] ?? 0) images (\(c["ineligible_images"] ?? 0) images of the split "
+              + "could not carry them) in \(stage.directory)\(report.skipped ? " (already built, unchanged)" : "")")
+        print("  questions: " + listed("questions."))
+        let labels = listed("labels.")
+        if !labels.isEmpty { print("  labels:    " + labels) }
+        if let run = report.run { print("  run #\(run.id): \(run.name)") }
     }
 }
 

@@ -72,31 +72,17 @@ struct ShardCommand: ParsableCommand {
         c.part = part?.description
         c.jobs = jobs
         c.allowEvalImages = allowEvalImages
+        c.upload = upload
+        c.partSize = partSize
         return c
     }
 
     func validate() throws {
         _ = try makeStage(ShardStep.self, config)
-        if let upload, (try? S3Location(upload)) == nil { throw ValidationError("--upload must be an s3://bucket/prefix URL, not '\(upload)'.") }
-        guard let parts = try? parseByteSize(partSize), parts >= 5 << 20 else {
-            throw ValidationError("--part-size '\(partSize)' must be a size of at least 5MiB (S3's smallest part).")
-        }
     }
 
     func run() throws {
         try runStage(try makeStage(ShardStep.self, config), workspace.context(), json: json)
-        if let upload {
-            let report = try runOrExit {
-                try ShardUpload.upload(workspace: Workspace(root: workspace.path), to: try S3Location(upload), config: try S3Config.fromEnvironment(),
-                                       partSize: try parseByteSize(partSize)) { line in
-                    if !workspace.quiet && !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
-                }
-            }
-            printReport(StageReport(stage: "upload", counts: [
-                "uploaded": report.uploaded, "already_present": report.present, "bytes_uploaded": report.bytesUploaded,
-                "aborted_stale_uploads": report.abortedStale, "requests": report.requests,
-            ]), json: json)
-        }
     }
 }
 

@@ -25,7 +25,7 @@ struct ViewCommand: ParsableCommand {
 
     @Option(help: "Seed of the sample draw.") var seed: UInt64 = 0
 
-    @Option(help: ArgumentHelp("tokenizer.json / tokenizer.model for the token strings. Default: the workspace's own when its sha256 matches the samples'; else ids are shown.", valueName: "file"))
+    @Option(help: ArgumentHelp("tokenizer.json / tokenizer.model for the token strings. Default: the workspace's own, else the file the tokenize run read, when its sha256 matches the samples'; else ids are shown and the file (path + sha256) to pass is named.", valueName: "file"))
     var tokenizer: String?
 
     @Flag(help: "Print one JSON object (page, samples, images written, loss curve).") var json = false
@@ -45,9 +45,7 @@ struct ViewCommand: ParsableCommand {
         } else {
             print("report: \(summary.page) (\(summary.samples_shown) of \(summary.samples_total) samples, \(summary.images_written) images)")
             if let loss = summary.loss_curve { print("loss curve: \(loss)") }
-            if summary.tokenizer == nil && summary.samples_shown > 0 {
-                print("note: no tokenizer found for the token strings (ids are shown); give --tokenizer")
-            }
+            for needed in summary.tokenizer_needed { print("note: token ids are shown, not strings: \(needed)") }
         }
     }
 }

@@ -48,7 +48,8 @@ func runOK(_ arguments: [String]) throws -> CLIResult {
     let lines = result.stdout.split(separator: "\n").map(String.init)
     #expect(lines.first == "workspace: /tmp/demo-plan")
     #expect(lines.count == 9)
-    #expect(lines.contains { $0.hasPrefix("[5/8] tokenize  ") && $0.contains("template=vicuna_v1") && $0.contains("tokenizer=/tmp/demo-plan/tokenizer.json") })
+    #expect(lines.contains { $0.hasPrefix("[5/8] patchify  ") && $0.contains("mode=pad") })
+    #expect(lines.contains { $0.hasPrefix("[6/8] tokenize  ") && $0.contains("image_tokens=pixels") && $0.contains("template=vicuna_v1") && $0.contains("tokenizer=/tmp/demo-plan/tokenizer.json") })
 }
 
 /// Finding 7a: `--json` reports counted problems but dropped their messages.
@@ -115,9 +116,9 @@ func runOK(_ arguments: [String]) throws -> CLIResult {
     #expect(!list.stdout.contains("INVALID"), "\(list.stdout)")
 
     let plan = try runOK(["run", pipelines + "/coco-mini.yaml", "--dry-run", "--set", "template=llama_2", "--set", "data=/d"])
-    #expect(plan.stdout.contains("tokenize  tokenizer=/d/tokenizers/mistral-v1/tokenizer.json template=llama_2 max_length=2048"), "\(plan.stdout)")
+    #expect(plan.stdout.contains("[4/6] tokenize  tokenizer=/d/tokenizers/mistral-v1/tokenizer.json template=llama_2 image_tokens=pixels max_length=2048"), "\(plan.stdout)")
     let bad = try runCLI(["run", pipelines + "/coco-mini.yaml", "--dry-run", "--set", "templat=llama_2", "--set", "template=nope"])
     #expect(bad.status == 1)
     #expect(bad.stderr.contains("--set templat: the file declares no variable 'templat'; it declares: data, image_size, template"), "\(bad.stderr)")
-    #expect(bad.stderr.contains("coco-mini.yaml:21: stage 3 (tokenize): 'template' must be one of vicuna_v1"), "\(bad.stderr)")
+    #expect(bad.stderr.contains("coco-mini.yaml:25: stage 4 (tokenize): 'template' must be one of vicuna_v1"), "\(bad.stderr)")
 }

@@ -380,3 +380,68 @@ def test_mmbench_llm_judge_is_asked_only_when_rules_fail_and_is_cached(vlmdata_b
         assert _JudgeHandler.requests == judged_rotations + 2
     finally:
         server.shutdown()
+
+
+# ---- eval build as a stage value (issue 12): a pipeline file builds a set; lineage; an unchanged rerun skips ----
+
+def test_eval_build_runs_from_a_pipeline_file_with_lineage(vlmdata_bin, shared, tmp_path):
+    coco = shared / "coco-mini"
+    ws, out = tmp_path / "ws", tmp_path / "sets" / "pope"
+    pipeline = tmp_path / "eval.yaml"
+    pipeline.write_text(f"""workspace: {ws}
+stages:
+  - stage: ingest coco
+    captions: {coco / "annotations" / "captions_train2017.json"}
+    instances: {coco / "annotations" / "instances_train2017.json"}
+    images: {coco / "train2017"}
+    split: mini
+  - stage: eval build
+    kind: pope
+    split: mini
+    count: 10
+    seed: 7
+    pope_sampling: [random, adversarial]
+    out: {out}
+""")
+    first = [json.loads(line) for line in run(vlmdata_bin, "run", pipeline, "--json", "--quiet").stdout.splitlines()]
+    build = first[-1]
+    assert build["stage"] == "eval build" and not build["skipped"]
+    assert build["counts"]["images"] == 10 and build["counts"]["questions"] == len(open(out / "questions.jsonl").readlines())
+    assert build["counts"]["questions.random"] + build["counts"]["questions.adversarial"] == build["counts"]["questions"]
+    assert sorted(os.listdir(out / "coco_pope")) == ["coco_pope_adversarial.json", "coco_pope_random.json"]
+    assert build["run"]["name"] == "pope:pope"
+    with sqlite3.connect(ws / "catalog.sqlite") as db:
+        assert db.execute("SELECT name, kind, split, questions FROM eval_sets").fetchall() == [
+            ("pope", "pope", "mini", build["counts"]["questions"])]
+        (inputs,) = db.execute("SELECT inputs FROM runs WHERE stage = 'eval build' AND status = 'done'").fetchone()
+        (ingest,) = db.execute("SELECT id FROM runs WHERE stage = 'ingest coco' AND status = 'done'").fetchone()
+    assert json.loads(inputs) == [ingest]
+    questions = (out / "questions.jsonl").read_bytes()
+
+    again = json.loads(run(vlmdata_bin, "run", pipeline, "--json", "--quiet").stdout.splitlines()[-1])
+    assert again["skipped"] and again["run"]["id"] == build["run"]["id"]
+    shutil.rmtree(out)      # the set's files are outside the catalog: gone, the stage builds them again
+    rebuilt = json.loads(run(vlmdata_bin, "run", pipeline, "--json", "--quiet").stdout.splitlines()[-1])
+    assert not rebuilt["skipped"] and (out / "questions.jsonl").read_bytes() == questions
+
+    # The CLI is the same stage: same config, same run.
+    cli = json.loads(run(vlmdata_bin, "eval", "build", "--workspace", ws, "--kind", "pope", "--split", "mini", "--count", "10",
+                         "--seed", "7", "--pope-sampling", "random", "--pope-sampling", "adversarial", "--out", out,
+                         "--json", "--quiet").stdout)
+    assert cli["skipped"] and cli["run"]["id"] == rebuilt["run"]["id"]
+
+
+def test_eval_build_keys_are_checked_before_anything_runs(vlmdata_bin, tmp_path):
+    pipeline = tmp_path / "bad.yaml"
+    pipeline.write_text(f"""workspace: {tmp_path / "ws"}
+stages:
+  - stage: eval build
+    kind: popee
+    split: mini
+    out: {tmp_path / "set"}
+    colour: red
+""")
+    result = run(vlmdata_bin, "run", pipeline, "--dry-run", check=False)
+    assert result.returncode == 1
+    assert "colour" in result.stderr and "pope_sampling" in result.stderr, result.stderr
+    assert not (tmp_path / "ws").exists()

@@ -255,3 +255,32 @@ def test_llava_imports_record_their_box_frame(vlmdata_bin, shared, tmp_path):
     assert report["counts"]["samples"] == 8 and report["counts"]["skipped_other_box_frame"] == 3
     frames = sorted(json.loads(m["json"]).get("box_frame") or "-" for m in samples(ws).values())
     assert frames == ["-"] * 5 + ["pad"] * 3
+
+
+def test_shard_parts_choose_the_frame_of_the_whole_workspace(vlmdata_bin, tmp_path):
+    """Two frames in one workspace (original-frame instructions for every image, pad-frame ones made for part 0's
+    images only) beside pad pixels: `shard --part I/2` keeps exactly the samples the whole shard keeps, part by
+    part. Before: each part chose the frame from its own rows, so part 1 (no pad rows) fell back to the original
+    ones and refused their boxes, where the whole run takes the pad rows and leaves the original ones out."""
+    import shutil
+    ws = str(tmp_path / "ws")
+    q = ["--workspace", ws, "--quiet"]
+    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
+        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
+    kinds = ["--generator", "templates", "--kinds", "caption,grounding,count", "--seed", "3"]
+    run(vlmdata_bin, "gen-instructions", *q, *kinds)
+    run(vlmdata_bin, "gen-instructions", *q, *kinds, "--box-frame", "pad", "--part", "0/2")
+    run(vlmdata_bin, "patchify", *q, "--image-size", 56, "--patch-size", 14, "--mode", "pad", "--jobs", 2)
+    run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", "pixels")
+    copies = {}
+    for name, part in (("whole", []), ("p0", ["--part", "0/2"]), ("p1", ["--part", "1/2"])):
+        copies[name] = str(tmp_path / name)
+        shutil.copytree(ws, copies[name])
+        result = run(vlmdata_bin, "shard", "--workspace", copies[name], "--quiet", "--target-size", "200KB", *part,
+                     check=False)
+        assert result.returncode == 0, (name, result.stderr)
+    whole, p0, p1 = (set(samples(copies[n])) for n in ("whole", "p0", "p1"))
+    assert len(whole) > 100 and p0 and p1
+    assert p0.isdisjoint(p1) and p0 | p1 == whole
+    found = samples(copies["whole"])
+    assert all(json.loads(m["json"]).get("box_frame") in (None, "pad") for m in found.values())

@@ -340,7 +340,7 @@ def test_throttled_upload_retries(vlmdata_bin, ws, moto, proxy):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["counts"]["uploaded"] == len(shard_files(ws))
     assert proxy.slowdowns == 0
-    assert report["counts"]["requests"] >= 3 + 2 * len(shard_files(ws))
+    assert report["counts"]["upload_requests"] >= 3 + 2 * len(shard_files(ws))
 
 
 def test_multipart_upload_and_a_failed_one_leaves_no_half_object(vlmdata_bin, big_ws, moto, proxy):
@@ -394,3 +394,47 @@ def test_killed_upload_leaves_no_half_object_and_is_redone(vlmdata_bin, big_ws, 
     assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="killed/").get("Uploads", []) == []
     body = s3.get_object(Bucket=BUCKET, Key=f"killed/shards/{first}")["Body"].read()
     assert body == open(shard_files(big_ws)[0], "rb").read()
+
+
+def test_a_pipeline_file_uploads_through_the_shard_stage(vlmdata_bin, bench_bin, moto, tmp_path):
+    """`upload:` and `part_size:` are shard Stage keys (the CLI's --upload/--part-size set the same keys), so a
+    pipeline file uploads: every shard lands under the prefix with its bytes, the index records each URL, a
+    `catalog publish` stage puts the index beside them, and a rerun uploads nothing. A part size under S3's 5 MiB
+    is refused before anything runs."""
+    ws = str(tmp_path / "ws")
+    synthetic(bench_bin, ws, 40, *SMALL)
+    pipeline = tmp_path / "upload.yaml"
+    body = f"""workspace: {ws}
+stages:
+  - stage: shard
+    max_samples: 12
+    upload: s3://{BUCKET}/pipeline
+    part_size: PART
+  - stage: verify
+  - stage: catalog publish
+    to: s3://{BUCKET}/pipeline/
+"""
+    pipeline.write_text(body.replace("PART", "1MiB"))
+    refused = run(vlmdata_bin, "run", pipeline, "--dry-run", check=False, env=s3_env(moto))
+    assert refused.returncode == 1 and "part_size" in refused.stderr and "5MiB" in refused.stderr, refused.stderr
+    pipeline.write_text(body.replace("PART", "5MiB"))
+    reports = [json.loads(line) for line in run(vlmdata_bin, "run", pipeline, "--json", "--quiet", env=s3_env(moto)).stdout.splitlines()]
+    shard = next(r for r in reports if r["stage"] == "shard")
+    shards = shard_files(ws)
+    assert len(shards) > 1 and shard["counts"]["uploaded"] == len(shards) and shard["counts"]["already_present"] == 0
+    s3 = moto["s3"]
+    for path in shards:
+        name = os.path.basename(path)
+        body_bytes = s3.get_object(Bucket=BUCKET, Key=f"pipeline/shards/{name}")["Body"].read()
+        assert body_bytes == open(path, "rb").read()
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        urls = dict(db.execute("SELECT name, url FROM shards"))
+        configs = [c for (c,) in db.execute("SELECT config FROM runs WHERE stage = 'shard' AND status = 'done'")]
+    assert urls == {os.path.basename(p): f"s3://{BUCKET}/pipeline/shards/{os.path.basename(p)}" for p in shards}
+    assert configs and all("s3://" not in c for c in configs)     # where shards go is not part of what they are
+    published = next(r for r in reports if r["stage"] == "catalog publish")
+    index = s3.get_object(Bucket=BUCKET, Key="pipeline/index.sqlite")["Body"].read()
+    assert len(index) == published["counts"]["bytes"] and index.startswith(b"SQLite format 3")
+    again = next(json.loads(line) for line in run(vlmdata_bin, "run", pipeline, "--json", "--quiet", env=s3_env(moto)).stdout.splitlines()
+                 if json.loads(line)["stage"] == "shard")
+    assert again["counts"]["uploaded"] == 0 and again["counts"]["already_present"] == len(shards)

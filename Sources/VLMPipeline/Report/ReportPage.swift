@@ -39,6 +39,8 @@ public enum ReportPage {
         public var images_written: Int
         public var loss_curve: String?
         public var tokenizer: String?
+        /// For each tokenizer the samples need and no file was found for: which file (path + sha256) to pass.
+        public var tokenizer_needed: [String] = []
     }
 
     public static func write(workspace: Workspace, options: Options, progress: any ProgressSink = SilentProgress()) throws -> Summary {
@@ -56,7 +58,8 @@ public enum ReportPage {
         let imagesDir = options.out + "/images"
         try FileManager.default.createDirectory(atPath: imagesDir, withIntermediateDirectories: true)
         let index = ShardIndex(catalog: catalog)
-        var tokenizers = TokenizerLookup(explicit: options.tokenizer, workspace: workspace)
+        var tokenizers = TokenizerLookup(explicit: options.tokenizer, workspace: workspace,
+                                         recorded: try TokenizerLookup.recorded(catalog))
         var cards: [String] = []
         var written = 0
         progress.start("view", total: chosen.count)
@@ -97,11 +100,12 @@ public enum ReportPage {
         }
         html += "<h2>Samples</h2>\n<p class=\"legend\"><span class=\"tok s\">supervised</span> <span class=\"tok m\">masked (label -100)</span> <span class=\"tok i\">image placeholder</span> · hover a token for its string and id"
         html += (tokenizers.used.map { " (strings from <code>\(HTML.escape($0))</code>)" } ?? " (no tokenizer found: ids shown as #id; give --tokenizer)") + "</p>\n"
+        for needed in tokenizers.needed { html += "<p class=\"where\">\(HTML.escape(needed))</p>\n" }
         html += cards.joined() + "</body>\n</html>\n"
         let page = options.out + "/index.html"
         try AtomicFile.write(Array(html.utf8), to: page)
         return Summary(page: page, samples_total: keys.count, samples_shown: chosen.count, images_written: written,
-                       loss_curve: loss?.path, tokenizer: tokenizers.used)
+                       loss_curve: loss?.path, tokenizer: tokenizers.used, tokenizer_needed: tokenizers.needed)
     }
 
     /// `loss-curve.csv` (`step,loss,...`) of train-smoke: in the workspace, in its `train-smoke/` folder (as
@@ -168,29 +172,65 @@ public enum ReportPage {
 }
 
 /// The tokenizer whose strings label the tokens: the one given (used whatever its sha256), else the workspace's
-/// `tokenizer.json` or `tokenizer.model` when its sha256 equals the samples'.
+/// `tokenizer.json` or `tokenizer.model`, else the file a tokenize run recorded reading (its lineage params'
+/// `recorded.tokenizer_path`), each only when its sha256 equals the samples'. When none is, `needed` says which file
+/// (path + sha256) to pass with `--tokenizer`.
 struct TokenizerLookup {
     let candidates: [String]
     let explicit: Bool
+    /// tokenizer sha256 → the paths tokenize runs read it from, latest first.
+    let recorded: [String: [String]]
     private var loaded: [String: (any TextTokenizer)?] = [:]
     private(set) var used: String?
+    private(set) var needed: [String] = []
 
-    init(explicit path: String?, workspace: Workspace) {
+    init(explicit path: String?, workspace: Workspace, recorded: [String: [String]] = [:]) {
         explicit = path != nil
         candidates = path.map { [$0] } ?? [workspace.root + "/tokenizer.json", workspace.root + "/tokenizer.model"]
+        self.recorded = recorded
+    }
+
+    /// The tokenizer files the catalog's tokenize runs recorded, by the sha256 their config names.
+    static func recorded(_ catalog: Catalog) throws -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        for run in try catalog.lineageRunParams(stage: TokenizeStep.name) {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(run.params.utf8))) as? [String: Any],
+                  let sha256 = object["tokenizer_sha256"] as? String,
+                  let path = (object["recorded"] as? [String: Any])?["tokenizer_path"] as? String else { continue }
+            if !(out[sha256]?.contains(path) ?? false) { out[sha256, default: []].append(path) }
+        }
+        return out
     }
 
     mutating func tokenizer(sha256: String) -> (any TextTokenizer)? {
         if let hit = loaded[sha256] { return hit }
         var found: (any TextTokenizer)?
-        for path in candidates where FileManager.default.fileExists(atPath: path) {
-            if let t = try? loadTokenizer(path), explicit || t.sha256 == sha256 {
+        let paths = explicit ? candidates : candidates + (recorded[sha256] ?? [])
+        var changed: [(path: String, now: String)] = []
+        for path in paths where FileManager.default.fileExists(atPath: path) {
+            guard let t = try? loadTokenizer(path) else { continue }
+            if explicit || t.sha256 == sha256 {
                 found = t
                 used = path
                 break
             }
+            if recorded[sha256]?.contains(path) ?? false { changed.append((path, t.sha256)) }
         }
         loaded[sha256] = found
+        if found == nil && !explicit {
+            let wanted = "give --tokenizer the file whose sha256 is \(sha256)"
+            if let path = recorded[sha256]?.first {
+                if let now = changed.first(where: { $0.path == path }) {
+                    needed.append("the samples were tokenized with \(path) (sha256 \(sha256)), which has changed since "
+                                  + "(sha256 now \(now.now)); \(wanted)")
+                } else {
+                    needed.append("the samples were tokenized with \(path) (sha256 \(sha256)), which is no longer there; "
+                                  + "\(wanted) (that file, or a copy of it)")
+                }
+            } else {
+                needed.append("no tokenizer file with the samples' sha256 \(sha256) is recorded or in the workspace; \(wanted)")
+            }
+        }
         return found
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import VLMCatalog
 import VLMCore
+import VLMIO
 import VLMShard
 
 /// `shard` as a stage value: tokenized instructions and their pixels into WebDataset shards, indexed in the catalog.
@@ -30,13 +31,18 @@ public struct ShardStep: Stage, LineageStage {
         public var jobs: Int?
         /// Put images of evaluation sets into training shards too (default: they are left out).
         public var allowEvalImages = false
+        /// After writing, upload every shard not already there to `s3://bucket/prefix/shards/NAME.tar` and record
+        /// its URL in the index (docs/s3.md). Credentials from the AWS_* variables or ~/.aws/credentials.
+        public var upload: String?
+        /// Shards larger than this go up in parts of this size (multipart; at least 5MiB).
+        public var partSize = "64MiB"
 
         public init() {}
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case limit, name, tokenized, pixels, part, jobs
+            case limit, name, tokenized, pixels, part, jobs, upload
             case targetSize = "target_size", maxSamples = "max_samples", includeJpeg = "include_jpeg"
-            case allowEvalImages = "allow_eval_images"
+            case allowEvalImages = "allow_eval_images", partSize = "part_size"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -53,11 +59,16 @@ public struct ShardStep: Stage, LineageStage {
             part = try c.decodeIfPresent(String.self, forKey: .part)
             jobs = try c.decodeIfPresent(Int.self, forKey: .jobs)
             allowEvalImages = try c.value(.allowEvalImages, default: allowEvalImages)
+            upload = try c.decodeIfPresent(String.self, forKey: .upload)
+            partSize = try c.value(.partSize, default: partSize)
         }
     }
 
     public let config: Config
     let targetBytes: Int
+    /// Where `upload` puts the shards, and the multipart part size.
+    let uploadTarget: S3Location?
+    let partBytes: Int
 
     public init(config: Config) throws {
         guard let bytes = ByteSize.parse(config.targetSize) else {
@@ -67,13 +78,40 @@ public struct ShardStep: Stage, LineageStage {
         if let n = config.limit, n < 0 { throw invalid("limit", "must not be negative") }
         if let part = config.part, PartSpec(parsing: part) == nil { throw invalid("part", "must look like 0/4 (index/count, index < count)") }
         if let n = config.jobs, n < 1 { throw invalid("jobs", "must be at least 1") }
+        guard let parts = ByteSize.parse(config.partSize), parts >= 5 << 20 else {
+            throw invalid("part_size", "must be a size of at least 5MiB (S3's smallest part), not '\(config.partSize)'")
+        }
+        do { uploadTarget = try config.upload.map { try S3Location($0) } } catch {
+            throw invalid("upload", "must be an s3://bucket/prefix URL, not '\(config.upload ?? "")'")
+        }
         self.config = config
         targetBytes = bytes
+        partBytes = parts
     }
 
     public func run(_ context: StageContext) throws -> StageReport {
         try requireCatalog(context, stage: Self.name, hint: "run ingest, tokenize and patchify first")
-        return try runWithLineage(context)
+        var report = try runWithLineage(context)
+        if let uploadTarget { report.counts.merge(try upload(to: uploadTarget, context, shardReport: report)) { _, new in new } }
+        return report
+    }
+
+    /// The upload after the shards are written and indexed: outside the shard run's lineage (where the shards go
+    /// does not change what they are), its figures added to the report as `uploaded`, `already_present`,
+    /// `bytes_uploaded`, `aborted_stale_uploads` and `upload_requests`.
+    func upload(to target: S3Location, _ context: StageContext, shardReport: StageReport) throws -> [String: Int] {
+        do {
+            context.progress.start("upload \(target)", total: nil)
+            let uploaded = try ShardUpload.upload(workspace: Workspace(root: context.workspace), to: target,
+                                                  config: try S3Config.fromEnvironment(), partSize: partBytes) { _ in
+                context.progress.advance(by: 1)
+            }
+            context.progress.finish("\(uploaded.uploaded) shards uploaded, \(uploaded.present) already there")
+            return ["uploaded": uploaded.uploaded, "already_present": uploaded.present, "bytes_uploaded": uploaded.bytesUploaded,
+                    "aborted_stale_uploads": uploaded.abortedStale, "upload_requests": uploaded.requests]
+        } catch {
+            throw StageFailure(stage: Self.name, error: Self.vlmError(error), report: shardReport)
+        }
     }
 
     /// The tokenize and patchify configs this run reads: a run when lineage knows one, else a bare config hash.
@@ -117,6 +155,8 @@ public struct ShardStep: Stage, LineageStage {
         let (tokenized, pixels) = try choices(catalog)
         var identity = config
         identity.jobs = nil
+        // Where the shards are uploaded does not change them.
+        (identity.upload, identity.partSize) = (nil, Config().partSize)
         identity.targetSize = String(targetBytes)
         (identity.tokenized, identity.pixels) = (tokenized?.hash, pixels?.hash)
         let name = "\(config.name)@\(tokenized?.name ?? "-")+\(pixels?.name ?? "text-only")"

@@ -106,8 +106,11 @@ public struct TokenizeStep: Stage, LineageStage {
             throw VLMError(.notFound, file: config.tokenizer, "tokenizer file does not exist")
         }
         let tokenizerConfig = try stage.config(try loadTokenizer(config.tokenizer, legacy: stage.options.legacy), catalog: catalog)
-        return LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
-                               config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
+        var identity = LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
+                                       config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
+        // Where the tokenizer was read from (its sha256 is in the config): `vlmdata view` finds it there.
+        identity.recorded["tokenizer_path"] = URL(fileURLWithPath: config.tokenizer).standardizedFileURL.path
+        return identity
     }
 
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
