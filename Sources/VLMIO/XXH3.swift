@@ -1,4 +1,5 @@
 import CXXHash
+import Foundation
 import VLMCore
 
 /// XXH3 checksums from libxxhash: `hash64` is what the index records per shard member (checked on every read),
@@ -24,6 +25,26 @@ public enum XXH3 {
     /// XXH3_128bits of `bytes`, as 32 lower-case hex digits in xxhsum's canonical (big-endian) order.
     public static func hash128(_ bytes: UnsafeRawBufferPointer) -> String {
         hex(XXH3_128bits(bytes.baseAddress, bytes.count))
+    }
+
+    /// XXH3_128bits of a file (as `xxhsum -H2` prints it), streamed in 4 MiB blocks.
+    public static func hash128(file path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VLMError(.notFound, file: path, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let hasher = StreamingXXH3_128()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VLMError.io(file: path, "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        }
+        return hasher.finalize()
     }
 
     /// 16 lower-case hex digits, as `xxhsum -H3` prints an XXH3_64bits value.

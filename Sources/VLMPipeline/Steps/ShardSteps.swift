@@ -30,6 +30,8 @@ public struct ShardStep: Stage, LineageStage {
         public var jobs: Int?
         /// Put images of evaluation sets into training shards too (default: they are left out).
         public var allowEvalImages = false
+        /// Also record each shard's sha256 (nil: no; omitted from the identity unless set, so earlier hashes hold).
+        public var sha256: Bool?
 
         public init() {}
 
@@ -37,6 +39,7 @@ public struct ShardStep: Stage, LineageStage {
             case limit, name, tokenized, pixels, part, jobs
             case targetSize = "target_size", maxSamples = "max_samples", includeJpeg = "include_jpeg"
             case allowEvalImages = "allow_eval_images"
+            case sha256
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -53,6 +56,7 @@ public struct ShardStep: Stage, LineageStage {
             part = try c.decodeIfPresent(String.self, forKey: .part)
             jobs = try c.decodeIfPresent(Int.self, forKey: .jobs)
             allowEvalImages = try c.value(.allowEvalImages, default: allowEvalImages)
+            sha256 = try c.decodeIfPresent(Bool.self, forKey: .sha256)
         }
     }
 
@@ -110,6 +114,7 @@ public struct ShardStep: Stage, LineageStage {
         options.part = config.part.flatMap(PartSpec.init(parsing:)) ?? context.part
         options.jobs = config.jobs
         options.allowEvalImages = config.allowEvalImages
+        options.sha256 = config.sha256 ?? false
         return options
     }
 
@@ -117,6 +122,7 @@ public struct ShardStep: Stage, LineageStage {
         let (tokenized, pixels) = try choices(catalog)
         var identity = config
         identity.jobs = nil
+        identity.sha256 = nil   // the same shard bytes either way
         identity.targetSize = String(targetBytes)
         (identity.tokenized, identity.pixels) = (tokenized?.hash, pixels?.hash)
         let name = "\(config.name)@\(tokenized?.name ?? "-")+\(pixels?.name ?? "text-only")"
