@@ -678,7 +678,9 @@ public final class ShardBuilder {
     /// asked for), XXH3-128 and size. On an error the temporary file is removed.
     static func write(_ job: ShardJob, to tmp: String, workspace: Workspace, sha256: Bool) throws
         -> (rows: [SampleIndexRow], sha256: String?, xxh3: String, bytes: Int) {
-        let file = try ShardOutput(path: tmp, sha256: sha256)
+        // Three 2 MiB chunks (one huge page each) per writer: fresh memory is slow to fault in on a VM (32 MiB
+        // took 20-110 ms here), and `--jobs` writers each hold their own.
+        let file = try ShardOutput(path: tmp, chunkSize: 2 << 20, chunks: 3, sha256: sha256)
         var pixelFiles = PixelFiles()
         defer { pixelFiles.closeAll() }
         do {
