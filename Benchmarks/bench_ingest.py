@@ -47,10 +47,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 '''
 
 
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(cmd):
+    """(wall seconds, CPU seconds: user + system) of one run of cmd."""
+    cpu = children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
 def peak_rss_kib(cmd):
@@ -106,11 +113,12 @@ def main():
             subprocess.run(["rm", "-rf", str(work / d)])
         ours.append(timed([a.bin, "ingest", "coco", "--workspace", str(work / "ours.ws"), "--captions", str(caps), "--split", "s", "--quiet"]))
         theirs.append(timed([sys.executable, str(peer), str(schema), str(caps), str(work / "peer.sqlite")]))
-    mo, mt = statistics.median(ours), statistics.median(theirs)
-    print(f"ingest captions_val2017.json (5,000 images, 25,014 captions), median of {a.repeat}:")
-    print(f"  vlmdata ingest coco        {mo:7.3f} s   ({25014 / mo:9.0f} captions/s)")
-    print(f"  python json+executemany    {mt:7.3f} s   ({25014 / mt:9.0f} captions/s)")
-    print(f"  ratio (python / vlmdata)   {mt / mo:7.2f}x")
+    mo, mt = statistics.median(w for w, _ in ours), statistics.median(w for w, _ in theirs)
+    co, ct = statistics.median(c for _, c in ours), statistics.median(c for _, c in theirs)
+    print(f"ingest captions_val2017.json (5,000 images, 25,014 captions), median of {a.repeat}, load average {__import__('os').getloadavg()[0]:.1f}:")
+    print(f"  vlmdata ingest coco        {mo:7.3f} s   ({25014 / mo:9.0f} captions/s)   cpu {co:6.3f} s")
+    print(f"  python json+executemany    {mt:7.3f} s   ({25014 / mt:9.0f} captions/s)   cpu {ct:6.3f} s")
+    print(f"  ratio (python / vlmdata)   {mt / mo:7.2f}x   cpu {ct / co:5.2f}x")
 
     big = work / f"instances_big_{a.big_mb}.json"
     if not big.exists():

@@ -3,8 +3,9 @@
 
 Both write the same N samples (uint8 pixels [1, 576, 588], ~600 int32 tokens + labels, a json) into
 ~256 MB tar shards. vlmdata's time is the whole command: planning from the catalog, reading token blobs
-from SQLite and pixel npy bytes from the pixel shard, writing, fsync, sha256 of every shard and the
-index transaction. webdataset's time is only its write loop over samples already decoded into numpy
+from SQLite and pixel npy bytes from the pixel shard, writing, fsync, the XXH3 of every member and the
+XXH3-128 of every shard, and the index transaction (sha256 only with `shard --sha256`: `--with-sha256` adds a
+line for it). webdataset's time is only its write loop over samples already decoded into numpy
 arrays in memory (it does not fsync or index). Runs alternate; medians over --repeat runs.
 
     Benchmarks/bench_shard.py --bin .build/release/vlmdata --work /tmp/bench-shard [--quick]
@@ -65,11 +66,11 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(bin_path, ws):
+def run_ours(bin_path, ws, *extra):
     clear_shards(ws)
     cpu = children_cpu()
     start = time.perf_counter()
-    subprocess.run([bin_path, "shard", "--workspace", ws, "--target-size", "256MB", "--quiet"], check=True,
+    subprocess.run([bin_path, "shard", "--workspace", ws, "--target-size", "256MB", "--quiet", *extra], check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(ws, "shards", "train-*.tar")))
@@ -120,6 +121,7 @@ def main():
     parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="300 samples, one run each")
+    parser.add_argument("--with-sha256", action="store_true", help="also time `shard --sha256` (sha256 of every shard)")
     args = parser.parse_args()
     if args.quick:
         args.samples, args.repeat = 300, 1
@@ -128,9 +130,11 @@ def main():
     bench = os.path.join(os.path.dirname(os.path.abspath(args.bin)), "vlmdata-bench")
     subprocess.run([bench, "synthetic", "--workspace", ws, "--count", str(args.samples)], check=True, stdout=subprocess.DEVNULL)
     samples = load_samples(ws)
-    ours, peer, floor = [], [], []
+    ours, peer, floor, hashed = [], [], [], []
     for _ in range(args.repeat):
         ours.append(run_ours(args.bin, ws))
+        if args.with_sha256:
+            hashed.append(run_ours(args.bin, ws, "--sha256"))
         peer.append(run_peer(samples, os.path.join(args.work, "peer")))
         floor.append(run_disk_floor(os.path.join(args.work, "floor"), ours[-1][1]))
     n = len(samples)
@@ -149,6 +153,9 @@ def main():
     t_ours, cpu_ours = summary("vlmdata shard", ours)
     t_peer, cpu_peer = summary("webdataset.ShardWriter", peer)
     print(f"ratio (webdataset / vlmdata): wall {t_peer / t_ours:.2f}x, cpu {cpu_peer / cpu_ours:.2f}x")
+    if hashed:
+        t_hashed, cpu_hashed = summary("vlmdata shard --sha256", hashed)
+        print(f"ratio (webdataset / vlmdata --sha256): wall {t_peer / t_hashed:.2f}x, cpu {cpu_peer / cpu_hashed:.2f}x")
     # Shards are fsynced before they are indexed, so the disk's durable write rate bounds our wall time;
     # webdataset leaves its bytes in the page cache.
     t_floor = statistics.median(f[0] for f in floor)

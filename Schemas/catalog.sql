@@ -315,3 +315,24 @@ CREATE INDEX urls_status ON urls(status);
 -- Where `vlmdata shard --upload` put each shard (e.g. s3://bucket/prefix/shards/train-000000.tar); NULL for
 -- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
 ALTER TABLE shards ADD COLUMN url TEXT;
+
+-- migration: v13_shard_sha256_optional
+-- A shard's integrity hash is the XXH3-128 recorded at write time; its sha256 is computed only when asked
+-- (`shard --sha256`), so shards.sha256 becomes nullable (a table rebuild: SQLite cannot drop NOT NULL).
+CREATE TABLE shards_v13 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,          -- e.g. train-000000.tar
+    path TEXT NOT NULL,                 -- relative to the workspace
+    sha256 TEXT,                        -- NULL unless written with `shard --sha256`
+    bytes INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    params_hash TEXT NOT NULL,
+    part TEXT,                          -- I/N of a partitioned run, NULL for a whole run
+    run_id INTEGER REFERENCES runs(id),
+    xxh3_128 TEXT,                      -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it
+    url TEXT                            -- where `shard --upload` put it
+);
+INSERT INTO shards_v13 (id, name, path, sha256, bytes, samples, params_hash, part, run_id, xxh3_128, url)
+    SELECT id, name, path, sha256, bytes, samples, params_hash, part, run_id, xxh3_128, url FROM shards;
+DROP TABLE shards;
+ALTER TABLE shards_v13 RENAME TO shards;

@@ -19,8 +19,8 @@ extension Catalog {
                                      sample: (IndexedSampleRecord, [SamplePartRecord]) throws -> Void,
                                      finish: () throws -> T) throws -> T {
         try read { db in
-            try shards(Row.fetchAll(db, sql: "SELECT id, name, path, sha256, bytes, samples FROM shards ORDER BY name").map {
-                ShardRecord(id: $0["id"], name: $0["name"], path: $0["path"], sha256: $0["sha256"], xxh3_128: nil,
+            try shards(Row.fetchAll(db, sql: "SELECT id, name, path, sha256, xxh3_128, bytes, samples FROM shards ORDER BY name").map {
+                ShardRecord(id: $0["id"], name: $0["name"], path: $0["path"], sha256: $0["sha256"], xxh3_128: $0["xxh3_128"],
                             bytes: $0["bytes"], samples: $0["samples"], paramsHash: "")
             })
             var current: IndexedSampleRecord?

@@ -8,7 +8,8 @@ public struct ShardFileRecord: Sendable, Equatable {
     /// Relative to the workspace (e.g. `shards/train-000000.tar`).
     public var path: String
     public var bytes: Int
-    public var sha256: String
+    /// nil unless the shard was written with `shard --sha256`.
+    public var sha256: String?
     /// Where `shard --upload` put it (nil when never uploaded).
     public var url: String?
 }

@@ -29,7 +29,9 @@ public struct ShardRecord: Sendable {
     public var id: Int64
     public var name: String
     public var path: String
-    public var sha256: String
+    /// Recorded only when asked for (`shard --sha256`) and in indexes from before v13.
+    public var sha256: String?
+    /// The integrity hash recorded at write time (nil only in indexes from before v8).
     public var xxh3_128: String?
     public var bytes: Int
     public var samples: Int
@@ -155,14 +157,15 @@ public struct NewShard: Sendable {
 
     public var name: String
     public var path: String
-    public var sha256: String
+    /// nil unless asked for (`shard --sha256`).
+    public var sha256: String?
     public var xxh3_128: String
     public var bytes: Int
     public var paramsHash: String
     public var part: String?
     public var samples: [Sample]
 
-    public init(name: String, path: String, sha256: String, xxh3_128: String, bytes: Int, paramsHash: String,
+    public init(name: String, path: String, sha256: String?, xxh3_128: String, bytes: Int, paramsHash: String,
                 part: String?, samples: [Sample]) {
         self.name = name
         self.path = path
@@ -291,6 +294,13 @@ extension Catalog {
                 ShardRecord(id: $0["id"], name: $0["name"], path: $0["path"], sha256: $0["sha256"], xxh3_128: $0["xxh3_128"],
                             bytes: $0["bytes"], samples: $0["samples"], paramsHash: $0["params_hash"])
             }
+        }
+    }
+
+    /// Records the sha256 of shard `name` (`shard --sha256` on shards written without one).
+    public func setShardSHA256(name: String, sha256: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE shards SET sha256 = ? WHERE name = ?", arguments: [sha256, name])
         }
     }
 

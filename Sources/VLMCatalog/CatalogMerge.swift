@@ -281,7 +281,8 @@ public enum CatalogMerge {
             throw VLMError(.notFound, file: from, "shard file named by the part catalog does not exist")
         }
         if FileManager.default.fileExists(atPath: to) {
-            if (try? Hashing.sha256(file: to)) == (try? Hashing.sha256(file: from)) { return }
+            // Same bytes already in place (XXH3-128: an identity check between two local files, not a tamper check).
+            if let there = try? XXH3.hash128(file: to), there == (try? XXH3.hash128(file: from)) { return }
             throw VLMError(.conflict, file: to, "a different file with this name is already in the merged workspace")
         }
         let tmp = AtomicFile.temporaryPath(for: to)

@@ -107,8 +107,13 @@ public final class JSONStreamReader {
     /// Members of array elements (objects at the top of an element) to skip without materializing, e.g.
     /// COCO's "segmentation" polygons when only boxes are wanted.
     public var elementSkipKeys: Set<String> = []
-    /// Where the parser is, for errors: e.g. "annotations[12]".
-    public private(set) var context = ""
+    /// Where the parser is, for errors: e.g. "annotations[12]" (built only when asked for: once per record it
+    /// was a string allocation per record).
+    public var context: String { contextIndex.map { "\(contextName)[\($0)]" } ?? contextName }
+    private var contextName = ""
+    private var contextIndex: Int?
+    /// Digits of the number being read, reused from number to number.
+    private var numberText: [UInt8] = []
     /// Strings longer than this (in UTF-8 bytes) reject their record; they are scanned, never stored.
     public var maxStringBytes = Int.max
     /// Containers nested deeper than this inside a record reject it.
@@ -140,7 +145,7 @@ public final class JSONStreamReader {
     /// Parses bytes already in memory (one JSONL line); `path` and `context` name them in errors.
     public init(bytes: [UInt8], path: String, context: String = "") {
         self.path = path
-        self.context = context
+        self.contextName = context
         fd = -1
         buffer = bytes
         limit = bytes.count
@@ -229,17 +234,17 @@ public final class JSONStreamReader {
             try expect(UInt8(ascii: ":"))
             switch try action(key) {
             case .skip:
-                context = key
+                (contextName, contextIndex) = (key, nil)
                 try skipValue()
             case .value(let body):
-                context = key
+                (contextName, contextIndex) = (key, nil)
                 try body(try readValue())
             case .eachElement(let body):
                 try forEachElement(named: key, body, rejected: nil)
             case .eachRecord(let body, let rejected):
                 try forEachElement(named: key, body, rejected: rejected)
             }
-            context = ""
+            (contextName, contextIndex) = ("", nil)
             try skipWhitespace()
             let b = try next()
             if b == UInt8(ascii: "}") { break }
@@ -327,7 +332,7 @@ public final class JSONStreamReader {
 
     private func forEachElement(named name: String, _ body: (JSONValue, Int) throws -> Void,
                                 rejected: ((VLMError, Int) throws -> Void)?) throws {
-        context = name
+        (contextName, contextIndex) = (name, nil)
         try skipWhitespace()
         guard try peek() == UInt8(ascii: "[") else {
             throw error(name.isEmpty ? "expected a JSON array" : "member '\(name)' is not an array")
@@ -337,7 +342,7 @@ public final class JSONStreamReader {
         if try peek() == UInt8(ascii: "]") { position += 1; return }
         var index = 0
         while true {
-            context = "\(name)[\(index)]"
+            contextIndex = index
             switch try readRecord() {
             case .success(let value): try body(value, index)
             case .failure(let problem):
@@ -373,6 +378,9 @@ public final class JSONStreamReader {
             var object = JSONObject()
             try skipWhitespace()
             if try peek() == UInt8(ascii: "}") { position += 1; return .object(object) }
+            // Records have a handful of members: one allocation per array instead of one per doubling.
+            object.keys.reserveCapacity(8)
+            object.values.reserveCapacity(8)
             while true {
                 try skipWhitespace()
                 guard try peek() == UInt8(ascii: "\"") else { throw error("expected a member name") }
@@ -489,6 +497,9 @@ public final class JSONStreamReader {
 
     private func readNumber() throws -> JSONValue {
         var text: [UInt8] = []
+        swap(&text, &numberText)   // owned here, so appending does not copy it
+        text.removeAll(keepingCapacity: true)
+        defer { swap(&text, &numberText) }
         var isInteger = true
         var value: Int64 = 0
         var negative = false
@@ -674,37 +685,37 @@ public final class JSONStreamReader {
 
 /// Typed field access with errors that name the record and field.
 extension JSONValue {
-    public func int(_ key: String, file: String, record: String) throws -> Int64 {
+    public func int(_ key: String, file: String, record: @autoclosure () -> String) throws -> Int64 {
         switch self[key] {
         case .int(let v)?: return v
         case .double(let v)? where v == v.rounded() && abs(v) < 9e15: return Int64(v)
-        case nil: throw VLMError.badInput(file: file, record: record, "missing field '\(key)'")
-        case let other?: throw VLMError.badInput(file: file, record: record, "field '\(key)' is \(other.typeName), expected an integer")
+        case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
+        case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected an integer")
         }
     }
 
-    public func double(_ key: String, file: String, record: String) throws -> Double {
+    public func double(_ key: String, file: String, record: @autoclosure () -> String) throws -> Double {
         switch self[key] {
         case .int(let v)?: return Double(v)
         case .double(let v)?: return v
-        case nil: throw VLMError.badInput(file: file, record: record, "missing field '\(key)'")
-        case let other?: throw VLMError.badInput(file: file, record: record, "field '\(key)' is \(other.typeName), expected a number")
+        case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
+        case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected a number")
         }
     }
 
-    public func string(_ key: String, file: String, record: String) throws -> String {
+    public func string(_ key: String, file: String, record: @autoclosure () -> String) throws -> String {
         switch self[key] {
         case .string(let v)?: return v
-        case nil: throw VLMError.badInput(file: file, record: record, "missing field '\(key)'")
-        case let other?: throw VLMError.badInput(file: file, record: record, "field '\(key)' is \(other.typeName), expected a string")
+        case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
+        case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected a string")
         }
     }
 
-    public func optionalString(_ key: String, file: String, record: String) throws -> String? {
+    public func optionalString(_ key: String, file: String, record: @autoclosure () -> String) throws -> String? {
         switch self[key] {
         case .string(let v)?: return v
         case nil, .null?: return nil
-        case let other?: throw VLMError.badInput(file: file, record: record, "field '\(key)' is \(other.typeName), expected a string")
+        case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected a string")
         }
     }
 }

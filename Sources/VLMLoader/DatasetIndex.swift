@@ -9,20 +9,37 @@ public struct ShardInfo: Sendable, Hashable, Codable {
     public var name: String
     /// Path relative to the workspace (or absolute).
     public var path: String
-    public var sha256: String
+    /// Recorded only when the shard was written with `shard --sha256` (and by indexes from before v13).
+    public var sha256: String?
     public var bytes: Int
     public var sampleCount: Int
     /// Index of this shard's first sample in `DatasetIndex.samples`.
     public var firstSample: Int
+    /// XXH3-128 of the file, recorded at write time (nil only in indexes from before v8).
+    public var xxh3_128: String?
 
-    public init(name: String, path: String, sha256: String, bytes: Int, sampleCount: Int, firstSample: Int) {
+    public init(name: String, path: String, sha256: String?, bytes: Int, sampleCount: Int, firstSample: Int,
+                xxh3_128: String? = nil) {
         self.name = name
         self.path = path
         self.sha256 = sha256
         self.bytes = bytes
         self.sampleCount = sampleCount
         self.firstSample = firstSample
+        self.xxh3_128 = xxh3_128
     }
+
+    /// The file's recorded checksum: its XXH3-128, else (older indexes) its sha256.
+    public var checksum: String { xxh3_128 ?? sha256 ?? "" }
+
+    /// Whether the file at `path` has the recorded checksum (XXH3-128, else sha256). Its size is not checked here.
+    public func fileMatches(_ path: String) throws -> (matches: Bool, actual: String) {
+        let actual = xxh3_128 != nil ? try XXH3.hash128(file: path) : try Hashing.sha256(file: path)
+        return (actual == checksum, actual)
+    }
+
+    /// The name of the checksum `checksum` holds, for messages.
+    public var checksumKind: String { xxh3_128 != nil ? "xxh3-128" : "sha256" }
 }
 
 /// Where one member of a sample sits, relative to the sample's first byte.
@@ -81,14 +98,15 @@ public struct SampleInfo: Sendable, Hashable, Codable {
 public struct DatasetIndex: Sendable {
     public var shards: [ShardInfo]
     public var samples: [SampleInfo]
-    /// SHA-256 over `name\tsha256\tsamples\n` of every shard, in order: changes when any shard's bytes change.
+    /// SHA-256 over `name\tchecksum\tsamples\n` of every shard, in order (the checksum is the XXH3-128 recorded at
+    /// write time, or the sha256 in indexes without one): changes when any shard's bytes change.
     public let fingerprint: String
 
     public init(shards: [ShardInfo], samples: [SampleInfo]) {
         self.shards = shards
         self.samples = samples
         var text = ""
-        for shard in shards { text += "\(shard.name)\t\(shard.sha256)\t\(shard.sampleCount)\n" }
+        for shard in shards { text += "\(shard.name)\t\(shard.checksum)\t\(shard.sampleCount)\n" }
         fingerprint = Hashing.sha256(text)
     }
 
@@ -104,7 +122,7 @@ public struct DatasetIndex: Sendable {
             for record in records {
                 shardIndex[record.id] = shards.count
                 shards.append(ShardInfo(name: record.name, path: record.path, sha256: record.sha256, bytes: record.bytes,
-                                        sampleCount: record.samples, firstSample: 0))
+                                        sampleCount: record.samples, firstSample: 0, xxh3_128: record.xxh3_128))
             }
             bucket = [[SampleInfo]](repeating: [], count: shards.count)
         }, sample: { row, parts in

@@ -189,7 +189,7 @@ public final class ShardCache: @unchecked Sendable {
         condition.unlock()
 
         if mustVerify {
-            let good = (try? Hashing.sha256(file: path(name))) == shard.sha256
+            let good = (try? shard.fileMatches(path(name)))?.matches ?? false
             condition.lock()
             busy.remove(name)
             if good {
@@ -230,7 +230,8 @@ public final class ShardCache: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Downloads into the `.part` file (continuing it), checks size and SHA-256, renames into place. A checksum
+    /// Downloads into the `.part` file (continuing it), checks size and checksum (XXH3-128, else SHA-256 in older
+    /// indexes), renames into place. A checksum
     /// mismatch after continuing a partial file is retried once from scratch.
     private func download(_ shard: ShardInfo) throws {
         let part = partPath(shard.name)
@@ -240,14 +241,14 @@ public final class ShardCache: @unchecked Sendable {
             let requests = try fetch(shard, part)
             var info = stat()
             let size = stat(part, &info) == 0 ? Int(info.st_size) : 0
-            let sha = try Hashing.sha256(file: part)
+            let (matches, actual) = try shard.fileMatches(part)
             condition.lock()
             stats.downloads += 1
             stats.requests += requests
             if had > 0 { stats.resumedDownloads += 1 }
             stats.bytesDownloaded += max(0, size - had)
             condition.unlock()
-            if size == shard.bytes && sha == shard.sha256 {
+            if size == shard.bytes && matches {
                 guard rename(part, path(shard.name)) == 0 else {
                     throw VLMError.io(file: path(shard.name), "rename from \(part) failed: \(String(cString: strerror(errno)))")
                 }
@@ -260,7 +261,7 @@ public final class ShardCache: @unchecked Sendable {
             unlink(part)
             if attempt == 1 || had == 0 {
                 throw VLMError(.corrupt, file: shard.name,
-                               "downloaded \(size) bytes with sha256 \(sha.prefix(16))…, but the index says \(shard.bytes) bytes with sha256 \(shard.sha256.prefix(16))…; the shard changed on the server (re-index it, or restore it)")
+                               "downloaded \(size) bytes with \(shard.checksumKind) \(actual.prefix(16))…, but the index says \(shard.bytes) bytes with \(shard.checksumKind) \(shard.checksum.prefix(16))…; the shard changed on the server (re-index it, or restore it)")
             }
         }
     }

@@ -25,6 +25,9 @@ public struct ShardOptions: Codable, Hashable, Sendable {
     public var jobs: Int?
     /// Keep images that an evaluation set holds (`--allow-eval-images`); by default they are left out.
     public var allowEvalImages = false
+    /// Also compute and record each shard's sha256 (`--sha256`; shards already written get theirs recorded). The
+    /// integrity hash is always the XXH3-128 computed at write time; the bytes are the same either way.
+    public var sha256 = false
 
     public init() {}
 
@@ -494,7 +497,9 @@ public final class ShardBuilder {
         if let done = try catalog.completedRun(stage: Self.stage, paramsHash: paramsHash, inputFingerprint: plan.fingerprint),
            allCurrent, !existing.isEmpty || plan.entries.isEmpty,
            existing.allSatisfy({ FileManager.default.fileExists(atPath: catalog.workspace.resolve($0.path)) }) {
-            return StageReport(stage: Self.stage, counts: done.counts, skipped: true)
+            var counts = done.counts
+            if options.sha256 { counts["sha256_added"] = try addMissingSHA256(existing) }
+            return StageReport(stage: Self.stage, counts: counts, skipped: true)
         }
         let runID = try catalog.beginRun(stage: Self.stage, params: plan.params, inputFingerprint: plan.fingerprint)
         do {
@@ -522,6 +527,7 @@ public final class ShardBuilder {
             counts["samples"] = plan.entries.count
             counts["written_samples"] = written.samples
             if !options.allowEvalImages { try checkNoEvalImages() }
+            if options.sha256 { counts["sha256_added"] = try addMissingSHA256(try committedShards()) }
             counts["bytes"] = try catalog.shardBytes(paramsHash: shardParamsHash)
             try catalog.endRun(runID, counts: counts)
             return StageReport(stage: Self.stage, counts: counts)
@@ -529,6 +535,24 @@ public final class ShardBuilder {
             try? catalog.endRun(runID, counts: counts, error: "\(error)")
             throw error
         }
+    }
+
+    /// With `--sha256`: records the sha256 of committed shards written without one (read back once, after their
+    /// XXH3-128 is checked, so the digest is of the bytes that were indexed). Returns how many were added.
+    func addMissingSHA256(_ shards: [CommittedShard]) throws -> Int {
+        let missing = try catalog.shardRecords().filter { record in record.sha256 == nil && shards.contains { $0.id == record.id } }
+        for shard in missing {
+            let path = catalog.workspace.resolve(shard.path)
+            if let recorded = shard.xxh3_128 {
+                let actual = try XXH3.hash128(file: path)
+                guard actual == recorded else {
+                    throw VLMError(.corrupt, file: path, "xxh3-128 is \(actual) but the index recorded \(recorded); "
+                                   + "the shard changed after it was written (run `vlmdata verify`, then rewrite it)")
+                }
+            }
+            try catalog.setShardSHA256(name: shard.name, sha256: try Hashing.sha256(file: path))
+        }
+        return missing.count
     }
 
     /// The shards' invariant: no sample of this run holds an evaluation image (by sha256).
@@ -665,11 +689,11 @@ public final class ShardBuilder {
             let name = options.shardName(shardNumber)
             let job = ShardJob(number: shardNumber, name: name, path: catalog.workspace.shardsDirectory + "/" + name,
                                samples: SampleStream())
-            let catalog = self.catalog, part = options.part, workspace = catalog.workspace
+            let catalog = self.catalog, part = options.part, workspace = catalog.workspace, sha256 = options.sha256
             // The shard starts writing with its first sample; the samples that follow stream in as they are prepared.
             writers.submit(number: shardNumber) {
                 let tmp = AtomicFile.temporaryPath(for: job.path)
-                let (rows, sha, xxh3, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace)
+                let (rows, sha, xxh3, size) = try ShardBuilder.write(job, to: tmp, workspace: workspace, sha256: sha256)
                 let commit: @Sendable () throws -> Void = {
                     guard rename(tmp, job.path) == 0 else {
                         throw VLMError.io(file: job.path, "rename failed: \(String(cString: strerror(errno)))")
@@ -757,10 +781,13 @@ public final class ShardBuilder {
         return sample
     }
 
-    /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256, XXH3-128
-    /// and size. On an error the temporary file is removed.
-    static func write(_ job: ShardJob, to tmp: String, workspace: Workspace) throws -> (rows: [SampleIndexRow], sha256: String, xxh3: String, bytes: Int) {
-        let file = try ShardOutput(path: tmp)
+    /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256 (when
+    /// asked for), XXH3-128 and size. On an error the temporary file is removed.
+    static func write(_ job: ShardJob, to tmp: String, workspace: Workspace, sha256: Bool) throws
+        -> (rows: [SampleIndexRow], sha256: String?, xxh3: String, bytes: Int) {
+        // Three 2 MiB chunks (one huge page each) per writer: fresh memory is slow to fault in on a VM (32 MiB
+        // took 20-110 ms here), and `--jobs` writers each hold their own.
+        let file = try ShardOutput(path: tmp, chunkSize: 2 << 20, chunks: 3, sha256: sha256)
         var pixelFiles = PixelFiles()
         defer { pixelFiles.closeAll() }
         do {
@@ -850,7 +877,7 @@ public final class ShardBuilder {
         }
     }
 
-    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String, xxh3: String, bytes: Int,
+    static func commit(catalog: Catalog, part: PartSpec?, shardName: String, sha256: String?, xxh3: String, bytes: Int,
                        rows: [SampleIndexRow], paramsHash: String) throws {
         try catalog.insertShard(NewShard(
             name: shardName, path: "shards/" + shardName, sha256: sha256, xxh3_128: xxh3, bytes: bytes,

@@ -8,7 +8,8 @@ import VLMIO
 /// Always: each shard file exists with the recorded size and XXH3-128 (sha256 where no XXH3 was recorded), its
 /// tar structure reads to the end, the sample count matches, every indexed member (`sample_parts`) is exactly a
 /// tar member named `KEY.SUFFIX` at that offset and size, with the sample's offset at its first header, and its
-/// bytes match the member's recorded XXH3. With `deep`, also: the sha256, every json parses, every npy header
+/// bytes match the member's recorded XXH3. With `deep`, also: the sha256 (checked where one was recorded, else
+/// computed: `Summary.sha256Computed`), every json parses, every npy header
 /// parses, and arrays agree with the json (lengths, pixel shape) and the index (token, supervised and image counts).
 ///
 /// ```swift
@@ -28,6 +29,11 @@ public struct ShardVerifier {
         public var bytes = 0
         /// Pixel shards whose members were checked against their recorded XXH3-64.
         public var pixelShards = 0
+        /// Shards whose recorded sha256 was checked (`deep`, or no XXH3-128 recorded).
+        public var sha256Checked = 0
+        /// With `deep`: the sha256 of each shard that has none recorded (`shard --sha256` records them), by name,
+        /// computed from bytes that matched their XXH3-128.
+        public var sha256Computed: [String: String] = [:]
         public var problems: [String] = []
     }
 
@@ -75,16 +81,22 @@ public struct ShardVerifier {
             if reader.fileSize != shard.bytes {
                 problem("file is \(reader.fileSize) bytes, the catalog says \(shard.bytes)")
             }
-            // XXH3-128 runs at memory speed; sha256 (a cryptographic digest, for tamper checks) only when asked.
-            let recordedXXH3 = shard.xxh3_128
-            if let recordedXXH3 {
-                let xxh3 = try Self.xxh3_128(file: path)
-                if xxh3 != recordedXXH3 { problem("xxh3-128 is \(xxh3), the catalog says \(recordedXXH3)") }
+            // XXH3-128 runs at memory speed; sha256 (a cryptographic digest, for tamper checks) only when asked:
+            // checked where the catalog recorded one, else computed and reported (`shard --sha256` records it).
+            if let recorded = shard.xxh3_128 {
+                let xxh3 = try XXH3.hash128(file: path)
+                if xxh3 != recorded { problem("xxh3-128 is \(xxh3), the catalog says \(recorded)") }
             }
-            if deep || recordedXXH3 == nil {
-                let sha = try Hashing.sha256(file: path)
-                if sha != shard.sha256 {
-                    problem("sha256 is \(sha), the catalog says \(shard.sha256)")
+            if deep || shard.xxh3_128 == nil {
+                switch shard.sha256 {
+                case let recorded?:
+                    let sha = try Hashing.sha256(file: path)
+                    if sha != recorded { problem("sha256 is \(sha), the catalog says \(recorded)") }
+                    summary.sha256Checked += 1
+                case nil where shard.xxh3_128 == nil:
+                    problem("the catalog records neither an xxh3-128 nor a sha256 for this shard")
+                case nil:
+                    summary.sha256Computed[shard.name] = try Hashing.sha256(file: path)
                 }
             }
             var entries: [String: TarEntry] = [:]
@@ -158,26 +170,6 @@ public struct ShardVerifier {
         }
         progress.finish("\(summary.shards) shards, \(summary.samples) samples, \(summary.problems.count) problems")
         return summary
-    }
-
-    /// XXH3-128 of a file, streamed in 4 MiB blocks.
-    static func xxh3_128(file path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VLMError(.notFound, file: path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let hasher = StreamingXXH3_128()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw VLMError.io(file: path, "read failed: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
-        }
-        return hasher.finalize()
     }
 
     func indexedSamples(shardID: Int64) throws -> [IndexedSample] {

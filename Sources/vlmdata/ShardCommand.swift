@@ -51,6 +51,9 @@ struct ShardCommand: ParsableCommand {
     @Flag(help: "Keep images that an evaluation set holds (by default `eval build`'s images are left out; see docs/eval.md).")
     var allowEvalImages = false
 
+    @Flag(help: "Also compute and record each shard's sha256 (the integrity hash is always the XXH3-128 recorded at write time; see docs/integrity.md). Shards already written get theirs recorded.")
+    var sha256 = false
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
@@ -74,6 +77,7 @@ struct ShardCommand: ParsableCommand {
         c.allowEvalImages = allowEvalImages
         c.upload = upload
         c.partSize = partSize
+        c.sha256 = sha256 ? true : nil
         return c
     }
 

@@ -11,14 +11,15 @@ struct VerifyCommand: ParsableCommand {
         discussion: """
         Checks each shard's size and XXH3-128 (recorded at write time; as `xxhsum -H2` prints it), that its tar
         structure reads to the end, and that every indexed member is the tar member KEY.SUFFIX at the recorded
-        offset and size with the recorded XXH3. --deep also checks each shard's sha256 and parses every json and
-        npy, checking shapes and lengths against the json and the index. Every pixel shard member that patchify
+        offset and size with the recorded XXH3. --deep also checks each shard's sha256 where one was recorded
+        (`shard --sha256`; else it is computed and counted as sha256_computed) and parses every json and npy,
+        checking shapes and lengths against the json and the index. Every pixel shard member that patchify
         recorded an XXH3 for is checked against it too. Every problem is listed.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
 
-    @Flag(help: "Also check each shard's sha256, and parse every json and npy member and compare shapes and counts.")
+    @Flag(help: "Also check each shard's sha256 (where recorded; else compute it), and parse every json and npy member and compare shapes and counts.")
     var deep = false
 
     @Flag(help: "Print the result as one JSON object.")

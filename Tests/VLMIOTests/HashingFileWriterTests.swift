@@ -4,14 +4,14 @@ import VLMCore
 @testable import VLMIO
 
 /// Appends a mix of writes and zero runs; the file and the returned hash must equal what was appended, for sizes
-/// around the chunk boundaries, with direct I/O and without.
-@Test(arguments: [true, false])
-func hashingWriterMatchesWhatWasAppended(directIO: Bool) throws {
-    let base = try tempFile([], name: "out.bin")
+/// around the chunk boundaries, with direct I/O and without; the sha256 only when asked for, the XXH3-128 always.
+@Test(arguments: [(true, true), (false, true), (true, false)])
+func hashingWriterMatchesWhatWasAppended(directIO: Bool, sha256: Bool) throws {
+    let base = try tempFile([], name: "out-\(directIO)-\(sha256).bin")
     var generator = SplitMix64(seed: 5)
     for total in [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 1, 50_000] {
         let path = base + "-\(total)"
-        let writer = try HashingFileWriter(path: path, chunkSize: 4096, chunks: 2, directIO: directIO)
+        let writer = try HashingFileWriter(path: path, chunkSize: 4096, chunks: 2, directIO: directIO, sha256: sha256)
         #expect(directIO || !writer.usesDirectIO)
         var expected: [UInt8] = []
         while expected.count < total {
@@ -28,7 +28,9 @@ func hashingWriterMatchesWhatWasAppended(directIO: Bool) throws {
         }
         let (sha, bytes) = try writer.finish()
         #expect(bytes == total)
-        #expect(sha == Hashing.sha256(expected), "total \(total)")
+        #expect(sha == (sha256 ? Hashing.sha256(expected) : nil), "total \(total)")
+        #expect(writer.xxh3_128 == expected.withUnsafeBytes { XXH3.hash128($0) }, "total \(total)")
+        #expect(try XXH3.hash128(file: path) == writer.xxh3_128)
         #expect(FileManager.default.contents(atPath: path) == Data(expected), "total \(total), direct \(directIO)")
     }
 }

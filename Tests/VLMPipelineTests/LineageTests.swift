@@ -69,6 +69,17 @@ struct LineageTests {
         #expect(again.run?.id == shard1.run?.id)
         #expect(try Self.runs(context).count == before)
 
+        // sha256 on demand (pipeline key `sha256`): the same run, since the bytes do not change; each shard
+        // written without one gets its sha256 recorded.
+        let hashed = try JSONDecoder().decode(ShardStep.Config.self, from: Data(#"{"target_size": "1MB", "sha256": true}"#.utf8))
+        #expect(hashed.sha256 == true)
+        let withSHA = try ShardStep(config: hashed).run(context)
+        #expect(withSHA.skipped && withSHA.run?.id == shard1.run?.id)
+        #expect(withSHA.counts["sha256_added"] == shard1.counts["shards"])
+        let missing = try Catalog(workspace: Workspace(root: context.workspace)).shardRecords().filter { $0.sha256 == nil }
+        #expect(missing.isEmpty)
+        #expect(try Self.runs(context).count == before)
+
         // Another template: tokenize runs, and shard (which reads it) runs again; patchify stays skipped.
         let plain = try Self.tokenize("plain", tokenizer).run(context)
         #expect(!plain.skipped)

@@ -18,10 +18,20 @@ func makeCatalog(_ label: String = #function, count: Int = 60, configure: (inout
     return catalog
 }
 
+/// Each shard's integrity hash as indexed: the XXH3-128 recorded at write time.
 func shardHashes(_ catalog: Catalog) throws -> [String: String] {
     try catalog.read { db in
+        Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, xxh3_128 FROM shards").map {
+            ($0["name"] as String, $0["xxh3_128"] as String)
+        })
+    }
+}
+
+/// Each shard's recorded sha256 (nil unless written with `sha256`).
+func shardSHA256s(_ catalog: Catalog) throws -> [String: String?] {
+    try catalog.read { db in
         Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, sha256 FROM shards").map {
-            ($0["name"] as String, $0["sha256"] as String)
+            ($0["name"] as String, $0["sha256"] as String?)
         })
     }
 }
@@ -42,8 +52,8 @@ func smallShards() -> ShardOptions {
         #expect((reportA.counts["shards"] ?? 0) > 3)
         let hashesA = try shardHashes(a)
         #expect(hashesA == (try shardHashes(b)))
-        for (name, sha) in hashesA {
-            #expect(try Hashing.sha256(file: a.workspace.shardsDirectory + "/" + name) == sha)
+        for (name, xxh3) in hashesA {
+            #expect(try XXH3.hash128(file: a.workspace.shardsDirectory + "/" + name) == xxh3)
             #expect(try readFile(a.workspace.shardsDirectory + "/" + name) == readFile(b.workspace.shardsDirectory + "/" + name))
         }
         #expect(reportB.counts == reportA.counts)
@@ -54,6 +64,39 @@ func smallShards() -> ShardOptions {
         let summary = try ShardVerifier(catalog: a).verify(deep: true)
         #expect(summary.problems == [])
         #expect(summary.samples == 60)
+        // No sha256 unless asked for; --deep computes it from bytes that matched their XXH3-128.
+        #expect(try shardSHA256s(a).values.allSatisfy { $0 == nil })
+        #expect(summary.sha256Checked == 0)
+        #expect(summary.sha256Computed.count == hashesA.count)
+        for (name, sha) in summary.sha256Computed {
+            #expect(try Hashing.sha256(file: a.workspace.shardsDirectory + "/" + name) == sha)
+        }
+    }
+
+    /// `sha256`: the same shard bytes, each shard's sha256 recorded; asked for after the shards were written, the
+    /// rerun records it for them without rewriting anything.
+    @Test func sha256OnDemand() throws {
+        let plain = try makeCatalog("plain")
+        let hashed = try makeCatalog("hashed")
+        var options = smallShards()
+        _ = try ShardBuilder(catalog: plain, options: options).run()
+        options.sha256 = true
+        let report = try ShardBuilder(catalog: hashed, options: options).run()
+        #expect(report.counts["sha256_added"] == 0)
+        #expect(try shardHashes(plain) == shardHashes(hashed))
+        let recorded = try shardSHA256s(hashed)
+        #expect(recorded.count > 3)
+        for (name, sha) in recorded {
+            #expect(sha != nil)
+            #expect(try Hashing.sha256(file: hashed.workspace.shardsDirectory + "/" + name) == sha)
+        }
+        let summary = try ShardVerifier(catalog: hashed).verify(deep: true)
+        #expect(summary.problems == [] && summary.sha256Checked == recorded.count && summary.sha256Computed.isEmpty)
+        // Asked for later: recorded for the shards already written; the files stay as they are.
+        let again = try ShardBuilder(catalog: plain, options: options).run()
+        #expect(again.skipped)
+        #expect(again.counts["sha256_added"] == recorded.count)
+        #expect(try shardSHA256s(plain) == recorded)
     }
 
     /// Pixel shards are checked like sample shards: a flipped byte in a pixel member stops `shard` with an error
@@ -364,24 +407,27 @@ func smallShards() -> ShardOptions {
 }
 
 @Suite struct ShardVerifierTests {
-    func built(_ label: String = #function) throws -> (Catalog, String) {
+    func built(_ label: String = #function, sha256: Bool = false) throws -> (Catalog, String) {
         let catalog = try makeCatalog(label)
-        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        var options = smallShards()
+        options.sha256 = sha256
+        _ = try ShardBuilder(catalog: catalog, options: options).run()
         let name = try shardHashes(catalog).keys.sorted()[1]
         return (catalog, catalog.workspace.shardsDirectory + "/" + name)
     }
 
-    @Test func flippedByteIsAHashMismatch() throws {
-        let (catalog, path) = try built()
+    @Test(arguments: [false, true]) func flippedByteIsAHashMismatch(sha256: Bool) throws {
+        let (catalog, path) = try built("flipped-\(sha256)", sha256: sha256)
         var bytes = try readFile(path)
         bytes[bytes.count / 2] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: path))
-        // The quick check is the XXH3-128 recorded at write time (and each member's XXH3); --deep adds the sha256.
+        // The quick check is the XXH3-128 recorded at write time (and each member's XXH3), with or without a
+        // sha256; --deep adds the sha256 check where one was recorded.
         let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
         #expect(problems.count >= 1)
         #expect(problems.contains { $0.contains("xxh3-128 is") })
         #expect(!problems.contains { $0.contains("sha256 is") })
-        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems.contains { $0.contains("sha256 is") })
+        #expect(try ShardVerifier(catalog: catalog).verify(deep: true).problems.contains { $0.contains("sha256 is") } == sha256)
     }
 
     @Test func truncatedShardIsReported() throws {

@@ -178,6 +178,10 @@ def test_batches_skip_damaged_samples_too(vlmdata_bin, ws):
 
 
 def test_verify_checks_xxh3_and_deep_adds_sha256(vlmdata_bin, ws):
+    # By default no sha256 is recorded: the flipped byte is caught by the XXH3-128 alone.
+    assert query(ws, "SELECT COUNT(*) FROM shards WHERE sha256 IS NOT NULL") == [(0,)]
+    clean = json.loads(run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json").stdout)
+    assert clean["sha256_computed"] == clean["shards"] > 3 and clean["sha256_checked"] == 0
     key = a_key_in_the_middle(ws)
     file, path, offset, size = member(ws, key, "labels.npy")
     flip(file, offset + size - 2)
@@ -189,7 +193,43 @@ def test_verify_checks_xxh3_and_deep_adds_sha256(vlmdata_bin, ws):
     assert any(f"{key}.labels.npy" in p and "xxh3 is" in p for p in problems)
     assert not any("sha256 is" in p for p in problems)
     deep = run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json", check=False)
-    assert any(p.startswith(f"{name}: sha256 is ") for p in json.loads(deep.stdout)["problems"])
+    assert deep.returncode == 1
+    assert not any("sha256 is" in p for p in json.loads(deep.stdout)["problems"])
+
+
+def sha256sum(path):
+    out = subprocess.run(["sha256sum", path], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def test_shard_sha256_rows_equal_sha256sum_and_deep_checks_them(vlmdata_bin, bench_bin, ws, tmp_path):
+    # Asked for after the shards were written: recorded for them (the files are not rewritten).
+    before = {p: open(os.path.join(ws, p), "rb").read() for (p,) in query(ws, "SELECT path FROM shards")}
+    added = json.loads(run(vlmdata_bin, "shard", "--workspace", ws, "--target-size", "20KB", "--sha256", "--json",
+                           "--quiet").stdout)
+    rows = query(ws, "SELECT path, sha256 FROM shards ORDER BY name")
+    assert added["counts"]["sha256_added"] == len(rows) > 3
+    for path, recorded in rows:
+        assert recorded == sha256sum(os.path.join(ws, path))
+        assert open(os.path.join(ws, path), "rb").read() == before[path]
+    # Written with --sha256 from the start: the same bytes and rows.
+    fresh = str(tmp_path / "fresh")
+    synthetic(bench_bin, fresh, 30, *SMALL)
+    run(vlmdata_bin, "shard", "--workspace", fresh, "--target-size", "20KB", "--sha256", "--quiet")
+    assert query(fresh, "SELECT name, sha256, xxh3_128 FROM shards ORDER BY name") == \
+        query(ws, "SELECT name, sha256, xxh3_128 FROM shards ORDER BY name")
+    checked = json.loads(run(vlmdata_bin, "verify", "--workspace", fresh, "--deep", "--json").stdout)
+    assert checked["sha256_checked"] == len(rows) and checked["sha256_computed"] == 0
+    # --deep now checks the recorded sha256 too.
+    key = a_key_in_the_middle(fresh)
+    file, path, offset, size = member(fresh, key, "labels.npy")
+    flip(file, offset + size - 2)
+    deep = run(vlmdata_bin, "verify", "--workspace", fresh, "--deep", "--json", check=False)
+    assert deep.returncode == 1
+    problems = json.loads(deep.stdout)["problems"]
+    name = os.path.basename(path)
+    assert any(p.startswith(f"{name}: sha256 is ") for p in problems)
+    assert any(p.startswith(f"{name}: xxh3-128 is ") for p in problems)
 
 
 def test_a_flipped_byte_in_a_pixel_shard_stops_shard_and_fails_verify(vlmdata_bin, ws):

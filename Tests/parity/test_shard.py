@@ -25,8 +25,9 @@ def fill(bin_path, ws, count, *extra):
 
 
 def shard_hashes(ws):
+    """Each shard's integrity hash as indexed: the XXH3-128 recorded at write time."""
     with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
-        return dict(db.execute("SELECT name, sha256 FROM shards ORDER BY name").fetchall())
+        return dict(db.execute("SELECT name, xxh3_128 FROM shards ORDER BY name").fetchall())
 
 
 def index_keys(ws):

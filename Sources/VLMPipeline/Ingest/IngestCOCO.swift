@@ -81,29 +81,29 @@ public struct IngestCOCO {
                     case "images":
                         return .eachRecord({ value, index in
                             do {
-                                let record = "images[\(index)]"
-                                try Self.expectObject(value, file: file, record: record)
-                                let id = try value.int("id", file: file, record: record)
-                                let name = try value.string("file_name", file: file, record: record)
-                                var width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record)) }
-                                var height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record)) }
+                                func record() -> String { "images[\(index)]" }   // built only when an error or a row needs it
+                                try Self.expectObject(value, file: file, record: record())
+                                let id = try value.int("id", file: file, record: record())
+                                let name = try value.string("file_name", file: file, record: record())
+                                var width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record())) }
+                                var height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record())) }
                                 if let first = images[id] {
                                     // The same image listed again (as captions and instances files both do) is fine;
                                     // the same id naming another file is not.
                                     if first.fileName != name {
-                                        throw VLMError.badInput(file: file, record: record,
+                                        throw VLMError.badInput(file: file, record: record(),
                                             "image id \(id) is already \(first.record) ('\(first.fileName)'); this entry names '\(name)': kept the first")
                                     }
                                     return
                                 }
                                 if (width ?? 1) <= 0 || (height ?? 1) <= 0 {
-                                    problems.append(VLMError.badInput(file: file, record: record,
+                                    problems.append(VLMError.badInput(file: file, record: record(),
                                         "width and height must be positive, found \(width ?? 0)x\(height ?? 0): ignored, the header's size is used").description)
                                     width = nil
                                     height = nil
                                 }
                                 imageOrder.append(id)
-                                images[id] = ImageMeta(fileName: name, width: width, height: height, record: record)
+                                images[id] = ImageMeta(fileName: name, width: width, height: height, record: record())
                                 progress.advance(by: 1)
                             } catch let error as VLMError {
                                 problems.append(error.description)
@@ -112,19 +112,19 @@ public struct IngestCOCO {
                     case "categories":
                         return .eachRecord({ value, index in
                             do {
-                                let record = "categories[\(index)]"
-                                try Self.expectObject(value, file: file, record: record)
-                                let id = try value.int("id", file: file, record: record)
-                                let name = try value.string("name", file: file, record: record)
-                                let superName = try value.optionalString("supercategory", file: file, record: record)
+                                func record() -> String { "categories[\(index)]" }   // built only when an error or a row needs it
+                                try Self.expectObject(value, file: file, record: record())
+                                let id = try value.int("id", file: file, record: record())
+                                let name = try value.string("name", file: file, record: record())
+                                let superName = try value.optionalString("supercategory", file: file, record: record())
                                 if let first = categories[id] {
                                     if first.name != name {
-                                        throw VLMError.badInput(file: file, record: record,
+                                        throw VLMError.badInput(file: file, record: record(),
                                             "category id \(id) is already \(first.record) ('\(first.name)'); this entry names '\(name)': kept the first")
                                     }
                                     return
                                 }
-                                categories[id] = CategoryMeta(name: name, supercategory: superName, record: record)
+                                categories[id] = CategoryMeta(name: name, supercategory: superName, record: record())
                             } catch let error as VLMError {
                                 problems.append(error.description)
                             }
@@ -201,56 +201,56 @@ public struct IngestCOCO {
                 try reader.forEachTopLevelMember { key in
                     guard key == "annotations" else { return .skip }
                     return .eachRecord({ value, index in
-                        let record = "annotations[\(index)]"
+                        func record() -> String { "annotations[\(index)]" }   // built only when an error or a row needs it
                         let isObject = value["bbox"] != nil && value["caption"] == nil
                         do {
-                            try Self.expectObject(value, file: file, record: record)
-                            let id = try value.int("id", file: file, record: record)
-                            let imageExternal = try value.int("image_id", file: file, record: record)
+                            try Self.expectObject(value, file: file, record: record())
+                            let id = try value.int("id", file: file, record: record())
+                            let imageExternal = try value.int("image_id", file: file, record: record())
                             guard images[imageExternal] != nil else {
-                                throw VLMError.badInput(file: file, record: record, "image_id \(imageExternal) is not in 'images'")
+                                throw VLMError.badInput(file: file, record: record(), "image_id \(imageExternal) is not in 'images'")
                             }
                             guard inPart.contains(imageExternal), let image = imageRows[imageExternal] else { return }
                             let imageRow = image.id
                             if value["caption"] != nil {
-                                let text = try value.string("caption", file: file, record: record)
+                                let text = try value.string("caption", file: file, record: record())
                                 batch.append(.caption(imageID: imageRow, externalID: Int64(id), text: text))
                                 captionCount += 1
                             } else if value["bbox"] != nil {
-                                let categoryExternal = try value.int("category_id", file: file, record: record)
+                                let categoryExternal = try value.int("category_id", file: file, record: record())
                                 guard let categoryRow = categoryRows[categoryExternal] else {
-                                    throw VLMError.badInput(file: file, record: record, "category_id \(categoryExternal) is not in 'categories'")
+                                    throw VLMError.badInput(file: file, record: record(), "category_id \(categoryExternal) is not in 'categories'")
                                 }
                                 guard case .array(let box)? = value["bbox"], box.count == 4 else {
-                                    throw VLMError.badInput(file: file, record: record, "field 'bbox' must be an array of 4 numbers")
+                                    throw VLMError.badInput(file: file, record: record(), "field 'bbox' must be an array of 4 numbers")
                                 }
                                 let numbers = try box.enumerated().map { i, v -> Double in
                                     switch v {
                                     case .int(let n): return Double(n)
                                     case .double(let d): return d
-                                    default: throw VLMError.badInput(file: file, record: record, "bbox[\(i)] is \(v.typeName), expected a number")
+                                    default: throw VLMError.badInput(file: file, record: record(), "bbox[\(i)] is \(v.typeName), expected a number")
                                     }
                                 }
                                 var (x, y, w, h) = (numbers[0], numbers[1], numbers[2], numbers[3])
                                 switch BoxCheck.check(x: x, y: y, w: w, h: h, imageWidth: image.width, imageHeight: image.height) {
                                 case .keep: break
                                 case .rejected(let message):
-                                    throw VLMError.badInput(file: file, record: record, message)
+                                    throw VLMError.badInput(file: file, record: record(), message)
                                 case .clipped(let cx, let cy, let cw, let ch, let message, let report):
                                     (x, y, w, h) = (cx, cy, cw, ch)
                                     objectsClipped += 1
-                                    if report { problems.append(VLMError.badInput(file: file, record: record, message).description) }
+                                    if report { problems.append(VLMError.badInput(file: file, record: record(), message).description) }
                                 }
-                                let area = try value["area"].map { _ in try value.double("area", file: file, record: record) }
+                                let area = try value["area"].map { _ in try value.double("area", file: file, record: record()) }
                                 if let area, !area.isFinite || area < 0 {
-                                    throw VLMError.badInput(file: file, record: record, "area \(area) is not a finite, non-negative number")
+                                    throw VLMError.badInput(file: file, record: record(), "area \(area) is not a finite, non-negative number")
                                 }
-                                let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record) } ?? 0
+                                let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record()) } ?? 0
                                 batch.append(.object(imageID: imageRow, categoryID: categoryRow, externalID: Int64(id),
                                                      x: x, y: y, w: w, h: h, area: area, isCrowd: Int(crowd)))
                                 objectCount += 1
                             } else {
-                                throw VLMError.badInput(file: file, record: record, "annotation has neither 'caption' nor 'bbox'")
+                                throw VLMError.badInput(file: file, record: record(), "annotation has neither 'caption' nor 'bbox'")
                             }
                             progress.advance(by: 1)
                             if batch.count >= 5000 { try flush() }
@@ -285,9 +285,9 @@ public struct IngestCOCO {
 
 extension IngestCOCO {
     /// A record must be a JSON object.
-    static func expectObject(_ value: JSONValue, file: String, record: String) throws {
+    static func expectObject(_ value: JSONValue, file: String, record: @autoclosure () -> String) throws {
         guard case .object = value else {
-            throw VLMError.badInput(file: file, record: record, "is \(value.typeName), expected an object")
+            throw VLMError.badInput(file: file, record: record(), "is \(value.typeName), expected an object")
         }
     }
 }

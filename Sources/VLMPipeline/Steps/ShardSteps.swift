@@ -36,6 +36,8 @@ public struct ShardStep: Stage, LineageStage {
         public var upload: String?
         /// Shards larger than this go up in parts of this size (multipart; at least 5MiB).
         public var partSize = "64MiB"
+        /// Also record each shard's sha256 (nil: no; omitted from the identity unless set, so earlier hashes hold).
+        public var sha256: Bool?
 
         public init() {}
 
@@ -43,6 +45,7 @@ public struct ShardStep: Stage, LineageStage {
             case limit, name, tokenized, pixels, part, jobs, upload
             case targetSize = "target_size", maxSamples = "max_samples", includeJpeg = "include_jpeg"
             case allowEvalImages = "allow_eval_images", partSize = "part_size"
+            case sha256
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
 
@@ -61,6 +64,7 @@ public struct ShardStep: Stage, LineageStage {
             allowEvalImages = try c.value(.allowEvalImages, default: allowEvalImages)
             upload = try c.decodeIfPresent(String.self, forKey: .upload)
             partSize = try c.value(.partSize, default: partSize)
+            sha256 = try c.decodeIfPresent(Bool.self, forKey: .sha256)
         }
     }
 
@@ -148,6 +152,7 @@ public struct ShardStep: Stage, LineageStage {
         options.part = config.part.flatMap(PartSpec.init(parsing:)) ?? context.part
         options.jobs = config.jobs
         options.allowEvalImages = config.allowEvalImages
+        options.sha256 = config.sha256 ?? false
         return options
     }
 
@@ -157,6 +162,7 @@ public struct ShardStep: Stage, LineageStage {
         identity.jobs = nil
         // Where the shards are uploaded does not change them.
         (identity.upload, identity.partSize) = (nil, Config().partSize)
+        identity.sha256 = nil   // the same shard bytes either way
         identity.targetSize = String(targetBytes)
         (identity.tokenized, identity.pixels) = (tokenized?.hash, pixels?.hash)
         let name = "\(config.name)@\(tokenized?.name ?? "-")+\(pixels?.name ?? "text-only")"

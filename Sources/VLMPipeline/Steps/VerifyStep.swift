@@ -47,7 +47,9 @@ public struct VerifyStep: Stage, LineageStage {
     func perform(_ catalog: Catalog, _ context: StageContext, inputs: [Catalog.LineageRun]) throws -> StageReport {
         let summary = try ShardStage.verify(workspace: catalog.workspace, deep: config.deep, progress: context.progress)
         let report = StageReport(stage: Self.name, counts: ["shards": summary.shards, "samples": summary.samples, "bytes": summary.bytes,
-                                                                     "pixel_shards": summary.pixelShards],
+                                                                     "pixel_shards": summary.pixelShards,
+                                                                     "sha256_checked": summary.sha256Checked,
+                                                                     "sha256_computed": summary.sha256Computed.count],
                                  problems: summary.problems)
         if !summary.problems.isEmpty {
             throw StageFailure(stage: Self.name, error: VLMError(.corrupt, file: catalog.workspace.shardsDirectory,
