@@ -160,7 +160,7 @@ int32_t vlmdata_patches_to_image(const uint8_t *patches, int64_t tiles, int64_t 
 /*
  * A batch's images in one call: `patches[i]` points to sample i's uint8 [tiles, count, dim] (NULL: a zero image,
  * as LLaVA gives a text-only row) -> `out` float32 [n, tiles, 3, S, S] (the caller's), normalized as
- * vlmdata_patches_to_image does. The output's pages are populated in one system call before they are written.
+ * vlmdata_patches_to_image does, one ctypes/FFI call per batch instead of one per image.
  */
 int32_t vlmdata_images_fill(const uint8_t *const *patches, int64_t n, int64_t tiles, int64_t count, int64_t dim,
                             const char *normalize, float *out, char *err, size_t err_capacity);
