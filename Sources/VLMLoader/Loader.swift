@@ -144,6 +144,13 @@ public final class Loader: Sendable {
         return try samples(epoch: epoch)
     }
 
+    /// Samples per hand-off unit: `preferred` for local shards; one for a cache of remote shards, whose plan-aware
+    /// eviction counts on the threads advancing position by position (with 16-sample units and four threads, a
+    /// cache of two shards fetched a shard twice in an epoch; the download dominates there, not the hand-off).
+    func handOff(_ preferred: Int) -> Int {
+        datasets.contains(where: { $0.source.wantsPlan }) ? 1 : preferred
+    }
+
     /// Hands each remote source the shard names this process reads, in order (`rankIndices` of `slice`).
     func announce(plan: EpochPlan, slice: RankSlice, rankIndices: some Sequence<Int>) {
         guard datasets.contains(where: { $0.source.wantsPlan }) else { return }
@@ -203,7 +210,7 @@ public final class SampleStream: @unchecked Sendable {
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
         loader.announce(plan: plan, slice: slice, rankIndices: 0..<slice.count)
-        let unit = options.handOff
+        let unit = loader.handOff(options.handOff)
         let pipeline = BatchPipeline(indices: Array(0..<slice.count), unit: unit, threads: options.workers,
                                      capacity: max(1, options.prefetch / unit)) { [loader, plan, slice] batch, indices in
             loader.fill(batch, indices: indices, plan: plan, slice: slice)

@@ -79,7 +79,7 @@ public final class WorkerStream: @unchecked Sendable {
         let indices = share.indices(count: slice.count)
         self.indices = indices
         loader.announce(plan: plan, slice: slice, rankIndices: indices)
-        let unit = max(1, min(max(share.chunk, 16), prefetch))
+        let unit = loader.handOff(max(1, min(max(share.chunk, 16), prefetch)))
         let pipeline = BatchPipeline(indices: indices, unit: unit, threads: threads,
                                      capacity: max(1, prefetch / unit)) { [loader, plan, slice] batch, indices in
             loader.fill(batch, indices: indices, plan: plan, slice: slice)
