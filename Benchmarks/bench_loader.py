@@ -115,7 +115,7 @@ def main():
     paths = sorted(glob.glob(os.path.join(ws, "shards", "train-*.tar")))
     n, nbytes = sample_bytes(ws)
     print(f"{n} samples, {len(paths)} shards, {nbytes / 1e6:.0f} MB of samples; {cores} cores; warm page cache; "
-          f"medians of {repeat}")
+          f"medians of {repeat}; load average {os.getloadavg()[0]:.1f}")
     raw_read(paths)  # warm the page cache
 
     rows = []
@@ -133,6 +133,8 @@ def main():
         print(f"  raw read         {n / raw_t:10.0f} samples/s  {raw_b / raw_t / 1e6:8.0f} MB/s  (epoch {raw_t:.3f} s)")
         print(f"  vlmdata / webdataset = {wds_t / o['epoch_seconds']:.2f}x   "
               f"vlmdata / raw read = {(nbytes / o['epoch_seconds']) / (raw_b / raw_t) * 100:.0f}%")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}; vlmdata hands batches over whole "
+          f"(`vlmdata-bench loader --per-sample` times next(), one sample copied out at a time)")
     o = rows[0][1]
     print(f"\nshuffle quality (block shuffle, block 1024, 8 partitions): mean displacement "
           f"{o['shuffle_mean_displacement']:.3f} of the dataset (uniform: 0.333), adjacency "

@@ -121,6 +121,7 @@ def main():
             while f.read(8 << 20):
                 pass
     rates = {"vlmdata": [], "webdataset": []}
+    result_load = os.getloadavg()[0]
     for _ in range(repeat):
         rate, keys = ours(ws, a.batch_size, a.workers)
         rates["vlmdata"].append(rate)
@@ -130,13 +131,15 @@ def main():
         assert sorted(peer_keys) == sorted(set(keys)), "both read the same samples"
     result = {"samples": n, "batch_size": a.batch_size, "workers": a.workers, "shards": len(shards),
               "vlmdata_samples_per_s": round(statistics.median(rates["vlmdata"]), 1),
-              "webdataset_samples_per_s": round(statistics.median(rates["webdataset"]), 1)}
+              "webdataset_samples_per_s": round(statistics.median(rates["webdataset"]), 1),
+              "load_average_start": round(result_load, 1)}
     result["ratio"] = round(result["vlmdata_samples_per_s"] / result["webdataset_samples_per_s"], 2)
     print(f"torch DataLoader ({a.workers} workers, batch {a.batch_size}, images [B, 3, 336, 336] CLIP-normalized), "
           f"{n} samples in {len(shards)} shards:")
     print(f"  vlmdata StreamingDataset + llava_collate : {result['vlmdata_samples_per_s']:8.1f} samples/s")
     print(f"  webdataset + Python collate              : {result['webdataset_samples_per_s']:8.1f} samples/s")
     print(f"  ratio                                    : {result['ratio']:8.2f}x")
+    print(f"  load average {os.getloadavg()[0]:.1f} (2 cores shared: ratios, not rates, compare across runs)")
     if a.json:
         print(json.dumps(result))
 

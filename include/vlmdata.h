@@ -18,6 +18,8 @@
  *
  * Errors: functions return 0, or a code below with a message (file, record, what is wrong) in `err`.
  * Handles are opaque; one thread uses a handle at a time. Buffers are the caller's.
+ * Inside, background threads read a stream's samples a batch at a time into one buffer each (checked against
+ * their XXH3), handed over whole; vlmdata_stream_copy copies straight from those buffers.
  */
 #ifndef VLMDATA_H
 #define VLMDATA_H
@@ -29,7 +31,7 @@
 extern "C" {
 #endif
 
-#define VLMDATA_ABI_VERSION 1
+#define VLMDATA_ABI_VERSION 2
 
 enum {
     VLMDATA_OK = 0,
@@ -154,6 +156,14 @@ int32_t vlmdata_stream_copy(vlmdata_stream *stream, const vlmdata_batch_buffers 
  */
 int32_t vlmdata_patches_to_image(const uint8_t *patches, int64_t tiles, int64_t count, int64_t dim,
                                  const char *normalize, float *out, char *err, size_t err_capacity);
+
+/*
+ * A batch's images in one call: `patches[i]` points to sample i's uint8 [tiles, count, dim] (NULL: a zero image,
+ * as LLaVA gives a text-only row) -> `out` float32 [n, tiles, 3, S, S] (the caller's), normalized as
+ * vlmdata_patches_to_image does, one ctypes/FFI call per batch instead of one per image.
+ */
+int32_t vlmdata_images_fill(const uint8_t *const *patches, int64_t n, int64_t tiles, int64_t count, int64_t dim,
+                            const char *normalize, float *out, char *err, size_t err_capacity);
 
 #ifdef __cplusplus
 }

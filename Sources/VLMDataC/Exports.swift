@@ -82,7 +82,7 @@ func streamHandle(_ pointer: UnsafeMutableRawPointer?) throws -> StreamHandle {
 
 /// The ABI version of this library (include/vlmdata.h's `VLMDATA_ABI_VERSION`).
 @_cdecl("vlmdata_abi_version")
-public func vlmdata_abi_version() -> Int32 { 1 }
+public func vlmdata_abi_version() -> Int32 { 2 }
 
 /// `out[0]` rank, `out[1]` world size, `out[2]` local rank: the given `rank`/`worldSize` (-1: not given) over the
 /// launcher's environment, as `LoaderConfig` resolves them.
@@ -198,8 +198,8 @@ public func vlmdata_stream_next(_ stream: UnsafeMutableRawPointer?, _ maxSamples
         guard maxSamples >= 1 else { throw VLMError(.invalidArgument, record: "max_samples", "must be at least 1") }
         try handle.next(maxSamples: Int(maxSamples))
         let p = handle.pending
-        let values = [p.count, p.reduce(0) { $0 + $1.sample.inputIds.count }, p.reduce(0) { $0 + $1.sample.pixels.count },
-                      p.reduce(0) { $0 + $1.sample.key.utf8.count + 1 }, p.reduce(0) { $0 + $1.sample.meta.count },
+        let values = [p.count, p.reduce(0) { $0 + $1.tokens }, p.reduce(0) { $0 + $1.pixelBytes },
+                      p.reduce(0) { $0 + $1.key.utf8.count + 1 }, p.reduce(0) { $0 + $1.metaBytes },
                       handle.pendingTaken, handle.stream.report.skipped, handle.overlong]
         for (i, v) in values.enumerated() { info[i] = Int64(v) }
         return Code.ok
@@ -224,29 +224,34 @@ public func vlmdata_stream_copy(_ stream: UnsafeMutableRawPointer?, _ buffers: U
         tokenOffsets?[0] = 0
         pixelOffsets?[0] = 0
         metaOffsets?[0] = 0
+        func copy<T>(_ values: UnsafeBufferPointer<T>, _ destination: UnsafeMutablePointer<T>?, at offset: Int) {
+            guard let destination, let source = values.baseAddress, !values.isEmpty else { return }
+            (destination + offset).update(from: source, count: values.count)
+        }
         for (n, item) in handle.pending.enumerated() {
-            let s = item.sample
-            put(s.inputIds, inputIds, at: token)
-            put(s.labels, labels, at: token)
-            token += s.inputIds.count
-            tokenOffsets?[n + 1] = Int64(token)
-            put(s.pixels, pixels, at: pixel)
-            pixel += s.pixels.count
-            pixelOffsets?[n + 1] = Int64(pixel)
-            guard s.pixels.isEmpty || s.pixelShape.count == 3 else {
-                throw VLMError(.corrupt, record: s.key, "pixels have shape \(s.pixelShape), expected [tiles, patches, dim]")
+            try item.withFields { s in
+                copy(s.inputIds, inputIds, at: token)
+                copy(s.labels, labels, at: token)
+                token += s.inputIds.count
+                tokenOffsets?[n + 1] = Int64(token)
+                copy(s.pixels, pixels, at: pixel)
+                pixel += s.pixels.count
+                pixelOffsets?[n + 1] = Int64(pixel)
+                guard s.pixels.isEmpty || s.pixelShape.count == 3 else {
+                    throw VLMError(.corrupt, record: s.key, "pixels have shape \(s.pixelShape), expected [tiles, patches, dim]")
+                }
+                for d in 0..<3 { pixelShapes?[3 * n + d] = s.pixels.isEmpty ? 0 : Int64(s.pixelShape[d]) }
+                imageTokens?[n] = Int64(s.imageTokens)
+                indices?[n] = Int64(s.index)
+                isPad?[n] = s.isPad ? 1 : 0
+                datasets?[n] = Int64(s.dataset)
+                let keyBytes = Array(s.key.utf8) + [0]
+                put(keyBytes, keys, at: keyByte)
+                keyByte += keyBytes.count
+                copy(s.meta, meta, at: metaByte)
+                metaByte += s.meta.count
+                metaOffsets?[n + 1] = Int64(metaByte)
             }
-            for d in 0..<3 { pixelShapes?[3 * n + d] = s.pixels.isEmpty ? 0 : Int64(s.pixelShape[d]) }
-            imageTokens?[n] = Int64(s.imageTokens)
-            indices?[n] = Int64(item.index)
-            isPad?[n] = s.isPad ? 1 : 0
-            datasets?[n] = Int64(s.dataset)
-            let keyBytes = Array(s.key.utf8) + [0]
-            put(keyBytes, keys, at: keyByte)
-            keyByte += keyBytes.count
-            put(s.meta, meta, at: metaByte)
-            metaByte += s.meta.count
-            metaOffsets?[n + 1] = Int64(metaByte)
         }
         return Code.ok
     }

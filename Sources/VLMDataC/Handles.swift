@@ -25,7 +25,7 @@ final class StreamHandle {
     private var exhausted = false
     /// Rank-local samples consumed once the pending batch is delivered (handed to the packer, when packing).
     private var rankTaken = 0
-    private(set) var pending: [(index: Int, sample: LoadedSample)] = []
+    private(set) var pending: [PendingSample] = []
     private(set) var pendingTaken = 0
     private var deferredError: (any Error)?
 
@@ -54,16 +54,17 @@ final class StreamHandle {
                 if packer!.overlong.count > dropped { forget(item.sample.key) }
                 readyRows += rowsWithIndices(closed)
             }
-            if !readyRows.isEmpty { pending = readyRows.removeFirst() }
+            if !readyRows.isEmpty { pending = readyRows.removeFirst().map { .loaded(index: $0.index, sample: $0.sample) } }
         } else {
             if let error = deferredError {
                 deferredError = nil
                 throw error
             }
             do {
-                while pending.count < maxSamples, let item = try stream.next() {
-                    pending.append(item)
-                    rankTaken = item.index + 1
+                // in place: the samples stay in the loader's batch buffers until they are copied out
+                while pending.count < maxSamples, let (batch, entry) = try stream.nextEntry() {
+                    pending.append(.inPlace(batch: batch, entry: entry))
+                    rankTaken = batch.entries[entry].index + 1
                 }
             } catch {
                 // the samples read before the error are delivered first; the next call reports it
@@ -89,5 +90,75 @@ final class StreamHandle {
         let index = indexOfKey[key]!.removeFirst()
         if indexOfKey[key]!.isEmpty { indexOfKey[key] = nil }
         return index
+    }
+}
+
+/// The fields of one pending sample, as buffers to copy from.
+struct SampleFields {
+    var index: Int
+    var key: String
+    var dataset: Int
+    var isPad: Bool
+    var imageTokens: Int
+    var pixelShape: [Int]
+    var inputIds: UnsafeBufferPointer<Int32>
+    var labels: UnsafeBufferPointer<Int32>
+    var pixels: UnsafeBufferPointer<UInt8>
+    var meta: UnsafeBufferPointer<UInt8>
+}
+
+/// A sample waiting to be copied out: decoded (a packed row's) or in place in the loader's batch buffer.
+enum PendingSample {
+    case loaded(index: Int, sample: LoadedSample)
+    case inPlace(batch: SampleBatch, entry: Int)
+
+    var tokens: Int {
+        switch self {
+        case .loaded(_, let s): return s.inputIds.count
+        case .inPlace(let b, let e): return b.entries[e].tokenCount
+        }
+    }
+
+    var pixelBytes: Int {
+        switch self {
+        case .loaded(_, let s): return s.pixels.count
+        case .inPlace(let b, let e): return b.entries[e].pixelCount
+        }
+    }
+
+    var metaBytes: Int {
+        switch self {
+        case .loaded(_, let s): return s.meta.count
+        case .inPlace(let b, let e): return b.entries[e].metaCount
+        }
+    }
+
+    var key: String {
+        switch self {
+        case .loaded(_, let s): return s.key
+        case .inPlace(let b, let e): return b.entries[e].key
+        }
+    }
+
+    func withFields<R>(_ body: (SampleFields) throws -> R) rethrows -> R {
+        switch self {
+        case .loaded(let index, let s):
+            return try s.inputIds.withUnsafeBufferPointer { ids in
+                try s.labels.withUnsafeBufferPointer { labels in
+                    try s.pixels.withUnsafeBufferPointer { pixels in
+                        try s.meta.withUnsafeBufferPointer { meta in
+                            try body(SampleFields(index: index, key: s.key, dataset: s.dataset, isPad: s.isPad,
+                                                  imageTokens: s.imageTokens, pixelShape: s.pixelShape, inputIds: ids,
+                                                  labels: labels, pixels: pixels, meta: meta))
+                        }
+                    }
+                }
+            }
+        case .inPlace(let b, let i):
+            let e = b.entries[i]
+            return try body(SampleFields(index: e.index, key: e.key, dataset: e.dataset, isPad: e.isPad,
+                                         imageTokens: e.imageTokens, pixelShape: e.pixelShape, inputIds: b.inputIds(i),
+                                         labels: b.labels(i), pixels: b.pixels(i), meta: b.meta(i)))
+        }
     }
 }

@@ -40,6 +40,31 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         return item
     }
 
+    /// Appends `item` when there is room and the queue is open; never waits.
+    @discardableResult
+    func tryPush(_ item: Element) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard count < items.count && !closed else { return false }
+        items[(head + count) % items.count] = item
+        count += 1
+        condition.broadcast()
+        return true
+    }
+
+    /// The next item if one is there; never waits.
+    func tryPop() -> Element? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard count > 0 else { return nil }
+        let item = items[head]
+        items[head] = nil
+        head = (head + 1) % items.count
+        count -= 1
+        condition.broadcast()
+        return item
+    }
+
     /// Wakes everyone; later pushes are dropped, pops drain what is left then return nil.
     func close() {
         condition.lock()

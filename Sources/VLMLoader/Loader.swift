@@ -27,6 +27,9 @@ public struct LoaderOptions: Sendable {
     public var workers: Int
     /// Samples each worker may decode ahead (the memory bound: about `workers × prefetch` samples).
     public var prefetch: Int
+    /// Samples a worker reads into one buffer and hands over whole (at most `prefetch`; default: the batch size,
+    /// at least 16).
+    public var chunk: Int?
     /// Every rank gets a multiple of this many samples per epoch (the batch size).
     public var unit: Int
     public var remainder: RemainderPolicy
@@ -42,7 +45,8 @@ public struct LoaderOptions: Sendable {
 
     public init(order: OrderSpec = OrderSpec(), topology: Topology = Topology(), workers: Int = 2, prefetch: Int = 32,
                 unit: Int = 1, remainder: RemainderPolicy = .pad, onMissing: MissingPolicy = .error, epochSize: Int? = nil,
-                onCorrupt: CorruptPolicy = .error, verifyReads: Bool = true) {
+                onCorrupt: CorruptPolicy = .error, verifyReads: Bool = true, chunk: Int? = nil) {
+        self.chunk = chunk
         self.onCorrupt = onCorrupt
         self.verifyReads = verifyReads
         self.order = order
@@ -54,6 +58,11 @@ public struct LoaderOptions: Sendable {
         self.onMissing = onMissing
         self.epochSize = epochSize
     }
+}
+
+extension LoaderOptions {
+    /// Samples per hand-off unit (`chunk`, else the batch size but at least 16), within the prefetch bound.
+    var handOff: Int { max(1, min(chunk ?? max(unit, 16), prefetch)) }
 }
 
 /// One dataset a loader reads: its index, where its bytes come from, and its share of a mixture.
@@ -89,6 +98,7 @@ public final class Loader: Sendable {
         try options.topology.validate()
         guard options.workers >= 0 else { throw VLMError(.invalidArgument, "the worker count cannot be negative") }
         guard options.prefetch >= 1 else { throw VLMError(.invalidArgument, "prefetch must be at least 1 sample") }
+        if let chunk = options.chunk, chunk < 1 { throw VLMError(.invalidArgument, "the chunk must be at least 1 sample") }
         guard options.unit >= 1 else { throw VLMError(.invalidArgument, "the batch size must be at least 1") }
         self.datasets = datasets
         self.options = options
@@ -134,11 +144,11 @@ public final class Loader: Sendable {
         return try samples(epoch: epoch)
     }
 
-    func readSample(_ ref: SampleRef, isPad: Bool) throws -> LoadedSample {
-        let dataset = datasets[Int(ref.dataset)]
-        let info = dataset.index.samples[Int(ref.sample)]
-        return try SampleDecoder.read(info, shard: dataset.index.shards[info.shard], source: dataset.source,
-                                      dataset: Int(ref.dataset), isPad: isPad, verify: options.verifyReads)
+    /// Samples per hand-off unit: `preferred` for local shards; one for a cache of remote shards, whose plan-aware
+    /// eviction counts on the threads advancing position by position (with 16-sample units and four threads, a
+    /// cache of two shards fetched a shard twice in an epoch; the download dominates there, not the hand-off).
+    func handOff(_ preferred: Int) -> Int {
+        datasets.contains(where: { $0.source.wantsPlan }) ? 1 : preferred
     }
 
     /// Hands each remote source the shard names this process reads, in order (`rankIndices` of `slice`).
@@ -176,78 +186,36 @@ public struct StreamReport: Sendable, Codable, Equatable {
     public var corruptErrors: [String] = []
 }
 
-extension StreamReport {
-    /// Counts one item a stream took: the sample to hand on, nil for a skipped or damaged one (counted). Throws
-    /// the read error of a failed one; the stream then stops. Shared by `SampleStream` and `WorkerStream`.
-    mutating func account(_ item: SampleStream.Item) throws -> LoadedSample? {
-        switch item {
-        case .sample(let sample):
-            delivered += 1
-            if sample.isPad { padded += 1 }
-            return sample
-        case .skipped(let shard):
-            skipped += 1
-            if !missingShards.contains(shard) { missingShards.append(shard) }
-        case .damaged(let error):
-            skipped += 1
-            corrupt += 1
-            if corruptErrors.count < 100 { corruptErrors.append("\(error)") }
-        case .failed(let error):
-            throw error
-        }
-        return nil
-    }
-}
-
-/// One rank's samples for the rest of an epoch, decoded ahead on background threads, delivered in order.
+/// One rank's samples for the rest of an epoch, read ahead on background threads a batch at a time (each batch
+/// one buffer, handed over whole), delivered in order.
 ///
-/// Not thread-safe: one consumer calls `next()`. `state()` is where a restart would continue after the samples
-/// delivered so far. Call `close()` (or let it deinit) to stop the workers early.
+/// Not thread-safe: one consumer calls `next()` (a sample, copied out) or `nextBatch()` (the next samples in
+/// place, no copy). `state()` is where a restart would continue after the samples delivered so far. Call
+/// `close()` (or let it deinit) to stop the workers early.
 public final class SampleStream: @unchecked Sendable {
-    enum Item {
-        case sample(LoadedSample)
-        case skipped(shard: String)
-        case damaged(VLMError)
-        case failed(any Error)
-    }
-
     public let plan: EpochPlan
     public let slice: RankSlice
-    public private(set) var report = StreamReport()
-    private let loader: Loader
+    public var report: StreamReport { cursor.report }
     private let startConsumed: Int
-    private var taken = 0
-    private var queues: [BoundedQueue<Item>] = []
-    private var failed = false
+    private let cursor: BatchCursor
 
     init(loader: Loader, plan: EpochPlan, consumed: Int) {
-        self.loader = loader
         self.plan = plan
         startConsumed = consumed
         let options = loader.options
-        slice = RankSlice(epochLength: plan.count, consumed: consumed, topology: options.topology, unit: options.unit,
-                          remainder: options.remainder)
+        let slice = RankSlice(epochLength: plan.count, consumed: consumed, topology: options.topology, unit: options.unit,
+                              remainder: options.remainder)
+        self.slice = slice
+        var report = StreamReport()
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
         loader.announce(plan: plan, slice: slice, rankIndices: 0..<slice.count)
-        guard options.workers > 0 else { return }
-        for k in 0..<options.workers {
-            let queue = BoundedQueue<Item>(capacity: options.prefetch)
-            queues.append(queue)
-            let slice = self.slice
-            let workers = options.workers
-            let thread = Thread { [loader, plan] in
-                for j in slice.workerIndices(k, of: workers) {
-                    if queue.isClosed { return }
-                    let item = SampleStream.produce(j, loader: loader, plan: plan, slice: slice)
-                    if !queue.push(item) { return }
-                    if case .failed = item { break }
-                }
-                queue.close()
-            }
-            thread.name = "vlmdata-loader-\(k)"
-            thread.start()
+        let unit = loader.handOff(options.handOff)
+        let pipeline = BatchPipeline(indices: Array(0..<slice.count), unit: unit, threads: options.workers,
+                                     capacity: max(1, options.prefetch / unit)) { [loader, plan, slice] batch, indices in
+            loader.fill(batch, indices: indices, plan: plan, slice: slice)
         }
+        cursor = BatchCursor(pipeline: pipeline, report: report, position: 0)
     }
 
     deinit { close() }
@@ -257,33 +225,18 @@ public final class SampleStream: @unchecked Sendable {
 
     /// The next sample, nil at the end of the epoch's share. Throws the first read or decode error.
     public func next() throws -> LoadedSample? {
-        while true {
-            guard !failed, taken < slice.count else { return nil }
-            let j = taken
-            let item: Item
-            if queues.isEmpty {
-                item = SampleStream.produce(j, loader: loader, plan: plan, slice: slice)
-            } else {
-                guard let popped = queues[j % queues.count].pop() else {
-                    failed = true
-                    throw VLMError(.io, "loader worker \(j % queues.count) stopped early")
-                }
-                item = popped
-            }
-            let sample: LoadedSample?
-            do { sample = try report.account(item) } catch {
-                failed = true
-                close()
-                throw error
-            }
-            taken += 1
-            if let sample { return sample }
-        }
+        guard let (batch, i) = try cursor.nextEntry() else { return nil }
+        return batch.sample(i)
     }
+
+    /// The next samples as one batch, read in place (the loader reuses its buffer once you let go of it); nil at
+    /// the end. Do not call it while samples of a batch started with `next()` remain.
+    public func nextBatch() throws -> SampleBatch? { try cursor.nextBatch() }
 
     /// Where a restart continues: the epoch and the global positions consumed once every rank has taken as many
     /// samples as this one (ranks advance in lockstep). At the end of the epoch: the next epoch, 0 consumed.
     public func state() -> LoaderState {
+        let taken = cursor.position
         let consumed = startConsumed + taken * slice.topology.worldSize
         if taken >= slice.count || consumed >= plan.count {
             return LoaderState(epoch: plan.epoch + 1, consumed: 0, fingerprint: plan.fingerprint, spec: plan.spec)
@@ -292,25 +245,5 @@ public final class SampleStream: @unchecked Sendable {
     }
 
     /// Stops the background workers; `next()` returns nil afterwards.
-    public func close() {
-        for queue in queues { queue.close() }
-    }
-
-    static func produce(_ j: Int, loader: Loader, plan: EpochPlan, slice: RankSlice) -> Item {
-        let (position, isPad) = slice.globalPosition(j)
-        let ref = plan.refs[position]
-        do {
-            ShardReadHint.position = j
-            defer { ShardReadHint.position = nil }
-            return .sample(try loader.readSample(ref, isPad: isPad))
-        } catch let error as VLMError where error.kind == .notFound && loader.options.onMissing == .skip {
-            return .skipped(shard: loader.shardName(ref))
-        } catch let damage as DamagedSample {
-            let options = loader.options
-            if options.onCorrupt == .skip || (damage.truncated && options.onMissing == .skip) { return .damaged(damage.error) }
-            return .failed(damage.error)
-        } catch {
-            return .failed(error)
-        }
-    }
+    public func close() { cursor.close() }
 }

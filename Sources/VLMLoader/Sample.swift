@@ -118,6 +118,16 @@ func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: In
     }
 }
 
+/// Where the members of one sample lie in its bytes (byte ranges; see `SampleDecoder.layout`).
+struct SampleLayout {
+    var ids: Range<Int> = 0..<0
+    /// nil when the sample stores no labels (all `-100`).
+    var labels: Range<Int>?
+    var pixels: Range<Int> = 0..<0
+    var pixelShape: [Int] = []
+    var meta: Range<Int> = 0..<0
+}
+
 /// A sample whose bytes cannot be served as written: its shard was cut short (`truncated`), or a member's bytes
 /// differ from their recorded checksum or do not decode. `error` names the shard, the member and its offset.
 struct DamagedSample: Error {
@@ -134,34 +144,62 @@ enum SampleDecoder {
         var bytes = [UInt8](unsafeUninitializedCapacity: info.size) { buffer, initialized in
             initialized = info.size
         }
+        try bytes.withUnsafeMutableBytes { raw in try fetch(info, shard: shard, source: source, verify: verify, into: raw) }
+        return try bytes.withUnsafeBytes { raw in
+            try damage { try decode(raw, info: info, shard: shard, dataset: dataset, isPad: isPad) }
+        }
+    }
+
+    /// Reads a sample's `info.size` bytes into `raw` and, with `verify`, checks each member against its recorded
+    /// XXH3. Throws `DamagedSample` for a truncated shard or a checksum mismatch.
+    static func fetch(_ info: SampleInfo, shard: ShardInfo, source: ShardSource, verify: Bool,
+                      into raw: UnsafeMutableRawBufferPointer) throws {
         do {
-            try bytes.withUnsafeMutableBytes { raw in try source.read(shard, at: info.offset, into: raw) }
+            try source.read(shard, at: info.offset, into: raw)
         } catch let error as VLMError where error.kind == .corrupt {
             throw DamagedSample(error: VLMError(.corrupt, file: shard.path, record: "\(info.key) (\(info.size) bytes at offset \(info.offset))",
                                                 "the shard ends before this sample does: it was truncated or emptied after it was written "
                                                 + "(\(error.record ?? ""): \(error.message))"),
                                 truncated: true)
         }
-        return try bytes.withUnsafeBytes { raw in
-            do {
-                if verify {
-                    for part in info.parts where part.offset >= 0 && part.offset + part.size <= raw.count {
-                        try MemberChecksum.check(UnsafeRawBufferPointer(rebasing: raw[part.offset ..< part.offset + part.size]),
-                                                 expected: part.xxh3, shard: shard.path, key: info.key, member: part.name,
-                                                 offset: info.offset + part.offset)
-                    }
-                }
-                return try decode(raw, info: info, shard: shard, dataset: dataset, isPad: isPad)
-            } catch let error as VLMError where error.kind == .corrupt {
-                throw DamagedSample(error: error, truncated: false)
+        guard verify else { return }
+        try damage {
+            for part in info.parts where part.offset >= 0 && part.offset + part.size <= raw.count {
+                try MemberChecksum.check(UnsafeRawBufferPointer(rebasing: raw[part.offset ..< part.offset + part.size]),
+                                         expected: part.xxh3, shard: shard.path, key: info.key, member: part.name,
+                                         offset: info.offset + part.offset)
             }
+        }
+    }
+
+    /// Runs `body`, turning a `corrupt` error into `DamagedSample`.
+    static func damage<R>(_ body: () throws -> R) throws -> R {
+        do { return try body() } catch let error as VLMError where error.kind == .corrupt {
+            throw DamagedSample(error: error, truncated: false)
         }
     }
 
     static func decode(_ raw: UnsafeRawBufferPointer, info: SampleInfo, shard: ShardInfo, dataset: Int,
                        isPad: Bool) throws -> LoadedSample {
-        var sample = LoadedSample(key: info.key, dataset: dataset, isPad: isPad, inputIds: [], labels: [], pixels: [],
-                                  pixelShape: [], imageTokens: info.imageTokens, meta: [])
+        let layout = try self.layout(raw, info: info, shard: shard)
+        func values<T>(_ range: Range<Int>, as: T.Type) -> [T] {
+            [T](unsafeUninitializedCapacity: range.count / MemoryLayout<T>.stride) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[range]))
+                initialized = range.count / MemoryLayout<T>.stride
+            }
+        }
+        let ids = values(layout.ids, as: Int32.self)
+        return LoadedSample(key: info.key, dataset: dataset, isPad: isPad, inputIds: ids,
+                            labels: layout.labels.map { values($0, as: Int32.self) }
+                                ?? [Int32](repeating: ignoreIndex, count: ids.count),
+                            pixels: values(layout.pixels, as: UInt8.self), pixelShape: layout.pixelShape,
+                            imageTokens: info.imageTokens, meta: values(layout.meta, as: UInt8.self))
+    }
+
+    /// Where a sample's members lie in its bytes, checked: ids present and int32, labels (when stored) int32 and as
+    /// many, pixels uint8 whose patch grid makes the index's image tokens. Nothing is copied.
+    static func layout(_ raw: UnsafeRawBufferPointer, info: SampleInfo, shard: ShardInfo) throws -> SampleLayout {
+        var layout = SampleLayout()
         var haveIds = false
         for part in info.parts {
             guard part.offset >= 0, part.offset + part.size <= raw.count else {
@@ -172,16 +210,15 @@ enum SampleDecoder {
             let name = "\(shard.name): \(info.key).\(part.name)"
             switch part.name {
             case "input_ids.npy":
-                sample.inputIds = try array(bytes, name: name, as: Int32.self).values
+                layout.ids = try payload(bytes, in: raw, name: name, as: Int32.self).range
                 haveIds = true
             case "labels.npy":
-                sample.labels = try array(bytes, name: name, as: Int32.self).values
+                let range = try payload(bytes, in: raw, name: name, as: Int32.self).range
+                layout.labels = range.isEmpty ? nil : range  // none stored: all -100, as before
             case "pixels.npy":
-                let (shape, values) = try array(bytes, name: name, as: UInt8.self)
-                sample.pixels = values
-                sample.pixelShape = shape
+                (layout.pixelShape, layout.pixels) = try payload(bytes, in: raw, name: name, as: UInt8.self)
             case "json":
-                sample.meta = Array(bytes)
+                layout.meta = part.offset ..< part.offset + part.size
             default:
                 continue
             }
@@ -191,34 +228,33 @@ enum SampleDecoder {
         }
         // The image takes the positions its stored pixels make (PatchGrid); the index's count must agree, since
         // packing and lengths use it.
-        if !sample.pixels.isEmpty {
+        if !layout.pixels.isEmpty {
             let grid: PatchGrid
-            do { grid = try PatchGrid(shape: sample.pixelShape) } catch let error as VLMError {
+            do { grid = try PatchGrid(shape: layout.pixelShape) } catch let error as VLMError {
                 throw VLMError(.corrupt, file: shard.name, record: "\(info.key).pixels.npy", error.message)
             }
             guard grid.imageTokens == info.imageTokens else {
                 throw VLMError(.corrupt, file: shard.name, record: info.key,
-                               "the index gives \(info.imageTokens) image tokens, the stored pixels \(sample.pixelShape) make \(grid.imageTokens)")
+                               "the index gives \(info.imageTokens) image tokens, the stored pixels \(layout.pixelShape) make \(grid.imageTokens)")
             }
         }
-        if sample.labels.isEmpty { sample.labels = [Int32](repeating: ignoreIndex, count: sample.inputIds.count) }
-        guard sample.labels.count == sample.inputIds.count else {
+        if let labels = layout.labels, labels.count != layout.ids.count {
             throw VLMError(.corrupt, file: shard.name, record: info.key,
-                           "labels hold \(sample.labels.count) values but input_ids \(sample.inputIds.count)")
+                           "labels hold \(labels.count / 4) values but input_ids \(layout.ids.count / 4)")
         }
-        return sample
+        return layout
     }
 
-    static func array<T: NpyElement>(_ bytes: UnsafeRawBufferPointer, name: String, as: T.Type) throws -> (shape: [Int], values: [T]) {
+    /// The shape and byte range (in `raw`) of the data of the `.npy` member `bytes`, which must hold `T`.
+    static func payload<T: NpyElement>(_ bytes: UnsafeRawBufferPointer, in raw: UnsafeRawBufferPointer, name: String,
+                                       as: T.Type) throws -> (shape: [Int], range: Range<Int>) {
         try Npy.withData(bytes, name: name) { header, data in
             guard header.dtype == T.npyDType else {
                 throw VLMError(.corrupt, record: name, "holds \(header.dtype), expected \(T.npyDType)")
             }
-            let values = [T](unsafeUninitializedCapacity: header.count) { buffer, initialized in
-                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: data)
-                initialized = header.count
-            }
-            return (header.shape, values)
+            guard data.count > 0, let base = raw.baseAddress, let at = data.baseAddress else { return (header.shape, 0..<0) }
+            let start = base.distance(to: at)
+            return (header.shape, start ..< start + data.count)
         }
     }
 }

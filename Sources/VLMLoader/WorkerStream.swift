@@ -38,8 +38,9 @@ public struct WorkerShare: Sendable, Hashable {
     }
 }
 
-/// One worker's share of a rank's stream (`WorkerShare`), decoded ahead on `threads` background threads and
-/// delivered in rank order, each sample with its rank-local index.
+/// One worker's share of a rank's stream (`WorkerShare`), read ahead on `threads` background threads a batch at
+/// a time (each batch one buffer, handed over whole) and delivered in rank order, each sample with its rank-local
+/// index.
 ///
 /// With one worker it delivers exactly what `SampleStream` does. `state(rankTaken:)` is the resume state once the
 /// rank has consumed its first `rankTaken` samples (all workers together).
@@ -55,45 +56,35 @@ public final class WorkerStream: @unchecked Sendable {
     public let share: WorkerShare
     /// The rank-local indices this worker delivers.
     public let indices: [Int]
-    public private(set) var report = StreamReport()
-    private let loader: Loader
-    private var taken = 0
-    private var queues: [BoundedQueue<SampleStream.Item>] = []
-    private var failed = false
+    public var report: StreamReport { cursor.report }
+    private let cursor: BatchCursor
 
+    /// `prefetch`: samples each thread reads ahead; a thread hands over `share.chunk` samples at a time (at least
+    /// 16, at most `prefetch`).
     public init(loader: Loader, epoch: Int, resuming state: LoaderState?, share: WorkerShare, threads: Int,
                 prefetch: Int) throws {
         try share.validate()
         guard threads >= 0 else { throw VLMError(.invalidArgument, "the thread count cannot be negative") }
         guard prefetch >= 1 else { throw VLMError(.invalidArgument, "prefetch must be at least 1 sample") }
         let (plan, consumed) = try Self.start(loader: loader, epoch: epoch, resuming: state)
-        self.loader = loader
         self.plan = plan
         self.share = share
         let options = loader.options
-        slice = RankSlice(epochLength: plan.count, consumed: consumed, topology: options.topology, unit: options.unit,
-                          remainder: options.remainder)
+        let slice = RankSlice(epochLength: plan.count, consumed: consumed, topology: options.topology, unit: options.unit,
+                              remainder: options.remainder)
+        self.slice = slice
+        var report = StreamReport()
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
-        indices = share.indices(count: slice.count)
+        let indices = share.indices(count: slice.count)
+        self.indices = indices
         loader.announce(plan: plan, slice: slice, rankIndices: indices)
-        guard threads > 0 else { return }
-        let slice = self.slice, indices = self.indices
-        for t in 0..<threads {
-            let queue = BoundedQueue<SampleStream.Item>(capacity: prefetch)
-            queues.append(queue)
-            let thread = Thread { [loader, plan, slice, indices] in
-                for i in stride(from: t, to: indices.count, by: threads) {
-                    if queue.isClosed { return }
-                    let item = SampleStream.produce(indices[i], loader: loader, plan: plan, slice: slice)
-                    if !queue.push(item) { return }
-                    if case .failed = item { break }
-                }
-                queue.close()
-            }
-            thread.name = "vlmdata-worker-\(share.worker)-\(t)"
-            thread.start()
+        let unit = loader.handOff(max(1, min(max(share.chunk, 16), prefetch)))
+        let pipeline = BatchPipeline(indices: indices, unit: unit, threads: threads,
+                                     capacity: max(1, prefetch / unit)) { [loader, plan, slice] batch, indices in
+            loader.fill(batch, indices: indices, plan: plan, slice: slice)
         }
+        cursor = BatchCursor(pipeline: pipeline, report: report, position: 0)
     }
 
     deinit { close() }
@@ -108,31 +99,19 @@ public final class WorkerStream: @unchecked Sendable {
         return (plan, state.consumed)
     }
 
-    /// The next sample of this worker and its rank-local index; nil at the end. Throws the first read error.
+    /// The next sample of this worker (copied out) and its rank-local index; nil at the end. Throws the first
+    /// read error.
     public func next() throws -> (index: Int, sample: LoadedSample)? {
-        while true {
-            guard !failed, taken < indices.count else { return nil }
-            let i = taken
-            let item: SampleStream.Item
-            if queues.isEmpty {
-                item = SampleStream.produce(indices[i], loader: loader, plan: plan, slice: slice)
-            } else {
-                guard let popped = queues[i % queues.count].pop() else {
-                    failed = true
-                    throw VLMError(.io, "loader thread \(i % queues.count) stopped early")
-                }
-                item = popped
-            }
-            taken += 1
-            let sample: LoadedSample?
-            do { sample = try report.account(item) } catch {
-                failed = true
-                close()
-                throw error
-            }
-            if let sample { return (indices[i], sample) }
-        }
+        guard let (batch, i) = try cursor.nextEntry() else { return nil }
+        return (batch.entries[i].index, batch.sample(i))
     }
+
+    /// The next sample in place: its batch and its entry there; nil at the end. The batch is reused once every
+    /// reference to it is gone.
+    public func nextEntry() throws -> (batch: SampleBatch, entry: Int)? { try cursor.nextEntry() }
+
+    /// The next samples as one batch, in place; nil at the end (see `SampleStream.nextBatch()`).
+    public func nextBatch() throws -> SampleBatch? { try cursor.nextBatch() }
 
     /// Where a restart continues once the rank has consumed its first `rankTaken` samples (see `SampleStream.state()`).
     public func state(rankTaken: Int) -> LoaderState {
@@ -144,7 +123,5 @@ public final class WorkerStream: @unchecked Sendable {
     }
 
     /// Stops the background threads; `next()` returns nil afterwards.
-    public func close() {
-        for queue in queues { queue.close() }
-    }
+    public func close() { cursor.close() }
 }

@@ -35,6 +35,12 @@ struct BenchLoaderCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Also collate into batches of this many rows (float32 CLIP pixels).", valueName: "b"))
     var batchSize: Int?
 
+    @Option(help: ArgumentHelp("Samples a worker reads into one buffer and hands over whole (default 16).", valueName: "n"))
+    var chunk: Int?
+
+    @Flag(help: "Take samples one by one, each copied out (`next()`), instead of whole batches in place (`nextBatch()`).")
+    var perSample = false
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -43,6 +49,7 @@ struct BenchLoaderCommand: ParsableCommand {
         if workers < 0 { throw ValidationError("--workers cannot be negative.") }
         if prefetch < 1 { throw ValidationError("--prefetch must be at least 1.") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1.") }
+        if let chunk, chunk < 1 { throw ValidationError("--chunk must be at least 1.") }
     }
 
     func run() throws {
@@ -54,7 +61,8 @@ struct BenchLoaderCommand: ParsableCommand {
             let catalog = try Catalog(workspace: Workspace(root: workspace))
             let loader = try Loader(
                 datasets: [LoaderDataset(index: try DatasetIndex.load(catalog: catalog), source: LocalShardSource(root: catalog.workspace.root))],
-                options: LoaderOptions(order: OrderSpec(seed: seed), workers: workers, prefetch: prefetch, unit: batchSize ?? 1))
+                options: LoaderOptions(order: OrderSpec(seed: seed), workers: workers, prefetch: prefetch, unit: batchSize ?? 1,
+                                       chunk: chunk))
             let dataset = loader.datasets[0]
             let index = dataset.index
 
@@ -96,12 +104,23 @@ struct BenchLoaderCommand: ParsableCommand {
                         bytes += batch.inputIds.count * 4 + batch.pixelsFloat.count * 4
                         checksum &+= Int(batch.inputIds.first ?? 0)
                     }
-                } else {
+                } else if perSample {
                     let stream = try loader.samples(epoch: 0)
                     while let sample = try stream.next() {
                         samples += 1
                         bytes += sample.byteCount
                         checksum &+= Int(sample.inputIds.first ?? 0) &+ Int(sample.pixels.last ?? 0)
+                    }
+                } else {
+                    // whole batches, read in place: what a trainer takes
+                    let stream = try loader.samples(epoch: 0)
+                    while let batch = try stream.nextBatch() {
+                        for i in 0..<batch.count {
+                            let ids = batch.inputIds(i), labels = batch.labels(i), pixels = batch.pixels(i)
+                            samples += 1
+                            bytes += ids.count * 4 + labels.count * 4 + pixels.count + batch.meta(i).count
+                            checksum &+= Int(ids.first ?? 0) &+ Int(pixels.last ?? 0)
+                        }
                     }
                 }
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9)
@@ -118,7 +137,7 @@ struct BenchLoaderCommand: ParsableCommand {
             for i in 1..<max(1, order.count) where abs(order[i] - order[i - 1]) == 1 { adjacent += 1 }
 
             results = [
-                "samples": samples, "workers": workers, "epoch_seconds": median,
+                "samples": samples, "workers": workers, "per_sample": perSample, "epoch_seconds": median,
                 "samples_per_s": Double(samples) / median,
                 "mb_per_s": Double(indexBytes) / median / 1e6,
                 "decoded_mb_per_s": Double(bytes) / median / 1e6,

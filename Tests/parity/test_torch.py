@@ -339,6 +339,32 @@ def test_siglip_patches_and_packed_images_agree_between_library_and_numpy(ws):
     assert len(with_pixels) >= 1
 
 
+def test_a_batchs_images_in_one_call_equal_each_image_and_zeros_for_text_rows():
+    """vlmdata_images_fill (the collate's one call per batch) writes what vlmdata_patches_to_image writes per image,
+    zeros for a NULL row (a text-only sample), and names a bad normalization."""
+    import ctypes
+
+    from vlmdata._lib import VLMDataError, check, lib
+
+    rng = np.random.default_rng(5)
+    patches = [rng.integers(0, 256, (2, 16, 48), dtype=np.uint8) for _ in range(3)]
+    rows = [patches[0], None, patches[1], patches[2]]
+    out = np.full((4, 2, 3, 16, 16), np.nan, np.float32)
+    pointers = (ctypes.c_void_p * 4)(*[None if p is None else p.ctypes.data for p in rows])
+    err = ctypes.create_string_buffer(1024)
+    check(lib().vlmdata_images_fill(pointers, 4, 2, 16, 48, b"clip", out.ctypes.data, err, len(err)), err)
+    for i, p in enumerate(rows):
+        if p is None:
+            assert not out[i].any()
+            continue
+        one = np.empty((2, 3, 16, 16), np.float32)
+        check(lib().vlmdata_patches_to_image(p.ctypes.data, 2, 16, 48, b"clip", one.ctypes.data, err, len(err)), err)
+        assert np.array_equal(out[i], one)
+    code = lib().vlmdata_images_fill(pointers, 4, 2, 16, 48, b"clipp", out.ctypes.data, err, len(err))
+    with pytest.raises(VLMDataError, match="normalize.*clipp"):
+        check(code, err)
+
+
 def test_anyres_images_keep_their_tiles(vlmdata_bin, tmp_path):
     """LLaVA-NeXT anyres: `images` is [B, tiles, 3, S, S], each tile the shard's patches un-patchified and normalized."""
     import vlmdata

@@ -4,7 +4,7 @@ import ctypes.util
 import os
 import pathlib
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIBRARY_NAME = "libVLMDataC.so"
 
 ERROR_NAMES = {
@@ -93,6 +93,8 @@ def lib():
     handle.vlmdata_stream_copy.argtypes = [p, ctypes.POINTER(BatchBuffers), err, size]
     handle.vlmdata_patches_to_image.restype = i32
     handle.vlmdata_patches_to_image.argtypes = [p, i64, i64, i64, cstr, p, err, size]
+    handle.vlmdata_images_fill.restype = i32
+    handle.vlmdata_images_fill.argtypes = [ctypes.POINTER(p), i64, i64, i64, i64, cstr, p, err, size]
     version = handle.vlmdata_abi_version()
     if version != ABI_VERSION:
         raise OSError(f"{path} has C ABI version {version}; this package needs {ABI_VERSION}")

@@ -88,14 +88,12 @@ def _fused_images(pixels, normalize, alloc):
     tiles, count, dim = shape
     side = int(round(count ** 0.5)) * int(round((dim / 3) ** 0.5))
     out = alloc((len(pixels), tiles, 3, side, side), np.float32)
-    handle, err, name = lib(), ctypes.create_string_buffer(1024), normalize.encode()
-    for i, p in enumerate(pixels):
-        if p is None:
-            out[i] = 0
-            continue
-        p = np.ascontiguousarray(p)
-        check(handle.vlmdata_patches_to_image(p.ctypes.data, tiles, count, dim, name, out[i].ctypes.data, err,
-                                              len(err)), err)
+    # one call for the whole batch: the library writes every image straight into `out`
+    kept = [None if p is None else np.ascontiguousarray(p) for p in pixels]
+    pointers = (ctypes.c_void_p * max(1, len(kept)))(*[None if p is None else p.ctypes.data for p in kept])
+    err = ctypes.create_string_buffer(1024)
+    check(lib().vlmdata_images_fill(pointers, len(kept), tiles, count, dim, normalize.encode(), out.ctypes.data,
+                                    err, len(err)), err)
     return out[:, 0] if tiles == 1 else out
 
 
