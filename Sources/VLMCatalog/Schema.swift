@@ -324,6 +324,15 @@ public enum Schema {
         -- shards never uploaded. A remote index resolves shards by this URL, else by path relative to the index.
         ALTER TABLE shards ADD COLUMN url TEXT;
         """),
+        Migration(name: "v13_grouped_samples", sql: """
+        -- Grouped tokenization (the default): an image's instructions become one multi-turn sample, split into
+        -- several only where --max-length needs it. The row of a sample's first instruction holds the tokens and
+        -- `sample`; each other instruction of it gets a row naming that first instruction in `sample_of`, so every
+        -- instruction is tokenized exactly once. Both are NULL for one-sample-per-instruction rows.
+        ALTER TABLE tokenized ADD COLUMN sample TEXT;       -- JSON: keys, kinds, generators, box_frame, states_box,
+                                                            -- conversations (the merged turns that were tokenized)
+        ALTER TABLE tokenized ADD COLUMN sample_of INTEGER REFERENCES instructions(id);
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.
