@@ -319,7 +319,7 @@ def test_case1_every_sample_supervised(vlmdata_bin, shared, tmp_path, name, temp
     assert report["counts"]["unsupervised"] == 0
     assert report["counts"]["llava_differs"] > 0
     # The run's readable name, and `output`: the config hash of the tokenized rows it made.
-    assert report["run"]["name"] == f"{template}@{name}" and len(report["run"]["output"]) == 64
+    assert report["run"]["name"] == f"{template}@{name}/per-instruction" and len(report["run"]["output"]) == 64
 
 
 def test_unsupervised_sample_is_an_error_row(vlmdata_bin, shared, tmp_path):
