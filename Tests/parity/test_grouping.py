@@ -239,3 +239,23 @@ def test_instructions_added_later_regroup_their_image(vlmdata_bin, prepared, tmp
     assert report["counts"]["instructions"] == first["counts"]["instructions"] + later
     grouped, count = check_groups(ws, report["run"]["output"])
     assert count == 80 and len(grouped) == 80
+
+
+def test_a_bad_instruction_is_an_error_row_and_its_image_still_grouped(vlmdata_bin, prepared, tmp_path):
+    """An instruction whose conversation is not LLaVA's shape gets its own error row naming it; the other
+    instructions of its image (before and after it) still make one sample."""
+    ws = copy(prepared, tmp_path)
+    with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
+        image, = db.execute("SELECT image_id FROM instructions GROUP BY image_id HAVING COUNT(*) >= 5 LIMIT 1").fetchone()
+        ids = [i for (i,) in db.execute("SELECT id FROM instructions WHERE image_id = ? ORDER BY id", (image,))]
+        bad = ids[2]
+        db.execute("UPDATE instructions SET conversations = ? WHERE id = ?",
+                   (json.dumps([{"from": "gpt", "value": "<image>\nan answer first"}]), bad))
+    report = tokenize(vlmdata_bin, ws, MISTRAL, "vicuna_v1")
+    assert report["counts"]["error"] == 1 and report["problem_count"] == 1
+    assert report["problems"][0].startswith(f"instruction {bad}:") and "turns" in report["problems"][0]
+    rows = {r[0]: r for r in catalog_rows(ws, report["run"]["output"])}
+    assert rows[bad][4] == "error" and rows[bad][8] is None and rows[bad][9] is None
+    head = rows[ids[0]]
+    assert head[8] is not None and [rows[i][9] for i in ids if i not in (ids[0], bad)] == [head[1]] * (len(ids) - 2)
+    assert json.loads(head[8])["keys"] == [rows[i][1] for i in ids if i != bad]
