@@ -11,8 +11,8 @@ TORCH      := torch==2.13.0
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
-              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium
-PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash
+              libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev
+PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
 # Debian packages of the one-node Slurm cluster `make test-cluster` starts (daemons run directly, no systemd).
 CLUSTER_DEBS := slurmctld slurmd slurm-client munge
 CLUSTER_BINS := slurmctld slurmd munged sbatch scontrol squeue scancel

@@ -35,9 +35,10 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
 
         .target(name: "VLMCore"),
-        .target(name: "VLMIO", dependencies: ["VLMCore", "CArchive", "CCurl", "CTurboJPEG", "CPNG", "CXXHash", crypto]),
+        .target(name: "VLMIO", dependencies: ["VLMCore", "CArchive", "CCurl", "CTurboJPEG", "CPNG", "CXXHash", "CDeflate", crypto]),
         .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", grdb]),
         // The resampler's AVX2 kernel: C, because Swift cannot give one function its own target features.
         .target(name: "CVLMKernels"),

@@ -1,7 +1,11 @@
 #include <png.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* libpng reports every error by longjmp to a setjmp its caller made. Swift cannot call setjmp, so every libpng
  * call that can fail is made from these static inline functions (compiled by clang as part of the importing
@@ -260,6 +264,118 @@ static inline void vlm_png_close(struct vlm_png_reader *reader) {
     if (reader->png != NULL) png_destroy_read_struct(&reader->png, reader->info != NULL ? &reader->info : NULL, NULL);
     free(reader->patched);
     free(reader);
+}
+
+#if defined(__SSE2__)
+/* Paeth on one row of 3- or 4-byte pixels with the channels of a pixel side by side in 16-bit lanes (libpng's
+ * `png_read_filter_row_paeth3_sse2`/`paeth4` method): the serial dependency is per pixel, not per byte.
+ * smallest = min(pa, pb, pc); predictor a if smallest == pa, else b if smallest == pb, else c — the same choice
+ * as the scalar rule (pa <= pb && pa <= pc ? a : pb <= pc ? b : c). */
+static inline __attribute__((always_inline)) __m128i vlm_png_load(const unsigned char *p, size_t bpp) {
+    uint32_t v = 0;
+    memcpy(&v, p, bpp);
+    return _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)v), _mm_setzero_si128());
+}
+
+/* Called with a constant `bpp` (3 or 4) so that the loads and the store are fixed-size moves, not memcpy calls. */
+static inline __attribute__((always_inline)) void vlm_png_paeth_sse2(const unsigned char *src, const unsigned char *prior,
+                                                                     unsigned char *row, size_t row_bytes, size_t bpp) {
+    const __m128i zero = _mm_setzero_si128();
+    __m128i a = zero, c = zero;
+    for (size_t i = 0; i + bpp <= row_bytes; i += bpp) {
+        __m128i b = vlm_png_load(prior + i, bpp);
+        __m128i d = vlm_png_load(src + i, bpp);
+        __m128i pa = _mm_sub_epi16(b, c);
+        __m128i pb = _mm_sub_epi16(a, c);
+        __m128i pc = _mm_add_epi16(pa, pb);
+        pa = _mm_max_epi16(pa, _mm_sub_epi16(zero, pa));
+        pb = _mm_max_epi16(pb, _mm_sub_epi16(zero, pb));
+        pc = _mm_max_epi16(pc, _mm_sub_epi16(zero, pc));
+        __m128i smallest = _mm_min_epi16(pc, _mm_min_epi16(pa, pb));
+        __m128i isB = _mm_cmpeq_epi16(smallest, pb);
+        __m128i nearest = _mm_or_si128(_mm_and_si128(isB, b), _mm_andnot_si128(isB, c));
+        __m128i isA = _mm_cmpeq_epi16(smallest, pa);
+        nearest = _mm_or_si128(_mm_and_si128(isA, a), _mm_andnot_si128(isA, nearest));
+        /* Both lanes' high bytes are 0, so a byte add is the low byte mod 256 with the high byte kept 0. */
+        d = _mm_add_epi8(d, nearest);
+        uint32_t out = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(d, d));
+        memcpy(row + i, &out, bpp);
+        a = d;
+        c = b;
+    }
+}
+#endif
+
+/* PNG row unfiltering (filter method 0: None, Sub, Up, Average, Paeth) of `height` rows, each a filter-type byte
+ * then `row_bytes` bytes, into `out` (height * row_bytes bytes). `bpp` is bytes per complete pixel (at least 1).
+ * The same integer arithmetic as libpng's `png_read_filter_row_*`. Returns 0, or -1 at the first filter type above
+ * 4 (which libpng reports as "bad adaptive filter value"). */
+static inline int vlm_png_unfilter(const unsigned char *filtered, size_t height, size_t row_bytes, size_t bpp,
+                                   unsigned char *out) {
+    for (size_t y = 0; y < height; y++) {
+        const unsigned char *in = filtered + y * (row_bytes + 1);
+        unsigned char *row = out + y * row_bytes;
+        const unsigned char *prior = y > 0 ? row - row_bytes : NULL;
+        const unsigned char *src = in + 1;
+        size_t i;
+        switch (in[0]) {
+        case 0:
+            memcpy(row, src, row_bytes);
+            break;
+        case 1:
+            for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+            for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + row[i - bpp]);
+            break;
+        case 2:
+            if (prior == NULL) {
+                memcpy(row, src, row_bytes);
+            } else {
+                for (i = 0; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + prior[i]);
+            }
+            break;
+        case 3:
+            if (prior == NULL) {
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + (row[i - bpp] >> 1));
+            } else {
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = (unsigned char)(src[i] + (prior[i] >> 1));
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + ((row[i - bpp] + prior[i]) >> 1));
+            }
+            break;
+        case 4:
+            if (prior == NULL) {
+                /* Above and upper-left are 0: the predictor is the left byte (Sub). */
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = src[i];
+                for (; i < row_bytes; i++) row[i] = (unsigned char)(src[i] + row[i - bpp]);
+            } else {
+#if defined(__SSE2__)
+                if (bpp == 3 && row_bytes % 3 == 0) {
+                    vlm_png_paeth_sse2(src, prior, row, row_bytes, 3);
+                    break;
+                }
+                if (bpp == 4 && row_bytes % 4 == 0) {
+                    vlm_png_paeth_sse2(src, prior, row, row_bytes, 4);
+                    break;
+                }
+#endif
+                for (i = 0; i < bpp && i < row_bytes; i++) row[i] = (unsigned char)(src[i] + prior[i]);
+                for (; i < row_bytes; i++) {
+                    int a = row[i - bpp], b = prior[i], c = prior[i - bpp];
+                    int pa = b - c, pb = a - c;
+                    int pc = pa + pb;
+                    if (pa < 0) pa = -pa;
+                    if (pb < 0) pb = -pb;
+                    if (pc < 0) pc = -pc;
+                    int predictor = (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
+                    row[i] = (unsigned char)(src[i] + predictor);
+                }
+            }
+            break;
+        default:
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- writing */

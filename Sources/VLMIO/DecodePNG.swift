@@ -1,3 +1,4 @@
+import CDeflate
 import CPNG
 import Foundation
 import VLMCore
@@ -62,9 +63,22 @@ package enum PNGDecoder {
                            "image file is truncated: \(info.data_bytes) bytes of PNG image data cannot inflate to the \(needed.partialValue) bytes needed")
         }
 
-        var raw = [UInt8](repeating: 0, count: needed.partialValue)
-        let read = raw.withUnsafeMutableBufferPointer { vlm_png_read_rows(reader, $0.baseAddress, rowBytes) }
-        guard read == 0 else { throw dataError(message(reader), name: name) }
+        let raw: [UInt8]
+        // The fast path leaves libpng before the image data, so an eXIf chunk after it (read by `vlm_png_exif`
+        // through png_read_end) needs the libpng path: taken when the orientation is asked for.
+        if !header.interlaced, header.bitDepth == 8, !options.readOrientation,
+           let rows = inflatedRows(reader, height: header.height, rowBytes: rowBytes, bytesPerPixel: header.channels) {
+            raw = rows
+        } else {
+            // libpng fills every byte of every row when it succeeds (all seven passes for Adam7), so the buffer
+            // needs no zeroing; on failure nothing is returned.
+            var failure: String?
+            raw = [UInt8](unsafeUninitializedCapacity: needed.partialValue) { buffer, initialized in
+                if vlm_png_read_rows(reader, buffer.baseAddress, rowBytes) != 0 { failure = message(reader) }
+                initialized = needed.partialValue
+            }
+            if let failure { throw dataError(failure, name: name) }
+        }
 
         var orientation = 1
         if options.readOrientation {
@@ -74,19 +88,68 @@ package enum PNGDecoder {
         }
 
         let width = header.width, height = header.height
-        var rgb = [UInt8](repeating: 0, count: width * height * 3)
-        withUnsafeBytes(of: &info.palette) { paletteBytes in
-            let palette = paletteBytes.bindMemory(to: UInt8.self)
-            raw.withUnsafeBufferPointer { src in
-                rgb.withUnsafeMutableBufferPointer { out in
+        // 8-bit RGB rows are already the RGB image.
+        if header.colorType == 2, header.bitDepth == 8 {
+            return DecodedImage(width: width, height: height, rgb: raw, orientation: orientation)
+        }
+        let rgb = [UInt8](unsafeUninitializedCapacity: width * height * 3) { out, initialized in
+            withUnsafeBytes(of: &info.palette) { paletteBytes in
+                let palette = paletteBytes.bindMemory(to: UInt8.self)
+                raw.withUnsafeBufferPointer { src in
                     for y in 0..<height {
                         convertRow(UnsafeBufferPointer(rebasing: src[(y * rowBytes)..<((y + 1) * rowBytes)]), header: header,
                                    palette: palette, count: width, out: out.baseAddress! + y * width * 3, step: 3)
                     }
                 }
             }
+            initialized = width * height * 3
         }
         return DecodedImage(width: width, height: height, rgb: rgb, orientation: orientation)
+    }
+
+    /// The fast path for the common PNG (8-bit, not interlaced): the IDAT chunks that follow the header, inflated
+    /// in one call by libdeflate (whole-buffer, about twice zlib's speed) and unfiltered by `vlm_png_unfilter`.
+    /// Lossless, so the rows equal libpng's. Anything unusual returns nil and libpng decodes the file, with its
+    /// rules and messages: a stream that does not inflate to exactly the rows (truncated, corrupt, a bad Adler-32,
+    /// trailing data), a chunk that runs past the end of the file, an unknown filter type.
+    static func inflatedRows(_ reader: UnsafeMutablePointer<vlm_png_reader>, height: Int, rowBytes: Int, bytesPerPixel: Int) -> [UInt8]? {
+        guard let data = reader.pointee.data else { return nil }
+        let size = reader.pointee.size
+        // png_read_info stops after the first IDAT's length and type.
+        var position = reader.pointee.position - 8
+        func isIDAT(_ at: Int) -> Bool { data[at + 4] == 0x49 && data[at + 5] == 0x44 && data[at + 6] == 0x41 && data[at + 7] == 0x54 }
+        func length(_ at: Int) -> Int { Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3]) }
+        guard position >= 8, position + 8 <= size, isIDAT(position) else { return nil }
+        // Consecutive IDAT chunks hold one zlib stream; most encoders split it every 8 or 64 KiB.
+        var compressed: [UInt8] = []
+        compressed.reserveCapacity(size - position)
+        while position + 8 <= size, isIDAT(position) {
+            let count = length(position)
+            guard count <= size - position - 8 else { return nil }
+            compressed.append(contentsOf: UnsafeBufferPointer(start: data + position + 8, count: count))
+            position += 12 + count
+        }
+        let filteredCount = height * (rowBytes + 1)
+        guard let decompressor = libdeflate_alloc_decompressor() else { return nil }
+        defer { libdeflate_free_decompressor(decompressor) }
+        var inflated = true
+        let filtered = [UInt8](unsafeUninitializedCapacity: filteredCount) { out, initialized in
+            var actual = 0
+            let result = compressed.withUnsafeBytes { input in
+                libdeflate_zlib_decompress(decompressor, input.baseAddress, input.count, out.baseAddress, filteredCount, &actual)
+            }
+            inflated = result == LIBDEFLATE_SUCCESS && actual == filteredCount
+            initialized = inflated ? filteredCount : 0
+        }
+        guard inflated else { return nil }
+        var unfiltered = true
+        let rows = [UInt8](unsafeUninitializedCapacity: height * rowBytes) { out, initialized in
+            unfiltered = filtered.withUnsafeBufferPointer { input in
+                vlm_png_unfilter(input.baseAddress, height, rowBytes, bytesPerPixel, out.baseAddress) == 0
+            }
+            initialized = unfiltered ? height * rowBytes : 0
+        }
+        return unfiltered ? rows : nil
     }
 
     static func message(_ reader: UnsafeMutablePointer<vlm_png_reader>) -> String {
@@ -118,6 +181,9 @@ package enum PNGDecoder {
     static func convertRow(_ line: UnsafeBufferPointer<UInt8>, header: Header, palette: UnsafeBufferPointer<UInt8>,
                            count: Int, out: UnsafeMutablePointer<UInt8>, step: Int) {
         let depth = header.bitDepth
+        if depth == 8, convertRow8(line, header: header, palette: palette, count: count, out: out, step: step) {
+            return
+        }
         switch (header.colorType, depth) {
         case (0, 16):
             for i in 0..<count {
@@ -126,8 +192,7 @@ package enum PNGDecoder {
                 out[i * step] = g; out[i * step + 1] = g; out[i * step + 2] = g
             }
         case (0, _):
-            let scale: [Int: UInt8] = [1: 255, 2: 85, 4: 17, 8: 1]
-            let mul = scale[depth]!
+            let mul: UInt8 = depth == 1 ? 255 : depth == 2 ? 85 : depth == 4 ? 17 : 1
             let mask = (1 << depth) - 1
             for i in 0..<count {
                 let bit = i * depth
@@ -160,5 +225,35 @@ package enum PNGDecoder {
         default:
             break
         }
+    }
+
+    /// The 8-bit colour types (the common case) through pointers, no bit unpacking: gray, palette, gray+alpha,
+    /// RGBA. Returns false for any other layout. Same values as the general cases of `convertRow`.
+    @inline(__always)
+    static func convertRow8(_ line: UnsafeBufferPointer<UInt8>, header: Header, palette: UnsafeBufferPointer<UInt8>,
+                            count: Int, out: UnsafeMutablePointer<UInt8>, step: Int) -> Bool {
+        let src = line.baseAddress!
+        switch header.colorType {
+        case 0, 4:
+            let stride = header.colorType == 0 ? 1 : 2
+            for i in 0..<count {
+                let g = src[i * stride]
+                out[i * step] = g; out[i * step + 1] = g; out[i * step + 2] = g
+            }
+        case 3:
+            let table = palette.baseAddress!
+            for i in 0..<count {
+                let p = table + Int(src[i]) * 3
+                out[i * step] = p[0]; out[i * step + 1] = p[1]; out[i * step + 2] = p[2]
+            }
+        case 2, 6:
+            let stride = header.colorType == 2 ? 3 : 4
+            for i in 0..<count {
+                out[i * step] = src[i * stride]; out[i * step + 1] = src[i * stride + 1]; out[i * step + 2] = src[i * stride + 2]
+            }
+        default:
+            return false
+        }
+        return true
     }
 }

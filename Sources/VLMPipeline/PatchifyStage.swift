@@ -179,8 +179,8 @@ public enum PatchifyStage {
             let result = try pre.process(bytes, name: item.name)
             let grid = pre.config.patchGrid.withTiles(result.tiles.count, gridRows: result.gridRows, gridCols: result.gridCols)
             try grid.validate()
-            let patches = Patchify.patchify(result.stacked, tiles: grid.tiles, size: grid.imageSize, patch: grid.patchSize)
-            let npy = Npy.header(dtype: .uint8, shape: grid.shape) + patches
+            let npy = Patchify.patchify(result.stacked, tiles: grid.tiles, size: grid.imageSize, patch: grid.patchSize,
+                                        prefix: Npy.header(dtype: .uint8, shape: grid.shape))
             return .ok(npy: npy, grid: grid)
         } catch let error as VLMError {
             return .error(error.message)

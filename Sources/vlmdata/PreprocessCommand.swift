@@ -56,7 +56,7 @@ struct PreprocessCommand: ParsableCommand {
         commandName: "preprocess",
         abstract: "Show what the vision encoder will see: decode and preprocess images into .npy (or .png) files.",
         discussion: """
-        Each IMAGE becomes OUT/NAME.npy: uint8 [tiles, S, S, 3] (tiles = 1, or 1 + rows*cols for anyres with the global view first); with --patches the ViT layout uint8 [tiles, (S/P)^2, P*P*3]; with --normalize float32. --png writes OUT/NAME.png (OUT/NAME-tileK.png for several tiles) instead. Pixels match PIL + HF CLIPImageProcessor exactly unless --fast-decode is given. 
+        Each IMAGE becomes OUT/NAME.npy: uint8 [tiles, S, S, 3] (tiles = 1, or 1 + rows*cols for anyres with the global view first); with --patches the ViT layout uint8 [tiles, (S/P)^2, P*P*3]; with --normalize float32. --png writes OUT/NAME.png (OUT/NAME-tileK.png for several tiles) instead. Pixels match PIL + HF CLIPImageProcessor exactly unless --fast-decode is given. These are debug files: each is written to a temporary name and renamed, so none is ever seen half-written, but none is fsynced (a power loss may lose the latest ones; run it again). 
         """
     )
 
@@ -183,6 +183,8 @@ struct PreprocessCommand: ParsableCommand {
         var dtype: String
     }
 
+    /// Writes one image's outputs. They are debug output, cheap to make again: each file is written to a temporary
+    /// name and renamed (a reader never sees a partial file) but not fsynced, so a power loss may lose recent ones.
     static func write(_ result: PreprocessedImage, name: String, out: String, config: PreprocessConfig,
                       normalization: Normalization?, patches: Bool, png: Bool) throws -> Written {
         let s = config.imageSize, p = config.patchSize
@@ -192,7 +194,7 @@ struct PreprocessCommand: ParsableCommand {
             var paths: [String] = []
             for (k, tile) in result.tiles.enumerated() {
                 let path = "\(out)/\(name)\(tiles == 1 ? "" : "-tile\(k)").png"
-                try AtomicFile.write(encodePNG(tile), to: path)
+                try AtomicFile.write(encodePNG(tile), to: path, durable: false)
                 paths.append(path)
             }
             return Written(paths: paths, shape: [tiles, h, w, 3], dtype: "uint8")
@@ -206,11 +208,16 @@ struct PreprocessCommand: ParsableCommand {
         let path = "\(out)/\(name).npy"
         if let normalization {
             let floats = normalization.apply(pixels)
-            let bytes = floats.withUnsafeBytes { Array($0) }
-            try AtomicFile.write(Npy.header(dtype: .float32, shape: shape) + bytes, to: path)
+            try AtomicFile.withWriter(to: path, durable: false) { file in
+                try file.write(Npy.header(dtype: .float32, shape: shape))
+                try floats.withUnsafeBytes { try file.write($0) }
+            }
             return Written(paths: [path], shape: shape, dtype: "float32")
         }
-        try AtomicFile.write(Npy.header(dtype: .uint8, shape: shape) + pixels, to: path)
+        try AtomicFile.withWriter(to: path, durable: false) { file in
+            try file.write(Npy.header(dtype: .uint8, shape: shape))
+            try file.write(pixels)
+        }
         return Written(paths: [path], shape: shape, dtype: "uint8")
     }
 }
