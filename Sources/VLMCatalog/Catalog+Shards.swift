@@ -95,6 +95,8 @@ public struct ShardPlanRow: Sendable {
     public var pixelXXH3: UInt64?
     public var pixelShard: String?
     public var pixelShardSHA256: String?
+    /// A grouped sample's description (`tokenized.sample` JSON); nil for a sample of one instruction.
+    public var sample: String?
 }
 
 /// A tokenized row with its instruction's conversation, as a shard sample is built from it.
@@ -107,6 +109,7 @@ public struct TokenizedSampleRecord: Sendable {
     public var status: String
     public var tokenizerSHA256: String
     public var template: String
+    /// The turns tokenized: the grouped sample's merged turns, else the instruction's conversation (JSON).
     public var conversations: String
 }
 
@@ -212,7 +215,8 @@ extension ShardPlanRow {
                 imageStatus: row["image_status"], width: row["width"], height: row["height"],
                 pixelStatus: row["pixel_status"], offset: row["offset"], size: row["size"], tiles: row["tiles"],
                 patches: row["patches"], patchDim: row["patch_dim"], gridRows: row["grid_rows"], gridCols: row["grid_cols"],
-                pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"])
+                pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"],
+                sample: row["sample"])
     }
 }
 
@@ -226,14 +230,15 @@ extension Catalog {
                img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
                img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256
+               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256,
+               t.sample
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id
         LEFT JOIN sources s ON s.id = i.source_id
         LEFT JOIN images img ON img.id = i.image_id
         LEFT JOIN pixels p ON p.sha256 = img.sha256 AND p.config_hash = ?
         LEFT JOIN pixel_shards ps ON ps.id = p.pixel_shard_id
-        WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated')
+        WHERE t.config_hash = ? AND t.status IN ('ok', 'truncated') AND t.sample_of IS NULL
         ORDER BY i.key
         """
 
@@ -252,7 +257,8 @@ extension Catalog {
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
                p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3,
                (SELECT ps.name FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard,
-               (SELECT ps.sha256 FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard_sha256
+               (SELECT ps.sha256 FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard_sha256,
+               t.sample
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id
         LEFT JOIN images img ON img.id = i.image_id
@@ -343,7 +349,7 @@ extension Catalog {
             let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
             let rows = try Row.fetchCursor(db, sql: """
                 SELECT t.id, t.input_ids, t.labels, t.n_tokens, t.n_image_tokens, t.n_supervised, t.status,
-                       t.tokenizer_sha256, t.template, i.conversations
+                       t.tokenizer_sha256, t.template, i.conversations, json_extract(t.sample, '$.conversations') AS turns
                 FROM tokenized t JOIN instructions i ON i.id = t.instruction_id WHERE t.id IN (\(marks))
                 """, arguments: StatementArguments(ids))
             while let row = try rows.next() {
@@ -352,7 +358,8 @@ extension Catalog {
                 out[row["id"]] = TokenizedSampleRecord(
                     inputIDs: Array(input), labels: Array(labels), tokens: row["n_tokens"] ?? 0,
                     imageTokens: row["n_image_tokens"] ?? 0, supervised: row["n_supervised"] ?? 0, status: row["status"],
-                    tokenizerSHA256: row["tokenizer_sha256"], template: row["template"], conversations: row["conversations"])
+                    tokenizerSHA256: row["tokenizer_sha256"], template: row["template"],
+                    conversations: row["turns"] ?? row["conversations"])
             }
             return out
         }

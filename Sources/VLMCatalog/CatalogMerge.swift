@@ -125,7 +125,7 @@ public enum CatalogMerge {
                 try conflict("""
                     SELECT pi.key || ' (' || pt.config_hash || ')' FROM p.tokenized pt JOIN p.instructions pi ON pi.id = pt.instruction_id
                     JOIN main.instructions mi ON mi.key = pi.key JOIN main.tokenized mt ON mt.instruction_id = mi.id AND mt.config_hash = pt.config_hash
-                    WHERE mt.input_ids IS NOT pt.input_ids OR mt.labels IS NOT pt.labels
+                    WHERE mt.input_ids IS NOT pt.input_ids OR mt.labels IS NOT pt.labels OR mt.sample IS NOT pt.sample
                     """, "tokenized rows with the same config but different tokens")
                 try conflict("""
                     SELECT pp.sha256 || ' (' || pp.config_hash || ')' FROM p.pixels pp JOIN main.pixels mp
@@ -198,11 +198,14 @@ public enum CatalogMerge {
                     """)
                 try insert("tokenized", """
                     INSERT OR IGNORE INTO main.tokenized (instruction_id, config_hash, tokenizer_sha256, template, status, error,
-                                                          input_ids, labels, n_tokens, n_image_tokens, n_supervised)
+                                                          input_ids, labels, n_tokens, n_image_tokens, n_supervised,
+                                                          sample, sample_of)
                     SELECT mi.id, pt.config_hash, pt.tokenizer_sha256, pt.template, pt.status, pt.error, pt.input_ids,
-                           pt.labels, pt.n_tokens, pt.n_image_tokens, pt.n_supervised
+                           pt.labels, pt.n_tokens, pt.n_image_tokens, pt.n_supervised, pt.sample, mh.id
                     FROM p.tokenized pt JOIN p.instructions pi ON pi.id = pt.instruction_id
-                    JOIN main.instructions mi ON mi.key = pi.key ORDER BY pt.id
+                    JOIN main.instructions mi ON mi.key = pi.key
+                    LEFT JOIN p.instructions ph ON ph.id = pt.sample_of LEFT JOIN main.instructions mh ON mh.key = ph.key
+                    ORDER BY pt.id
                     """)
                 // Pixel shards: same name and bytes are the same file; a name taken by other bytes gets a prefix.
                 try db.execute(sql: """

@@ -345,6 +345,15 @@ public enum Schema {
         DROP TABLE shards;
         ALTER TABLE shards_v13 RENAME TO shards;
         """),
+        Migration(name: "v14_grouped_samples", sql: """
+        -- Grouped tokenization (the default): an image's instructions become one multi-turn sample, split into
+        -- several only where --max-length needs it. The row of a sample's first instruction holds the tokens and
+        -- `sample`; each other instruction of it gets a row naming that first instruction in `sample_of`, so every
+        -- instruction is tokenized exactly once. Both are NULL for one-sample-per-instruction rows.
+        ALTER TABLE tokenized ADD COLUMN sample TEXT;       -- JSON: keys, kinds, generators, box_frame, states_box,
+                                                            -- conversations (the merged turns that were tokenized)
+        ALTER TABLE tokenized ADD COLUMN sample_of INTEGER REFERENCES instructions(id);
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

@@ -24,6 +24,16 @@ public struct TokenizeStage: Sendable {
         case drop
     }
 
+    /// How instructions become samples.
+    public enum Grouping: String, Codable, Sendable, CaseIterable {
+        /// An image's instructions form one multi-turn sample (in catalog order), split into several samples only
+        /// where `maxLength` needs it; each split starts with the image again. The plain template has one turn by
+        /// definition and is never grouped.
+        case perImage = "per-image"
+        /// One sample per instruction (`--sample-per-instruction`), each with its own copy of the image.
+        case perInstruction = "per-instruction"
+    }
+
     public struct Options: Codable, Sendable {
         public var tokenizer: String
         public var template: ChatTemplate
@@ -44,6 +54,8 @@ public struct TokenizeStage: Sendable {
         public var pixelsConfig: String?
         /// Only the instructions whose image key (sample key if text-only) falls in this part (`PartSpec.owns`).
         public var part: PartSpec?
+        /// `.perImage` (the default) or `.perInstruction`.
+        public var grouping: Grouping = .perImage
 
         public init(tokenizer: String, template: ChatTemplate, maxLength: Int = 2048, imageTokens: Int = PatchGrid.clipViTL14at336.imageTokens,
                     overflow: Overflow = .truncate, legacy: Bool? = nil, allowUnsupervised: Bool = false, jobs: Int = 1,
@@ -71,9 +83,15 @@ public struct TokenizeStage: Sendable {
         /// "pixels:HASH" when each image counts its stored pixels' tokens (then `image_tokens` is 0).
         var image_tokens_from: String?
         var allow_unsupervised: Bool
+        /// "per-image" when an image's instructions are grouped into samples; absent for one sample per
+        /// instruction, so that layout keeps the hash (and the shards) it had before grouping existed.
+        var samples: String?
         /// Recorded in the run row only; not part of the config hash, so every part's rows share one config.
         var part: PartSpec?
     }
+
+    /// True when this run groups an image's instructions (never for `plain`, whose samples have one turn).
+    public var groups: Bool { options.grouping == .perImage && options.template != .plain }
 
     public var options: Options
 
@@ -81,7 +99,14 @@ public struct TokenizeStage: Sendable {
 
     /// A readable name of the configuration: `template@tokenizer`, the tokenizer named by its folder for
     /// tokenizer.json / tokenizer.model, else by its file's stem (`vicuna_v1@mistral-v1`).
-    public var readableName: String { "\(options.template.rawValue)@\(tokenizerDisplayName(options.tokenizer))" }
+    public var readableName: String {
+        "\(options.template.rawValue)@\(tokenizerDisplayName(options.tokenizer))" + (groups ? "" : Self.perInstructionSuffix(options.template))
+    }
+
+    /// `/per-instruction` for the ungrouped layout of a template that can group; nothing for `plain`.
+    static func perInstructionSuffix(_ template: ChatTemplate) -> String {
+        template == .plain ? "" : "/per-instruction"
+    }
 
     /// The config these options make with this tokenizer; its canonical hash is `tokenized.config_hash`.
     /// `catalog` resolves the pixel config with `imageTokensFromPixels`.
@@ -90,7 +115,7 @@ public struct TokenizeStage: Sendable {
         return Config(tokenizer_sha256: tokenizer.sha256, template: options.template.rawValue, max_length: options.maxLength,
                       image_tokens: pixelsConfig == nil ? options.imageTokens : 0, overflow: options.overflow.rawValue,
                       legacy: options.legacy ?? tokenizer.legacyMode ?? true, image_tokens_from: pixelsConfig.map { "pixels:" + $0 },
-                      allow_unsupervised: options.allowUnsupervised)
+                      allow_unsupervised: options.allowUnsupervised, samples: groups ? Grouping.perImage.rawValue : nil)
     }
 
     struct Pending {
@@ -100,6 +125,11 @@ public struct TokenizeStage: Sendable {
         var conversations: String
         /// Positions of this instruction's image from its pixels (with `imageTokensFromPixels`), or why there are none.
         var pixelTokens: Result<Int, VLMError>?
+        /// Read for grouping: the instruction's image, kind, generator and metadata.
+        var imageID: Int64? = nil
+        var kind = ""
+        var generator = ""
+        var meta: String? = nil
     }
 
     struct Row {
@@ -114,6 +144,12 @@ public struct TokenizeStage: Sendable {
         var mismatch = false
         var llavaDiffers = false
         var unsupervised = false
+        /// A grouped sample's description (`tokenized.sample`), on its first instruction's row.
+        var sample: String? = nil
+        /// The first instruction of the grouped sample this instruction's turns are in.
+        var sampleOf: Int64? = nil
+        /// Instructions this row accounts for (a grouped sample's row counts all of them).
+        var instructions = 1
     }
 
     public func run(catalog: Catalog, progress: any ProgressSink) throws -> StageReport {
@@ -158,40 +194,14 @@ public struct TokenizeStage: Sendable {
             nonisolated(unsafe) let maskers = (0..<jobs).map { _ in
                 LLaVAMasker(tokenizer: tokenizer, template: options.template, legacy: config.legacy, modelMaxLength: options.maxLength)
             }
-            while true {
-                let fetched: [(Pending, imageKey: String?)] = try catalog.pendingInstructions(
-                    after: lastID, configHash: configHash, pixelsConfig: pixelsConfig, limit: options.batchSize
-                ).map { row in
-                    var pending = Pending(id: row.id, key: row.key, hasImage: row.imageID != nil, conversations: row.conversations)
-                    if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
-                    return (pending, imageKey: row.imageKey)
-                }
-                guard let last = fetched.last else { break }
-                lastID = last.0.id
-                let batch = fetched.filter { part?.owns(imageKey: $0.imageKey, sampleKey: $0.0.key) ?? true }.map(\.0)
-                if batch.isEmpty { continue }
-                var rows = [Row?](repeating: nil, count: batch.count)
-                if jobs == 1 || batch.count < 64 {
-                    for (i, p) in batch.enumerated() { rows[i] = process(p, maskers[0]) }
-                } else {
-                    let chunk = (batch.count + jobs - 1) / jobs
-                    rows.withUnsafeMutableBufferPointer { out in
-                        nonisolated(unsafe) let out = out
-                        let batch = batch
-                        DispatchQueue.concurrentPerform(iterations: jobs) { w in
-                            let lo = w * chunk, hi = min(batch.count, lo + chunk)
-                            guard lo < hi else { return }
-                            for i in lo..<hi { out[i] = process(batch[i], maskers[w]) }
-                        }
-                    }
-                }
-                let done = rows.compactMap { $0 }
+            // Writes one batch of rows and tallies them.
+            func store(_ done: [Row]) throws {
                 try catalog.insertTokenized(done.map { r in
                     TokenizedRecord(instructionID: r.instructionID, status: r.status, error: r.error,
                                     inputIDs: r.inputIDs.map(Self.blob), labels: r.labels.map(Self.blob), tokens: r.nTokens,
-                                    imageTokens: r.nImageTokens, supervised: r.nSupervised)
+                                    imageTokens: r.nImageTokens, supervised: r.nSupervised, sample: r.sample, sampleOf: r.sampleOf)
                 }, configHash: configHash, tokenizerSHA256: tokenizer.sha256, template: options.template.rawValue)
-                for r in done {
+                for r in done where r.sampleOf == nil {
                     if r.mismatch { mismatches += 1 }
                     if r.llavaDiffers {
                         llavaDiffers += 1
@@ -205,6 +215,80 @@ public struct TokenizeStage: Sendable {
                 }
                 written += done.count
                 progress.advance(by: done.count)
+            }
+            // Runs `work` over `items` on `jobs` workers (worker w uses maskers[w]); results in item order.
+            func parallel<T>(_ items: [T], _ work: @escaping (T, LLaVAMasker) -> [Row]) -> [Row] {
+                var out = [[Row]](repeating: [], count: items.count)
+                if jobs == 1 || items.count < 8 {
+                    for (i, item) in items.enumerated() { out[i] = work(item, maskers[0]) }
+                } else {
+                    let chunk = (items.count + jobs - 1) / jobs
+                    out.withUnsafeMutableBufferPointer { buffer in
+                        nonisolated(unsafe) let buffer = buffer
+                        nonisolated(unsafe) let items = items
+                        nonisolated(unsafe) let work = work
+                        DispatchQueue.concurrentPerform(iterations: jobs) { w in
+                            let lo = w * chunk, hi = min(items.count, lo + chunk)
+                            guard lo < hi else { return }
+                            for i in lo..<hi { buffer[i] = work(items[i], maskers[w]) }
+                        }
+                    }
+                }
+                return out.flatMap { $0 }
+            }
+            if groups {
+                // Images with an instruction still to tokenize, a batch of images at a time: each image's
+                // instructions are grouped whole (rows it already had for this config are replaced, so an
+                // instruction added since is grouped with the others).
+                var lastImage: Int64 = 0
+                let imagesPerBatch = max(1, options.batchSize / 8)
+                while true {
+                    let ids = try catalog.pendingTokenizeImages(after: lastImage, configHash: configHash, limit: imagesPerBatch)
+                    guard let first = ids.first, let last = ids.last else { break }
+                    lastImage = last
+                    let wanted = Set(ids)
+                    var groupsOfImage: [[Pending]] = []
+                    for row in try catalog.imageInstructions(from: first, through: last, pixelsConfig: pixelsConfig) {
+                        guard let imageID = row.imageID, wanted.contains(imageID) else { continue }
+                        var pending = Pending(id: row.id, key: row.key, hasImage: true, conversations: row.conversations,
+                                              imageID: imageID, kind: row.kind, generator: row.generator, meta: row.meta)
+                        if let pixelsConfig { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
+                        if groupsOfImage.last?.first?.imageID == imageID {
+                            groupsOfImage[groupsOfImage.count - 1].append(pending)
+                        } else {
+                            if let part, !part.owns(imageKey: row.imageKey, sampleKey: row.key) { continue }
+                            groupsOfImage.append([pending])
+                        }
+                    }
+                    if groupsOfImage.isEmpty { continue }
+                    try catalog.deleteTokenized(imageIDs: groupsOfImage.compactMap { $0.first?.imageID }, configHash: configHash)
+                    try store(parallel(groupsOfImage) { group, masker in processImage(group, masker) })
+                }
+            }
+            while !groups {
+                let fetched: [(Pending, imageKey: String?)] = try catalog.pendingInstructions(
+                    after: lastID, configHash: configHash, pixelsConfig: pixelsConfig, limit: options.batchSize
+                ).map { row in
+                    var pending = Pending(id: row.id, key: row.key, hasImage: row.imageID != nil, conversations: row.conversations)
+                    if let pixelsConfig, pending.hasImage { pending.pixelTokens = Self.pixelTokens(row, config: pixelsConfig) }
+                    return (pending, imageKey: row.imageKey)
+                }
+                guard let last = fetched.last else { break }
+                lastID = last.0.id
+                let batch = fetched.filter { part?.owns(imageKey: $0.imageKey, sampleKey: $0.0.key) ?? true }.map(\.0)
+                if batch.isEmpty { continue }
+                try store(parallel(batch) { p, masker in [process(p, masker)] })
+            }
+            // Text-only instructions have no image to group by: one sample each.
+            var lastText: Int64 = 0
+            while groups {
+                let batch = try catalog.pendingTextOnlyInstructions(after: lastText, configHash: configHash, limit: options.batchSize)
+                guard let last = batch.last else { break }
+                lastText = last.id
+                let owned = batch.filter { part?.owns(imageKey: nil, sampleKey: $0.key) ?? true }
+                    .map { Pending(id: $0.id, key: $0.key, hasImage: false, conversations: $0.conversations) }
+                if owned.isEmpty { continue }
+                try store(parallel(owned) { p, masker in [process(p, masker)] })
             }
         } catch {
             try? catalog.endRun(runID, counts: ["written": written], error: "\(error)")
@@ -302,6 +386,120 @@ public struct TokenizeStage: Sendable {
 }
 
 extension TokenizeStage {
+    /// An instruction of an image being grouped: its turns and the box frame its metadata states.
+    struct Parsed {
+        var pending: Pending
+        var turns: [Turn]
+        var frame: String?
+        var statesBox: Bool
+    }
+
+    /// One image's instructions (catalog order) as grouped samples: every instruction gets exactly one row, either a
+    /// sample's own or one naming the first instruction of the sample its turns are in.
+    ///
+    /// Instructions that state boxes in different frames (`meta.box_frame`, several `--box-frame` runs in one
+    /// workspace) are grouped per frame, those stating none together, so `shard` can still pick the frame of its
+    /// pixels. Each group is split greedily, in order, into the longest runs whose tokens fit `maxLength`; a run of
+    /// one instruction, an instruction that does not parse, and a run that would leave an answer unsupervised are
+    /// tokenized on their own, exactly as with one sample per instruction.
+    func processImage(_ instructions: [Pending], _ masker: LLaVAMasker) -> [Row] {
+        var rows: [Row] = []
+        var parsed: [Parsed] = []
+        for p in instructions {
+            guard let turns = try? JSONDecoder().decode([Turn].self, from: Data(p.conversations.utf8)),
+                  (try? Conversation(id: p.key, image: "image", conversations: turns).validate()) != nil else {
+                rows.append(process(p, masker))   // the same error row as one sample per instruction makes
+                continue
+            }
+            var frame: String?
+            var statesBox = false
+            if let meta = p.meta, let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any] {
+                frame = object["box_frame"] as? String
+                statesBox = Self.statesBox(object)
+            }
+            parsed.append(Parsed(pending: p, turns: turns, frame: frame, statesBox: statesBox))
+        }
+        if let first = parsed.first?.pending, case .failure? = first.pixelTokens {
+            return rows + parsed.map { process($0.pending, masker) }
+        }
+        // Groups by stated frame: all together when at most one frame is stated.
+        let frames = Set(parsed.compactMap(\.frame))
+        var groups: [[Int]] = []
+        if frames.count <= 1 {
+            groups = [Array(parsed.indices)]
+        } else {
+            var byFrame: [String: Int] = [:]
+            for (i, item) in parsed.enumerated() {
+                let label = item.frame ?? ""
+                if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
+            }
+        }
+        for group in groups where !group.isEmpty {
+            var start = 0
+            while start < group.count {
+                // The longest run from `start` that fits: the whole rest first (the usual case), else grown one by one.
+                var best: (end: Int, row: Row)?
+                if let row = groupRow(group[start...].map { parsed[$0] }, masker) {
+                    best = (group.count, row)
+                } else {
+                    var end = start + 2
+                    while end <= group.count, let row = groupRow(group[start..<end].map { parsed[$0] }, masker) {
+                        best = (end, row)
+                        end += 1
+                    }
+                }
+                guard let chosen = best else {
+                    rows.append(process(parsed[group[start]].pending, masker))
+                    start += 1
+                    continue
+                }
+                let (end, row) = chosen
+                rows.append(row)
+                for i in group[(start + 1)..<end] {
+                    rows.append(Row(instructionID: parsed[i].pending.id, status: row.status, error: nil, sampleOf: row.instructionID))
+                }
+                start = end
+            }
+        }
+        return rows
+    }
+
+    /// The row of one grouped sample of `items` (at least two), or nil when they do not fit `maxLength` whole, do
+    /// not tokenize, or leave an answer without a supervised token.
+    func groupRow(_ items: [Parsed], _ masker: LLaVAMasker) -> Row? {
+        guard items.count >= 2, let head = items.first?.pending else { return nil }
+        let perImage: Int
+        switch head.pixelTokens {
+        case .success(let n)?: perImage = n
+        case .failure?: return nil
+        case nil: perImage = options.imageTokens
+        }
+        let turns = TurnGrouping.merge(items.map(\.turns))
+        guard let sample = try? masker.tokenize(Conversation(id: head.key, image: "image", conversations: turns)) else { return nil }
+        let modelLength = sample.inputIDs.count - 1 + perImage
+        guard modelLength <= options.maxLength, sample.unsupervisedTurns == 0 else { return nil }
+        let supervised = sample.supervisedCount
+        guard supervised > 0 else { return nil }
+        func distinct(_ values: [String]) -> [String] {
+            var seen = Set<String>()
+            return values.filter { seen.insert($0).inserted }
+        }
+        let info = GroupedSampleInfo(keys: items.map(\.pending.key), kinds: distinct(items.map(\.pending.kind)),
+                                     generators: distinct(items.map(\.pending.generator)),
+                                     boxFrame: items.lazy.compactMap(\.frame).first, statesBox: items.contains { $0.statesBox },
+                                     conversations: turns)
+        return Row(instructionID: head.id, status: "ok", error: nil, inputIDs: sample.inputIDs, labels: sample.labels,
+                   nTokens: sample.inputIDs.count, nImageTokens: perImage, nSupervised: supervised, mismatch: sample.mismatch,
+                   llavaDiffers: sample.llavaDiffers, unsupervised: false, sample: info.json, instructions: items.count)
+    }
+
+    /// True when an instruction's metadata (or one of its turns') holds a box (as `shard`'s frame choice reads it).
+    static func statesBox(_ meta: [String: Any]) -> Bool {
+        if meta["box"] != nil || meta["states_box"] as? Bool == true { return true }
+        if let turns = meta["turns"] as? [[String: Any]] { return turns.contains { statesBox($0) } }
+        return false
+    }
+
     /// The one pixel config of the catalog, or the requested one; a clear error otherwise.
     static func resolvePixelsConfig(_ catalog: Catalog, requested: String?) throws -> String {
         let available = try catalog.pixelsConfigHashes()

@@ -94,6 +94,9 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
     public var grid: [Int]?
     /// Member suffix of the original image bytes when stored (`jpg`, `png`).
     public var imageMember: String?
+    /// A grouped sample's instruction keys, in the order of their turns (absent from the json of a sample of one
+    /// instruction, so that layout keeps its bytes).
+    public var instructions: [String]? = nil
 
     enum CodingKeys: String, CodingKey {
         case key, source, kind, generator, image, conversations, template, status, length, tokens, supervised, grid
@@ -102,6 +105,7 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         case tokenizerSHA256 = "tokenizer_sha256", tokenizedConfig = "tokenized_config"
         case imageTokens = "image_tokens", pixelsConfig = "pixels_config", pixelsShape = "pixels_shape"
         case imageMember = "image_member"
+        case instructions
     }
 
     /// The sample's json member: the same bytes as `Hashing.canonicalJSON(self)` (sorted keys, absent values as
@@ -123,6 +127,12 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         json.key("image_sha256"); json.value(imageSHA256)
         json.key("image_size"); json.value(imageSize)
         json.key("image_tokens"); json.value(imageTokens)
+        if let instructions {
+            json.key("instructions")
+            json.beginArray()
+            for key in instructions { json.value(key) }
+            json.endArray()
+        }
         json.key("key"); json.value(key)
         json.key("kind"); json.value(kind)
         json.key("length"); json.value(length)
@@ -165,6 +175,7 @@ public struct SampleMetadata: Codable, Hashable, Sendable {
         try c.encode(pixelsShape, forKey: .pixelsShape)
         try c.encode(grid, forKey: .grid)
         try c.encode(imageMember, forKey: .imageMember)
+        try c.encodeIfPresent(instructions, forKey: .instructions)
     }
 }
 
@@ -246,6 +257,13 @@ public final class ShardBuilder {
         var boxFrame: BoxFrame?
         var pixelShardName = "-"
         var pixelShardSHA256 = "-"
+        /// A grouped sample's instruction keys (`tokenized.sample`); nil for a sample of one instruction.
+        var instructions: [String]? = nil
+
+        /// The generator and kind the frame choice knows this sample by: grouped samples are chosen among
+        /// themselves, whatever kinds they join.
+        var frameGenerator: String { instructions == nil ? generator : "grouped" }
+        var frameKind: String { instructions == nil ? kind : "turns" }
     }
 
     // MARK: - Planning
@@ -311,6 +329,17 @@ public final class ShardBuilder {
         var item = PlanItem(key: key, instructionID: row.instructionID, tokenizedID: row.tokenizedID,
                             source: row.sourceKind.map { "\($0):\(row.sourceName ?? "")" },
                             kind: row.kind, generator: row.generator)
+        // A grouped sample: its kinds and generators, and the frame its instructions state.
+        let grouped = try row.sample.map { json in
+            do { return try GroupedSampleInfo.decode(json) } catch let error as VLMError {
+                throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "tokenized \(row.tokenizedID) (\(key))", error.message)
+            }
+        }
+        if let grouped {
+            item.kind = grouped.kinds.joined(separator: ",")
+            item.generator = grouped.generators.joined(separator: ",")
+            item.instructions = grouped.keys
+        }
         var statesFrame = false, statesBox = false
         if row.imageID != nil {
             guard row.imageStatus == "ok" else { return .skip(inPart ? "image_not_ok" : nil) }
@@ -333,7 +362,14 @@ public final class ShardBuilder {
             item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
                                    member: (row.imageSHA256 ?? "") + ".npy")
             // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided by the plan.
-            if let meta = row.meta, meta.contains("box_frame") {
+            if let grouped {
+                // Grouped samples are chosen among themselves: tokenize grouped per stated frame.
+                if let stated = grouped.boxFrame {
+                    item.boxFrame = BoxFrame(rawValue: stated)
+                    statesFrame = true
+                    statesBox = grouped.statesBox
+                }
+            } else if let meta = row.meta, meta.contains("box_frame") {
                 let object = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
                 item.boxFrame = (object?["box_frame"] as? String).flatMap(BoxFrame.init(rawValue:))
                 statesFrame = true
@@ -396,14 +432,14 @@ public final class ShardBuilder {
                     // Rows of other parts are not planned, but they still count in the frame choice, so the
                     // choice is that of the whole workspace whichever part is run (see FrameChoice).
                     if statesFrame {
-                        frames.note(nil, key: other.key, generator: other.generator, kind: other.kind,
+                        frames.note(nil, key: other.key, generator: other.frameGenerator, kind: other.frameKind,
                                     stated: other.boxFrame, statesBox: statesBox)
                     }
                     return true
                 case .item(let planned, let statesFrame, let statesBox):
                     item = planned
                     if statesFrame {
-                        frames.note(entries.count, key: item.key, generator: item.generator, kind: item.kind,
+                        frames.note(entries.count, key: item.key, generator: item.frameGenerator, kind: item.frameKind,
                                     stated: item.boxFrame, statesBox: statesBox)
                     }
                 }
@@ -769,7 +805,7 @@ public final class ShardBuilder {
             imageTokens: item.pixels?.grid.imageTokens ?? token.imageTokens, pixelsConfig: item.pixels == nil ? nil : params.pixelsConfig,
             pixelsShape: item.pixels?.grid.shape,
             grid: item.pixels?.grid.grid,
-            imageMember: image?.member)
+            imageMember: image?.member, instructions: item.instructions)
         let header = Npy.header(dtype: .int32, shape: [token.inputIDs.count / 4])
         var sample = PreparedSample(item: item, token: token, json: meta.canonicalJSON, inputIDs: header + token.inputIDs,
                                     labels: header + token.labels, image: image, tarBytes: 0)

@@ -20,6 +20,8 @@ struct TokenizeCommand: ParsableCommand {
         tokenizer, template and limits does nothing. The report names the configuration (template@tokenizer) and \
         its hash.
 
+        By default an image's instructions become one sample: one multi-turn conversation in catalog order,         <image> only in the first human turn (as LLaVA's 665K mix is built), each answer supervised as LLaVA masks         that conversation. Where it does not fit --max-length it is split into several samples, each starting with         the image. The shards then hold one copy of an image's pixels (an epoch sees each image once, with all its         turns). --sample-per-instruction keeps one sample per instruction (name template@tokenizer/per-instruction).         The plain template has one turn per sample and is never grouped.
+
         --tokenizer takes a HF tokenizer.json, a SentencePiece tokenizer.model (encoded as transformers' slow \
         LlamaTokenizer, which LLaVA uses, with the legacy mode and special tokens of a tokenizer_config.json \
         beside it), or a folder holding one (tokenizer.model first).
@@ -71,6 +73,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Worker threads.")
     var jobs = 1
 
+    @Flag(help: "One sample per instruction, each with its own copy of the image (default: one multi-turn sample per image).")
+    var samplePerInstruction = false
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -88,6 +93,7 @@ struct TokenizeCommand: ParsableCommand {
         c.legacy = legacy
         c.allowUnsupervised = allowUnsupervised
         c.jobs = jobs
+        c.samplePerInstruction = samplePerInstruction
         return c
     }
 

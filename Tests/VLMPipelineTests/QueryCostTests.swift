@@ -30,6 +30,9 @@ struct QueryCostTests {
         Query(name: "tokenize pending count", sql: Catalog.pendingTokenizeCountSQL, arguments: [tokenizedConfig]),
         Query(name: "tokenize pending batch", sql: Catalog.pendingTokenizeBatchSQL,
               arguments: [pixelsConfig, 0, tokenizedConfig, Int64.max]),
+        Query(name: "tokenize pending images", sql: Catalog.pendingTokenizeImagesSQL, arguments: [0, tokenizedConfig, Int64.max]),
+        Query(name: "tokenize image instructions", sql: Catalog.imageInstructionsSQL, arguments: [pixelsConfig, 0, Int64.max]),
+        Query(name: "tokenize text-only batch", sql: Catalog.pendingTextOnlyBatchSQL, arguments: [0, tokenizedConfig, Int64.max]),
         Query(name: "shard plan", sql: Catalog.shardPlanSQL, arguments: [pixelsConfig, tokenizedConfig]),
         Query(name: "loader samples with parts", sql: Catalog.indexSamplesWithPartsSQL, arguments: []),
         Query(name: "patchify fingerprint (ok images by hash)", sql: Catalog.okImagesByHashSQL, arguments: [pixelsConfig]),
@@ -67,7 +70,8 @@ struct QueryCostTests {
         """, arguments: [pixelsConfig])
 
     /// A catalog shaped like a pipeline run over `n` images: pairs of images share bytes, one in ten is missing,
-    /// three instructions per image, half of them tokenized and sharded, half of the hashes patchified.
+    /// three instructions per image, half of them tokenized and sharded, half of the hashes patchified, and a
+    /// text-only instruction per five images.
     static func catalog(images n: Int) throws -> Catalog {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("querycost-\(UUID().uuidString)").path
         let catalog = try Catalog(workspace: Workspace(root: root))
@@ -120,6 +124,12 @@ struct QueryCostTests {
                 for c in 0..<2 {
                     try caption.execute(arguments: [i, c])
                     try object.execute(arguments: [i, 1 + (i + c) % 10, c])
+                }
+                if i % 5 == 0 {   // a text-only instruction (no image) for every fifth image, none tokenized
+                    try db.execute(sql: """
+                        INSERT INTO instructions (id, key, image_id, source_id, generator, kind, conversations, created_at)
+                        VALUES (?, ?, NULL, 1, 'import', 'conversation', '[]', 'now')
+                        """, arguments: [10_000_000 + i, "text-\(i)"])
                 }
                 for k in 0..<3 {
                     let id = 3 * i + k

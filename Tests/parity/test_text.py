@@ -320,7 +320,8 @@ def test_tokenize_stage_writes_llava_masks(vlmdata_bin, shared, tmp_path):
     ws = _workspace_with_instructions(vlmdata_bin, tmp_path, records)
     tok = shared / "tokenizers" / "mistral-v1" / "tokenizer.json"
     args = [vlmdata_bin, "tokenize", "--workspace", str(ws), "--tokenizer", str(tok), "--template", "vicuna_v1",
-            "--max-length", "700", "--image-tokens", "576", "--overflow", "truncate", "--jobs", "2", "--json"]
+            "--max-length", "700", "--image-tokens", "576", "--overflow", "truncate", "--jobs", "2", "--json",
+            "--sample-per-instruction"]   # each record its own sample (they share the workspace's one image)
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])

@@ -295,7 +295,9 @@ def _workspace(vlmdata_bin, tmp_path, records, tok):
 
 
 def _tokenize(vlmdata_bin, ws, tok, template, *extra):
-    args = [vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", tok, "--template", template, "--json", *extra]
+    # Every record is its own sample here (they share the workspace's one image): the per-instruction layout.
+    args = [vlmdata_bin, "tokenize", "--workspace", ws, "--tokenizer", tok, "--template", template, "--json",
+            "--sample-per-instruction", *extra]
     return subprocess.run(list(map(str, args)), capture_output=True, text=True)
 
 
@@ -317,7 +319,7 @@ def test_case1_every_sample_supervised(vlmdata_bin, shared, tmp_path, name, temp
     assert report["counts"]["unsupervised"] == 0
     assert report["counts"]["llava_differs"] > 0
     # The run's readable name, and `output`: the config hash of the tokenized rows it made.
-    assert report["run"]["name"] == f"{template}@{name}" and len(report["run"]["output"]) == 64
+    assert report["run"]["name"] == f"{template}@{name}/per-instruction" and len(report["run"]["output"]) == 64
 
 
 def test_unsupervised_sample_is_an_error_row(vlmdata_bin, shared, tmp_path):
@@ -350,7 +352,7 @@ def test_tokenize_stage_with_tokenizer_model(vlmdata_bin, shared, model_path, sl
     r = _tokenize(vlmdata_bin, ws, folder, "vicuna_v1", "--max-length", "4096")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report["run"]["name"] == "vicuna_v1@llama-legacy-False"
+    assert report["run"]["name"] == "vicuna_v1@llama-legacy-False/per-instruction"
     assert report["counts"]["ok"] == len(records) and report["counts"]["llava_differs"] == 0
     ref = SlowLLaVA(slow[False], legacy=False, model_max_length=4096)
     db = sqlite3.connect(ws / "catalog.sqlite")

@@ -35,6 +35,8 @@ public struct TokenizeStep: Stage, LineageStage {
         public var pixels: String?
         /// `--part I/N`: only the instructions of this part's images.
         public var part: String?
+        /// One sample per instruction (each with its own copy of the image) instead of one multi-turn sample per image.
+        public var samplePerInstruction = false
 
         public init(tokenizer: String, template: String) {
             self.tokenizer = tokenizer
@@ -43,7 +45,7 @@ public struct TokenizeStep: Stage, LineageStage {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case tokenizer, template, overflow, jobs, pixels, part, legacy
-            case allowUnsupervised = "allow_unsupervised"
+            case allowUnsupervised = "allow_unsupervised", samplePerInstruction = "sample_per_instruction"
             case maxLength = "max_length", imageTokens = "image_tokens", nonLegacy = "non_legacy"
         }
         public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
@@ -64,6 +66,7 @@ public struct TokenizeStep: Stage, LineageStage {
             legacy = try c.decodeIfPresent(Bool.self, forKey: .legacy)
             allowUnsupervised = try c.value(.allowUnsupervised, default: allowUnsupervised)
             jobs = try c.value(.jobs, default: jobs)
+            samplePerInstruction = try c.value(.samplePerInstruction, default: samplePerInstruction)
         }
     }
 
@@ -91,14 +94,17 @@ public struct TokenizeStep: Stage, LineageStage {
         options.imageTokensFromPixels = config.imageTokensFromPixels
         options.pixelsConfig = config.pixels
         options.part = config.part.flatMap(PartSpec.init(parsing:))
+        options.grouping = config.samplePerInstruction ? .perInstruction : .perImage
         stage = TokenizeStage(options: options)
     }
 
     public func run(_ context: StageContext) throws -> StageReport { try runWithLineage(context) }
 
-    /// `vicuna_v1@mistral-v1`: the template, then the tokenizer's folder (or file) name.
-    public static func readableName(template: String, tokenizer: String) -> String {
+    /// `vicuna_v1@mistral-v1`: the template, then the tokenizer's folder (or file) name; `/per-instruction` after it
+    /// for one sample per instruction (not for `plain`, which is never grouped).
+    public static func readableName(template: String, tokenizer: String, samplePerInstruction: Bool = false) -> String {
         "\(template)@\(tokenizerDisplayName(tokenizer))"
+            + (samplePerInstruction ? ChatTemplate(rawValue: template).map(TokenizeStage.perInstructionSuffix) ?? "" : "")
     }
 
     func identity(_ catalog: Catalog, inputs: [Catalog.LineageRun]) throws -> LineageIdentity {
@@ -106,7 +112,7 @@ public struct TokenizeStep: Stage, LineageStage {
             throw VLMError(.notFound, file: config.tokenizer, "tokenizer file does not exist")
         }
         let tokenizerConfig = try stage.config(try loadTokenizer(config.tokenizer, legacy: stage.options.legacy), catalog: catalog)
-        var identity = LineageIdentity(name: Self.readableName(template: config.template, tokenizer: config.tokenizer),
+        var identity = LineageIdentity(name: stage.readableName,
                                        config: tokenizerConfig, output: Hashing.canonicalHash(tokenizerConfig))
         // Where the tokenizer was read from (its sha256 is in the config): `vlmdata view` finds it there.
         identity.recorded["tokenizer_path"] = URL(fileURLWithPath: config.tokenizer).standardizedFileURL.path
