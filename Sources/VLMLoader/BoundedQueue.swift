@@ -20,9 +20,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         defer { condition.unlock() }
         while count == items.count && !closed { condition.wait() }
         if closed { return false }
-        items[(head + count) % items.count] = item
-        count += 1
-        condition.broadcast()
+        appendLocked(item)
         return true
     }
 
@@ -32,12 +30,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         defer { condition.unlock() }
         while count == 0 && !closed { condition.wait() }
         if count == 0 { return nil }
-        let item = items[head]
-        items[head] = nil
-        head = (head + 1) % items.count
-        count -= 1
-        condition.broadcast()
-        return item
+        return removeFirstLocked()
     }
 
     /// Appends `item` when there is room and the queue is open; never waits.
@@ -46,9 +39,7 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard count < items.count && !closed else { return false }
-        items[(head + count) % items.count] = item
-        count += 1
-        condition.broadcast()
+        appendLocked(item)
         return true
     }
 
@@ -57,6 +48,18 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard count > 0 else { return nil }
+        return removeFirstLocked()
+    }
+
+    /// Appends `item` and wakes the other side; the lock is held and there is room.
+    private func appendLocked(_ item: Element) {
+        items[(head + count) % items.count] = item
+        count += 1
+        condition.broadcast()
+    }
+
+    /// Removes the first item and wakes the other side; the lock is held and the queue is not empty.
+    private func removeFirstLocked() -> Element? {
         let item = items[head]
         items[head] = nil
         head = (head + 1) % items.count
