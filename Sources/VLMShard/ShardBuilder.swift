@@ -348,19 +348,6 @@ public final class ShardBuilder {
                   let shard = row.pixelShard, let offset = row.offset, let size = row.size,
                   let imageKey = row.imageKey, let fileName = row.fileName
             else { return .skip(inPart ? "no_pixels" : nil) }
-            item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
-                                  sha256: row.imageSHA256, location: row.location, member: row.member,
-                                  format: row.format, width: row.width, height: row.height)
-            let grid: PatchGrid
-            do {
-                let rows = row.gridRows, cols = row.gridCols
-                grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
-                                     grid: rows.flatMap { r in cols.map { [r, $0] } })
-            } catch let error as VLMError {
-                throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
-            }
-            item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
-                                   member: (row.imageSHA256 ?? "") + ".npy")
             // Boxes (and crop-frame counts) must be stated in the frame of these pixels: decided by the plan.
             if let grouped {
                 // Grouped samples are chosen among themselves: tokenize grouped per stated frame.
@@ -375,6 +362,21 @@ public final class ShardBuilder {
                 statesFrame = true
                 statesBox = FrameChoice.statesBox(object)
             }
+            // Another part's row only counts in the frame choice: its image and pixels are that part's to check.
+            guard inPart else { return .otherPart(item, statesFrame: statesFrame, statesBox: statesBox) }
+            item.image = ImageRef(key: imageKey, externalID: row.externalID.map(Int.init), fileName: fileName,
+                                  sha256: row.imageSHA256, location: row.location, member: row.member,
+                                  format: row.format, width: row.width, height: row.height)
+            let grid: PatchGrid
+            do {
+                let rows = row.gridRows, cols = row.gridCols
+                grid = try PatchGrid(shape: [row.tiles ?? 0, row.patches ?? 0, row.patchDim ?? 0],
+                                     grid: rows.flatMap { r in cols.map { [r, $0] } })
+            } catch let error as VLMError {
+                throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "pixels of \(key) (image \(item.image!.key))", error.message)
+            }
+            item.pixels = PixelRef(shardName: shard, offset: offset, size: size, grid: grid, xxh3: row.pixelXXH3,
+                                   member: (row.imageSHA256 ?? "") + ".npy")
         }
         item.pixelShardName = row.pixelShard ?? "-"
         item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
