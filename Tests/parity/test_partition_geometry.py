@@ -159,17 +159,24 @@ def pixels_hash(ws, mode):
     return config
 
 
+def two_frame_instructions(vlmdata_bin, ws, pad_part=None):
+    """coco-mini ingested into `ws`, with template instructions in the original frame for every image and again
+    with `--box-frame pad` (for the images of `pad_part` only, when given)."""
+    q = ["--workspace", ws, "--quiet"]
+    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
+        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
+    kinds = ["--generator", "templates", "--kinds", "caption,grounding,count", "--seed", "3"]
+    run(vlmdata_bin, "gen-instructions", *q, *kinds)
+    run(vlmdata_bin, "gen-instructions", *q, *kinds, "--box-frame", "pad", *(["--part", pad_part] if pad_part else []))
+
+
 def test_another_box_frame_needs_no_fresh_workspace(vlmdata_bin, tmp_path):
     """gen-instructions again with --box-frame pad in a workspace that holds original-frame instructions adds the
     pad rows (the frame is in their keys); shard beside pad pixels takes those and leaves the others out, counted.
     Before: the second run kept the original rows, and shard refused the workspace."""
     ws = str(tmp_path / "ws")
     q = ["--workspace", ws, "--quiet"]
-    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
-        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
-    kinds = ["--generator", "templates", "--kinds", "caption,grounding,count", "--seed", "3"]
-    run(vlmdata_bin, "gen-instructions", *q, *kinds)
-    run(vlmdata_bin, "gen-instructions", *q, *kinds, "--box-frame", "pad")
+    two_frame_instructions(vlmdata_bin, ws)
     with sqlite3.connect(os.path.join(ws, "catalog.sqlite")) as db:
         frames = dict(db.execute("SELECT COALESCE(json_extract(meta, '$.box_frame'), '-'), COUNT(*) FROM instructions GROUP BY 1"))
     assert frames["pad"] == frames["original"] > 60 and frames["-"] == 80, frames   # captions once, the rest per frame
@@ -271,11 +278,7 @@ def test_shard_parts_choose_the_frame_of_the_whole_workspace(vlmdata_bin, tmp_pa
     import shutil
     ws = str(tmp_path / "ws")
     q = ["--workspace", ws, "--quiet"]
-    run(vlmdata_bin, "ingest", "coco", *q, "--captions", COCO / "annotations" / "captions_train2017.json",
-        "--instances", COCO / "annotations" / "instances_train2017.json", "--images", COCO / "train2017")
-    kinds = ["--generator", "templates", "--kinds", "caption,grounding,count", "--seed", "3"]
-    run(vlmdata_bin, "gen-instructions", *q, *kinds)
-    run(vlmdata_bin, "gen-instructions", *q, *kinds, "--box-frame", "pad", "--part", "0/2")
+    two_frame_instructions(vlmdata_bin, ws, pad_part="0/2")
     run(vlmdata_bin, "patchify", *q, "--image-size", 56, "--patch-size", 14, "--mode", "pad", "--jobs", 2)
     layout_flag = ["--sample-per-instruction"] if layout == "per-instruction" else []
     run(vlmdata_bin, "tokenize", *q, "--tokenizer", TOKENIZER, "--template", "vicuna_v1", "--image-tokens", "pixels",
