@@ -250,7 +250,11 @@ def test_leases_pickle_once_and_copies_are_plain(tmp_path):
     del leased, again, clone
     gc.collect()
     assert pool.flags[0][0] == 1  # the received tensor still holds it
+    mapped = received.data_ptr()
+    ForkingPickler.dumps(received)  # sent on to a third process: torch moves it into new shared memory first
+    assert received.data_ptr() != mapped and torch.equal(received, torch.arange(32, dtype=torch.float32).view(4, 8))
     del received
+    gc.collect()
     assert pool.flags[0][0] == 0
     small = pool.take((2, 8), torch.float32)  # reuses slot 0 (64 of its 128 bytes)
     assert small.slot == 0 and pool.stats == {"new_slots": 1, "reused": 1, "fresh": 0}
