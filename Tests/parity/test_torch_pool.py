@@ -195,6 +195,9 @@ def test_without_workers_the_batch_is_plain_tensors(ws, expected):
         assert all(type(v) is torch.Tensor for v in batch.values() if isinstance(v, torch.Tensor))
         assert _handoff.lease_of(batch["images"]) is None and not batch["images"].is_shared()
     assert _handoff.pool_stats() == {}
+    for bad in (-1, "5", 2.5, None):
+        with pytest.raises(ValueError, match=f"pool must be a whole number of buffers >= 0 \\(0: none\\), not {bad!r}"):
+            llava_collate(pool=bad)
 
 
 def test_pin_memory_and_packed_rows_of_varying_image_counts(ws, expected):

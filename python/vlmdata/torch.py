@@ -157,6 +157,9 @@ def llava_collate(image="pixel_values", normalize="clip", pad_token_id=0, pad_to
     so handing the batch to the main process copies nothing. Each worker reuses up to `pool` such buffers: one
     comes back once the main process has dropped every tensor, view and numpy array over that batch's images
     (`vlmdata._handoff`); while all are held the worker takes fresh ones. `pool=0`: a fresh buffer per batch."""
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+        raise ValueError(f"llava_collate: pool must be a whole number of buffers >= 0 (0: none), not {pool!r}")
+
     def collate(items):
         in_worker = torch.utils.data.get_worker_info() is not None
         held = []  # (tensor, lease or None) of the images buffer in shared memory
