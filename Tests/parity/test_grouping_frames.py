@@ -125,9 +125,10 @@ def test_captions_are_kept_whichever_frame_shard_takes(vlmdata_bin, tmp_path, la
 
 def test_a_second_frame_regroups_the_images_grouped_under_one_frame(vlmdata_bin, tmp_path):
     """Tokenized (grouped) while the workspace held one frame, each image is one group with its captions. Then
-    `gen-instructions --box-frame pad --part 0/2` adds a second frame on part 0's images only: tokenize again (same
-    options, same config) regroups part 1's images too, which gained no instruction, and `tokenize --part 1/2`
-    alone is not a no-op. Before: part 1's images kept their one-frame groups and shard left them out whole."""
+    `gen-instructions --box-frame pad --part 0/2` adds a second frame on part 0's images only. `tokenize --part 0/2`
+    regroups part 0's images; shard then refuses to leave out part 1's one-frame groups (their captions would go
+    with them) and says to tokenize again; `tokenize --part 1/2` (same options, same config) regroups part 1's
+    images, which gained no instruction. Before: part 1's tokenize was skipped, and shard left their captions out."""
     ws = str(tmp_path / "ws")
     ingest(vlmdata_bin, ws)
     gen(vlmdata_bin, ws)
@@ -141,27 +142,31 @@ def test_a_second_frame_regroups_the_images_grouped_under_one_frame(vlmdata_bin,
     gen(vlmdata_bin, ws, "--box-frame", "pad", "--part", "0/2")
     frames = frames_of(ws)
     pad_images = {image for _, f, image in frames.values() if f == "pad"}
+    part0 = tokenize(vlmdata_bin, ws, "--part", "0/2")
+    assert part0["run"]["output"] == first["run"]["output"]
+
+    def mixed_images():
+        return {frames[g[0]][2] for g in groups(ws) if len({frames[k][1] for k in g}) > 1}
+
+    assert mixed_images() and not mixed_images() & pad_images
+    refused = run(vlmdata_bin, "shard", "--workspace", ws, "--quiet", check=False)
+    assert refused.returncode != 0
+    assert "grouped before the workspace held a second frame" in refused.stderr and "vlmdata tokenize" in refused.stderr
+
+    left = mixed_images()   # part 1's images, none of which gained an instruction
     part1 = tokenize(vlmdata_bin, ws, "--part", "1/2")
     assert not part1.get("skipped"), "tokenize --part 1/2 has images to regroup"
     assert part1["run"]["output"] == first["run"]["output"]
-    assert part1["counts"]["written"] > 0
-    # Part 1's images are regrouped by frame; part 0's (with new pad rows still untokenized) are not touched yet.
-    by_image = {}
-    for g in groups(ws):
-        by_image.setdefault(frames[g[0]][2], []).append(g)
-    for image, image_groups in by_image.items():
-        if image not in pad_images:
-            for g in image_groups:
-                assert len({frames[k][1] for k in g}) == 1, g
+    assert part1["counts"]["regrouped_images"] == len(left)
+    assert not mixed_images()
+    assert tokenize(vlmdata_bin, ws).get("skipped")   # nothing left to tokenize or regroup
+    counts = tokenize(vlmdata_bin, ws)["counts"]
+    assert counts["instructions"] == len(frames)
 
-    second = tokenize(vlmdata_bin, ws)
-    assert second["run"]["output"] == first["run"]["output"]
-    assert second["counts"]["instructions"] == len(frames)
     shard(vlmdata_bin, ws)
     found = sharded_instructions(ws)
     assert len(found) == len(set(found))
     captions = {k for k, (kind, _, _) in frames.items() if kind == "caption"}
     assert captions <= set(found), f"{len(captions - set(found))} captions left out"
-    assert_groups_state_one_frame(ws)
-    assert tokenize(vlmdata_bin, ws).get("skipped")   # nothing left to regroup
     assert set(found) == {k for k, (_, f, _) in frames.items() if f in (None, "pad")}
+    assert_groups_state_one_frame(ws)
