@@ -194,6 +194,18 @@ extension CatalogSnapshot {
                             arguments: [hash])
     }
 
+    /// True when config `tokenizedConfig` grouped instructions into samples (a row holds a grouped sample).
+    public func tokenizedConfigGroups(_ tokenizedConfig: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM tokenized WHERE config_hash = ? AND sample IS NOT NULL)",
+                          arguments: [tokenizedConfig]) ?? false
+    }
+
+    /// The first instructions of config `tokenizedConfig`'s grouped samples that join instructions of different
+    /// stated box frames (grouped before the workspace held a second frame; `tokenize` regroups them).
+    public func groupedSampleHeadsAcrossFrames(tokenizedConfig: String) throws -> Set<Int64> {
+        Set(try Int64.fetchAll(db, sql: Catalog.groupedSampleHeadsAcrossFramesSQL, arguments: [tokenizedConfig]))
+    }
+
     /// Walks the shard plan in key order until `body` returns false.
     public func forEachShardPlanRow(pixelsConfig: String?, tokenizedConfig: String,
                                     _ body: (ShardPlanRow) throws -> Bool) throws {

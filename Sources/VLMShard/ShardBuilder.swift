@@ -260,10 +260,12 @@ public final class ShardBuilder {
         /// A grouped sample's instruction keys (`tokenized.sample`); nil for a sample of one instruction.
         var instructions: [String]? = nil
 
-        /// The generator and kind the frame choice knows this sample by: grouped samples are chosen among
-        /// themselves, whatever kinds they join.
-        var frameGenerator: String { instructions == nil ? generator : "grouped" }
-        var frameKind: String { instructions == nil ? kind : "turns" }
+        /// The class the frame choice knows this sample by (`FrameChoice.note`): in a grouped tokenization every
+        /// sample, also a single instruction's, is chosen among the grouped ones, whatever kinds they join;
+        /// otherwise by its generator and kind.
+        func frameClass(grouped: Bool) -> (generator: String, kind: String) {
+            grouped || instructions != nil ? ("grouped", "turns") : (generator, kind)
+        }
     }
 
     // MARK: - Planning
@@ -424,6 +426,7 @@ public final class ShardBuilder {
             var tokenMismatchCount = 0
             var clashes: [(index: Int, text: String)] = []
             var frames = FrameChoice(pixelFrame: pixelFrame)
+            let grouped = try snapshot.tokenizedConfigGroups(tokenizedConfig)
             try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
                 let item: PlanItem
                 switch try planned(row, pixelsConfig: pixelsConfig, heldOut: heldOut) {
@@ -434,14 +437,16 @@ public final class ShardBuilder {
                     // Rows of other parts are not planned, but they still count in the frame choice, so the
                     // choice is that of the whole workspace whichever part is run (see FrameChoice).
                     if statesFrame {
-                        frames.note(nil, key: other.key, generator: other.frameGenerator, kind: other.frameKind,
+                        let (generator, kind) = other.frameClass(grouped: grouped)
+                        frames.note(nil, key: other.key, generator: generator, kind: kind,
                                     stated: other.boxFrame, statesBox: statesBox)
                     }
                     return true
                 case .item(let planned, let statesFrame, let statesBox):
                     item = planned
                     if statesFrame {
-                        frames.note(entries.count, key: item.key, generator: item.frameGenerator, kind: item.frameKind,
+                        let (generator, kind) = item.frameClass(grouped: grouped)
+                        frames.note(entries.count, key: item.key, generator: generator, kind: kind,
                                     stated: item.boxFrame, statesBox: statesBox)
                     }
                 }
@@ -461,6 +466,17 @@ public final class ShardBuilder {
             }
             let dropped = try frames.dropped(catalogPath: catalog.workspace.catalogPath, pixelsConfig: pixelsConfig)
             if !dropped.isEmpty {
+                // A grouped sample left out for its frame must hold only instructions of that frame: one grouped
+                // while the workspace held one frame also holds its image's captions, which would be lost with it.
+                let mixed = try snapshot.groupedSampleHeadsAcrossFrames(tokenizedConfig: tokenizedConfig)
+                let lost = mixed.isEmpty ? [] : dropped.filter { mixed.contains(entries[$0].instructionID) }.sorted()
+                if let first = lost.first {
+                    throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
+                                   "\(lost.count) grouped samples to leave out for their box frame also hold instructions of "
+                                   + "another frame or none (e.g. instruction \(entries[first].instructionID)): they were grouped "
+                                   + "before the workspace held a second frame; run `vlmdata tokenize` again with the same options "
+                                   + "to regroup them")
+                }
                 skipped["other_box_frame"] = dropped.count
                 entries = entries.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
                 // A clash's position among the samples kept.
