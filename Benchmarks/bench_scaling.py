@@ -11,7 +11,8 @@ target is growth <= 1.25 from 2,500 to 40,000 images.
     Benchmarks/bench_scaling.py --bin .build/release/vlmdata --work /tmp/bench-scaling [--quick] [--sizes 2500,5000]
 
 --quick runs 2,500 / 5,000 / 10,000 (a shared machine); the default (what `make bench` runs) is 2,500 / 10,000 /
-40,000; `--sizes 2500,5000,10000,20000,40000` gives every doubling.
+40,000; `--sizes 2500,5000,10000,20000,40000` gives every doubling. `--stages ingest` (or any comma-separated list)
+reports only those stages; the stages before the last one listed still run, untimed in the table.
 Preprocessing is LLaVA-1.5's pad mode at a 112 px tile (64 image tokens) and the instructions are one caption and
 one grounding question per image (`--kinds all` for every kind): at 40,000 images that is 80,000 samples and
 about 3.5 GB of shards, where 336 px tiles and every kind would write ~106 GB.
@@ -60,7 +61,7 @@ def timed(cmd):
     return seconds, cpu, rss
 
 
-def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS):
+def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS, stages=STAGES):
     data = work / f"shapes-{n}"
     if not (data / "annotations" / "captions_train.json").exists():
         shutil.rmtree(data, ignore_errors=True)
@@ -83,8 +84,12 @@ def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS):
         "stream": [bin_path, "stream", *q, "--workers", 0],
     }
     results = {}
-    for stage in STAGES:
-        results[stage] = timed(commands[stage])
+    # The stages asked for, and those before them that they read from (run, not reported).
+    last = max(STAGES.index(s) for s in stages)
+    for stage in STAGES[:last + 1]:
+        timing = timed(commands[stage])
+        if stage in stages:
+            results[stage] = timing
     if not keep:
         shutil.rmtree(ws, ignore_errors=True)
     return results
@@ -100,21 +105,27 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the workspaces (WORK/ws-N) for profiling")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     ap.add_argument("--kinds", default=DEFAULT_KINDS, help=f"template kinds (default {DEFAULT_KINDS}; 'all': every kind)")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="stages to report, comma-separated (default: all); the stages before the last one asked for still run")
     a = ap.parse_args()
+    stages = [s for s in STAGES if s in a.stages.split(",")]
+    unknown = set(a.stages.split(",")) - set(STAGES)
+    if unknown or not stages:
+        ap.error(f"--stages: unknown {sorted(unknown)}; choose from {','.join(STAGES)}")
     sizes = [int(s) for s in a.sizes.split(",") if s] or ([2500, 5000, 10000] if a.quick else [2500, 10000, 40000])
     work = pathlib.Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     table = {}
     for n in sizes:
-        table[n] = run_size(a.bin, work, n, a.tokenizer, a.keep, a.kinds)
-        line = "  ".join(f"{s} {table[n][s][0]:.2f}s" for s in STAGES)
+        table[n] = run_size(a.bin, work, n, a.tokenizer, a.keep, a.kinds, stages)
+        line = "  ".join(f"{s} {table[n][s][0]:.2f}s" for s in stages)
         print(f"{n:>6} images: {line}", flush=True)
 
     print(f"\n{'images':<17}" + "".join(f"{n:>32}" for n in sizes) + f"{'growth':>21}")
     print(f"{'stage':<17}" + "".join(f"{'s':>8}{'s/1k':>8}{'cpu/1k':>8}{'MiB':>8}" for _ in sizes)
           + f"{'wall':>7}{'cpu':>7}{'RSS':>7}")
     worst_cpu, worst_wall, worst_rss = (0.0, ""), (0.0, ""), (0.0, "")
-    for stage in STAGES:
+    for stage in stages:
         cells, wall_k, cpu_k, rss_mib = "", [], [], []
         for n in sizes:
             seconds, cpu, rss = table[n][stage]
