@@ -422,19 +422,7 @@ extension TokenizeStage {
         if let first = parsed.first?.pending, case .failure? = first.pixelTokens {
             return rows + parsed.map { process($0.pending, masker) }
         }
-        // Groups by stated frame: all together when at most one frame is stated.
-        let frames = Set(parsed.compactMap(\.frame))
-        var groups: [[Int]] = []
-        if frames.count <= 1 {
-            groups = [Array(parsed.indices)]
-        } else {
-            var byFrame: [String: Int] = [:]
-            for (i, item) in parsed.enumerated() {
-                let label = item.frame ?? ""
-                if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
-            }
-        }
-        for group in groups where !group.isEmpty {
+        for group in Self.frameGroups(parsed.map(\.frame)) where !group.isEmpty {
             var start = 0
             while start < group.count {
                 // The longest run from `start` that fits: the whole rest first (the usual case), else grown one by one.
@@ -462,6 +450,20 @@ extension TokenizeStage {
             }
         }
         return rows
+    }
+
+    /// One image's instructions (catalog order, given by the box frame each states) as the groups a sample is made
+    /// of before any length limit: all together when at most one frame is stated, else one group per frame (those
+    /// stating none together), each in order. `export llava` groups an image's instructions with it too.
+    static func frameGroups(_ frames: [String?]) -> [[Int]] {
+        guard Set(frames.compactMap { $0 }).count > 1 else { return [Array(frames.indices)] }
+        var groups: [[Int]] = []
+        var byFrame: [String: Int] = [:]
+        for (i, frame) in frames.enumerated() {
+            let label = frame ?? ""
+            if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
+        }
+        return groups
     }
 
     /// The row of one grouped sample of `items` (at least two), or nil when they do not fit `maxLength` whole, do
