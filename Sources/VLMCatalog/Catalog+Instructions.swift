@@ -278,12 +278,16 @@ extension Catalog {
         public var fileName: String?
         public var location: String?
         public var member: String?
+        /// The instruction's id (catalog order, the order an image's instructions are grouped in) and metadata
+        /// (its `box_frame` separates groups).
+        public var id: Int64 = 0
+        public var meta: String?
     }
 
     /// The instructions of these kinds and generators (nil or empty: any), in key order, with their image's file.
     public func instructionsForExport(kinds: [String]?, generators: [String]?) throws -> [ExportedInstruction] {
         var sql = """
-            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id
+            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id, i.id, i.meta
             FROM instructions i LEFT JOIN images m ON m.id = i.image_id
             """
         var conditions: [String] = []
@@ -301,8 +305,39 @@ extension Catalog {
         return try read { db in
             try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
                 ExportedInstruction(key: row[0], kind: row[1], conversations: row[2], imageID: row[6], fileName: row[3],
-                                    location: row[4], member: row[5])
+                                    location: row[4], member: row[5], id: row[7], meta: row[8])
             }
+        }
+    }
+
+    /// One sample of a tokenize config as `export llava --tokenized` writes it: its first instruction (with its
+    /// image's file) and the row's status and grouped-sample description (`tokenized.sample`, nil for a sample of
+    /// one instruction).
+    public struct ExportedSample: Sendable {
+        public var instruction: ExportedInstruction
+        public var status: String
+        public var sample: String?
+        public var error: String?
+    }
+
+    /// The samples of tokenize config `configHash` (rows that are not `sample_of` another), in key order, and how
+    /// many instructions the config's rows cover.
+    public func tokenizedSamplesForExport(configHash: String) throws -> (samples: [ExportedSample], instructions: Int) {
+        try read { db in
+            let samples = try Row.fetchAll(db, sql: """
+                SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id, i.id, i.meta,
+                       t.status, t.sample, t.error
+                FROM tokenized t JOIN instructions i ON i.id = t.instruction_id LEFT JOIN images m ON m.id = i.image_id
+                WHERE t.config_hash = ? AND t.sample_of IS NULL ORDER BY i.key
+                """, arguments: [configHash]).map { row in
+                ExportedSample(instruction: ExportedInstruction(key: row[0], kind: row[1], conversations: row[2], imageID: row[6],
+                                                                fileName: row[3], location: row[4], member: row[5], id: row[7],
+                                                                meta: row[8]),
+                               status: row[9], sample: row[10], error: row[11])
+            }
+            let instructions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokenized WHERE config_hash = ?",
+                                                arguments: [configHash]) ?? 0
+            return (samples: samples, instructions: instructions)
         }
     }
 
