@@ -257,3 +257,35 @@ def test_a_bad_instruction_is_named_and_the_others_are_written(vlmdata_bin, prep
             assert by_id[members[0][1]]["conversations"] == merged([rows[k] for k in kept])
     _, strict = export(vlmdata_bin, ws, tmp_path / "strict.json", "--strict", check=False)
     assert strict.returncode == 1 and f"instruction {key1}" in strict.stderr
+
+
+def test_records_read_by_ingest_llava_group_per_image_and_text_only_stay_alone(vlmdata_bin, tmp_path):
+    """A LLaVA file with two records about one image (the second with its <image> last), one about another image and
+    one text-only: the export has one record per image (the first record's <image> placement kept, the second's
+    <image> taken out) and the text-only record alone, with no image."""
+    files = sorted(IMAGES.iterdir())[:2]
+    source = [
+        {"id": "a1", "image": files[0].name, "conversations": [{"from": "human", "value": "What is here?\n<image>"},
+                                                               {"from": "gpt", "value": "A scene."}]},
+        {"id": "a2", "image": files[0].name, "conversations": [{"from": "human", "value": "<image>\nHow many?"},
+                                                               {"from": "gpt", "value": "Two."}]},
+        {"id": "b1", "image": files[1].name, "conversations": [{"from": "human", "value": "<image>\nDescribe it."},
+                                                               {"from": "gpt", "value": "A photo."}]},
+        {"id": "t1", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi."}]},
+    ]
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(source))
+    ws = str(tmp_path / "ws")
+    run(vlmdata_bin, "ingest", "llava", "--workspace", ws, "--json", path, "--images", IMAGES, "--split", "s", "--quiet")
+    out = tmp_path / "out.json"
+    report, _ = export(vlmdata_bin, ws, out)
+    records = json.loads(out.read_text())
+    assert report["counts"]["records"] == 3 and report["counts"]["instructions"] == 4
+    assert report["counts"]["with_image"] == 2 and report["counts"]["text_only"] == 1
+    assert records == [
+        {"id": "s_a1", "image": files[0].name, "conversations": [
+            {"from": "human", "value": "What is here?\n<image>"}, {"from": "gpt", "value": "A scene."},
+            {"from": "human", "value": "How many?"}, {"from": "gpt", "value": "Two."}]},
+        {"id": "s_b1", "image": files[1].name, "conversations": source[2]["conversations"]},
+        {"id": "s_t1", "conversations": source[3]["conversations"]},
+    ]
