@@ -452,18 +452,7 @@ extension TokenizeStage {
         // Groups by stated frame when the workspace states several (also on an image that states one frame or
         // none: its frameless instructions must not share a group with a frame another image's pixels may not
         // take); all together otherwise. The image's own frames are a subset of the workspace's.
-        let frames = Set(parsed.compactMap(\.frame))
-        var groups: [[Int]] = []
-        if !byFrame && frames.count <= 1 {
-            groups = [Array(parsed.indices)]
-        } else {
-            var groupOf: [String: Int] = [:]
-            for (i, item) in parsed.enumerated() {
-                let label = item.frame ?? ""
-                if let g = groupOf[label] { groups[g].append(i) } else { groupOf[label] = groups.count; groups.append([i]) }
-            }
-        }
-        for group in groups where !group.isEmpty {
+        for group in Self.frameGroups(parsed.map(\.frame), byFrame: byFrame) where !group.isEmpty {
             var start = 0
             while start < group.count {
                 // The longest run from `start` that fits: the whole rest first (the usual case), else grown one by one.
@@ -491,6 +480,21 @@ extension TokenizeStage {
             }
         }
         return rows
+    }
+
+    /// One image's instructions (catalog order, given by the box frame each states) as the groups a sample is made
+    /// of before any length limit: all together when the workspace states at most one frame (`byFrame` false) and
+    /// the image at most one, else one group per stated frame (those stating none together), each in order.
+    /// `export llava` groups an image's instructions with it too.
+    static func frameGroups(_ frames: [String?], byFrame: Bool) -> [[Int]] {
+        guard byFrame || Set(frames.compactMap { $0 }).count > 1 else { return [Array(frames.indices)] }
+        var groups: [[Int]] = []
+        var byFrame: [String: Int] = [:]
+        for (i, frame) in frames.enumerated() {
+            let label = frame ?? ""
+            if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
+        }
+        return groups
     }
 
     /// The row of one grouped sample of `items` (at least two), or nil when they do not fit `maxLength` whole, do

@@ -41,6 +41,10 @@ struct QueryCostTests {
         Query(name: "gen-instructions images", sql: Catalog.usableImagesSQL, arguments: []),
         Query(name: "gen-instructions captions", sql: Catalog.captionsInImageOrderSQL, arguments: []),
         Query(name: "gen-instructions objects", sql: Catalog.objectsInImageOrderSQL, arguments: []),
+        Query(name: "export instructions", sql: Catalog.exportInstructionsSQL(kinds: 0, generators: 0), arguments: []),
+        Query(name: "export instructions of kinds", sql: Catalog.exportInstructionsSQL(kinds: 2, generators: 1),
+              arguments: ["caption", "detail", "templates"]),
+        Query(name: "export tokenized samples", sql: Catalog.exportTokenizedSamplesSQL, arguments: [tokenizedConfig]),
     ]
 
     /// Queries a stage runs once per page or batch (gen-instructions' pages of 500 images with their captions and
