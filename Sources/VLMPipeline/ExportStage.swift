@@ -10,8 +10,8 @@ import VLMText
 /// Layouts (docs/export.md):
 /// - `.perImage` (the default): one record per image, as LLaVA's 665K mix is laid out and as `tokenize` groups: an
 ///   image's instructions in catalog (id) order become one multi-turn conversation (`TurnGrouping.merge`: `<image>`
-///   only in the first human turn), split only where they state different box frames
-///   (`TokenizeStage.frameGroups`). The record's id is its first instruction's key, the key `tokenize` gives the
+///   only in the first human turn), split per box frame only when the workspace states several
+///   (`TokenizeStage.frameGroups`, as `tokenize` groups). The record's id is its first instruction's key, the key `tokenize` gives the
 ///   sample. Text-only instructions are a record each. No length limit applies: that needs a tokenizer.
 /// - `.perInstruction`: one record per instruction, the instruction's turns as stored.
 /// - `tokenizedConfig`: one record per sample of that tokenize config, exactly the samples it made (its

@@ -18,8 +18,8 @@ struct ExportCommand: ParsableCommand {
             discussion: """
             By default one record per image, as LLaVA's llava_v1_5_mix665k.json is laid out and as `tokenize` groups \
             samples: the image's instructions in catalog order as one multi-turn conversation, "<image>" only in the \
-            first human turn, the id its first instruction's key (instructions stating different box frames make one \
-            record per frame, as tokenize groups them). No length limit is applied (that needs a tokenizer): \
+            first human turn, the id its first instruction's key (when the workspace states several box frames, one \
+            record per frame and one for the instructions stating none, as tokenize groups them). No length limit is applied (that needs a tokenizer): \
             --tokenized NAME|HASH writes exactly the samples a tokenize run made, its --max-length splits included. \
             --per-instruction writes one record per instruction, as before grouping existed. Text-only instructions are \
             one record each.
