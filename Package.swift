@@ -4,6 +4,8 @@
 import PackageDescription
 
 let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+// SQLite's C API, for VLMCatalog's per-row binding (BoundStatement.swift).
+let sqliteC: Target.Dependency = .product(name: "GRDBSQLite", package: "GRDB.swift")
 let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
@@ -39,7 +41,7 @@ let package = Package(
 
         .target(name: "VLMCore"),
         .target(name: "VLMIO", dependencies: ["VLMCore", "CArchive", "CCurl", "CTurboJPEG", "CPNG", "CXXHash", "CDeflate", crypto]),
-        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", grdb]),
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", grdb, sqliteC]),
         // The resampler's AVX2 kernel: C, because Swift cannot give one function its own target features.
         .target(name: "CVLMKernels"),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CVLMKernels"]),

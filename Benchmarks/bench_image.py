@@ -23,7 +23,7 @@ all-core figures are images per wall-clock second (one process per core for Pyth
 runs in-process (`vlmdata preprocess --bench-seconds`), so process start-up is not counted there.
 
 Whole process (--whole, sets replicated to about --whole-images images with distinct bytes):
-  `vlmdata patchify` on an ingested workspace (catalog rows, pixel shards, fsync, sha256 per shard) against a Python
+  `vlmdata patchify` on an ingested workspace (catalog rows, pixel shards, fsync, XXH3-128 per shard) against a Python
   script doing the same work end to end: read each file, sha256, PIL decode, crop 336, numpy patchify, np.save, and
   webdataset.ShardWriter writing the same `SHA256.npy` members (interpreter start-up and imports counted, as ours
   are). The members are compared byte for byte. 1 core: CPU seconds of each process tree; all cores: wall seconds

@@ -11,7 +11,8 @@ against `webdataset` + the same collate written in Python, in one run on the sam
   `vlmdata.torch.llava_collate(normalize="clip")`.
 - webdataset: `wds.WebDataset(shards, shardshuffle=False)` (shards split over the workers), every .npy member
   decoded by `np.load`, and a Python collate: pad, un-patchify, `(x / 255 - mean) / std` in float32.
-The page cache is warm for both (a read pass runs first). Medians over --repeat runs.
+The page cache is warm for both (a read pass runs first). Medians over --repeat runs. Besides samples/s, the CPU
+milliseconds per batch of each side (main process + its DataLoader workers, getrusage), less sensitive to load.
 
     Benchmarks/bench_torch.py --bin .build/release/vlmdata --work /tmp/bench-torch [--quick] [--json]
 """
@@ -21,6 +22,7 @@ import io
 import json
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,15 +71,24 @@ def python_collate(items):
             "keys": [i["key"] for i in items]}
 
 
+def cpu_seconds():
+    """CPU seconds of this process and of its reaped children (the DataLoader workers, once they have exited)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def train_loop(loader):
-    """Samples/s through the loop and the keys seen."""
+    """Samples/s through the loop, the keys seen, and CPU seconds per sample (main process + workers)."""
     keys = []
+    cpu = cpu_seconds()
     start = time.perf_counter()
     check = 0.0
     for batch in loader:
         check += float(batch["images"].sum()) + float(batch["input_ids"].sum()) + float(batch["labels"].sum())
         keys += batch["keys"]
-    return len(keys) / (time.perf_counter() - start), keys
+    wall = time.perf_counter() - start
+    del batch, loader  # the workers exit (non-persistent), so their CPU is counted
+    return len(keys) / wall, keys, (cpu_seconds() - cpu) / len(keys)
 
 
 def ours(ws, batch, workers):
@@ -121,24 +132,32 @@ def main():
             while f.read(8 << 20):
                 pass
     rates = {"vlmdata": [], "webdataset": []}
+    cpu = {"vlmdata": [], "webdataset": []}
     result_load = os.getloadavg()[0]
     for _ in range(repeat):
-        rate, keys = ours(ws, a.batch_size, a.workers)
+        rate, keys, per_sample = ours(ws, a.batch_size, a.workers)
         rates["vlmdata"].append(rate)
+        cpu["vlmdata"].append(per_sample)
         assert sorted(set(keys)) == sorted(keys) and len(keys) >= n, "vlmdata: every sample once (and padding)"
-        rate, peer_keys = peer(shards, a.batch_size, a.workers)
+        rate, peer_keys, per_sample = peer(shards, a.batch_size, a.workers)
         rates["webdataset"].append(rate)
+        cpu["webdataset"].append(per_sample)
         assert sorted(peer_keys) == sorted(set(keys)), "both read the same samples"
     result = {"samples": n, "batch_size": a.batch_size, "workers": a.workers, "shards": len(shards),
               "vlmdata_samples_per_s": round(statistics.median(rates["vlmdata"]), 1),
               "webdataset_samples_per_s": round(statistics.median(rates["webdataset"]), 1),
+              "vlmdata_cpu_ms_per_batch": round(statistics.median(cpu["vlmdata"]) * a.batch_size * 1000, 1),
+              "webdataset_cpu_ms_per_batch": round(statistics.median(cpu["webdataset"]) * a.batch_size * 1000, 1),
               "load_average_start": round(result_load, 1)}
     result["ratio"] = round(result["vlmdata_samples_per_s"] / result["webdataset_samples_per_s"], 2)
+    result["cpu_ratio"] = round(result["webdataset_cpu_ms_per_batch"] / result["vlmdata_cpu_ms_per_batch"], 2)
     print(f"torch DataLoader ({a.workers} workers, batch {a.batch_size}, images [B, 3, 336, 336] CLIP-normalized), "
           f"{n} samples in {len(shards)} shards:")
     print(f"  vlmdata StreamingDataset + llava_collate : {result['vlmdata_samples_per_s']:8.1f} samples/s")
     print(f"  webdataset + Python collate              : {result['webdataset_samples_per_s']:8.1f} samples/s")
     print(f"  ratio                                    : {result['ratio']:8.2f}x")
+    print(f"  CPU ms per batch (main + workers)        : {result['vlmdata_cpu_ms_per_batch']:.1f} vs "
+          f"{result['webdataset_cpu_ms_per_batch']:.1f} ({result['cpu_ratio']:.2f}x less)")
     print(f"  load average {os.getloadavg()[0]:.1f} (2 cores shared: ratios, not rates, compare across runs)")
     if a.json:
         print(json.dumps(result))

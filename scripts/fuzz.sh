@@ -27,14 +27,14 @@ SPM="${CRYPTO_BUILD:-$PWD/.build/release}"
 [ -d "$SPM/Crypto.build" ] || { echo "fuzz: no SwiftPM build with swift-crypto in $SPM (run swift build first)"; exit 2; }
 mkdir -p "$OUT/lib"
 FLAGS=(-sanitize=fuzzer,address -parse-as-library -swift-version 6 -package-name vlmdata -g -Onone -I "$OUT/lib"
-       -I "$SPM/Modules" -I Sources/CTurboJPEG -I Sources/CPNG -I Sources/CArchive)
+       -I "$SPM/Modules" -I Sources/CTurboJPEG -I Sources/CPNG -I Sources/CArchive -I Sources/CDeflate)
 for inc in "$SPM"/{Crypto,CryptoBoringWrapper}.build/include; do [ -d "$inc" ] || continue; FLAGS+=(-Xcc -I -Xcc "$inc"); done
 CHECKOUT="$(dirname "$SPM")/checkouts/swift-crypto/Sources"
 [ -d "$CHECKOUT" ] || CHECKOUT="$PWD/.build/checkouts/swift-crypto/Sources"
 for inc in "$CHECKOUT"/CCryptoBoringSSL/include "$CHECKOUT"/CCryptoBoringSSLShims/include; do FLAGS+=(-Xcc -I -Xcc "$inc"); done
 CRYPTO_OBJECTS=$(find "$SPM/Crypto.build" "$SPM/CryptoBoringWrapper.build" "$SPM/CCryptoBoringSSL.build" \
     "$SPM/CCryptoBoringSSLShims.build" -name '*.o')
-LINK=(-L "$OUT/lib" -lVLMText -lVLMShard -lVLMIO -lVLMCore $CRYPTO_OBJECTS -lturbojpeg -lpng16 -larchive)
+LINK=(-L "$OUT/lib" -lVLMText -lVLMShard -lVLMIO -lVLMCore $CRYPTO_OBJECTS -lturbojpeg -lpng16 -ldeflate -larchive)
 
 # The modules the targets need, instrumented: VLMCore, the parts of VLMIO they use, VLMShard's tar and npy code,
 # VLMText. Built apart from SwiftPM so nothing else pays for the instrumentation.
@@ -60,7 +60,7 @@ module VLMText Sources/VLMText/*.swift
 # Each target with the stage files it drives (internal to VLMPipeline, so compiled into the target).
 sources_for() {
     case "$1" in
-        coco) echo Tests/fuzz/FuzzCOCO.swift Tests/fuzz/FuzzScratch.swift Sources/VLMPipeline/Ingest/ImageKeys.swift ;;
+        coco) echo Tests/fuzz/FuzzCOCO.swift Tests/fuzz/FuzzScratch.swift Sources/VLMPipeline/Ingest/ImageKeys.swift Sources/VLMPipeline/Ingest/PackedStrings.swift ;;
         llava) echo Tests/fuzz/FuzzLLaVA.swift Tests/fuzz/FuzzScratch.swift Sources/VLMPipeline/Ingest/LLaVARecord.swift ;;
         image) echo Tests/fuzz/FuzzImage.swift Sources/VLMPipeline/Ingest/ImageProbe.swift ;;
         tokenizer) echo Tests/fuzz/FuzzTokenizer.swift ;;

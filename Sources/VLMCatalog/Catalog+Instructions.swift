@@ -278,31 +278,69 @@ extension Catalog {
         public var fileName: String?
         public var location: String?
         public var member: String?
+        /// The instruction's id (catalog order, the order an image's instructions are grouped in) and metadata
+        /// (its `box_frame` separates groups).
+        public var id: Int64 = 0
+        public var meta: String?
+    }
+
+    /// `export llava`'s read: every instruction in key order with its image's file, only `kinds` kinds and
+    /// `generators` generators when those counts of `?` placeholders are not zero.
+    package static func exportInstructionsSQL(kinds: Int, generators: Int) -> String {
+        var sql = """
+            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id, i.id, i.meta
+            FROM instructions i LEFT JOIN images m ON m.id = i.image_id
+            """
+        var conditions: [String] = []
+        if kinds > 0 { conditions.append("i.kind IN (\(Array(repeating: "?", count: kinds).joined(separator: ", ")))") }
+        if generators > 0 { conditions.append("i.generator IN (\(Array(repeating: "?", count: generators).joined(separator: ", ")))") }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        return sql + " ORDER BY i.key"
     }
 
     /// The instructions of these kinds and generators (nil or empty: any), in key order, with their image's file.
     public func instructionsForExport(kinds: [String]?, generators: [String]?) throws -> [ExportedInstruction] {
-        var sql = """
-            SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id
-            FROM instructions i LEFT JOIN images m ON m.id = i.image_id
-            """
-        var conditions: [String] = []
-        var arguments: [any DatabaseValueConvertible] = []
-        if let kinds, !kinds.isEmpty {
-            conditions.append("i.kind IN (\(kinds.map { _ in "?" }.joined(separator: ", ")))")
-            arguments += kinds as [any DatabaseValueConvertible]
-        }
-        if let generators, !generators.isEmpty {
-            conditions.append("i.generator IN (\(generators.map { _ in "?" }.joined(separator: ", ")))")
-            arguments += generators as [any DatabaseValueConvertible]
-        }
-        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        sql += " ORDER BY i.key"
+        let kinds = kinds ?? [], generators = generators ?? []
+        let sql = Self.exportInstructionsSQL(kinds: kinds.count, generators: generators.count)
         return try read { db in
-            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
+            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(kinds + generators)).map { row in
                 ExportedInstruction(key: row[0], kind: row[1], conversations: row[2], imageID: row[6], fileName: row[3],
-                                    location: row[4], member: row[5])
+                                    location: row[4], member: row[5], id: row[7], meta: row[8])
             }
+        }
+    }
+
+    /// One sample of a tokenize config as `export llava --tokenized` writes it: its first instruction (with its
+    /// image's file) and the row's status and grouped-sample description (`tokenized.sample`, nil for a sample of
+    /// one instruction).
+    public struct ExportedSample: Sendable {
+        public var instruction: ExportedInstruction
+        public var status: String
+        public var sample: String?
+        public var error: String?
+    }
+
+    /// `export llava --tokenized`'s read: the samples of a tokenize config (`?`), first instructions in key order.
+    package static let exportTokenizedSamplesSQL = """
+        SELECT i.key, i.kind, i.conversations, m.file_name, m.location, m.member, i.image_id, i.id, i.meta,
+               t.status, t.sample, t.error
+        FROM tokenized t JOIN instructions i ON i.id = t.instruction_id LEFT JOIN images m ON m.id = i.image_id
+        WHERE t.config_hash = ? AND t.sample_of IS NULL ORDER BY i.key
+        """
+
+    /// The samples of tokenize config `configHash` (rows that are not `sample_of` another), in key order, and how
+    /// many instructions the config's rows cover.
+    public func tokenizedSamplesForExport(configHash: String) throws -> (samples: [ExportedSample], instructions: Int) {
+        try read { db in
+            let samples = try Row.fetchAll(db, sql: Self.exportTokenizedSamplesSQL, arguments: [configHash]).map { row in
+                ExportedSample(instruction: ExportedInstruction(key: row[0], kind: row[1], conversations: row[2], imageID: row[6],
+                                                                fileName: row[3], location: row[4], member: row[5], id: row[7],
+                                                                meta: row[8]),
+                               status: row[9], sample: row[10], error: row[11])
+            }
+            let instructions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokenized WHERE config_hash = ?",
+                                                arguments: [configHash]) ?? 0
+            return (samples: samples, instructions: instructions)
         }
     }
 

@@ -76,12 +76,12 @@ extension Catalog {
     /// Writes a pixel shard's row (when `shard` is given) and the pixel rows, in one transaction. A row for the same
     /// (sha256, config) is replaced.
     public func insertPixels(_ rows: [PixelsRecord], configHash: String, configJSON: String,
-                             shard: (name: String, sha256: String, bytes: Int, records: Int)?) throws {
+                             shard: (name: String, xxh3: String, bytes: Int, records: Int)?) throws {
         try write { db in
             var shardID: Int64?
             if let shard {
-                try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, sha256, bytes, records) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [configHash, shard.name, shard.sha256, shard.bytes, shard.records])
+                try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, xxh3_128, bytes, records) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [configHash, shard.name, shard.xxh3, shard.bytes, shard.records])
                 shardID = db.lastInsertedRowID
             }
             for row in rows {

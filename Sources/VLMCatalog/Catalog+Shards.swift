@@ -94,7 +94,9 @@ public struct ShardPlanRow: Sendable {
     /// XXH3-64 patchify recorded for the pixel member (nil for rows written before migration v10).
     public var pixelXXH3: UInt64?
     public var pixelShard: String?
-    public var pixelShardSHA256: String?
+    /// The pixel shard's XXH3-128, or its sha256 where none was recorded (pixel shards written before v15): what
+    /// the shard plan's fingerprint names it by.
+    public var pixelShardChecksum: String?
     /// A grouped sample's description (`tokenized.sample` JSON); nil for a sample of one instruction.
     public var sample: String?
 }
@@ -194,6 +196,18 @@ extension CatalogSnapshot {
                             arguments: [hash])
     }
 
+    /// True when config `tokenizedConfig` grouped instructions into samples (a row holds a grouped sample).
+    public func tokenizedConfigGroups(_ tokenizedConfig: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM tokenized WHERE config_hash = ? AND sample IS NOT NULL)",
+                          arguments: [tokenizedConfig]) ?? false
+    }
+
+    /// The first instructions of config `tokenizedConfig`'s grouped samples that join instructions of different
+    /// stated box frames (grouped before the workspace held a second frame; `tokenize` regroups them).
+    public func groupedSampleHeadsAcrossFrames(tokenizedConfig: String) throws -> Set<Int64> {
+        Set(try Int64.fetchAll(db, sql: Catalog.groupedSampleHeadsAcrossFramesSQL, arguments: [tokenizedConfig]))
+    }
+
     /// Walks the shard plan in key order until `body` returns false.
     public func forEachShardPlanRow(pixelsConfig: String?, tokenizedConfig: String,
                                     _ body: (ShardPlanRow) throws -> Bool) throws {
@@ -215,7 +229,7 @@ extension ShardPlanRow {
                 imageStatus: row["image_status"], width: row["width"], height: row["height"],
                 pixelStatus: row["pixel_status"], offset: row["offset"], size: row["size"], tiles: row["tiles"],
                 patches: row["patches"], patchDim: row["patch_dim"], gridRows: row["grid_rows"], gridCols: row["grid_cols"],
-                pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardSHA256: row["pixel_shard_sha256"],
+                pixelXXH3: (row["pixel_xxh3"] as Int64?).map { UInt64(bitPattern: $0) }, pixelShard: row["pixel_shard"], pixelShardChecksum: row["pixel_shard_checksum"],
                 sample: row["sample"])
     }
 }
@@ -230,7 +244,8 @@ extension Catalog {
                img.key AS image_key, img.external_id, img.file_name, img.sha256 AS image_sha256,
                img.location, img.member, img.format, img.status AS image_status, img.width, img.height,
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
-               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard, ps.sha256 AS pixel_shard_sha256,
+               p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3, ps.name AS pixel_shard,
+               COALESCE(ps.xxh3_128, ps.sha256) AS pixel_shard_checksum,
                t.sample
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id
@@ -257,7 +272,7 @@ extension Catalog {
                p.status AS pixel_status, p.offset, p.size, p.tiles, p.patches, p.patch_dim,
                p.grid_rows, p.grid_cols, p.xxh3 AS pixel_xxh3,
                (SELECT ps.name FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard,
-               (SELECT ps.sha256 FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard_sha256,
+               (SELECT COALESCE(ps.xxh3_128, ps.sha256) FROM pixel_shards ps WHERE ps.id = p.pixel_shard_id) AS pixel_shard_checksum,
                t.sample
         FROM tokenized t
         JOIN instructions i ON i.id = t.instruction_id

@@ -61,7 +61,8 @@ public struct SyntheticInputRows: Sendable {
     public var fingerprint: String
     public var pixelsConfig: String
     public var pixelShardName: String
-    public var pixelShardSHA256: String
+    /// XXH3-128 of the pixel shard file (as `patchify` records it).
+    public var pixelShardXXH3: String
     public var pixelShardBytes: Int
     public var tiles: Int
     public var patches: Int
@@ -71,14 +72,14 @@ public struct SyntheticInputRows: Sendable {
     public var samples: [Sample]
 
     public init(sourceName: String, imagesRoot: String, fingerprint: String, pixelsConfig: String,
-                pixelShardName: String, pixelShardSHA256: String, pixelShardBytes: Int, tiles: Int, patches: Int,
+                pixelShardName: String, pixelShardXXH3: String, pixelShardBytes: Int, tiles: Int, patches: Int,
                 patchDim: Int, tokenizedConfig: String, images: [Image], samples: [Sample]) {
         self.sourceName = sourceName
         self.imagesRoot = imagesRoot
         self.fingerprint = fingerprint
         self.pixelsConfig = pixelsConfig
         self.pixelShardName = pixelShardName
-        self.pixelShardSHA256 = pixelShardSHA256
+        self.pixelShardXXH3 = pixelShardXXH3
         self.pixelShardBytes = pixelShardBytes
         self.tiles = tiles
         self.patches = patches
@@ -98,8 +99,8 @@ extension Catalog {
                 INSERT INTO sources (kind, name, uri, images_root, fingerprint, created_at) VALUES ('synth', ?, 'synthetic', ?, ?, ?)
                 """, arguments: [inputs.sourceName, inputs.imagesRoot, inputs.fingerprint, Catalog.now()])
             let sourceID = db.lastInsertedRowID
-            try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, sha256, bytes, records) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [inputs.pixelsConfig, inputs.pixelShardName, inputs.pixelShardSHA256,
+            try db.execute(sql: "INSERT INTO pixel_shards (config_hash, name, xxh3_128, bytes, records) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [inputs.pixelsConfig, inputs.pixelShardName, inputs.pixelShardXXH3,
                                        inputs.pixelShardBytes, inputs.images.count])
             let pixelShardID = db.lastInsertedRowID
             var imageIDs: [Int64] = []

@@ -55,6 +55,40 @@ extension Catalog {
         ORDER BY i.id LIMIT ?
         """
 
+    /// The box frame an instruction's metadata states (`meta.box_frame`, a string), NULL when none: the frame
+    /// tokenize groups by (`TokenizeStage.processImage` reads the same key).
+    package static func statedFrameSQL(_ alias: String) -> String {
+        "(CASE WHEN json_valid(\(alias).meta) AND json_type(\(alias).meta, '$.box_frame') = 'text' THEN json_extract(\(alias).meta, '$.box_frame') END)"
+    }
+
+    /// The distinct box frames the workspace's image instructions state. One pass over the instructions; only
+    /// metadata that names `box_frame` is parsed.
+    package static let instructionBoxFramesSQL = """
+        SELECT DISTINCT \(statedFrameSQL("i")) AS frame FROM instructions i
+        WHERE i.image_id IS NOT NULL AND i.meta LIKE '%box_frame%' AND \(statedFrameSQL("i")) IS NOT NULL
+        ORDER BY frame
+        """
+
+    /// The rows of config argument 1 in a grouped sample whose head (`sample_of`) states another frame than they
+    /// do (a frame and none, or two frames): grouped while the workspace held at most one frame. Walks the
+    /// config's rows, with two primary-key lookups for each row of a grouped sample.
+    static let groupedAcrossFramesRows = """
+        FROM tokenized t
+        JOIN instructions i ON i.id = t.instruction_id
+        JOIN instructions h ON h.id = t.sample_of
+        WHERE t.config_hash = ? AND t.sample_of IS NOT NULL AND \(statedFrameSQL("i")) IS NOT \(statedFrameSQL("h"))
+        """
+
+    /// Images (id, key, number of instructions) holding such a sample (`groupedAcrossFramesRows`), in id order.
+    package static let imagesGroupedAcrossFramesSQL = """
+        SELECT img.id, img.key, (SELECT COUNT(*) FROM instructions n WHERE n.image_id = img.id)
+        FROM images img WHERE img.id IN (SELECT i.image_id \(groupedAcrossFramesRows))
+        ORDER BY img.id
+        """
+
+    /// The first instructions (`sample_of`) of such samples.
+    package static let groupedSampleHeadsAcrossFramesSQL = "SELECT DISTINCT t.sample_of \(groupedAcrossFramesRows)"
+
     /// An instruction to tokenize, with its image's pixels (for the config asked for) when there are any.
     public struct PendingInstruction: Sendable {
         public var id: Int64
@@ -110,6 +144,19 @@ extension Catalog {
                                    patches: row["patches"], patchDim: row["patch_dim"], gridRows: row["grid_rows"],
                                    gridCols: row["grid_cols"])
             }
+        }
+    }
+
+    /// The distinct box frames stated by the workspace's image instructions (`meta.box_frame`), sorted.
+    public func instructionBoxFrames() throws -> [String] {
+        try read { db in try String.fetchAll(db, sql: Self.instructionBoxFramesSQL) }
+    }
+
+    /// Images whose grouped samples of `configHash` join instructions of different stated frames (grouped under
+    /// the one-frame rule before the workspace held a second frame), with their keys and instruction counts.
+    public func imagesGroupedAcrossFrames(configHash: String) throws -> [(id: Int64, key: String, instructions: Int)] {
+        try read { db in
+            try Row.fetchAll(db, sql: Self.imagesGroupedAcrossFramesSQL, arguments: [configHash]).map { ($0[0], $0[1], $0[2]) }
         }
     }
 

@@ -207,26 +207,30 @@ public enum CatalogMerge {
                     LEFT JOIN p.instructions ph ON ph.id = pt.sample_of LEFT JOIN main.instructions mh ON mh.key = ph.key
                     ORDER BY pt.id
                     """)
-                // Pixel shards: same name and bytes are the same file; a name taken by other bytes gets a prefix.
+                // Pixel shards: same name and bytes are the same file; a name taken by other bytes gets a prefix. Bytes
+                // are compared by XXH3-128, or sha256 for pixel shards written before they had one (a 32-digit XXH3
+                // never equals a 64-digit sha256, so a pair with one of each is taken as different and renamed).
                 try db.execute(sql: """
                     CREATE TEMP TABLE pixel_shard_map AS
                     SELECT ps.id AS old, ps.name AS old_name,
-                           CASE WHEN ms.id IS NULL OR ms.sha256 = ps.sha256 THEN ps.name ELSE 'm\(position)-' || ps.name END AS new_name,
-                           ms.id IS NOT NULL AND ms.sha256 = ps.sha256 AS existing
+                           CASE WHEN ms.id IS NULL OR COALESCE(ms.xxh3_128, ms.sha256) = COALESCE(ps.xxh3_128, ps.sha256)
+                                THEN ps.name ELSE 'm\(position)-' || ps.name END AS new_name,
+                           ms.id IS NOT NULL AND COALESCE(ms.xxh3_128, ms.sha256) = COALESCE(ps.xxh3_128, ps.sha256) AS existing
                     FROM p.pixel_shards ps LEFT JOIN main.pixel_shards ms ON ms.name = ps.name
                     """)
                 defer { try? db.execute(sql: "DROP TABLE IF EXISTS temp.pixel_shard_map") }
                 try conflict("""
                     SELECT m.new_name FROM temp.pixel_shard_map m JOIN main.pixel_shards ms ON ms.name = m.new_name
-                    JOIN p.pixel_shards ps ON ps.id = m.old WHERE NOT m.existing AND ms.sha256 != ps.sha256
+                    JOIN p.pixel_shards ps ON ps.id = m.old
+                    WHERE NOT m.existing AND COALESCE(ms.xxh3_128, ms.sha256) IS NOT COALESCE(ps.xxh3_128, ps.sha256)
                     """, "pixel shard names taken by other files even after renaming")
                 for row in try Row.fetchAll(db, sql: "SELECT old_name, new_name FROM temp.pixel_shard_map WHERE NOT existing") {
                     pixelFiles.append((part.workspace.pixelShardsDirectory + "/" + (row["old_name"] as String),
                                        catalog.workspace.pixelShardsDirectory + "/" + (row["new_name"] as String)))
                 }
                 try insert("pixel_shards", """
-                    INSERT INTO main.pixel_shards (config_hash, name, sha256, bytes, records)
-                    SELECT ps.config_hash, m.new_name, ps.sha256, ps.bytes, ps.records FROM p.pixel_shards ps
+                    INSERT INTO main.pixel_shards (config_hash, name, sha256, bytes, records, xxh3_128)
+                    SELECT ps.config_hash, m.new_name, ps.sha256, ps.bytes, ps.records, ps.xxh3_128 FROM p.pixel_shards ps
                     JOIN temp.pixel_shard_map m ON m.old = ps.id WHERE NOT m.existing ORDER BY ps.id
                     """)
                 try insert("pixels", """

@@ -354,6 +354,24 @@ public enum Schema {
                                                             -- conversations (the merged turns that were tokenized)
         ALTER TABLE tokenized ADD COLUMN sample_of INTEGER REFERENCES instructions(id);
         """),
+        Migration(name: "v15_shard19c_pixel_shard_xxh3", sql: """
+        -- Pixel shards get the XXH3-128 `patchify` computes as it writes them (training shards have had one since
+        -- v8); their sha256 is computed only on demand (`verify --deep` records it), so pixel_shards.sha256 becomes
+        -- nullable (a table rebuild, as v13 did for shards). Rows from before keep their sha256 and no XXH3-128.
+        CREATE TABLE pixel_shards_v15 (
+            id INTEGER PRIMARY KEY,
+            config_hash TEXT NOT NULL,
+            name TEXT NOT NULL UNIQUE,          -- file name under shards/pixels/
+            sha256 TEXT,                        -- NULL unless computed on demand (or written before v15)
+            bytes INTEGER NOT NULL,
+            records INTEGER NOT NULL,
+            xxh3_128 TEXT                       -- XXH3_128bits of the whole file, as `xxhsum -H2` prints it
+        );
+        INSERT INTO pixel_shards_v15 (id, config_hash, name, sha256, bytes, records)
+            SELECT id, config_hash, name, sha256, bytes, records FROM pixel_shards;
+        DROP TABLE pixel_shards;
+        ALTER TABLE pixel_shards_v15 RENAME TO pixel_shards;
+        """),
     ]
 
     /// The whole schema as one SQL text, as written to `Schemas/catalog.sql`.

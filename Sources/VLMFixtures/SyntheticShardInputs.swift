@@ -78,7 +78,7 @@ public struct SyntheticShardInputs: Sendable {
             }
             try tar.finish()
         }
-        let shardSHA = try Hashing.sha256(file: pixelShardPath)
+        let shardXXH3 = try XXH3.hash128(file: pixelShardPath)
         let shardBytes = (try FileManager.default.attributesOfItem(atPath: pixelShardPath)[.size] as? NSNumber)?.intValue ?? 0
         var samples: [SyntheticInputRows.Sample] = []
         for i in 0 ..< count {
@@ -100,7 +100,7 @@ public struct SyntheticShardInputs: Sendable {
         }
         try catalog.insertSyntheticInputs(SyntheticInputRows(
             sourceName: sourceName, imagesRoot: imageDir, fingerprint: "seed-\(seed)", pixelsConfig: pixelsConfig,
-            pixelShardName: pixelShardName, pixelShardSHA256: shardSHA, pixelShardBytes: shardBytes, tiles: tiles,
+            pixelShardName: pixelShardName, pixelShardXXH3: shardXXH3, pixelShardBytes: shardBytes, tiles: tiles,
             patches: patches, patchDim: patchDim, tokenizedConfig: tokenizedConfig,
             images: images.enumerated().map { i, image in
                 SyntheticInputRows.Image(key: "\(sourceName)_img_\(i)", externalID: i, fileName: "img_\(i).jpg",

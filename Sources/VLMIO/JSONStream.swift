@@ -70,6 +70,57 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
     }
 }
 
+/// The members of one record that a reader keeps (`JSONStreamReader.MemberAction.eachFields`): the values of
+/// the named members, looked up by their index in `names`, with the typed accessors of `JSONValue`.
+///
+/// ```swift
+/// let fields = JSONFields(["id", "caption"])
+/// try reader.forEachTopLevelMember { key in
+///     key == "annotations" ? .eachFields(fields, { f, i in print(try f.int(0, file: path, record: "annotations[\(i)]")) },
+///                                        rejected: { error, _ in print(error) }) : .skip
+/// }
+/// ```
+public final class JSONFields {
+    public let names: [String]
+    let utf8Names: [[UInt8]]
+    /// Whether each name is one of the reader's `elementSkipKeys` (set when a walk starts).
+    var skipped: [Bool]
+    /// The value of each named member in the current record; nil when the record lacks it.
+    public internal(set) var values: [JSONValue?]
+    /// The record's type name ("an array", ...) when it is not an object; nil for an object.
+    public internal(set) var notAnObject: String?
+
+    public init(_ names: [String]) {
+        self.names = names
+        utf8Names = names.map { Array($0.utf8) }
+        skipped = Array(repeating: false, count: names.count)
+        values = Array(repeating: nil, count: names.count)
+    }
+
+    func clear() {
+        for i in values.indices { values[i] = nil }
+        notAnObject = nil
+    }
+
+    public subscript(field: Int) -> JSONValue? { values[field] }
+
+    public func int(_ field: Int, file: String, record: @autoclosure () -> String) throws -> Int64 {
+        try JSONValue.int(values[field], key: names[field], file: file, record: record())
+    }
+
+    public func double(_ field: Int, file: String, record: @autoclosure () -> String) throws -> Double {
+        try JSONValue.double(values[field], key: names[field], file: file, record: record())
+    }
+
+    public func string(_ field: Int, file: String, record: @autoclosure () -> String) throws -> String {
+        try JSONValue.string(values[field], key: names[field], file: file, record: record())
+    }
+
+    public func optionalString(_ field: Int, file: String, record: @autoclosure () -> String) throws -> String? {
+        try JSONValue.optionalString(values[field], key: names[field], file: file, record: record())
+    }
+}
+
 /// A pull parser over a file, read in 1 MiB blocks: memory stays bounded by the largest single element
 /// materialized, however large the file (a 450 MB COCO instances file parses in a few MB).
 ///
@@ -95,6 +146,10 @@ public final class JSONStreamReader {
         /// As `eachElement`, but a rejected element (see the type's summary) goes to `rejected` with its index
         /// and the walk goes on.
         case eachRecord((JSONValue, Int) throws -> Void, rejected: (VLMError, Int) throws -> Void)
+        /// As `eachRecord`, without building the element as a `JSONValue`: an object element's members named in
+        /// `fields` are kept there (the last of a repeated name wins), the others are read with the same checks
+        /// and limits and dropped. `body` gets the same `fields` each time, refilled per element.
+        case eachFields(JSONFields, (JSONFields, Int) throws -> Void, rejected: (VLMError, Int) throws -> Void)
     }
 
     public let path: String
@@ -243,6 +298,15 @@ public final class JSONStreamReader {
                 try forEachElement(named: key, body, rejected: nil)
             case .eachRecord(let body, let rejected):
                 try forEachElement(named: key, body, rejected: rejected)
+            case .eachFields(let fields, let body, let rejected):
+                fields.skipped = fields.names.map { elementSkipKeys.contains($0) }
+                try forEachArrayElement(named: key) { index in
+                    if let problem = try readFieldsRecord(fields) {
+                        try rejected(problem, index)
+                    } else {
+                        try body(fields, index)
+                    }
+                }
             }
             (contextName, contextIndex) = ("", nil)
             try skipWhitespace()
@@ -332,6 +396,19 @@ public final class JSONStreamReader {
 
     private func forEachElement(named name: String, _ body: (JSONValue, Int) throws -> Void,
                                 rejected: ((VLMError, Int) throws -> Void)?) throws {
+        try forEachArrayElement(named: name) { index in
+            switch try readRecord() {
+            case .success(let value): try body(value, index)
+            case .failure(let problem):
+                guard let rejected else { throw problem }
+                try rejected(problem, index)
+            }
+        }
+    }
+
+    /// Walks the array that is the value of member `name` (or the top-level array): `element` reads each
+    /// element, with the context set to `name[index]`.
+    private func forEachArrayElement(named name: String, _ element: (Int) throws -> Void) throws {
         (contextName, contextIndex) = (name, nil)
         try skipWhitespace()
         guard try peek() == UInt8(ascii: "[") else {
@@ -343,18 +420,81 @@ public final class JSONStreamReader {
         var index = 0
         while true {
             contextIndex = index
-            switch try readRecord() {
-            case .success(let value): try body(value, index)
-            case .failure(let problem):
-                guard let rejected else { throw problem }
-                try rejected(problem, index)
-            }
+            try element(index)
             index += 1
             try skipWhitespace()
             let b = try next()
             if b == UInt8(ascii: "]") { break }
             guard b == UInt8(ascii: ",") else { throw error("expected ',' or ']' in array") }
         }
+    }
+
+    /// Reads one record into `fields` (see `MemberAction.eachFields`); returns the problem that rejected it, if
+    /// one did. Exactly the checks, limits and messages of `readRecord`, whose object branch this mirrors.
+    private func readFieldsRecord(_ fields: JSONFields) throws -> VLMError? {
+        inRecord = true
+        rejection = nil
+        materialized = 0
+        lastKey = ""
+        defer { inRecord = false; rejection = nil }
+        fields.clear()
+        try skipWhitespace()
+        guard maxDepth > 0, try peek() == UInt8(ascii: "{") else {
+            // Not an object (or no depth allowed): materialized as before, for its type name.
+            let value = try readValue()
+            if rejection == nil { fields.notAnObject = value.typeName }
+            return rejection
+        }
+        try count(16)
+        position += 1
+        try skipWhitespace()
+        if try peek() == UInt8(ascii: "}") { position += 1; return rejection }
+        while true {
+            try skipWhitespace()
+            guard try peek() == UInt8(ascii: "\"") else { throw error("expected a member name") }
+            let field = try readMemberName(fields)
+            try expect(UInt8(ascii: ":"))
+            if field >= 0 ? fields.skipped[field] : elementSkipKeys.contains(lastKey) {
+                try skipValue()
+            } else {
+                let value = try readValue(depth: 1)
+                if rejection == nil, field >= 0 { fields.values[field] = value }
+            }
+            try skipWhitespace()
+            let c = try next()
+            if c == UInt8(ascii: "}") { return rejection }
+            guard c == UInt8(ascii: ",") else { throw error("expected ',' or '}' in object") }
+        }
+    }
+
+    /// Reads a member name (the parser at its opening quote), sets `lastKey`, and returns the index of that
+    /// name in `fields`, or -1. A plain name in the buffer is compared byte for byte, without a String.
+    private func readMemberName(_ fields: JSONFields) throws -> Int {
+        let start = position + 1
+        var end = start
+        while end < limit {
+            let c = buffer[end]
+            if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
+            end += 1
+        }
+        if end < limit, buffer[end] == UInt8(ascii: "\""), end - start <= maxStringBytes {
+            let length = end - start
+            let match = buffer.withUnsafeBufferPointer { buf -> Int in
+                for (i, name) in fields.utf8Names.enumerated() where name.count == length {
+                    if name.withUnsafeBufferPointer({ memcmp($0.baseAddress!, buf.baseAddress! + start, length) == 0 }) { return i }
+                }
+                return -1
+            }
+            if match >= 0 {
+                position = end + 1
+                try count(length)
+                lastKey = fields.names[match]
+                return match
+            }
+        }
+        let key = try readString()
+        lastKey = key
+        return fields.names.firstIndex(of: key) ?? -1
     }
 
     /// Materializes the next value.
@@ -686,7 +826,24 @@ public final class JSONStreamReader {
 /// Typed field access with errors that name the record and field.
 extension JSONValue {
     public func int(_ key: String, file: String, record: @autoclosure () -> String) throws -> Int64 {
-        switch self[key] {
+        try Self.int(self[key], key: key, file: file, record: record())
+    }
+
+    public func double(_ key: String, file: String, record: @autoclosure () -> String) throws -> Double {
+        try Self.double(self[key], key: key, file: file, record: record())
+    }
+
+    public func string(_ key: String, file: String, record: @autoclosure () -> String) throws -> String {
+        try Self.string(self[key], key: key, file: file, record: record())
+    }
+
+    public func optionalString(_ key: String, file: String, record: @autoclosure () -> String) throws -> String? {
+        try Self.optionalString(self[key], key: key, file: file, record: record())
+    }
+
+    /// Member `key`'s value as an integer (a whole number written as a double is accepted).
+    static func int(_ value: JSONValue?, key: String, file: String, record: @autoclosure () -> String) throws -> Int64 {
+        switch value {
         case .int(let v)?: return v
         case .double(let v)? where v == v.rounded() && abs(v) < 9e15: return Int64(v)
         case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
@@ -694,8 +851,8 @@ extension JSONValue {
         }
     }
 
-    public func double(_ key: String, file: String, record: @autoclosure () -> String) throws -> Double {
-        switch self[key] {
+    static func double(_ value: JSONValue?, key: String, file: String, record: @autoclosure () -> String) throws -> Double {
+        switch value {
         case .int(let v)?: return Double(v)
         case .double(let v)?: return v
         case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
@@ -703,16 +860,16 @@ extension JSONValue {
         }
     }
 
-    public func string(_ key: String, file: String, record: @autoclosure () -> String) throws -> String {
-        switch self[key] {
+    static func string(_ value: JSONValue?, key: String, file: String, record: @autoclosure () -> String) throws -> String {
+        switch value {
         case .string(let v)?: return v
         case nil: throw VLMError.badInput(file: file, record: record(), "missing field '\(key)'")
         case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected a string")
         }
     }
 
-    public func optionalString(_ key: String, file: String, record: @autoclosure () -> String) throws -> String? {
-        switch self[key] {
+    static func optionalString(_ value: JSONValue?, key: String, file: String, record: @autoclosure () -> String) throws -> String? {
+        switch value {
         case .string(let v)?: return v
         case nil, .null?: return nil
         case let other?: throw VLMError.badInput(file: file, record: record(), "field '\(key)' is \(other.typeName), expected a string")

@@ -246,7 +246,9 @@ final class PixelShardWriter {
     let config: PreprocessConfig
     let targetBytes: Int
     private var nextIndex: Int
-    private var open: (path: String, name: String, temp: String, file: FileWriter, tar: TarWriter)?
+    /// The shard being written; `output` computes its XXH3-128 as the bytes go out (the shard's integrity hash,
+    /// recorded in `pixel_shards.xxh3_128`), so a closed shard is never read back to be hashed.
+    private var open: (path: String, name: String, temp: String, output: XXH3TarOutput, tar: TarWriter)?
     /// The hashes written or failed since the last commit (not yet in the catalog).
     var uncommittedHashes: Set<String> { Set(rows.map(\.0.sha256)) }
 
@@ -284,7 +286,7 @@ final class PixelShardWriter {
             if open == nil { try openShard() }
             let member = try open!.tar.add(name: "\(item.sha256).npy", bytes: npy)
             rows.append((item, .ok(member: member, grid: grid, xxh3: XXH3.hash64(npy))))
-            if open!.file.offset >= targetBytes { try closeShard() }
+            if open!.output.offset >= targetBytes { try closeShard() }
         }
     }
 
@@ -296,7 +298,7 @@ final class PixelShardWriter {
     /// Drops the open shard's temporary file (its rows were never committed).
     func abandon() throws {
         if let open {
-            try? open.file.close()
+            try? open.output.file.close()
             unlink(open.temp)
         }
         open = nil
@@ -307,26 +309,26 @@ final class PixelShardWriter {
         nextIndex += 1
         let path = catalog.workspace.pixelShardsDirectory + "/" + name
         let temp = AtomicFile.temporaryPath(for: path)
-        let file = try FileWriter(path: temp)
-        open = (path, name, temp, file, TarWriter(file))
+        let output = XXH3TarOutput(try FileWriter(path: temp))
+        open = (path, name, temp, output, TarWriter(output: output))
     }
 
     private func closeShard() throws {
         guard let shard = open else { return }
         try shard.tar.finish()
-        try shard.file.sync()
-        let bytes = shard.file.offset
-        try shard.file.close()
-        let sha = try Hashing.sha256(file: shard.temp)
+        try shard.output.file.sync()
+        let bytes = shard.output.offset
+        try shard.output.file.close()
+        let xxh3 = shard.output.xxh3_128
         guard rename(shard.temp, shard.path) == 0 else {
             throw VLMError.io(file: shard.path, "rename from \(shard.temp) failed: \(String(cString: strerror(errno)))")
         }
         AtomicFile.syncDirectory(of: shard.path)
         open = nil
-        try commit(shard: (shard.name, sha, bytes))
+        try commit(shard: (shard.name, xxh3, bytes))
     }
 
-    private func commit(shard: (name: String, sha256: String, bytes: Int)?) throws {
+    private func commit(shard: (name: String, xxh3: String, bytes: Int)?) throws {
         let pending = rows
         let members = pending.filter { if case .ok = $0.1 { true } else { false } }.count
         let records: [PixelsRecord] = pending.map { item, written in
@@ -340,7 +342,7 @@ final class PixelShardWriter {
             }
         }
         try catalog.insertPixels(records, configHash: configHash, configJSON: configJSON,
-                                 shard: shard.map { ($0.name, $0.sha256, $0.bytes, members) })
+                                 shard: shard.map { ($0.name, $0.xxh3, $0.bytes, members) })
         rows.removeAll()
         counts["pixels", default: 0] += members
         counts["errors", default: 0] += pending.count - members

@@ -166,13 +166,27 @@ public struct TokenizeStage: Sendable {
         config.part = options.part
         let fingerprint = try catalog.instructionsFingerprint()
         let part = options.part
-        let pendingCount: Int
+        var pendingCount: Int
         if let part {
             pendingCount = try catalog.pendingTokenizeKeys(configHash: configHash)
                 .filter { part.owns(imageKey: $0.imageKey, sampleKey: $0.key) }.count
         } else {
             pendingCount = try catalog.pendingTokenizeCount(configHash: configHash)
         }
+        // Grouping follows the workspace's frames: with more than one, each image is grouped per stated frame and
+        // its frameless instructions apart, so any frame shard takes keeps them. Images grouped whole before a
+        // second frame appeared are grouped again (their rows replaced), whichever part gained the new frame.
+        let byFrame: Bool
+        let regroup: [(id: Int64, key: String, instructions: Int)]
+        if groups, try catalog.instructionBoxFrames().count > 1 {
+            byFrame = true
+            regroup = try catalog.imagesGroupedAcrossFrames(configHash: configHash)
+                .filter { part?.owns(imageKey: $0.key, sampleKey: $0.key) ?? true }
+        } else {
+            byFrame = false
+            regroup = []
+        }
+        pendingCount += regroup.reduce(0) { $0 + $1.instructions }
         if pendingCount == 0 {
             var report = StageReport(stage: "tokenize", counts: try counts(catalog, configHash), skipped: true)
             report.counts["written"] = 0
@@ -237,15 +251,11 @@ public struct TokenizeStage: Sendable {
                 return out.flatMap { $0 }
             }
             if groups {
-                // Images with an instruction still to tokenize, a batch of images at a time: each image's
-                // instructions are grouped whole (rows it already had for this config are replaced, so an
-                // instruction added since is grouped with the others).
-                var lastImage: Int64 = 0
                 let imagesPerBatch = max(1, options.batchSize / 8)
-                while true {
-                    let ids = try catalog.pendingTokenizeImages(after: lastImage, configHash: configHash, limit: imagesPerBatch)
-                    guard let first = ids.first, let last = ids.last else { break }
-                    lastImage = last
+                // Tokenizes images `ids` (ascending) whole: the rows they already had for this config are replaced,
+                // so an instruction added since is grouped with the others, and the groups follow `byFrame`.
+                func groupImages(_ ids: [Int64]) throws {
+                    guard let first = ids.first, let last = ids.last else { return }
                     let wanted = Set(ids)
                     var groupsOfImage: [[Pending]] = []
                     for row in try catalog.imageInstructions(from: first, through: last, pixelsConfig: pixelsConfig) {
@@ -260,9 +270,24 @@ public struct TokenizeStage: Sendable {
                             groupsOfImage.append([pending])
                         }
                     }
-                    if groupsOfImage.isEmpty { continue }
+                    if groupsOfImage.isEmpty { return }
                     try catalog.deleteTokenized(imageIDs: groupsOfImage.compactMap { $0.first?.imageID }, configHash: configHash)
-                    try store(parallel(groupsOfImage) { group, masker in processImage(group, masker) })
+                    try store(parallel(groupsOfImage) { group, masker in processImage(group, masker, byFrame: byFrame) })
+                }
+                // Images grouped under the one-frame rule, now that the workspace holds several frames.
+                var start = 0
+                while start < regroup.count {
+                    let end = min(regroup.count, start + imagesPerBatch)
+                    try groupImages(regroup[start..<end].map(\.id))
+                    start = end
+                }
+                // Images with an instruction still to tokenize, a batch of images at a time.
+                var lastImage: Int64 = 0
+                while true {
+                    let ids = try catalog.pendingTokenizeImages(after: lastImage, configHash: configHash, limit: imagesPerBatch)
+                    guard let last = ids.last else { break }
+                    lastImage = last
+                    try groupImages(ids)
                 }
             }
             while !groups {
@@ -300,6 +325,7 @@ public struct TokenizeStage: Sendable {
         result["mismatch"] = mismatches
         result["llava_differs"] = llavaDiffers
         result["unsupervised"] = unsupervised
+        if !regroup.isEmpty { result["regrouped_images"] = regroup.count }
         // Invariant: the run produced supervised samples. A run in which every sample lost its supervision
         // (a template that does not fit the tokenizer) is an error, not an empty success.
         if written > 0, supervisedRows == 0, !options.allowUnsupervised {
@@ -397,12 +423,13 @@ extension TokenizeStage {
     /// One image's instructions (catalog order) as grouped samples: every instruction gets exactly one row, either a
     /// sample's own or one naming the first instruction of the sample its turns are in.
     ///
-    /// Instructions that state boxes in different frames (`meta.box_frame`, several `--box-frame` runs in one
-    /// workspace) are grouped per frame, those stating none together, so `shard` can still pick the frame of its
-    /// pixels. Each group is split greedily, in order, into the longest runs whose tokens fit `maxLength`; a run of
+    /// `byFrame` (the workspace's instructions state more than one box frame, `meta.box_frame`: several
+    /// `--box-frame` runs): the instructions are grouped per stated frame, and those stating none in a group of
+    /// their own, so whichever frame `shard` takes for its pixels keeps them. Otherwise an image is one group.
+    /// Each group is split greedily, in order, into the longest runs whose tokens fit `maxLength`; a run of
     /// one instruction, an instruction that does not parse, and a run that would leave an answer unsupervised are
     /// tokenized on their own, exactly as with one sample per instruction.
-    func processImage(_ instructions: [Pending], _ masker: LLaVAMasker) -> [Row] {
+    func processImage(_ instructions: [Pending], _ masker: LLaVAMasker, byFrame: Bool) -> [Row] {
         var rows: [Row] = []
         var parsed: [Parsed] = []
         for p in instructions {
@@ -422,19 +449,10 @@ extension TokenizeStage {
         if let first = parsed.first?.pending, case .failure? = first.pixelTokens {
             return rows + parsed.map { process($0.pending, masker) }
         }
-        // Groups by stated frame: all together when at most one frame is stated.
-        let frames = Set(parsed.compactMap(\.frame))
-        var groups: [[Int]] = []
-        if frames.count <= 1 {
-            groups = [Array(parsed.indices)]
-        } else {
-            var byFrame: [String: Int] = [:]
-            for (i, item) in parsed.enumerated() {
-                let label = item.frame ?? ""
-                if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
-            }
-        }
-        for group in groups where !group.isEmpty {
+        // Groups by stated frame when the workspace states several (also on an image that states one frame or
+        // none: its frameless instructions must not share a group with a frame another image's pixels may not
+        // take); all together otherwise. The image's own frames are a subset of the workspace's.
+        for group in Self.frameGroups(parsed.map(\.frame), byFrame: byFrame) where !group.isEmpty {
             var start = 0
             while start < group.count {
                 // The longest run from `start` that fits: the whole rest first (the usual case), else grown one by one.
@@ -462,6 +480,21 @@ extension TokenizeStage {
             }
         }
         return rows
+    }
+
+    /// One image's instructions (catalog order, given by the box frame each states) as the groups a sample is made
+    /// of before any length limit: all together when the workspace states at most one frame (`byFrame` false) and
+    /// the image at most one, else one group per stated frame (those stating none together), each in order.
+    /// `export llava` groups an image's instructions with it too.
+    static func frameGroups(_ frames: [String?], byFrame: Bool) -> [[Int]] {
+        guard byFrame || Set(frames.compactMap { $0 }).count > 1 else { return [Array(frames.indices)] }
+        var groups: [[Int]] = []
+        var byFrame: [String: Int] = [:]
+        for (i, frame) in frames.enumerated() {
+            let label = frame ?? ""
+            if let g = byFrame[label] { groups[g].append(i) } else { byFrame[label] = groups.count; groups.append([i]) }
+        }
+        return groups
     }
 
     /// The row of one grouped sample of `items` (at least two), or nil when they do not fit `maxLength` whole, do

@@ -6,7 +6,10 @@ import VLMCore
 /// rows, the frame being part of their keys). For each (generator, kind) the plan keeps the instructions made for
 /// the pixels' frame; failing those, the ones made for the whole image (`original`) when they state no box and the
 /// pixels are padded (a pad cuts nothing, so counts and presence hold); when a kind has neither, shard refuses,
-/// naming the frames, since its boxes would point at the wrong place in what the model sees.
+/// naming the frames, since its boxes would point at the wrong place in what the model sees. In a grouped
+/// tokenization every sample (a group, or an instruction on its own) is in one class, "grouped/turns": tokenize
+/// groups per frame when the workspace holds several, with the frameless instructions apart, so no sample joins
+/// two frames.
 ///
 /// The choice is made over every row of the chosen tokenize and pixel configs, also when shard runs one part
 /// (`--part I/N`): rows of other parts are noted with no plan index. So each part keeps exactly the rows the

@@ -256,14 +256,17 @@ public final class ShardBuilder {
         /// The frame the instruction's boxes are stated in, when it states any.
         var boxFrame: BoxFrame?
         var pixelShardName = "-"
-        var pixelShardSHA256 = "-"
+        /// The pixel shard's XXH3-128 (its sha256 for pixel shards written before they had one).
+        var pixelShardChecksum = "-"
         /// A grouped sample's instruction keys (`tokenized.sample`); nil for a sample of one instruction.
         var instructions: [String]? = nil
 
-        /// The generator and kind the frame choice knows this sample by: grouped samples are chosen among
-        /// themselves, whatever kinds they join.
-        var frameGenerator: String { instructions == nil ? generator : "grouped" }
-        var frameKind: String { instructions == nil ? kind : "turns" }
+        /// The class the frame choice knows this sample by (`FrameChoice.note`): in a grouped tokenization every
+        /// sample, also a single instruction's, is chosen among the grouped ones, whatever kinds they join;
+        /// otherwise by its generator and kind.
+        func frameClass(grouped: Bool) -> (generator: String, kind: String) {
+            grouped || instructions != nil ? ("grouped", "turns") : (generator, kind)
+        }
     }
 
     // MARK: - Planning
@@ -379,14 +382,14 @@ public final class ShardBuilder {
                                    member: (row.imageSHA256 ?? "") + ".npy")
         }
         item.pixelShardName = row.pixelShard ?? "-"
-        item.pixelShardSHA256 = row.pixelShardSHA256 ?? "-"
+        item.pixelShardChecksum = row.pixelShardChecksum ?? "-"
         return inPart ? .item(item, statesFrame: statesFrame, statesBox: statesBox)
                       : .otherPart(item, statesFrame: statesFrame, statesBox: statesBox)
     }
 
     /// The line of `item` that the plan's fingerprint hashes.
     static func fingerprintLine(_ item: PlanItem) -> [UInt8] {
-        let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardSHA256,
+        let line: [String] = [item.key, "\(item.tokenizedID)", item.image?.sha256 ?? "-", item.pixelShardName, item.pixelShardChecksum,
                               "\(item.pixels?.offset ?? -1)", "\(item.pixels?.size ?? -1)"]
         return Array((line.joined(separator: "\t") + "\n").utf8)
     }
@@ -424,6 +427,7 @@ public final class ShardBuilder {
             var tokenMismatchCount = 0
             var clashes: [(index: Int, text: String)] = []
             var frames = FrameChoice(pixelFrame: pixelFrame)
+            let grouped = try snapshot.tokenizedConfigGroups(tokenizedConfig)
             try snapshot.forEachShardPlanRow(pixelsConfig: pixelsConfig, tokenizedConfig: tokenizedConfig) { row in
                 let item: PlanItem
                 switch try planned(row, pixelsConfig: pixelsConfig, heldOut: heldOut) {
@@ -434,14 +438,16 @@ public final class ShardBuilder {
                     // Rows of other parts are not planned, but they still count in the frame choice, so the
                     // choice is that of the whole workspace whichever part is run (see FrameChoice).
                     if statesFrame {
-                        frames.note(nil, key: other.key, generator: other.frameGenerator, kind: other.frameKind,
+                        let (generator, kind) = other.frameClass(grouped: grouped)
+                        frames.note(nil, key: other.key, generator: generator, kind: kind,
                                     stated: other.boxFrame, statesBox: statesBox)
                     }
                     return true
                 case .item(let planned, let statesFrame, let statesBox):
                     item = planned
                     if statesFrame {
-                        frames.note(entries.count, key: item.key, generator: item.frameGenerator, kind: item.frameKind,
+                        let (generator, kind) = item.frameClass(grouped: grouped)
+                        frames.note(entries.count, key: item.key, generator: generator, kind: kind,
                                     stated: item.boxFrame, statesBox: statesBox)
                     }
                 }
@@ -461,6 +467,17 @@ public final class ShardBuilder {
             }
             let dropped = try frames.dropped(catalogPath: catalog.workspace.catalogPath, pixelsConfig: pixelsConfig)
             if !dropped.isEmpty {
+                // A grouped sample left out for its frame must hold only instructions of that frame: one grouped
+                // while the workspace held one frame also holds its image's captions, which would be lost with it.
+                let mixed = try snapshot.groupedSampleHeadsAcrossFrames(tokenizedConfig: tokenizedConfig)
+                let lost = mixed.isEmpty ? [] : dropped.filter { mixed.contains(entries[$0].instructionID) }.sorted()
+                if let first = lost.first {
+                    throw VLMError(.conflict, file: catalog.workspace.catalogPath, record: "tokenized config \(tokenizedConfig)",
+                                   "\(lost.count) grouped samples to leave out for their box frame also hold instructions of "
+                                   + "another frame or none (e.g. instruction \(entries[first].instructionID)): they were grouped "
+                                   + "before the workspace held a second frame; run `vlmdata tokenize` again with the same options "
+                                   + "to regroup them")
+                }
                 skipped["other_box_frame"] = dropped.count
                 entries = entries.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
                 // A clash's position among the samples kept.
@@ -524,6 +541,9 @@ public final class ShardBuilder {
             throw VLMError(.invalidArgument, record: "--name", "'\(options.name)': use letters, digits, _ and - only")
         }
         guard options.targetBytes > 0 else { throw VLMError(.invalidArgument, record: "--target-size", "must be positive") }
+        // The writers' chunk buffers are faulted in on another core while this one plans (planning is one thread).
+        let buffers = Self.chunks * max(1, options.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        DispatchQueue.global().async { HashingFileWriter.prepareBuffers(chunkSize: Self.chunkSize, count: buffers) }
         let existing = try committedShards()
         let plan = try makePlan(foreign: try foreignSampleKeys(ours: existing))
         let paramsHash = Catalog.paramsHash(plan.params)
@@ -819,13 +839,15 @@ public final class ShardBuilder {
         return sample
     }
 
+    /// Three 2 MiB write chunks (one huge page each) per shard writer: fresh memory is slow to fault in on a VM
+    /// (32 MiB took 20-110 ms here), and `--jobs` writers each hold their own (`run` faults them in while planning).
+    static let chunkSize = 2 << 20, chunks = 3
+
     /// Writes one shard to `tmp` (hashed as it is written, fsynced) and returns its index rows, sha256 (when
     /// asked for), XXH3-128 and size. On an error the temporary file is removed.
     static func write(_ job: ShardJob, to tmp: String, workspace: Workspace, sha256: Bool) throws
         -> (rows: [SampleIndexRow], sha256: String?, xxh3: String, bytes: Int) {
-        // Three 2 MiB chunks (one huge page each) per writer: fresh memory is slow to fault in on a VM (32 MiB
-        // took 20-110 ms here), and `--jobs` writers each hold their own.
-        let file = try ShardOutput(path: tmp, chunkSize: 2 << 20, chunks: 3, sha256: sha256)
+        let file = try ShardOutput(path: tmp, chunkSize: chunkSize, chunks: chunks, sha256: sha256)
         var pixelFiles = PixelFiles()
         defer { pixelFiles.closeAll() }
         do {
@@ -875,16 +897,20 @@ public final class ShardBuilder {
                 throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))", "pixel shard ends before the indexed npy")
             }
             let record = UnsafeRawBufferPointer(rebasing: file[pixels.offset ..< pixels.offset + pixels.size])
-            let head = UnsafeRawBufferPointer(rebasing: record.prefix(512))
-            let header: NpyHeader
-            do { header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)") } catch let error as VLMError {
-                throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
-                               "no pixel npy where the catalog points: \(error.message)")
-            }
             let expected = pixels.grid.shape
-            guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
-                throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
-                               "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
+            // Usually the record starts with exactly the header numpy (and patchify) writes for that shape: one
+            // comparison. Any other header is parsed, and must still say uint8 of that shape.
+            if !pixelFiles.isStandardNpy(record, shape: expected) {
+                let head = UnsafeRawBufferPointer(rebasing: record.prefix(512))
+                let header: NpyHeader
+                do { header = try Npy.parseHeader(head, name: "\(pixels.shardName)@\(pixels.offset)") } catch let error as VLMError {
+                    throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
+                                   "no pixel npy where the catalog points: \(error.message)")
+                }
+                guard header.dtype == .uint8, header.shape == expected, header.fileByteCount == pixels.size else {
+                    throw VLMError(.corrupt, file: path, record: "offset \(pixels.offset) (\(item.key))",
+                                   "pixel npy is \(header.dtype) \(header.shape) in \(pixels.size) bytes; the catalog says uint8 \(expected)")
+                }
             }
             // The pixel member must still be the bytes patchify wrote: the copy gets a fresh checksum, so a
             // change not caught here would be served as good.
@@ -1014,8 +1040,10 @@ final class SampleStream: @unchecked Sendable {
 
 /// Writes up to `jobs` shards at once, each on its own serial queue (so a shard's hashing and I/O queues never wait
 /// for a free pool thread), and runs their commits strictly in shard order: a shard whose predecessor has not
-/// committed waits for it. When a shard fails, the shards after it are cancelled (their temporary files removed),
-/// the ones before it still commit, and `check()`/`wait()` throw the first error.
+/// committed waits for it. A shard gives its writing slot back once its file is written and fsynced, so the next
+/// shard is written while this one waits for its turn, renames and commits (there are twice as many queues as
+/// slots for that). When a shard fails, the shards after it are cancelled (their temporary files removed), the
+/// ones before it still commit, and `check()`/`wait()` throw the first error.
 final class OrderedShardWriters: @unchecked Sendable {
     private let queues: [DispatchQueue]
     private let group = DispatchGroup()
@@ -1026,7 +1054,7 @@ final class OrderedShardWriters: @unchecked Sendable {
     private var firstFailedShard = Int.max
 
     init(jobs: Int, firstShard: Int) {
-        queues = (0 ..< jobs).map { DispatchQueue(label: "vlmdata.shard.write-\($0)") }
+        queues = (0 ..< 2 * jobs).map { DispatchQueue(label: "vlmdata.shard.write-\($0)") }
         slots = DispatchSemaphore(value: jobs)
         nextToCommit = firstShard
     }
@@ -1036,11 +1064,17 @@ final class OrderedShardWriters: @unchecked Sendable {
     func submit(number: Int, _ write: @escaping @Sendable () throws -> (commit: @Sendable () throws -> Void, cancel: @Sendable () -> Void)) {
         slots.wait()
         queues[number % queues.count].async(group: group) { [self] in
-            defer { slots.signal() }
+            var writing = true
+            func written() {
+                if writing { slots.signal() }
+                writing = false
+            }
+            defer { written() }
             var finish: (commit: @Sendable () throws -> Void, cancel: @Sendable () -> Void)?
             do {
                 guard !turn.withLock({ firstFailedShard < number }) else { return }
                 finish = try write()
+                written()
                 turn.lock()
                 while nextToCommit != number && firstFailedShard > number { turn.wait() }
                 let cancelled = firstFailedShard < number
@@ -1081,6 +1115,21 @@ final class OrderedShardWriters: @unchecked Sendable {
 /// of what `pread` did per record (the page-cache lookups per 4 KiB were most of it).
 struct PixelFiles {
     private var mapped: [String: UnsafeRawBufferPointer] = [:]
+    /// `Npy.header(dtype: .uint8, shape:)` of the last shape asked for (a shard's pixels mostly share one).
+    private var standardHeader: (shape: [Int], bytes: [UInt8]) = ([], [])
+
+    /// Whether `record` is exactly a uint8 npy of `shape` with numpy's own header: the header bytes `Npy.header`
+    /// writes, followed by the data and nothing else. False means "parse it", not "bad".
+    mutating func isStandardNpy(_ record: UnsafeRawBufferPointer, shape: [Int]) -> Bool {
+        if standardHeader.shape != shape { standardHeader = (shape, Npy.header(dtype: .uint8, shape: shape)) }
+        let header = standardHeader.bytes
+        let (data, overflow) = shape.reduce((1, false)) { acc, n in
+            let (p, o) = acc.0.multipliedReportingOverflow(by: max(n, 0))
+            return (p, acc.1 || o)
+        }
+        guard !overflow, record.count == header.count + data else { return false }
+        return header.withUnsafeBytes { memcmp($0.baseAddress!, record.baseAddress!, header.count) == 0 }
+    }
 
     mutating func mapping(for path: String) throws -> UnsafeRawBufferPointer {
         if let file = mapped[path] { return file }

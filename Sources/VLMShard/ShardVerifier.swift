@@ -31,9 +31,13 @@ public struct ShardVerifier {
         public var pixelShards = 0
         /// Shards whose recorded sha256 was checked (`deep`, or no XXH3-128 recorded).
         public var sha256Checked = 0
-        /// With `deep`: the sha256 of each shard that has none recorded (`shard --sha256` records them), by name,
-        /// computed from bytes that matched their XXH3-128.
+        /// With `deep`: the sha256 of each shard that had none recorded, by name, computed from bytes that matched
+        /// their XXH3-128 and recorded in the catalog, so the next `deep` run checks it.
         public var sha256Computed: [String: String] = [:]
+        /// Pixel shards whose recorded sha256 was checked (`deep`).
+        public var pixelSHA256Checked = 0
+        /// With `deep`: likewise for pixel shards (`patchify` records only their XXH3-128), by name.
+        public var pixelSHA256Computed: [String: String] = [:]
         public var problems: [String] = []
     }
 
@@ -51,6 +55,7 @@ public struct ShardVerifier {
 
     public func verify(deep: Bool, progress: any ProgressSink = SilentProgress()) throws -> Summary {
         var summary = Summary()
+        var computedShards: [ComputedSHA256] = [], computedPixelShards: [ComputedSHA256] = []
         let shards = try catalog.shardRecords()
         progress.start("verify", total: shards.count)
         for shard in shards {
@@ -82,22 +87,14 @@ public struct ShardVerifier {
                 problem("file is \(reader.fileSize) bytes, the catalog says \(shard.bytes)")
             }
             // XXH3-128 runs at memory speed; sha256 (a cryptographic digest, for tamper checks) only when asked:
-            // checked where the catalog recorded one, else computed and reported (`shard --sha256` records it).
-            if let recorded = shard.xxh3_128 {
-                let xxh3 = try XXH3.hash128(file: path)
-                if xxh3 != recorded { problem("xxh3-128 is \(xxh3), the catalog says \(recorded)") }
-            }
-            if deep || shard.xxh3_128 == nil {
-                switch shard.sha256 {
-                case let recorded?:
-                    let sha = try Hashing.sha256(file: path)
-                    if sha != recorded { problem("sha256 is \(sha), the catalog says \(recorded)") }
-                    summary.sha256Checked += 1
-                case nil where shard.xxh3_128 == nil:
-                    problem("the catalog records neither an xxh3-128 nor a sha256 for this shard")
-                case nil:
-                    summary.sha256Computed[shard.name] = try Hashing.sha256(file: path)
-                }
+            // checked where the catalog recorded one, else computed from bytes that matched their XXH3-128 and
+            // recorded (below, in one transaction).
+            switch try Self.checkWholeFile(path: path, xxh3_128: shard.xxh3_128, sha256: shard.sha256, deep: deep, problem: problem) {
+            case .checked: summary.sha256Checked += 1
+            case .computed(let computed):
+                summary.sha256Computed[shard.name] = computed.sha256
+                computedShards.append(ComputedSHA256(name: shard.name, xxh3_128: computed.xxh3_128, sha256: computed.sha256))
+            case .none: break
             }
             var entries: [String: TarEntry] = [:]
             var order: [String] = []
@@ -146,17 +143,32 @@ public struct ShardVerifier {
                 problem("member \(member) belongs to no indexed sample")
             }
         }
-        // Pixel shards: each member against the XXH3-64 patchify recorded (shard copies pixels from them).
+        // Pixel shards: the whole file against the XXH3-128 patchify recorded (and the sha256 as for training
+        // shards), each member against its XXH3-64 (shard copies pixels from them).
         let pixelMembers = Dictionary(grouping: try catalog.pixelMemberChecksums(), by: \.shard)
-        for (name, members) in pixelMembers.sorted(by: { $0.key < $1.key }) {
+        for shard in try catalog.pixelShardRecords() {
+            let name = shard.name, members = pixelMembers[name] ?? []
             let path = catalog.workspace.pixelShardsDirectory + "/" + name
             guard FileManager.default.fileExists(atPath: path) else {
                 summary.problems.append("\(name): pixel shard \(path) is missing (\(members.count) members indexed)")
                 continue
             }
             summary.pixelShards += 1
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? -1
+            if size != shard.bytes { summary.problems.append("\(name): pixel shard file is \(size) bytes, the catalog says \(shard.bytes)") }
+            let check = try Self.checkWholeFile(path: path, xxh3_128: shard.xxh3_128, sha256: shard.sha256, deep: deep,
+                                                membersChecked: true) { summary.problems.append("\(name): pixel shard \($0)") }
+            switch check {
+            case .checked: summary.pixelSHA256Checked += 1
+            case .computed(let computed):
+                summary.pixelSHA256Computed[name] = computed.sha256
+                computedPixelShards.append(ComputedSHA256(name: name, xxh3_128: computed.xxh3_128, sha256: computed.sha256))
+            case .none: break
+            }
             summary.problems += Self.checkPixelShard(path: path, name: name, members: members)
         }
+        // Only sha256s of bytes that matched their XXH3-128 get here; the next `deep` run checks them.
+        try catalog.recordComputedSHA256(shards: computedShards, pixelShards: computedPixelShards)
         // Files in shards/ that no row names: left by an interrupted run, or put there by hand.
         let indexed = Set(shards.map { URL(fileURLWithPath: catalog.workspace.resolve($0.path)).standardizedFileURL.path })
         let dir = catalog.workspace.shardsDirectory
@@ -227,6 +239,41 @@ public struct ShardVerifier {
 }
 
 extension ShardVerifier {
+    /// What `checkWholeFile` did with the sha256.
+    enum WholeFileCheck {
+        case none
+        /// A recorded sha256 was compared.
+        case checked
+        /// No sha256 was recorded: this one was computed from bytes that matched the recorded XXH3-128.
+        case computed(ComputedSHA256)
+    }
+
+    /// A whole file against its recorded XXH3-128 (always) and sha256 (with `deep`, or when no XXH3-128 was
+    /// recorded); a missing sha256 is computed with `deep` once the XXH3-128 matched. `membersChecked`: the file's
+    /// members carry checksums of their own (pixel shards), so outside `deep` a file without an XXH3-128 is not
+    /// read for its sha256, and one with neither recorded is not a problem.
+    static func checkWholeFile(path: String, xxh3_128: String?, sha256: String?, deep: Bool, membersChecked: Bool = false,
+                               problem: (String) -> Void) throws -> WholeFileCheck {
+        var matched: String?
+        if let recorded = xxh3_128 {
+            let xxh3 = try XXH3.hash128(file: path)
+            if xxh3 != recorded { problem("xxh3-128 is \(xxh3), the catalog says \(recorded)") } else { matched = xxh3 }
+        }
+        guard deep || (xxh3_128 == nil && !membersChecked) else { return .none }
+        switch sha256 {
+        case let recorded?:
+            let sha = try Hashing.sha256(file: path)
+            if sha != recorded { problem("sha256 is \(sha), the catalog says \(recorded)") }
+            return .checked
+        case nil where xxh3_128 == nil:
+            if !membersChecked { problem("the catalog records neither an xxh3-128 nor a sha256 for this shard") }
+            return .none
+        case nil:
+            guard let matched else { return .none }
+            return .computed(ComputedSHA256(name: "", xxh3_128: matched, sha256: try Hashing.sha256(file: path)))
+        }
+    }
+
     /// Checks every indexed member of a pixel shard; returns one problem line per member that fails.
     static func checkPixelShard(path: String, name: String, members: [PixelMemberChecksum]) -> [String] {
         let reader: TarReader

@@ -12,14 +12,17 @@ struct VerifyCommand: ParsableCommand {
         Checks each shard's size and XXH3-128 (recorded at write time; as `xxhsum -H2` prints it), that its tar
         structure reads to the end, and that every indexed member is the tar member KEY.SUFFIX at the recorded
         offset and size with the recorded XXH3. --deep also checks each shard's sha256 where one was recorded
-        (`shard --sha256`; else it is computed and counted as sha256_computed) and parses every json and npy,
-        checking shapes and lengths against the json and the index. Every pixel shard member that patchify
-        recorded an XXH3 for is checked against it too. Every problem is listed.
+        (`shard --sha256`, or an earlier --deep); where none was, it is computed from bytes that matched their
+        XXH3-128, recorded in the catalog (one transaction) and counted as sha256_computed, so the next --deep
+        checks it. It parses every json and npy, checking shapes and lengths against the json and the index.
+        Pixel shards are checked too: the whole file against the XXH3-128 patchify recorded, every member against
+        its XXH3, and with --deep the sha256 as above (pixel_sha256_checked, pixel_sha256_computed). Every problem
+        is listed.
         """)
 
     @OptionGroup var workspace: WorkspaceOptions
 
-    @Flag(help: "Also check each shard's sha256 (where recorded; else compute it), and parse every json and npy member and compare shapes and counts.")
+    @Flag(help: "Also check each shard's and pixel shard's sha256 (where recorded; else compute and record it), and parse every json and npy member and compare shapes and counts.")
     var deep = false
 
     @Flag(help: "Print the result as one JSON object.")

@@ -95,6 +95,13 @@ struct PatchifyStageTests {
         }
         let errorRow = rows.first { (row: Row) in (row["status"] as String) == "error" }
         #expect((errorRow?["error"] as String?)?.contains("bad.jpg") == true)
+        // Each pixel shard's XXH3-128 is computed as it is written (as `xxhsum -H2` gives it); no sha256 unless asked.
+        let shards = try catalog.pixelShardRecords()
+        #expect(shards.count == report.counts["shards"])
+        for shard in shards {
+            let path = catalog.workspace.pixelShardsDirectory + "/" + shard.name
+            #expect(shard.xxh3_128 == (try XXH3.hash128(file: path)) && shard.sha256 == nil, "\(shard.name)")
+        }
 
         // Same inputs, same config: nothing to do.
         let again = try PatchifyStage.run(catalog: catalog, options: .init(config: config, jobs: 2))

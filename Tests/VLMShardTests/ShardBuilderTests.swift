@@ -61,11 +61,11 @@ func smallShards() -> ShardOptions {
         let again = try ShardBuilder(catalog: a, options: smallShards()).run()
         #expect(again.skipped)
         #expect(try shardHashes(a) == hashesA)
+        // No sha256 unless asked for; --deep computes it from bytes that matched their XXH3-128 (and records it).
+        #expect(try shardSHA256s(a).values.allSatisfy { $0 == nil })
         let summary = try ShardVerifier(catalog: a).verify(deep: true)
         #expect(summary.problems == [])
         #expect(summary.samples == 60)
-        // No sha256 unless asked for; --deep computes it from bytes that matched their XXH3-128.
-        #expect(try shardSHA256s(a).values.allSatisfy { $0 == nil })
         #expect(summary.sha256Checked == 0)
         #expect(summary.sha256Computed.count == hashesA.count)
         for (name, sha) in summary.sha256Computed {
@@ -99,6 +99,76 @@ func smallShards() -> ShardOptions {
         #expect(try shardSHA256s(plain) == recorded)
     }
 
+    /// `verify --deep` records the sha256 it computes (one transaction), so the next `--deep` checks it; a shard
+    /// whose bytes no longer match their XXH3-128 gets none recorded. Pixel shards likewise.
+    @Test func deepVerifyRecordsTheSHA256ItComputes() throws {
+        let catalog = try makeCatalog()
+        _ = try ShardBuilder(catalog: catalog, options: smallShards()).run()
+        let names = try shardHashes(catalog).keys.sorted()
+        #expect(names.count > 3)
+        // One shard damaged before the first --deep: its sha256 must not be recorded.
+        let damaged = names[1]
+        let path = catalog.workspace.shardsDirectory + "/" + damaged
+        var bytes = try readFile(path)
+        bytes[bytes.count / 2] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let first = try ShardVerifier(catalog: catalog).verify(deep: true)
+        #expect(first.problems.contains { $0.hasPrefix("\(damaged): xxh3-128 is ") })
+        #expect(first.sha256Checked == 0 && Set(first.sha256Computed.keys) == Set(names).subtracting([damaged]))
+        let recorded = try shardSHA256s(catalog)
+        for name in names where name != damaged {
+            #expect(recorded[name] == .some(try Hashing.sha256(file: catalog.workspace.shardsDirectory + "/" + name)), "\(name)")
+        }
+        #expect(recorded[damaged] == .some(nil))
+        let pixelShards = try catalog.pixelShardRecords()
+        #expect(!pixelShards.isEmpty && first.pixelSHA256Computed.count == pixelShards.count)
+        for shard in pixelShards {
+            #expect(shard.sha256 == (try Hashing.sha256(file: catalog.workspace.pixelShardsDirectory + "/" + shard.name)))
+        }
+        // The next --deep checks what was recorded: a changed byte in a good shard is now a sha256 mismatch too.
+        let second = try ShardVerifier(catalog: catalog).verify(deep: true)
+        #expect(second.sha256Checked == names.count - 1 && second.sha256Computed.isEmpty)
+        #expect(second.pixelSHA256Checked == pixelShards.count && second.pixelSHA256Computed.isEmpty)
+        let good = catalog.workspace.shardsDirectory + "/" + names[0]
+        var goodBytes = try readFile(good)
+        goodBytes[goodBytes.count / 2] ^= 0x01
+        try Data(goodBytes).write(to: URL(fileURLWithPath: good))
+        let third = try ShardVerifier(catalog: catalog).verify(deep: true)
+        #expect(third.problems.contains { $0.hasPrefix("\(names[0]): sha256 is ") })
+        #expect(third.sha256Computed.isEmpty)
+    }
+
+    /// Pixel shards carry the XXH3-128 computed as they were written (no sha256 unless asked for); the shard
+    /// plan's fingerprint names them by it, and by their sha256 where a workspace from before v15 has no XXH3-128,
+    /// so such a workspace keeps its plan and its shards.
+    @Test func pixelShardsAreNamedByTheirXXH3() throws {
+        let catalog = try makeCatalog(count: 12)
+        let shards = try catalog.pixelShardRecords()
+        #expect(!shards.isEmpty)
+        for shard in shards {
+            #expect(shard.sha256 == nil)
+            #expect(shard.xxh3_128 == (try XXH3.hash128(file: catalog.workspace.pixelShardsDirectory + "/" + shard.name)))
+        }
+        let builder = ShardBuilder(catalog: catalog, options: smallShards())
+        let withXXH3 = try builder.makePlan().fingerprint
+        // As a pre-v15 row: sha256 recorded, no XXH3-128. The fingerprint follows the sha256.
+        let sha = try Hashing.sha256(file: catalog.workspace.pixelShardsDirectory + "/" + shards[0].name)
+        try catalog.write { db in try db.execute(sql: "UPDATE pixel_shards SET xxh3_128 = NULL, sha256 = ?", arguments: [sha]) }
+        let old = try builder.makePlan().fingerprint
+        #expect(old != withXXH3)
+        try catalog.write { db in try db.execute(sql: "UPDATE pixel_shards SET sha256 = ?", arguments: [String(repeating: "0", count: 64)]) }
+        #expect(try builder.makePlan().fingerprint != old)
+        try catalog.write { db in try db.execute(sql: "UPDATE pixel_shards SET sha256 = ?", arguments: [sha]) }
+        #expect(try builder.makePlan().fingerprint == old)
+        // Such a workspace shards and verifies as before: the recorded sha256 is checked, nothing is computed.
+        _ = try builder.run()
+        #expect(try builder.run().skipped)
+        let summary = try ShardVerifier(catalog: catalog).verify(deep: true)
+        #expect(summary.problems == [])
+        #expect(summary.pixelSHA256Checked == shards.count && summary.pixelSHA256Computed.isEmpty)
+        #expect(try catalog.pixelShardRecords().allSatisfy { $0.xxh3_128 == nil })
+    }
+
     /// Pixel shards are checked like sample shards: a flipped byte in a pixel member stops `shard` with an error
     /// naming the pixel shard, the member and its offset (it would otherwise be copied into a training shard under
     /// a fresh, matching checksum), and `verify` reports it.
@@ -122,10 +192,11 @@ func smallShards() -> ShardOptions {
         #expect(error?.description.contains(shard) == true)
         #expect(error?.description.contains("\(member).npy") == true)
         #expect(error?.description.contains("offset \(offset)") == true)
+        // The whole file against its XXH3-128, and the member against its XXH3-64.
         let problems = try ShardVerifier(catalog: catalog).verify(deep: false).problems
-        #expect(problems.count == 1)
-        #expect(problems.first?.contains(shard) == true && problems.first?.contains("\(member).npy") == true)
-        #expect(problems.first?.contains("xxh3") == true)
+        #expect(problems.count == 2)
+        #expect(problems.contains { $0.hasPrefix("\(shard): pixel shard xxh3-128 is ") })
+        #expect(problems.contains { $0.contains(shard) && $0.contains("\(member).npy") && $0.contains("xxh3") })
     }
 
     @Test func samplesHoldTheCatalogRows() throws {

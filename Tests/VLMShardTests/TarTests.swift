@@ -63,6 +63,24 @@ func writeSampleTar(to path: String) throws -> [TarMember] {
         #expect(try iterator.next()?.name == sampleMembers[3].0)
     }
 
+    /// The header built on the stack from a template equals the one built field by field, for names of every
+    /// length up to 100 bytes, sizes across the octal range and both member types.
+    @Test func fastHeadersEqualTheFieldByFieldOnes() throws {
+        var rng = SplitMix64(seed: 19)
+        var names: [[UInt8]] = [[], Array("a".utf8), Array("././@PaxHeader".utf8), Array(repeating: 0xFF, count: 100)]
+        for length in 1 ... 100 { names.append((0 ..< length).map { _ in UInt8(truncatingIfNeeded: rng.next() % 255 + 1) }) }
+        var sizes = [0, 1, 511, 512, 513, 338_816, TarHeader.maxOctalSize - 1]
+        for _ in 0 ..< 50 { sizes.append(Int(rng.next() % UInt64(TarHeader.maxOctalSize))) }
+        for name in names {
+            for size in sizes {
+                for type in [UInt8(ascii: "0"), UInt8(ascii: "x")] {
+                    let reference = TarHeader.referenceBlock(name: name, size: size, type: type)
+                    #expect(TarHeader.block(name: name, size: size, type: type) == reference, "\(name.count) \(size)")
+                }
+            }
+        }
+    }
+
     @Test func sameMembersGiveByteIdenticalArchives() throws {
         let dir = try temporaryDirectory()
         _ = try writeSampleTar(to: dir + "/a.tar")

@@ -3,6 +3,8 @@
 // "segmentation" skipped unread), with ingest's record limits or much smaller ones, through the same field
 // accessors and BoxCheck. Every record must be handed over or rejected with a VLMError naming the file; the
 // walk may end in a VLMError (truncated or broken JSON); it must never crash, hang or read out of bounds.
+// IngestCOCO reads records by field (`eachFields`); the annotations are also walked as whole records
+// (`eachRecord`), and both walks must see the same named values, the same rejections and the same end.
 import Foundation
 import VLMCore
 import VLMIO
@@ -78,6 +80,39 @@ public func fuzzCOCO(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             }, rejected: FuzzScratch.rejected(path))
         }
     }
+    // The same annotations read by field, as IngestCOCO reads them, against the whole-record walk.
+    let names = ["id", "image_id", "caption", "bbox", "category_id", "area", "iscrowd", "segmentation"]
+    var byRecord: [String] = []
+    var byFields: [String] = []
+    FuzzScratch.walk(path, size: size, skip: ["segmentation"]) { reader in
+        do {
+            try reader.forEachTopLevelMember { key in
+                guard key == "annotations" else { return .skip }
+                return .eachRecord({ value, index in
+                    if case .object = value {
+                        byRecord.append("\(index): \(names.map { value[$0].map { "\($0)" } ?? "-" })")
+                    } else {
+                        byRecord.append("\(index): not an object: \(value.typeName)")
+                    }
+                }, rejected: { error, index in byRecord.append("\(index): \(error.description)") })
+            }
+        } catch { byRecord.append("end: \(error)"); throw error }
+    }
+    FuzzScratch.walk(path, size: size, skip: ["segmentation"]) { reader in
+        do {
+            try reader.forEachTopLevelMember { key in
+                guard key == "annotations" else { return .skip }
+                return .eachFields(JSONFields(names), { fields, index in
+                    if let typeName = fields.notAnObject {
+                        byFields.append("\(index): not an object: \(typeName)")
+                    } else {
+                        byFields.append("\(index): \(names.indices.map { fields[$0].map { "\($0)" } ?? "-" })")
+                    }
+                }, rejected: { error, index in byFields.append("\(index): \(error.description)") })
+            }
+        } catch { byFields.append("end: \(error)"); throw error }
+    }
+    precondition(byRecord == byFields, "eachFields differs from eachRecord:\n\(byRecord)\n\(byFields)")
     _ = (categories, verdicts)
     return 0
 }

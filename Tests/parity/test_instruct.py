@@ -93,7 +93,8 @@ def test_templates_answer_true_to_the_coco_json(templated):
 
 def test_export_is_valid_llava_and_round_trips(vlmdata_bin, templated, tmp_path):
     out = tmp_path / "llava.json"
-    run(vlmdata_bin, "export", "llava", "--workspace", templated, "--out", out, "--image-root", COCO / "train2017", "--quiet")
+    run(vlmdata_bin, "export", "llava", "--workspace", templated, "--out", out, "--image-root", COCO / "train2017", "--quiet",
+        "--per-instruction")
     records = json.loads(out.read_text())
     jsonschema.Draft202012Validator(SCHEMA).validate(records)
     total = rows(templated, "SELECT COUNT(*) FROM instructions")[0][0]
@@ -103,7 +104,8 @@ def test_export_is_valid_llava_and_round_trips(vlmdata_bin, templated, tmp_path)
         values = [t["value"] for t in record["conversations"]]
         assert values[0].count("<image>") == 1 and sum(v.count("<image>") for v in values) == 1
     only = tmp_path / "captions.json"
-    run(vlmdata_bin, "export", "llava", "--workspace", templated, "--out", only, "--kinds", "caption,yesno", "--quiet")
+    run(vlmdata_bin, "export", "llava", "--workspace", templated, "--out", only, "--kinds", "caption,yesno", "--quiet",
+        "--per-instruction")
     kinds = {r["id"].split("-tpl-")[1].split("-")[0] for r in json.loads(only.read_text())}
     assert kinds == {"caption", "yesno"}
 

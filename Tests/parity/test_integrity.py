@@ -78,6 +78,13 @@ def test_shard_and_member_checksums_equal_xxhsum(vlmdata_bin, sharded, tmp_path)
     for path, recorded in shards:
         out = subprocess.run(["xxhsum", "-H2", os.path.join(sharded, path)], capture_output=True, text=True, check=True)
         assert out.stdout.split()[0] == recorded
+    # Pixel shards too (migration v15): their XXH3-128, no sha256 unless asked for.
+    pixel_shards = query(sharded, "SELECT name, xxh3_128, sha256 FROM pixel_shards ORDER BY name")
+    assert pixel_shards
+    for name, recorded, sha in pixel_shards:
+        path = os.path.join(sharded, "shards", "pixels", name)
+        out = subprocess.run(["xxhsum", "-H2", path], capture_output=True, text=True, check=True)
+        assert out.stdout.split()[0] == recorded and sha is None
     rows = query(sharded, """
         SELECT h.path, p.name, p.offset, p.size, printf('%016x', p.xxh3) FROM sample_parts p
         JOIN samples s ON s.id = p.sample_id JOIN shards h ON h.id = s.shard_id ORDER BY s.key, p.name LIMIT 40""")
@@ -180,8 +187,9 @@ def test_batches_skip_damaged_samples_too(vlmdata_bin, ws):
 def test_verify_checks_xxh3_and_deep_adds_sha256(vlmdata_bin, ws):
     # By default no sha256 is recorded: the flipped byte is caught by the XXH3-128 alone.
     assert query(ws, "SELECT COUNT(*) FROM shards WHERE sha256 IS NOT NULL") == [(0,)]
-    clean = json.loads(run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json").stdout)
-    assert clean["sha256_computed"] == clean["shards"] > 3 and clean["sha256_checked"] == 0
+    assert query(ws, "SELECT COUNT(*) FROM pixel_shards WHERE sha256 IS NOT NULL") == [(0,)]
+    quick = json.loads(run(vlmdata_bin, "verify", "--workspace", ws, "--json").stdout)
+    assert quick["sha256_computed"] == 0 and query(ws, "SELECT COUNT(*) FROM shards WHERE sha256 IS NOT NULL") == [(0,)]
     key = a_key_in_the_middle(ws)
     file, path, offset, size = member(ws, key, "labels.npy")
     flip(file, offset + size - 2)
@@ -195,6 +203,19 @@ def test_verify_checks_xxh3_and_deep_adds_sha256(vlmdata_bin, ws):
     deep = run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json", check=False)
     assert deep.returncode == 1
     assert not any("sha256 is" in p for p in json.loads(deep.stdout)["problems"])
+    # --deep recorded the sha256 of every shard whose bytes matched their XXH3-128 (all but the damaged one) and
+    # of every pixel shard, equal to sha256sum; the next --deep checks them instead of computing them again.
+    report = json.loads(deep.stdout)
+    recorded = dict(query(ws, "SELECT path, sha256 FROM shards"))
+    assert recorded[path] is None and report["sha256_computed"] == len(recorded) - 1 == report["shards"] - 1 > 2
+    for shard, sha in recorded.items():
+        if shard != path:
+            assert sha == sha256sum(os.path.join(ws, shard))
+    for name, sha in query(ws, "SELECT name, sha256 FROM pixel_shards"):
+        assert sha == sha256sum(os.path.join(ws, "shards", "pixels", name))
+    again = json.loads(run(vlmdata_bin, "verify", "--workspace", ws, "--deep", "--json", check=False).stdout)
+    assert again["sha256_checked"] == len(recorded) - 1 and again["sha256_computed"] == 0
+    assert again["pixel_sha256_checked"] == report["pixel_sha256_computed"] > 0 and again["pixel_sha256_computed"] == 0
 
 
 def sha256sum(path):

@@ -291,10 +291,10 @@ def test_shard_parts_choose_the_frame_of_the_whole_workspace(vlmdata_bin, tmp_pa
                      check=False)
         assert result.returncode == 0, (name, result.stderr)
     whole, p0, p1 = (set(samples(copies[n])) for n in ("whole", "p0", "p1"))
-    # Per instruction: one sample per instruction, and both parts keep some. Grouped: one sample per image and
-    # stated frame; here part 1's images state only original-frame boxes, so the whole run (which takes pad) leaves
-    # their groups out as a whole (docs/text.md, "several box frames") and part 1 keeps nothing, as the whole does.
-    assert len(whole) >= (80 if layout == "grouped" else 100) and p0 and (p1 or layout == "grouped")
+    # Per instruction: one sample per instruction. Grouped (the workspace states two frames): one sample per image
+    # and stated frame, the captions in a group of their own; part 1's images state only original-frame boxes, so
+    # the whole run (which takes pad) leaves those groups out and keeps their captions. Both parts keep some.
+    assert len(whole) >= (80 if layout == "grouped" else 100) and p0 and p1
     assert p0.isdisjoint(p1) and p0 | p1 == whole
     found = samples(copies["whole"])
     assert all(json.loads(m["json"]).get("box_frame") in (None, "pad") for m in found.values())

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from . import _handoff
+from ._handoff import InlineTensor, worker_pool
 from .collate import llava_collate_numpy
 from .loader import Loader
 from .loader import topology as _topology
@@ -137,31 +139,59 @@ def _tensor(value):
     return value
 
 
-def llava_collate(image="pixel_values", normalize="clip", pad_token_id=0, pad_to_multiple_of=1):
+def _inline(value):
+    if isinstance(value, list):
+        return [_inline(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.nbytes <= _handoff.INLINE_MAX_BYTES:
+        return value.as_subclass(InlineTensor)
+    return value
+
+
+def llava_collate(image="pixel_values", normalize="clip", pad_token_id=0, pad_to_multiple_of=1, pool=5):
     """A DataLoader `collate_fn` giving LLaVA's batch: `input_ids`, `labels` (-100 ignored, -200 the image),
     `attention_mask`, `position_ids`, `images` float32 `[B, 3, S, S]` normalized as `CLIPImageProcessor` (or
     `[B, tiles, 3, S, S]` for anyres, or the patches with `image="patches"`); packed rows add `cu_seqlens` and
-    `segment_ids`. See `vlmdata.collate.llava_collate_numpy`."""
-    def collate(items):
-        # In a DataLoader worker the images are written straight into shared memory, as torch's default_collate
-        # does, so sending the batch to the main process copies nothing more.
-        shared = []
+    `segment_ids`. See `vlmdata.collate.llava_collate_numpy`.
 
-        def alloc(shape, dtype):
-            if torch.utils.data.get_worker_info() is None:
-                tensor = torch.empty(shape, dtype=torch.float32)
-            else:  # allocated in shared memory at once (share_memory_() would copy)
-                elem = torch.empty(0, dtype=torch.float32)
-                storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
-                tensor = elem.new(storage).resize_(*shape)
-            shared.append(tensor)
+    In a DataLoader worker the images are written straight into shared memory, as torch's default_collate does,
+    so handing the batch to the main process copies nothing. Each worker reuses up to `pool` such buffers: one
+    comes back once the main process has dropped every tensor, view and numpy array over that batch's images
+    (`vlmdata._handoff`); while all are held the worker takes fresh ones. `pool=0`: a fresh buffer per batch."""
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+        raise ValueError(f"llava_collate: pool must be a whole number of buffers >= 0 (0: none), not {pool!r}")
+
+    def collate(items):
+        in_worker = torch.utils.data.get_worker_info() is not None
+        held = []  # (tensor, lease or None) of the images buffer in shared memory
+
+        def alloc(shape, dtype_name):
+            dtype = torch.from_numpy(np.empty(0, dtype_name)).dtype
+            nbytes = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+            shared = in_worker and nbytes > _handoff.INLINE_MAX_BYTES
+            lease = worker_pool(pool).take(shape, dtype) if shared and pool > 0 else None
+            if lease is not None:
+                tensor = lease.tensor
+            elif shared:  # allocated in shared memory at once (share_memory_() would copy)
+                tensor = torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, tuple(shape))
+            else:
+                return np.empty(shape, np.dtype(dtype_name))
+            held.append((tensor, lease))
             return tensor.numpy()
 
-        batch = llava_collate_numpy(items, image=image, normalize=normalize, pad_token_id=pad_token_id,
-                                    pad_to_multiple_of=pad_to_multiple_of, alloc=alloc)
-        out = {name: _tensor(value) for name, value in batch.items()}
-        images = batch["images"]
-        if shared and isinstance(images, np.ndarray) and np.shares_memory(images, shared[0].numpy()):
-            out["images"] = shared[0].view(images.shape)
-        return out
+        try:
+            batch = llava_collate_numpy(items, image=image, normalize=normalize, pad_token_id=pad_token_id,
+                                        pad_to_multiple_of=pad_to_multiple_of, alloc=alloc)
+            out = {name: _tensor(value) for name, value in batch.items()}
+            if in_worker:  # the small tensors travel inside the message (vlmdata._handoff)
+                out = {name: _inline(value) for name, value in out.items()}
+            images = batch["images"]
+            if held and isinstance(images, np.ndarray) and np.shares_memory(images, held[0][0].numpy()):
+                tensor, lease = held[0]
+                view = tensor.view(images.shape)
+                out["images"] = view if lease is None else lease.hand_out(view)
+            return out
+        finally:
+            for _, lease in held:
+                if lease is not None:
+                    lease.cancel()
     return collate

@@ -17,43 +17,146 @@ import VLMIO
 enum ImageKeys {
     /// The key before any disambiguation.
     static func base(split: String, name: String) -> String {
-        "\(split)_\(SampleKey.sanitize((name as NSString).deletingPathExtension))"
+        var packed = PackedStrings()
+        appendBase(split: split, name: name, to: &packed)
+        return packed[0]
+    }
+
+    /// Appends the base key of `name` to `packed` as one string. Plain names (`000000000139.jpg`: ASCII, no
+    /// folder, one extension of letters and digits) are cut and escaped byte by byte; any other name goes through
+    /// Foundation's `deletingPathExtension` and `SampleKey.sanitize`, the rule's definition.
+    static func appendBase(split: String, name: String, to packed: inout PackedStrings) {
+        packed.appendBytes(split.utf8)
+        packed.appendByte(UInt8(ascii: "_"))
+        if let stem = plainStem(name) {
+            var name = name
+            name.withUTF8 { utf8 in
+                for byte in utf8[..<stem] { packed.appendByte(isKeyByte(byte) ? byte : UInt8(ascii: "_")) }
+            }
+        } else {
+            packed.appendBytes(SampleKey.sanitize((name as NSString).deletingPathExtension).utf8)
+        }
+        packed.finish()
+    }
+
+    /// The length of a plain name's stem (before its last dot), or nil when the name is not plain.
+    static func plainStem(_ name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { utf8 -> Int? in
+            guard utf8.count >= 3, utf8[0] != UInt8(ascii: ".") else { return nil }
+            var dot: Int?
+            for (i, byte) in utf8.enumerated() {
+                guard byte < 0x80, byte > 0x20, byte != UInt8(ascii: "/"), byte != UInt8(ascii: "\\") else { return nil }
+                if byte == UInt8(ascii: ".") { dot = i }
+            }
+            guard let dot, dot + 1 < utf8.count, utf8[dot - 1] != UInt8(ascii: ".") else { return nil }
+            for byte in utf8[(dot + 1)...] where !(isKeyByte(byte) && byte != UInt8(ascii: "-") && byte != UInt8(ascii: "_")) {
+                return nil
+            }
+            return dot
+        }
+    }
+
+    /// Letters, digits, `-` and `_` (ASCII): what `SampleKey.sanitize` keeps.
+    @inline(__always) static func isKeyByte(_ b: UInt8) -> Bool {
+        (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
+            || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "_")
     }
 
     /// Keys for `items` (identity, file name), in order. `existing` maps an identity to the key the catalog
     /// already holds for it; `taken` is every other key in the catalog.
     static func assign(split: String, items: [(identity: String, name: String)], existing: [String: String],
                        taken: Set<String>) -> [String] {
-        let bases = items.map { base(split: split, name: $0.name) }
-        var identitiesOfBase: [String: Set<String>] = [:]
-        for (item, base) in zip(items, bases) { identitiesOfBase[base, default: []].insert(item.identity) }
-        var used = taken.union(existing.values)
-        var keys = [String?](repeating: nil, count: items.count)
-        var needHash: [Int] = []
-        for (i, item) in items.enumerated() {
-            if let key = existing[item.identity] {
-                keys[i] = key
-            } else if identitiesOfBase[bases[i]]!.count == 1, !used.contains(bases[i]) {
-                keys[i] = bases[i]
-                used.insert(bases[i])
+        var names = PackedStrings()
+        for item in items { names.append(item.name) }
+        let keys = assign(split: split, names: names, identity: { items[$0].identity }, existing: existing, taken: taken)
+        return (0..<items.count).map { keys[$0] }
+    }
+
+    /// Keys for the images named in `names`, in order; `identity(i)` is image i's identity. Memory: the base keys
+    /// packed, 6 bytes per image, and a String only for a key that is not its base (kept, or hashed).
+    static func assign(split: String, names: PackedStrings, identity: (Int) -> String, existing: [String: String],
+                       taken: Set<String>) -> KeyList {
+        let count = names.count
+        var bases = PackedStrings()
+        for i in 0..<count { appendBase(split: split, name: names[i], to: &bases) }
+        // Images sorted by base key: images whose names escape alike are neighbours.
+        var order = [Int32](0..<Int32(count))
+        order.sort { a, b in
+            let c = bases.compare(Int(a), Int(b))
+            return c != 0 ? c < 0 : a < b
+        }
+        // Whether each image may take its base: its base belongs to one identity only, and no earlier image of
+        // that identity took it already (an identity listed twice).
+        var mayTakeBase = [Bool](repeating: false, count: count)
+        var start = 0
+        while start < count {
+            var end = start + 1
+            while end < count, bases.compare(Int(order[start]), Int(order[end])) == 0 { end += 1 }
+            if end - start == 1 {
+                mayTakeBase[Int(order[start])] = true
             } else {
-                needHash.append(i)
+                let first = identity(Int(order[start]))
+                if (start + 1..<end).allSatisfy({ identity(Int(order[$0])) == first }) {
+                    mayTakeBase[Int(order[start])] = true   // the earliest image (order is stable)
+                }
+            }
+            start = end
+        }
+        let existingKeys = Set(existing.values)
+        var list = KeyList(bases: bases, isBase: [Bool](repeating: false, count: count), others: [:])
+        var needHash: [Int32] = []
+        for i in 0..<count {
+            let id = existing.isEmpty ? nil : existing[identity(i)]
+            if let key = id {
+                list.others[Int32(i)] = key
+            } else if mayTakeBase[i], case let base = bases[i], !taken.contains(base), !existingKeys.contains(base) {
+                list.isBase[i] = true
+            } else {
+                needHash.append(Int32(i))
             }
         }
-        for i in needHash {
-            let digest = Hashing.sha256(items[i].identity)
+        // Is `key` used: in the catalog, an image's base key, or a hashed key given already?
+        var hashed = Set<String>()
+        func used(_ key: String) -> Bool {
+            if taken.contains(key) || existingKeys.contains(key) || hashed.contains(key) { return true }
+            var lo = 0, hi = count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if bases.compare(Int(order[mid]), key) < 0 { lo = mid + 1 } else { hi = mid }
+            }
+            while lo < count, bases.compare(Int(order[lo]), key) == 0 {
+                if list.isBase[Int(order[lo])] { return true }
+                lo += 1
+            }
+            return false
+        }
+        for i in needHash.map(Int.init) {
+            let base = bases[i]
+            let digest = Hashing.sha256(identity(i))
             var length = 8
-            var key = "\(bases[i])-\(digest.prefix(length))"
-            while used.contains(key) && length < digest.count {
+            var key = "\(base)-\(digest.prefix(length))"
+            while used(key) && length < digest.count {
                 length += 4
-                key = "\(bases[i])-\(digest.prefix(length))"
+                key = "\(base)-\(digest.prefix(length))"
             }
             var n = 2
-            while used.contains(key) { key = "\(bases[i])-\(digest)-\(n)"; n += 1 }
-            keys[i] = key
-            used.insert(key)
+            while used(key) { key = "\(base)-\(digest)-\(n)"; n += 1 }
+            list.others[Int32(i)] = key
+            hashed.insert(key)
         }
-        return keys.map { $0! }
+        return list
+    }
+
+    /// The keys of one ingest: image i's is its base key or one kept or hashed.
+    struct KeyList {
+        let bases: PackedStrings
+        var isBase: [Bool]
+        var others: [Int32: String]
+
+        var count: Int { bases.count }
+
+        subscript(i: Int) -> String { isBase[i] ? bases[i] : others[Int32(i)]! }
     }
 }
 

@@ -34,13 +34,6 @@ public struct IngestCOCO {
 
     public init(options: Options) { self.options = options }
 
-    struct ImageMeta {
-        var fileName: String
-        var width: Int?
-        var height: Int?
-        var record: String
-    }
-
     struct CategoryMeta {
         var name: String
         var supercategory: String?
@@ -66,10 +59,12 @@ public struct IngestCOCO {
         let fingerprint = try files.map { try Hashing.sha256(file: $0) }.joined(separator: "+")
         let runID = try catalog.beginRun(stage: "ingest-coco", params: options, inputFingerprint: fingerprint)
 
-        // Pass 1: images and categories from every file (annotations are skipped without materializing).
-        var images: [Int64: ImageMeta] = [:]
-        var imageOrder: [Int64] = []
+        // Pass 1: images and categories from every file (annotations are skipped without materializing). Records
+        // are read field by field (`JSONFields`): no JSONValue tree per record.
+        var images = COCOImageTable()
         var categories: [Int64: CategoryMeta] = [:]
+        let imageFields = JSONFields(["id", "file_name", "width", "height"])
+        let categoryFields = JSONFields(["id", "name", "supercategory"])
         for file in files {
             progress.start("reading images of \(file)", total: nil)
             do {
@@ -79,20 +74,21 @@ public struct IngestCOCO {
                 try reader.forEachTopLevelMember { key in
                     switch key {
                     case "images":
-                        return .eachRecord({ value, index in
+                        return .eachFields(imageFields, { value, index in
                             do {
                                 func record() -> String { "images[\(index)]" }   // built only when an error or a row needs it
                                 try Self.expectObject(value, file: file, record: record())
-                                let id = try value.int("id", file: file, record: record())
-                                let name = try value.string("file_name", file: file, record: record())
-                                var width = try value["width"].map { _ in Int(try value.int("width", file: file, record: record())) }
-                                var height = try value["height"].map { _ in Int(try value.int("height", file: file, record: record())) }
-                                if let first = images[id] {
+                                let id = try value.int(0, file: file, record: record())
+                                let name = try value.string(1, file: file, record: record())
+                                var width = try value[2].map { _ in Int(try value.int(2, file: file, record: record())) }
+                                var height = try value[3].map { _ in Int(try value.int(3, file: file, record: record())) }
+                                if let first = images.index(of: id) {
                                     // The same image listed again (as captions and instances files both do) is fine;
                                     // the same id naming another file is not.
-                                    if first.fileName != name {
+                                    let firstName = images.name(first)
+                                    if firstName != name {
                                         throw VLMError.badInput(file: file, record: record(),
-                                            "image id \(id) is already \(first.record) ('\(first.fileName)'); this entry names '\(name)': kept the first")
+                                            "image id \(id) is already \(images.record(first)) ('\(firstName)'); this entry names '\(name)': kept the first")
                                     }
                                     return
                                 }
@@ -102,21 +98,20 @@ public struct IngestCOCO {
                                     width = nil
                                     height = nil
                                 }
-                                imageOrder.append(id)
-                                images[id] = ImageMeta(fileName: name, width: width, height: height, record: record())
+                                images.append(id: id, name: name, width: width, height: height, record: index)
                                 progress.advance(by: 1)
                             } catch let error as VLMError {
                                 problems.append(error.description)
                             }
                         }, rejected: rejected)
                     case "categories":
-                        return .eachRecord({ value, index in
+                        return .eachFields(categoryFields, { value, index in
                             do {
                                 func record() -> String { "categories[\(index)]" }   // built only when an error or a row needs it
                                 try Self.expectObject(value, file: file, record: record())
-                                let id = try value.int("id", file: file, record: record())
-                                let name = try value.string("name", file: file, record: record())
-                                let superName = try value.optionalString("supercategory", file: file, record: record())
+                                let id = try value.int(0, file: file, record: record())
+                                let name = try value.string(1, file: file, record: record())
+                                let superName = try value.optionalString(2, file: file, record: record())
                                 if let first = categories[id] {
                                     if first.name != name {
                                         throw VLMError.badInput(file: file, record: record(),
@@ -145,31 +140,35 @@ public struct IngestCOCO {
             kind: "coco", name: split, uri: files.joined(separator: ","), imagesRoot: imageSource.location,
             fingerprint: fingerprint,
             categories: categories.sorted(by: { $0.key < $1.key }).map { (Int64($0.key), $0.value.name, $0.value.supercategory) })
-        let done = try catalog.okImageExternalIDs(sourceID: sourceID)
+        let done = try catalog.okImageExternalIDs(sourceID: sourceID)   // ascending
         // Keys for every image of the file (not only this part), so that every part assigns the same ones.
         var existing: [String: String] = [:]
         var taken = Set<String>()
         for row in try catalog.imageKeys(prefix: "\(split)_") {
-            if row.sourceID == sourceID, let external = row.externalID, images[external] != nil {
+            if row.sourceID == sourceID, let external = row.externalID, images.index(of: external) != nil {
                 existing["\(external)"] = row.key
             } else {
                 taken.insert(row.key)
             }
         }
-        let keys = ImageKeys.assign(split: split, items: imageOrder.map { ("\($0)", images[$0]!.fileName) },
+        let keys = ImageKeys.assign(split: split, names: images.names, identity: { "\(images.ids[$0])" },
                                     existing: existing, taken: taken)
-        var pending: [PendingImage] = []
-        var inPart = Set<Int64>()
-        for (id, key) in zip(imageOrder, keys) {
-            let meta = images[id]!
-            guard options.part?.owns(imageKey: key, sampleKey: key) ?? true else { continue }
-            inPart.insert(id)
-            if done.contains(id) { continue }
-            let expected = meta.width.flatMap { w in meta.height.map { h in (width: w, height: h) } }
-            pending.append(PendingImage(externalID: id, fileName: meta.fileName, key: key, expected: expected))
+        var inPart = [Bool](repeating: options.part == nil, count: images.count)
+        var pending: [Int32] = []   // positions in `images`
+        for i in 0..<images.count {
+            if let part = options.part {
+                let key = keys[i]
+                guard part.owns(imageKey: key, sampleKey: key) else { continue }
+                inPart[i] = true
+            }
+            if Self.sortedContains(done, images.ids[i]) { continue }
+            pending.append(Int32(i))
         }
         progress.start("checking images", total: pending.count)
-        try ImageScanner.scan(pending, source: imageSource, progress: progress, problems: &problems) { batch in
+        try ImageScanner.scan(count: pending.count, pendingAt: { j in
+            let i = Int(pending[j])
+            return PendingImage(externalID: images.ids[i], fileName: images.name(i), key: keys[i], expected: images.expected(i))
+        }, source: imageSource, progress: progress, problems: &problems) { batch in
             try catalog.upsertImages(batch.map { image, probe, location, member in
                 ImageRecord(sourceID: sourceID, key: image.key, externalID: image.externalID,
                             fileName: image.fileName, location: location, member: member, sha256: probe.sha256,
@@ -178,21 +177,26 @@ public struct IngestCOCO {
             })
         }
         progress.finish("\(pending.count) checked")
+        pending = []
 
-        // Row ids and sizes (the header's, else the annotation's) for pass 2.
-        let imageRows = try catalog.imagesByExternalID(sourceID: sourceID)
+        // Row ids and sizes (the header's, else the annotation's) for pass 2, streamed from the catalog.
+        try catalog.forEachImage(sourceID: sourceID) { externalID, id, width, height in
+            guard let externalID, let i = images.index(of: externalID) else { return }
+            images.setRow(i, id: id, width: width, height: height)
+        }
         let categoryRows = try catalog.categoryIDsByExternalID(sourceID: sourceID)
 
         // Pass 2: annotations (captions or objects), streamed and written in batches.
         var captionCount = 0, objectCount = 0, objectsClipped = 0, objectsRejected = 0
+        let annotationFields = JSONFields(["id", "image_id", "caption", "bbox", "category_id", "area", "iscrowd"])
+        let (idField, imageField, captionField, bboxField, categoryField, areaField, crowdField) = (0, 1, 2, 3, 4, 5, 6)
         for file in files {
             progress.start("reading annotations of \(file)", total: nil)
             var batch: [AnnotationRecord] = []
             func flush() throws {
                 guard !batch.isEmpty else { return }
-                let pendingBatch = batch
+                try catalog.insertAnnotations(batch)
                 batch.removeAll(keepingCapacity: true)
-                try catalog.insertAnnotations(pendingBatch)
             }
             do {
                 let reader = try JSONStreamReader(path: file)
@@ -200,28 +204,28 @@ public struct IngestCOCO {
                 reader.elementSkipKeys = ["segmentation"]
                 try reader.forEachTopLevelMember { key in
                     guard key == "annotations" else { return .skip }
-                    return .eachRecord({ value, index in
+                    return .eachFields(annotationFields, { value, index in
                         func record() -> String { "annotations[\(index)]" }   // built only when an error or a row needs it
-                        let isObject = value["bbox"] != nil && value["caption"] == nil
+                        let isObject = value[bboxField] != nil && value[captionField] == nil
                         do {
                             try Self.expectObject(value, file: file, record: record())
-                            let id = try value.int("id", file: file, record: record())
-                            let imageExternal = try value.int("image_id", file: file, record: record())
-                            guard images[imageExternal] != nil else {
+                            let id = try value.int(idField, file: file, record: record())
+                            let imageExternal = try value.int(imageField, file: file, record: record())
+                            guard let imageIndex = images.index(of: imageExternal) else {
                                 throw VLMError.badInput(file: file, record: record(), "image_id \(imageExternal) is not in 'images'")
                             }
-                            guard inPart.contains(imageExternal), let image = imageRows[imageExternal] else { return }
+                            guard inPart[imageIndex], let image = images.row(imageIndex) else { return }
                             let imageRow = image.id
-                            if value["caption"] != nil {
-                                let text = try value.string("caption", file: file, record: record())
+                            if value[captionField] != nil {
+                                let text = try value.string(captionField, file: file, record: record())
                                 batch.append(.caption(imageID: imageRow, externalID: Int64(id), text: text))
                                 captionCount += 1
-                            } else if value["bbox"] != nil {
-                                let categoryExternal = try value.int("category_id", file: file, record: record())
+                            } else if value[bboxField] != nil {
+                                let categoryExternal = try value.int(categoryField, file: file, record: record())
                                 guard let categoryRow = categoryRows[categoryExternal] else {
                                     throw VLMError.badInput(file: file, record: record(), "category_id \(categoryExternal) is not in 'categories'")
                                 }
-                                guard case .array(let box)? = value["bbox"], box.count == 4 else {
+                                guard case .array(let box)? = value[bboxField], box.count == 4 else {
                                     throw VLMError.badInput(file: file, record: record(), "field 'bbox' must be an array of 4 numbers")
                                 }
                                 let numbers = try box.enumerated().map { i, v -> Double in
@@ -241,11 +245,11 @@ public struct IngestCOCO {
                                     objectsClipped += 1
                                     if report { problems.append(VLMError.badInput(file: file, record: record(), message).description) }
                                 }
-                                let area = try value["area"].map { _ in try value.double("area", file: file, record: record()) }
+                                let area = try value[areaField].map { _ in try value.double(areaField, file: file, record: record()) }
                                 if let area, !area.isFinite || area < 0 {
                                     throw VLMError.badInput(file: file, record: record(), "area \(area) is not a finite, non-negative number")
                                 }
-                                let crowd = try value["iscrowd"].map { _ in try value.int("iscrowd", file: file, record: record()) } ?? 0
+                                let crowd = try value[crowdField].map { _ in try value.int(crowdField, file: file, record: record()) } ?? 0
                                 batch.append(.object(imageID: imageRow, categoryID: categoryRow, externalID: Int64(id),
                                                      x: x, y: y, w: w, h: h, area: area, isCrowd: Int(crowd)))
                                 objectCount += 1
@@ -289,6 +293,22 @@ extension IngestCOCO {
         guard case .object = value else {
             throw VLMError.badInput(file: file, record: record(), "is \(value.typeName), expected an object")
         }
+    }
+
+    static func expectObject(_ value: JSONFields, file: String, record: @autoclosure () -> String) throws {
+        if let typeName = value.notAnObject {
+            throw VLMError.badInput(file: file, record: record(), "is \(typeName), expected an object")
+        }
+    }
+
+    /// Whether ascending `ids` holds `id` (binary search).
+    static func sortedContains(_ ids: [Int64], _ id: Int64) -> Bool {
+        var lo = 0, hi = ids.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ids[mid] < id { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < ids.count && ids[lo] == id
     }
 }
 

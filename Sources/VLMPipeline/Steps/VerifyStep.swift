@@ -49,7 +49,9 @@ public struct VerifyStep: Stage, LineageStage {
         let report = StageReport(stage: Self.name, counts: ["shards": summary.shards, "samples": summary.samples, "bytes": summary.bytes,
                                                                      "pixel_shards": summary.pixelShards,
                                                                      "sha256_checked": summary.sha256Checked,
-                                                                     "sha256_computed": summary.sha256Computed.count],
+                                                                     "sha256_computed": summary.sha256Computed.count,
+                                                                     "pixel_sha256_checked": summary.pixelSHA256Checked,
+                                                                     "pixel_sha256_computed": summary.pixelSHA256Computed.count],
                                  problems: summary.problems)
         if !summary.problems.isEmpty {
             throw StageFailure(stage: Self.name, error: VLMError(.corrupt, file: catalog.workspace.shardsDirectory,
