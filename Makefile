@@ -11,7 +11,7 @@ TORCH      := torch==2.13.0
 DEMO_WS    ?= vlmdata-work/demo
 # Debian packages: the C libraries (through pkg-config), nginx for the HTTP loader test, sqlite3 CLI for index checks,
 # strace for the URL ingest's fsync-order test.
-DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
+DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev strace
 PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
 # Debian packages only `make bench` needs: nginx's echo module (echo_sleep adds the URL benchmark's latency) and wrk.

@@ -21,6 +21,19 @@ public struct DecodedImage: Sendable {
     }
 }
 
+/// Part of an image, decoded (`ImageDecoder.decodeRegion`): the pixels of the columns `x ..< x + width` and rows
+/// `y ..< y + height` of an image `imageWidth` x `imageHeight`, each equal to the whole image's decode.
+public struct DecodedRegion: Sendable {
+    public var x: Int
+    public var y: Int
+    public var width: Int
+    public var height: Int
+    /// `width * height * 3` bytes, RGB.
+    public var rgb: [UInt8]
+    public var imageWidth: Int
+    public var imageHeight: Int
+}
+
 /// How to decode: the decompression-bomb limit and the optional fast JPEG path.
 public struct DecodeOptions: Sendable, Hashable {
     /// PIL refuses images above this many pixels (`DecompressionBombError`); nil disables the check.
@@ -95,6 +108,16 @@ public final class ImageDecoder {
         case nil:
             throw VLMError(.corrupt, file: name, "cannot identify image file: not a JPEG or PNG (first bytes \(hexPrefix(bytes)))")
         }
+    }
+
+    /// A region holding at least the pixels of `rect` (x, y, width, height) of a JPEG, each equal to the whole
+    /// decode's pixel, decoding only the columns and top rows it needs and stopping after its last row. Nil when
+    /// the bytes are not a JPEG or a region decode cannot be promised equal (see `JPEGDecoder.decodeRegion`):
+    /// the caller then decodes the whole image, which also reports any error in the file.
+    public func decodeRegion(_ bytes: UnsafeRawBufferPointer, name: String,
+                             covering rect: (x: Int, y: Int, width: Int, height: Int)) throws -> DecodedRegion? {
+        guard ImageFormatSniff.detect(bytes) == .jpeg else { return nil }
+        return try jpeg.decodeRegion(bytes, name: name, options: options, rect: rect)
     }
 
     /// PIL's `_decompression_bomb_check`, run on the header size before any pixel is allocated.

@@ -60,6 +60,50 @@ final class JPEGDecoder {
         return DecodedImage(width: outW, height: outH, rgb: rgb, orientation: orientation, reducedScale: reduced)
     }
 
+    /// The rows and columns of `rect` (and a margin around them), decoded through libjpeg's region API with the
+    /// same settings as `decode`, so every pixel given is the full decode's pixel (see `docs/images.md`).
+    /// Returns nil whenever that cannot be promised cheaply, and the caller decodes the whole image instead:
+    /// the region is the whole image; fast decode or a non-trivial EXIF orientation is asked for; the file does
+    /// not end cleanly (`vlm_jpeg_clean_scans`: data that runs out, a marker after a single scan's data — what a
+    /// full decode reports as an error is then reported by it); or libjpeg fails (the full decode gives the error).
+    func decodeRegion(_ bytes: UnsafeRawBufferPointer, name: String, options: DecodeOptions,
+                      rect: (x: Int, y: Int, width: Int, height: Int)) throws -> DecodedRegion? {
+        guard options.minimumSize == nil, rect.width > 0, rect.height > 0 else { return nil }
+        if options.readOrientation, EXIFOrientation.fromJPEG(bytes) != 1 { return nil }
+        let base = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var width: Int32 = 0, height: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, base, UInt(bytes.count), &width, &height, &subsamp, &colorspace) == 0 else { return nil }
+        try ImageDecoder.checkPixelLimit(width: Int(width), height: Int(height), name: name, options: options)
+        guard rect.x >= 0, rect.y >= 0, rect.x + rect.width <= Int(width), rect.y + rect.height <= Int(height),
+              rect.width < Int(width) || rect.height < Int(height) else { return nil }
+        let scans = vlm_jpeg_clean_scans(base, bytes.count)
+        guard scans > 0 else { return nil }
+
+        let reader = UnsafeMutablePointer<vlm_jpeg_region>.allocate(capacity: 1)
+        defer {
+            vlm_jpeg_region_close(reader)
+            reader.deallocate()
+        }
+        var x = UInt32(rect.x), columns = UInt32(rect.width), imageWidth: UInt32 = 0, imageHeight: UInt32 = 0
+        var channels: Int32 = 0
+        let top = UInt32(rect.y)
+        guard vlm_jpeg_region_open(reader, base, bytes.count, scans == 1 ? 1 : 0, &x, &columns, top,
+                                   &imageWidth, &imageHeight, &channels) == 0,
+              imageWidth == UInt32(width), imageHeight == UInt32(height) else { return nil }
+        let first = Int(reader.pointee.first_row)
+        let rows = rect.y + rect.height - first
+        let rowBytes = Int(columns) * Int(channels)
+        var failed = false
+        let decoded = [UInt8](unsafeUninitializedCapacity: rowBytes * rows) { out, initialized in
+            failed = vlm_jpeg_region_read(reader, out.baseAddress, rowBytes, UInt32(rows)) != 0
+            initialized = failed ? 0 : rowBytes * rows
+        }
+        if failed { return nil }
+        let rgb = channels == 4 ? Self.invertedCMYKToRGB(decoded, pixels: Int(columns) * rows) : decoded
+        return DecodedRegion(x: Int(x), y: first, width: Int(columns), height: rows, rgb: rgb,
+                             imageWidth: Int(width), imageHeight: Int(height))
+    }
+
     /// One tjDecompress2 call into a fresh buffer, with PIL's truncation rule applied to warnings.
     private func run(_ bytes: UnsafeRawBufferPointer, name: String, width: Int, height: Int, channels: Int,
                      format: TJPF, flags: Int32) throws -> [UInt8] {

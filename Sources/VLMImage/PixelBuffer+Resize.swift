@@ -166,54 +166,91 @@ extension PixelBuffer {
     /// (a center crop after a resize need not compute the columns it drops).
     public func resized(width outW: Int, height outH: Int, filter: ResampleFilter, window: PixelRect,
                         order: ResizePassOrder = .pillow13) -> PixelBuffer {
-        precondition(outW > 0 && outH > 0, "resize to \(outW)x\(outH)")
-        precondition(window.x >= 0 && window.y >= 0 && window.x + window.width <= outW && window.y + window.height <= outH)
-        if outW == width && outH == height {
-            return cropped(window)
-        }
-        if filter == .nearest {
-            return nearest(outW: outW, outH: outH, window: window)
-        }
-        return resampled(outW: outW, outH: outH, filter: filter, window: window, order: order)
+        resized(part: PixelRect(x: 0, y: 0, width: width, height: height), ofImageWidth: width, height: height,
+                toWidth: outW, height: outH, filter: filter, window: window, order: order)
     }
 
-    /// PIL `ImagingResampleInner` restricted to an output window.
-    func resampled(outW: Int, outH: Int, filter: ResampleFilter, window: PixelRect, order: ResizePassOrder) -> PixelBuffer {
-        let needH = outW != width
-        let needV = outH != height
-        if !needH && !needV { return cropped(window) }
-        let vertical = ResampleCoefficients.cached(inSize: height, outSize: outH, filter: filter)
-        if needH && needV && order.verticalFirst(width: width, height: height, outW: outW, outH: outH) {
+    /// The same `window` of the whole image's resize, computed from `self`, which holds only the pixels `part` of
+    /// an image `imageWidth` x `imageHeight`. `part` must contain `sourceRect(...)` of the same arguments: the
+    /// coefficients are the whole image's, and every tap reads a pixel `self` holds, so the values are the same.
+    public func resized(part: PixelRect, ofImageWidth imageWidth: Int, height imageHeight: Int, toWidth outW: Int,
+                        height outH: Int, filter: ResampleFilter, window: PixelRect, order: ResizePassOrder = .pillow13) -> PixelBuffer {
+        precondition(outW > 0 && outH > 0, "resize to \(outW)x\(outH)")
+        precondition(window.x >= 0 && window.y >= 0 && window.x + window.width <= outW && window.y + window.height <= outH)
+        precondition(part.width == width && part.height == height)
+        if outW == imageWidth && outH == imageHeight {
+            return cropped(PixelRect(x: window.x - part.x, y: window.y - part.y, width: window.width, height: window.height))
+        }
+        if filter == .nearest {
+            return nearest(outW: outW, outH: outH, window: window, part: part, imageWidth: imageWidth, imageHeight: imageHeight)
+        }
+        return resampled(outW: outW, outH: outH, filter: filter, window: window, order: order, part: part,
+                         imageWidth: imageWidth, imageHeight: imageHeight)
+    }
+
+    /// The source pixels `resized(width: outW, height: outH, filter:, window:)` of a `width` x `height` image
+    /// reads: the rectangle spanning every tap of every output pixel in `window` (the same for both pass orders:
+    /// the first pass computes exactly the rows or columns the second one reads).
+    public static func sourceRect(width: Int, height: Int, outW: Int, outH: Int, filter: ResampleFilter, window: PixelRect) -> PixelRect {
+        if outW == width && outH == height { return window }
+        if filter == .nearest {
+            let x = nearestIndices(inSize: width, outSize: outW)[window.x..<(window.x + window.width)]
+            let y = nearestIndices(inSize: height, outSize: outH)[window.y..<(window.y + window.height)]
+            let x0 = max(x.min()!, 0), y0 = max(y.min()!, 0)
+            return PixelRect(x: x0, y: y0, width: x.max()! + 1 - x0, height: y.max()! + 1 - y0)
+        }
+        func taps(inSize: Int, outSize: Int, _ range: Range<Int>) -> Range<Int> {
+            if inSize == outSize { return range }
+            let c = ResampleCoefficients.cached(inSize: inSize, outSize: outSize, filter: filter)
+            var first = Int.max, last = 0
+            for i in range {
+                first = min(first, c.start[i])
+                last = max(last, c.start[i] + c.count[i])
+            }
+            return first..<last
+        }
+        let columns = taps(inSize: width, outSize: outW, window.x..<(window.x + window.width))
+        let rows = taps(inSize: height, outSize: outH, window.y..<(window.y + window.height))
+        return PixelRect(x: columns.lowerBound, y: rows.lowerBound, width: columns.count, height: rows.count)
+    }
+
+    /// PIL `ImagingResampleInner` restricted to an output window, from the `part` of the image `self` holds.
+    func resampled(outW: Int, outH: Int, filter: ResampleFilter, window: PixelRect, order: ResizePassOrder,
+                   part: PixelRect, imageWidth: Int, imageHeight: Int) -> PixelBuffer {
+        let needH = outW != imageWidth
+        let needV = outH != imageHeight
+        let windowColumns = window.x..<(window.x + window.width), windowRows = window.y..<(window.y + window.height)
+        let vertical = ResampleCoefficients.cached(inSize: imageHeight, outSize: outH, filter: filter)
+        if needH && needV && order.verticalFirst(width: imageWidth, height: imageHeight, outW: outW, outH: outH) {
             // Vertical into an 8-bit temporary image over the source columns the horizontal pass reads, then horizontal.
-            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: imageWidth, outSize: outW, filter: filter)
             var firstColumn = Int.max, lastColumn = 0
-            for xx in window.x..<(window.x + window.width) {
+            for xx in windowColumns {
                 firstColumn = min(firstColumn, horizontal.start[xx])
                 lastColumn = max(lastColumn, horizontal.start[xx] + horizontal.count[xx])
             }
-            let temp = verticalPass(rowOffset: 0, columns: firstColumn..<lastColumn, rows: window.y..<(window.y + window.height),
+            let temp = verticalPass(rowOffset: part.y, columns: (firstColumn - part.x)..<(lastColumn - part.x), rows: windowRows,
                                     coefficients: vertical)
-            return temp.horizontalPass(rows: 0..<temp.height, columns: window.x..<(window.x + window.width),
-                                       coefficients: horizontal, columnOffset: firstColumn)
+            return temp.horizontalPass(rows: 0..<temp.height, columns: windowColumns, coefficients: horizontal, columnOffset: firstColumn)
         }
         if needH {
-            let horizontal = ResampleCoefficients.cached(inSize: width, outSize: outW, filter: filter)
+            let horizontal = ResampleCoefficients.cached(inSize: imageWidth, outSize: outW, filter: filter)
             // Source rows the vertical pass reads for the window's rows (all of them when there is no vertical pass).
             var firstRow = window.y, lastRow = window.y + window.height
             if needV {
                 firstRow = Int.max
                 lastRow = 0
-                for yy in window.y..<(window.y + window.height) {
+                for yy in windowRows {
                     firstRow = min(firstRow, vertical.start[yy])
                     lastRow = max(lastRow, vertical.start[yy] + vertical.count[yy])
                 }
             }
-            let temp = horizontalPass(rows: firstRow..<lastRow, columns: window.x..<(window.x + window.width), coefficients: horizontal)
+            let temp = horizontalPass(rows: (firstRow - part.y)..<(lastRow - part.y), columns: windowColumns, coefficients: horizontal,
+                                      columnOffset: part.x)
             if !needV { return temp }
-            return temp.verticalPass(rowOffset: firstRow, columns: 0..<temp.width, rows: window.y..<(window.y + window.height),
-                                     coefficients: vertical)
+            return temp.verticalPass(rowOffset: firstRow, columns: 0..<temp.width, rows: windowRows, coefficients: vertical)
         }
-        return verticalPass(rowOffset: 0, columns: window.x..<(window.x + window.width), rows: window.y..<(window.y + window.height),
+        return verticalPass(rowOffset: part.y, columns: (window.x - part.x)..<(window.x + window.width - part.x), rows: windowRows,
                             coefficients: vertical)
     }
 
@@ -317,30 +354,19 @@ extension PixelBuffer {
         return wide
     }
 
-    /// PIL's NEAREST resize: `ImagingScaleAffine` with xo = scale/2 accumulated by repeated addition.
-    func nearest(outW: Int, outH: Int, window: PixelRect) -> PixelBuffer {
-        let xscale = Double(Float(width)) / Double(outW)
-        let yscale = Double(Float(height)) / Double(outH)
-        var xin = [Int](repeating: 0, count: outW)
-        var xo = xscale * 0.5
-        for x in 0..<outW {
-            xin[x] = xo < 0 ? -1 : min(Int(xo), width - 1)
-            xo += xscale
-        }
-        var yin = [Int](repeating: 0, count: outH)
-        var yo = yscale * 0.5
-        for y in 0..<outH {
-            yin[y] = yo < 0 ? -1 : min(Int(yo), height - 1)
-            yo += yscale
-        }
+    /// PIL's NEAREST resize: `ImagingScaleAffine` with xo = scale/2 accumulated by repeated addition; `self` holds
+    /// the `part` of an image `imageWidth` x `imageHeight`.
+    func nearest(outW: Int, outH: Int, window: PixelRect, part: PixelRect, imageWidth: Int, imageHeight: Int) -> PixelBuffer {
+        let xin = Self.nearestIndices(inSize: imageWidth, outSize: outW)
+        let yin = Self.nearestIndices(inSize: imageHeight, outSize: outH)
         var out = PixelBuffer(width: window.width, height: window.height)
         out.pixels.withUnsafeMutableBufferPointer { dst in
             pixels.withUnsafeBufferPointer { src in
                 var d = 0
                 for y in window.y..<(window.y + window.height) {
-                    let row = yin[y] * width * 3
+                    let row = (yin[y] - part.y) * width * 3
                     for x in window.x..<(window.x + window.width) {
-                        let s = row + xin[x] * 3
+                        let s = row + (xin[x] - part.x) * 3
                         dst[d] = src[s]; dst[d + 1] = src[s + 1]; dst[d + 2] = src[s + 2]
                         d += 3
                     }
@@ -348,6 +374,18 @@ extension PixelBuffer {
             }
         }
         return out
+    }
+
+    /// The source index of each output index along one axis of a NEAREST resize (PIL's accumulated `xo`).
+    static func nearestIndices(inSize: Int, outSize: Int) -> [Int] {
+        let scale = Double(Float(inSize)) / Double(outSize)
+        var indices = [Int](repeating: 0, count: outSize)
+        var xo = scale * 0.5
+        for x in 0..<outSize {
+            indices[x] = xo < 0 ? -1 : min(Int(xo), inSize - 1)
+            xo += scale
+        }
+        return indices
     }
 }
 

@@ -120,9 +120,16 @@ public final class Preprocessor {
     public let config: PreprocessConfig
     private let decoder: ImageDecoder
 
+    /// Crop mode decodes only the JPEG region its kept window reads (`processRegion`); false decodes every image
+    /// whole. `VLMDATA_FULL_DECODE=1` sets false for a process, to compare the two paths.
+    public var regionDecode: Bool
+    /// The JPEG region the last `process` call decoded (`processRegion`), nil when it decoded the whole image.
+    public private(set) var lastDecodedRegion: PixelRect?
+
     public init(config: PreprocessConfig, pixelLimit: Int? = PixelLimit.error) {
         self.config = config
         self.decoder = ImageDecoder(options: config.decodeOptions(pixelLimit: pixelLimit))
+        self.regionDecode = ProcessInfo.processInfo.environment["VLMDATA_FULL_DECODE"] == nil
     }
 
     public func process(file path: String) throws -> PreprocessedImage {
@@ -130,7 +137,32 @@ public final class Preprocessor {
     }
 
     public func process(_ bytes: [UInt8], name: String) throws -> PreprocessedImage {
-        preprocess(try decode(bytes, name: name))
+        lastDecodedRegion = nil
+        if regionDecode, config.mode == .crop, !config.fastDecode,
+           let tile = try bytes.withUnsafeBytes({ try processRegion($0, name: name) }) {
+            return PreprocessedImage(tiles: [tile], gridRows: 1, gridCols: 1)
+        }
+        return preprocess(try decode(bytes, name: name))
+    }
+
+    /// Crop mode from a JPEG region: the source pixels the kept window reads (`PixelBuffer.sourceRect`) are
+    /// decoded alone (`ImageDecoder.decodeRegion`), and the window is computed from them with the whole image's
+    /// coefficients, so the tile is the whole decode's tile byte for byte. Nil when the decoder declines (not a
+    /// JPEG, the window reads the whole image, an EXIF rotation to apply, a file that does not end cleanly).
+    func processRegion(_ raw: UnsafeRawBufferPointer, name: String) throws -> PixelBuffer? {
+        guard let size = JPEGSize.read(raw),
+              let crop = Preprocessor.cropGeometry(width: size.width, height: size.height, size: config.imageSize) else { return nil }
+        let need = PixelBuffer.sourceRect(width: size.width, height: size.height, outW: crop.width, outH: crop.height,
+                                          filter: config.resample, window: crop.window)
+        guard let region = try decoder.decodeRegion(raw, name: name, covering: (need.x, need.y, need.width, need.height)),
+              region.imageWidth == size.width, region.imageHeight == size.height else { return nil }
+        let part = PixelRect(x: region.x, y: region.y, width: region.width, height: region.height)
+        lastDecodedRegion = part
+        precondition(part.x <= need.x && part.y <= need.y && part.x + part.width >= need.x + need.width
+                     && part.y + part.height >= need.y + need.height, "\(name): JPEG region \(part) does not cover \(need)")
+        return PixelBuffer(width: region.width, height: region.height, pixels: region.rgb)
+            .resized(part: part, ofImageWidth: size.width, height: size.height, toWidth: crop.width, height: crop.height,
+                     filter: config.resample, window: crop.window, order: config.passOrder)
     }
 
     /// Only the decode (plus the EXIF transpose when configured): the RGB image the modes start from.
@@ -194,20 +226,30 @@ public final class Preprocessor {
     public static func centerCropped(_ image: PixelBuffer, size s: Int, filter: ResampleFilter,
                                      order: ResizePassOrder = .pillow13) -> PixelBuffer {
         let (w, h) = (image.width, image.height)
+        if let crop = cropGeometry(width: w, height: h, size: s) {
+            return image.resized(width: crop.width, height: crop.height, filter: filter, window: crop.window, order: order)
+        }
         let short = min(w, h), long = max(w, h)
         let newLong = Int(Double(s * long) / Double(short))
         let (newW, newH) = w <= h ? (s, newLong) : (newLong, s)
-        let top = (newH - s) / 2, left = (newW - s) / 2
-        if top >= 0, left >= 0 {
-            return image.resized(width: newW, height: newH, filter: filter, window: PixelRect(x: left, y: top, width: s, height: s),
-                                 order: order)
-        }
         // Smaller than the crop (only when S·long/short rounds below S): HF pads with zeros, centred (ceil).
         let resized = image.resized(width: newW, height: newH, filter: filter, order: order)
         var canvas = PixelBuffer(width: max(s, newW), height: max(s, newH))
         let padTop = (canvas.height - newH + 1) / 2, padLeft = (canvas.width - newW + 1) / 2
         canvas.paste(resized, x: padLeft, y: padTop)
         return canvas.cropped(PixelRect(x: (canvas.width - s) / 2, y: (canvas.height - s) / 2, width: s, height: s))
+    }
+
+    /// The crop mode's resize of a `width` x `height` image and the window it keeps; nil when the resized image is
+    /// smaller than the crop (S·long/short rounding below S), which HF pads instead.
+    static func cropGeometry(width w: Int, height h: Int, size s: Int) -> (width: Int, height: Int, window: PixelRect)? {
+        let short = min(w, h), long = max(w, h)
+        guard short > 0 else { return nil }
+        let newLong = Int(Double(s * long) / Double(short))
+        let (newW, newH) = w <= h ? (s, newLong) : (newLong, s)
+        let top = (newH - s) / 2, left = (newW - s) / 2
+        guard top >= 0, left >= 0 else { return nil }
+        return (newW, newH, PixelRect(x: left, y: top, width: s, height: s))
     }
 }
 

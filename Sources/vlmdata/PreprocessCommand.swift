@@ -128,7 +128,7 @@ struct PreprocessCommand: ParsableCommand {
             throw ValidationError("two input files have the same name; outputs would overwrite each other")
         }
         let normalization = try normalize.map { try Self.normalization($0) }
-        let results = ResultBox<Result<(PreprocessedImage, Written), any Error>>(count: images.count)
+        let results = ResultBox<Result<(PreprocessedImage, Written, PixelRect?), any Error>>(count: images.count)
         let workers = (0..<max(1, min(jobs, images.count))).map { _ in Preprocessor(config: config) }
         let box = UncheckedBox(workers)
         let images = self.images, patches = self.patches, png = self.png, decodedOnly = self.decoded
@@ -145,7 +145,7 @@ struct PreprocessCommand: ParsableCommand {
                 }
                 let written = try Self.write(result, name: names[index], out: out, config: config,
                                              normalization: normalization, patches: patches, png: png)
-                results.set(index, .success((result, written)))
+                results.set(index, .success((result, written, pre.lastDecodedRegion)))
             } catch {
                 results.set(index, .failure(error))
             }
@@ -153,10 +153,11 @@ struct PreprocessCommand: ParsableCommand {
         var failed = 0
         for (index, result) in results.values.enumerated() {
             switch result {
-            case .success(let (image, written))?:
+            case .success(let (image, written, region))?:
                 if json {
-                    let record: [String: Any] = ["file": images[index], "out": written.paths, "tiles": image.tiles.count,
+                    var record: [String: Any] = ["file": images[index], "out": written.paths, "tiles": image.tiles.count,
                                                  "grid": [image.gridRows, image.gridCols], "shape": written.shape, "dtype": written.dtype]
+                    if let region { record["decoded_region"] = [region.x, region.y, region.width, region.height] }
                     let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes])
                     print(String(decoding: data, as: UTF8.self))
                 } else {
