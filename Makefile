@@ -13,7 +13,7 @@ DEMO_WS    ?= vlmdata-work/demo
 # strace for the URL ingest's fsync-order test.
 DEBS       := pkg-config libarchive-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libcurl4-openssl-dev libopenblas-dev \
               libsqlite3-dev nginx-light sqlite3 python3-venv libxxhash-dev xxhash chromium libdeflate-dev strace
-PKGCONFIG  := libarchive libturbojpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
+PKGCONFIG  := libarchive libturbojpeg libjpeg libpng libcurl openblas sqlite3 libxxhash libdeflate
 # Debian packages only `make bench` needs: nginx's echo module (echo_sleep adds the URL benchmark's latency) and wrk.
 BENCH_DEBS := libnginx-mod-http-echo wrk
 # Debian packages of the one-node Slurm cluster `make test-cluster` starts (daemons run directly, no systemd).

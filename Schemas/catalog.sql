@@ -346,7 +346,7 @@ ALTER TABLE tokenized ADD COLUMN sample TEXT;       -- JSON: keys, kinds, genera
                                                     -- conversations (the merged turns that were tokenized)
 ALTER TABLE tokenized ADD COLUMN sample_of INTEGER REFERENCES instructions(id);
 
--- migration: v15_shard19c_pixel_shard_xxh3
+-- migration: v15_pixel_shard_xxh3
 -- Pixel shards get the XXH3-128 `patchify` computes as it writes them (training shards have had one since
 -- v8); their sha256 is computed only on demand (`verify --deep` records it), so pixel_shards.sha256 becomes
 -- nullable (a table rebuild, as v13 did for shards). Rows from before keep their sha256 and no XXH3-128.

@@ -354,7 +354,7 @@ public enum Schema {
                                                             -- conversations (the merged turns that were tokenized)
         ALTER TABLE tokenized ADD COLUMN sample_of INTEGER REFERENCES instructions(id);
         """),
-        Migration(name: "v15_shard19c_pixel_shard_xxh3", sql: """
+        Migration(name: "v15_pixel_shard_xxh3", sql: """
         -- Pixel shards get the XXH3-128 `patchify` computes as it writes them (training shards have had one since
         -- v8); their sha256 is computed only on demand (`verify --deep` records it), so pixel_shards.sha256 becomes
         -- nullable (a table rebuild, as v13 did for shards). Rows from before keep their sha256 and no XXH3-128.
