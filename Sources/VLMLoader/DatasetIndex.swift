@@ -13,7 +13,7 @@ public struct ShardInfo: Sendable, Hashable, Codable {
     public var sha256: String?
     public var bytes: Int
     public var sampleCount: Int
-    /// The number of this shard's first sample in the index (samples are numbered in shard order).
+    /// Index of this shard's first sample in `DatasetIndex.samples`.
     public var firstSample: Int
     /// XXH3-128 of the file, recorded at write time (nil only in indexes from before v8).
     public var xxh3_128: String?
@@ -89,121 +89,66 @@ public struct SampleInfo: Sendable, Hashable, Codable {
     public var modelLength: Int { hasImage ? tokens - 1 + imageTokens : tokens }
 }
 
-/// The training-shard index of a workspace: shards in name order, samples numbered in shard order.
-///
-/// Only the shards are held (name, checksum, sample count, where their samples' numbers start). A shard's
-/// samples (`SampleInfo`: key, offsets, lengths, each member's offset, size and checksum; about 375 bytes a sample)
-/// are read from the catalog by `samples(ofShard:)` when a stream opens that shard, and dropped when the stream is
-/// done with it (`ShardTables`), so the memory a loader needs does not grow with the dataset. The catalog stays
-/// open for those reads; a shard rewritten or removed after `load` is an error naming it when it is next opened.
+/// The training-shard index of a workspace: shards in name order, samples in shard order.
 ///
 /// ```swift
 /// let index = try DatasetIndex.load(catalog: Catalog(workspace: Workspace(root: "./vlmdata-work")))
-/// print(index.count, index.fingerprint)
-/// let first = try index.samples(ofShard: 0)
+/// print(index.samples.count, index.fingerprint)
 /// ```
 public struct DatasetIndex: Sendable {
-    /// Shards in name order. A path may be changed (shards moved); names, checksums and counts identify them.
     public var shards: [ShardInfo]
-    /// Samples in all shards.
-    public let count: Int
+    public var samples: [SampleInfo]
     /// SHA-256 over `name\tchecksum\tsamples\n` of every shard, in order (the checksum is the XXH3-128 recorded at
     /// write time, or the sha256 in indexes without one): changes when any shard's bytes change.
     public let fingerprint: String
-    /// Reads shard `shards[s]`'s samples (with `SampleInfo.shard` = s), checked against the shard as loaded.
-    let reader: @Sendable (ShardInfo, Int) throws -> [SampleInfo]
 
-    /// An index of `shards` (their `firstSample` is set here) whose samples `reader` reads, one shard at a time.
-    init(shards: [ShardInfo], reader: @escaping @Sendable (ShardInfo, Int) throws -> [SampleInfo]) {
+    public init(shards: [ShardInfo], samples: [SampleInfo]) {
+        self.shards = shards
+        self.samples = samples
         var text = ""
-        var numbered = shards
-        var first = 0
-        for s in numbered.indices {
-            numbered[s].firstSample = first
-            first += numbered[s].sampleCount
-            text += "\(shards[s].name)\t\(shards[s].checksum)\t\(shards[s].sampleCount)\n"
-        }
-        self.shards = numbered
-        count = first
+        for shard in shards { text += "\(shard.name)\t\(shard.checksum)\t\(shard.sampleCount)\n" }
         fingerprint = Hashing.sha256(text)
-        self.reader = reader
     }
 
     /// Sample counts per shard, in shard order (what `SampleOrder` needs).
     public var shardSizes: [Int] { shards.map(\.sampleCount) }
 
-    /// The shard holding sample `n` (0 ..< count).
-    public func shard(ofSample n: Int) -> Int {
-        var lo = 0, hi = shards.count - 1
-        while lo < hi {  // the last shard starting at or before n: never an empty one, whose successor starts there too
-            let mid = (lo + hi + 1) / 2
-            if shards[mid].firstSample <= n { lo = mid } else { hi = mid - 1 }
-        }
-        return lo
-    }
-
-    /// The samples of shard `s`, in shard order, read from the catalog now. Throws `.notFound` when the catalog no
-    /// longer has the shard, `.conflict` when it was rewritten since `load`, `.corrupt` when its row and its
-    /// samples disagree.
-    public func samples(ofShard s: Int) throws -> [SampleInfo] {
-        try reader(shards[s], s)
-    }
-
-    /// Every sample in index order, reading one shard's samples at a time (none kept).
-    public func forEachSample(_ body: (SampleInfo) throws -> Void) throws {
-        for s in shards.indices { for sample in try samples(ofShard: s) { try body(sample) } }
-    }
-
-    /// Signed model lengths in index order (positive with an image, negative text-only, never 0): what length
-    /// grouping sorts by. Reads every shard once.
-    public func signedLengths() throws -> [Int] {
-        var lengths: [Int] = []
-        lengths.reserveCapacity(count)
-        try forEachSample { lengths.append($0.hasImage ? max(1, $0.modelLength) : -max(1, $0.modelLength)) }
-        return lengths
-    }
-
-    /// The longest sample in model positions (0 for an empty index). Reads every shard once.
-    public func longestModelLength() throws -> Int {
-        var longest = 0
-        try forEachSample { longest = max(longest, $0.modelLength) }
-        return longest
-    }
-
-    /// Reads the `shards` table; each shard's samples (`samples`, `sample_parts`) are read when asked for.
+    /// Reads the `shards`, `samples` and `sample_parts` tables.
     public static func load(catalog: Catalog) throws -> DatasetIndex {
-        let shards = try catalog.shardRecords().map {
-            ShardInfo(name: $0.name, path: $0.path, sha256: $0.sha256, bytes: $0.bytes, sampleCount: $0.samples,
-                      firstSample: 0, xxh3_128: $0.xxh3_128)
-        }
-        if shards.allSatisfy({ $0.sampleCount == 0 }) {
-            throw VLMError(.notFound, file: catalog.workspace.catalogPath, "no training shards in the catalog; run `vlmdata shard` first")
-        }
-        let file = catalog.workspace.catalogPath
-        return DatasetIndex(shards: shards) { shard, s in
+        var shards: [ShardInfo] = []
+        var shardIndex: [Int64: Int] = [:]
+        var bucket: [[SampleInfo]] = []
+        let samples = try catalog.readTrainingIndex(shards: { records in
+            for record in records {
+                shardIndex[record.id] = shards.count
+                shards.append(ShardInfo(name: record.name, path: record.path, sha256: record.sha256, bytes: record.bytes,
+                                        sampleCount: record.samples, firstSample: 0, xxh3_128: record.xxh3_128))
+            }
+            bucket = [[SampleInfo]](repeating: [], count: shards.count)
+        }, sample: { row, parts in
+            guard let s = shardIndex[row.shardID] else { return }
+            bucket[s].append(SampleInfo(key: row.key, shard: s, offset: row.offset, size: row.size, tokens: row.tokens,
+                                        imageTokens: row.imageTokens, hasImage: row.hasImage,
+                                        parts: parts.map { SamplePart(name: $0.name, offset: $0.offset, size: $0.size,
+                                                                      xxh3: $0.xxh3) }))
+        }, finish: { () -> [SampleInfo] in
+            // Each shard's samples move into one array as it is emptied: the index is never held twice.
             var samples: [SampleInfo] = []
-            samples.reserveCapacity(shard.sampleCount)
-            let now = try catalog.readShardIndex(name: shard.name) { row, parts in
-                samples.append(SampleInfo(key: row.key, shard: s, offset: row.offset, size: row.size, tokens: row.tokens,
-                                          imageTokens: row.imageTokens, hasImage: row.hasImage,
-                                          parts: parts.map { SamplePart(name: $0.name, offset: $0.offset, size: $0.size, xxh3: $0.xxh3) }))
-            }
-            guard let now else {
-                throw VLMError(.notFound, file: file, record: "shards.\(shard.name)",
-                               "the shard left the catalog's index after the loader read it (a shard rerun?); open the loader again")
-            }
-            let checksum = now.xxh3_128 ?? now.sha256 ?? ""
-            guard checksum == shard.checksum, now.samples == shard.sampleCount else {
-                throw VLMError(.conflict, file: file, record: "shards.\(shard.name)",
-                               "the shard was rewritten after the loader read the index (\(shard.sampleCount) samples, "
-                               + "\(shard.checksumKind) \(shard.checksum.prefix(16))… then; \(now.samples) samples, "
-                               + "\(checksum.prefix(16))… now); open the loader again")
-            }
-            guard samples.count == shard.sampleCount else {
-                throw VLMError(.corrupt, file: file, record: "shards.\(shard.name)",
-                               "the shard row says \(shard.sampleCount) samples but the index holds \(samples.count)")
+            samples.reserveCapacity(bucket.reduce(0) { $0 + $1.count })
+            for s in shards.indices {
+                shards[s].firstSample = samples.count
+                if bucket[s].count != shards[s].sampleCount {
+                    throw VLMError(.corrupt, file: catalog.workspace.catalogPath, record: "shards.\(shards[s].name)",
+                                   "the shard row says \(shards[s].sampleCount) samples but the index holds \(bucket[s].count)")
+                }
+                samples += bucket[s]
+                bucket[s] = []
             }
             return samples
+        })
+        if samples.isEmpty {
+            throw VLMError(.notFound, file: catalog.workspace.catalogPath, "no training shards in the catalog; run `vlmdata shard` first")
         }
+        return DatasetIndex(shards: shards, samples: samples)
     }
 }

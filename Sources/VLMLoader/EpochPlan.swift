@@ -34,10 +34,9 @@ public struct PlanComponent: Sendable {
         self.signedLengths = signedLengths
     }
 
-    /// `lengths`: read the samples' lengths (every shard's samples, once), which only length grouping needs.
-    public init(index: DatasetIndex, policy: MixPolicy = .repeat(1), lengths: Bool = true) throws {
+    public init(index: DatasetIndex, policy: MixPolicy = .repeat(1)) {
         self.init(fingerprint: index.fingerprint, shardSizes: index.shardSizes, policy: policy,
-                  signedLengths: lengths ? try index.signedLengths() : nil)
+                  signedLengths: index.samples.map { $0.hasImage ? max(1, $0.modelLength) : -max(1, $0.modelLength) })
     }
 
     var count: Int { shardSizes.reduce(0, +) }
@@ -59,8 +58,8 @@ public struct SampleRef: Sendable, Hashable {
 /// share of the epoch, and the proportions hold throughout in expectation.
 ///
 /// ```swift
-/// let plan = EpochPlan(components: [try PlanComponent(index: coco, policy: .weight(3)),
-///                                   try PlanComponent(index: text, policy: .weight(1))], epoch: 0, spec: OrderSpec(seed: 1))
+/// let plan = EpochPlan(components: [PlanComponent(index: coco, policy: .weight(3)),
+///                                   PlanComponent(index: text, policy: .weight(1))], epoch: 0, spec: OrderSpec(seed: 1))
 /// ```
 public struct EpochPlan: Sendable {
     public let epoch: Int

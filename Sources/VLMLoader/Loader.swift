@@ -102,9 +102,7 @@ public final class Loader: Sendable {
         guard options.unit >= 1 else { throw VLMError(.invalidArgument, "the batch size must be at least 1") }
         self.datasets = datasets
         self.options = options
-        // Lengths only when the order groups by them: reading them reads every shard's samples once.
-        components = try datasets.map { try PlanComponent(index: $0.index, policy: $0.policy,
-                                                          lengths: options.order.groupMegabatch > 0) }
+        components = datasets.map { PlanComponent(index: $0.index, policy: $0.policy) }
     }
 
     /// A loader over a workspace's training shards, read from its `shards/` folder.
@@ -166,7 +164,7 @@ public final class Loader: Sendable {
 
     func shardName(_ ref: SampleRef) -> String {
         let dataset = datasets[Int(ref.dataset)]
-        return dataset.index.shards[dataset.index.shard(ofSample: Int(ref.sample))].name
+        return dataset.index.shards[dataset.index.samples[Int(ref.sample)].shard].name
     }
 }
 
@@ -200,7 +198,6 @@ public final class SampleStream: @unchecked Sendable {
     public var report: StreamReport { cursor.report }
     private let startConsumed: Int
     private let cursor: BatchCursor
-    private let tables: ShardTables
 
     init(loader: Loader, plan: EpochPlan, consumed: Int) {
         self.plan = plan
@@ -213,12 +210,10 @@ public final class SampleStream: @unchecked Sendable {
         report.droppedGlobal = slice.dropped
         report.paddedGlobal = slice.padded
         loader.announce(plan: plan, slice: slice, rankIndices: 0..<slice.count)
-        let tables = ShardTables(loader: loader, plan: plan, slice: slice, rankIndices: 0..<slice.count)
-        self.tables = tables
         let unit = loader.handOff(options.handOff)
         let pipeline = BatchPipeline(indices: Array(0..<slice.count), unit: unit, threads: options.workers,
                                      capacity: max(1, options.prefetch / unit)) { [loader, plan, slice] batch, indices in
-            loader.fill(batch, indices: indices, plan: plan, slice: slice, tables: tables)
+            loader.fill(batch, indices: indices, plan: plan, slice: slice)
         }
         cursor = BatchCursor(pipeline: pipeline, report: report, position: 0)
     }
@@ -227,9 +222,6 @@ public final class SampleStream: @unchecked Sendable {
 
     /// Samples this rank takes in the rest of the epoch (skipped ones included).
     public var count: Int { slice.count }
-
-    /// How many shard tables the stream read and held at most (`ShardTables`).
-    var tableStats: ShardTables.Stats { tables.stats }
 
     /// The next sample, nil at the end of the epoch's share. Throws the first read or decode error.
     public func next() throws -> LoadedSample? {

@@ -164,19 +164,19 @@ public final class SampleBatch: @unchecked Sendable {
 }
 
 extension Loader {
-    /// Reads the samples at the rank-local `indices` of (`plan`, `slice`) into `batch`, their shards' tables from
-    /// `tables`, applying the missing and corrupt policies; stops at the first error it must report (`SampleBatch.failure`).
-    func fill(_ batch: SampleBatch, indices: ArraySlice<Int>, plan: EpochPlan, slice: RankSlice, tables: ShardTables) {
+    /// Reads the samples at the rank-local `indices` of (`plan`, `slice`) into `batch`, applying the missing and
+    /// corrupt policies; stops at the first error it must report (`SampleBatch.failure`).
+    func fill(_ batch: SampleBatch, indices: ArraySlice<Int>, plan: EpochPlan, slice: RankSlice) {
         batch.reset(indices)
         for j in indices {
             let (position, isPad) = slice.globalPosition(j)
             let ref = plan.refs[position]
             let dataset = datasets[Int(ref.dataset)]
+            let info = dataset.index.samples[Int(ref.sample)]
             ShardReadHint.position = j
             defer { ShardReadHint.position = nil }
             do {
-                let (info, shard) = try tables.take(dataset: Int(ref.dataset), sample: Int(ref.sample))
-                try batch.append(info, shard: shard, source: dataset.source,
+                try batch.append(info, shard: dataset.index.shards[info.shard], source: dataset.source,
                                  dataset: Int(ref.dataset), isPad: isPad, index: j, verify: options.verifyReads)
             } catch let error as VLMError where error.kind == .notFound && options.onMissing == .skip {
                 batch.skip(shard: shardName(ref))

@@ -53,7 +53,7 @@ public struct OrderSpec: Sendable, Hashable, Codable {
 ///
 /// ```swift
 /// let order = SampleOrder(shardSizes: [100, 100, 50], fingerprint: index.fingerprint, epoch: 0, spec: OrderSpec(seed: 7))
-/// let first = order.positions[0]   // a sample number of the index (`DatasetIndex.shard(ofSample:)`)
+/// let first = order.positions[0]   // a sample index into DatasetIndex.samples
 /// ```
 public struct SampleOrder: Sendable {
     public let epoch: Int

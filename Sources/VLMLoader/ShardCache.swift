@@ -414,8 +414,19 @@ extension DatasetIndex {
             throw VLMError(.notFound, record: unknown, "this shard is not in the workspace's index (index it with `vlmdata shard`, or list only indexed shards)")
         }
         let wanted = Set(names)
-        // Numbered anew (`init` sets `firstSample`); the samples are still read by shard name, as the shard's
-        // number here.
-        return DatasetIndex(shards: shards.filter { wanted.contains($0.name) }, reader: reader)
+        var newShards: [ShardInfo] = []
+        var newSamples: [SampleInfo] = []
+        for shard in shards where wanted.contains(shard.name) {
+            var s = shard
+            s.firstSample = newSamples.count
+            let newIndex = newShards.count
+            for sample in samples[shard.firstSample..<(shard.firstSample + shard.sampleCount)] {
+                var copy = sample
+                copy.shard = newIndex
+                newSamples.append(copy)
+            }
+            newShards.append(s)
+        }
+        return DatasetIndex(shards: newShards, samples: newSamples)
     }
 }

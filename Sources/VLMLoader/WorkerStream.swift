@@ -58,10 +58,6 @@ public final class WorkerStream: @unchecked Sendable {
     public let indices: [Int]
     public var report: StreamReport { cursor.report }
     private let cursor: BatchCursor
-    private let tables: ShardTables
-
-    /// How many shard tables the stream read and held at most (`ShardTables`).
-    var tableStats: ShardTables.Stats { tables.stats }
 
     /// `prefetch`: samples each thread reads ahead; a thread hands over `share.chunk` samples at a time (at least
     /// 16, at most `prefetch`).
@@ -83,12 +79,10 @@ public final class WorkerStream: @unchecked Sendable {
         let indices = share.indices(count: slice.count)
         self.indices = indices
         loader.announce(plan: plan, slice: slice, rankIndices: indices)
-        let tables = ShardTables(loader: loader, plan: plan, slice: slice, rankIndices: indices)
-        self.tables = tables
         let unit = loader.handOff(max(1, min(max(share.chunk, 16), prefetch)))
         let pipeline = BatchPipeline(indices: indices, unit: unit, threads: threads,
                                      capacity: max(1, prefetch / unit)) { [loader, plan, slice] batch, indices in
-            loader.fill(batch, indices: indices, plan: plan, slice: slice, tables: tables)
+            loader.fill(batch, indices: indices, plan: plan, slice: slice)
         }
         cursor = BatchCursor(pipeline: pipeline, report: report, position: 0)
     }

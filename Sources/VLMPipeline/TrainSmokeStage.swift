@@ -191,7 +191,7 @@ extension TrainSmoke {
         let grid = PatchGrid(imageSize: o.imageSize, patchSize: o.patchSize)
         let patches = grid.patchesPerTile, patchDim = grid.patchDim
         let trainLoader = try Loader(workspace: trainWS.root, options: Self.loaderOptions(seed: o.seed, batch: o.batchSize))
-        let longest = try trainLoader.datasets[0].index.longestModelLength()
+        let longest = trainLoader.datasets[0].index.samples.map(\.modelLength).max() ?? 0
         let config = RefVLMConfig(vocabSize: tokenizer.vocabSize, maxSeqLen: longest + 16, patches: patches,
                                   patchDim: patchDim, projector: o.projector)
         let hyper = AdamWHyper(maxLR: o.learningRate, warmupSteps: min(100, max(o.steps / 20, 1)), totalSteps: o.steps)

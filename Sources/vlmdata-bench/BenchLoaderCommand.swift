@@ -125,8 +125,7 @@ struct BenchLoaderCommand: ParsableCommand {
                 }
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9)
             }
-            var indexBytes = 0
-            try index.forEachSample { indexBytes += $0.size }
+            let indexBytes = index.samples.reduce(0) { $0 + $1.size }
             let median = times.sorted()[times.count / 2]
             let rawMedian = rawTimes.sorted()[rawTimes.count / 2]
 
@@ -143,7 +142,7 @@ struct BenchLoaderCommand: ParsableCommand {
                 "mb_per_s": Double(indexBytes) / median / 1e6,
                 "decoded_mb_per_s": Double(bytes) / median / 1e6,
                 "raw_seconds": rawMedian, "raw_mb_per_s": Double(rawBytes) / rawMedian / 1e6,
-                "raw_samples_per_s": Double(index.count) / rawMedian,
+                "raw_samples_per_s": Double(index.samples.count) / rawMedian,
                 "ratio_vs_raw": (Double(indexBytes) / median) / (Double(rawBytes) / rawMedian),
                 "shuffle_mean_displacement": displacement,
                 "shuffle_adjacency": Double(adjacent) / Double(max(1, order.count - 1)),

@@ -61,10 +61,10 @@ struct ShowCommand: ParsableCommand {
     func remoteView(_ url: String) throws -> ShardStage.SampleView {
         let dir = cacheDir ?? RemoteIndex.defaultCacheDirectory(for: url, rank: 0)
         let remote = try RemoteIndex.open(url, cacheDirectory: dir)
-        guard let sample = try remote.catalog.indexedSample(key: key),
-              let shard = remote.index.shards.first(where: { $0.name == sample.shard }) else {
+        guard let sample = remote.index.samples.first(where: { $0.key == key }) else {
             throw VLMError(.notFound, file: HTTPClient.redacted(url), record: key, "no sample with this key in the index")
         }
+        let shard = remote.index.shards[sample.shard]
         let source = try remote.source(cacheDirectory: dir, cacheCapacity: try parseByteSize(cacheSize))
         let root = remote.catalog.workspace
         return try source.cache.withShard(shard) { path in

@@ -37,6 +37,7 @@ struct QueryCostTests {
         Query(name: "tokenize images grouped across frames", sql: Catalog.imagesGroupedAcrossFramesSQL, arguments: [tokenizedConfig]),
         Query(name: "shard grouped samples across frames", sql: Catalog.groupedSampleHeadsAcrossFramesSQL, arguments: [tokenizedConfig]),
         Query(name: "shard plan", sql: Catalog.shardPlanSQL, arguments: [pixelsConfig, tokenizedConfig]),
+        Query(name: "loader samples with parts", sql: Catalog.indexSamplesWithPartsSQL, arguments: []),
         Query(name: "patchify fingerprint (ok images by hash)", sql: Catalog.okImagesByHashSQL, arguments: [pixelsConfig]),
         Query(name: "gen-instructions images", sql: Catalog.usableImagesSQL, arguments: []),
         Query(name: "gen-instructions captions", sql: Catalog.captionsInImageOrderSQL, arguments: []),
@@ -48,9 +49,9 @@ struct QueryCostTests {
     ]
 
     /// Queries a stage runs once per page or batch (gen-instructions' pages of 500 images with their captions and
-    /// objects, tokenize's batches, shard's re-read of each batch of plan rows, the loader's samples of one shard),
-    /// with a page present in both catalogs: the cost of one page must not grow with the table (a page that walks
-    /// or sorts the whole table makes the stage quadratic).
+    /// objects, tokenize's batches, shard's re-read of each batch of plan rows), with a page present in both
+    /// catalogs: the cost of one page must not grow with the table (a page that walks or sorts the whole table
+    /// makes the stage quadratic).
     static let pageQueries: [Query] = {
         let imageIDs = "[" + (1...100).map { String($0 * 7) }.joined(separator: ",") + "]"
         let tokenizedIDs = "[" + (1...100).map { String($0 * 6) }.joined(separator: ",") + "]"
@@ -62,8 +63,6 @@ struct QueryCostTests {
             Query(name: "tokenize batch", sql: Catalog.pendingTokenizeBatchSQL, arguments: [pixelsConfig, 0, tokenizedConfig, 100]),
             Query(name: "shard batch re-read", sql: Catalog.shardPlanRowsByIDSQL,
                   arguments: [pixelsConfig, tokenizedConfig, tokenizedIDs]),
-            // the loader reads one shard's samples with their members when a stream opens the shard (100 a shard)
-            Query(name: "loader shard samples with parts", sql: Catalog.shardSamplesWithPartsSQL, arguments: [2]),
         ]
     }()
 
