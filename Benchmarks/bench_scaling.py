@@ -60,14 +60,18 @@ def timed(cmd):
     return seconds, cpu, rss
 
 
-def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS):
+def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS, stages=STAGES, reuse=False):
     data = work / f"shapes-{n}"
     if not (data / "annotations" / "captions_train.json").exists():
         shutil.rmtree(data, ignore_errors=True)
         subprocess.run([str(c) for c in [bin_path, "synth", "shapes", "--count", n, "--size", 96, "--out", data, "--quiet"]],
                        check=True, stdout=subprocess.DEVNULL)
     ws = work / f"ws-{n}"
-    shutil.rmtree(ws, ignore_errors=True)
+    # --reuse: a workspace kept by an earlier --keep run that got through every stage before the first one asked
+    # for is used as it is (e.g. `--stages stream` measures only the loader, on the same shards each time).
+    reusing = reuse and (ws / "catalog.sqlite").exists()
+    if not reusing:
+        shutil.rmtree(ws, ignore_errors=True)
     q = ["--workspace", ws, "--quiet"]
     commands = {
         "ingest": [bin_path, "ingest", "coco", *q, "--captions", data / "annotations" / "captions_train.json",
@@ -83,8 +87,12 @@ def run_size(bin_path, work, n, tokenizer, keep=False, kinds=DEFAULT_KINDS):
         "stream": [bin_path, "stream", *q, "--workers", 0],
     }
     results = {}
-    for stage in STAGES:
-        results[stage] = timed(commands[stage])
+    last = max(STAGES.index(s) for s in stages)
+    for stage in STAGES[:last + 1]:
+        if stage in stages:
+            results[stage] = timed(commands[stage])
+        elif not reusing:
+            timed(commands[stage])  # a stage the asked-for ones need: run, not reported
     if not keep:
         shutil.rmtree(ws, ignore_errors=True)
     return results
@@ -99,22 +107,30 @@ def main():
     ap.add_argument("--tokenizer", default=str(TOKENIZER))
     ap.add_argument("--keep", action="store_true", help="keep the workspaces (WORK/ws-N) for profiling")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="stages to measure and report (those before them run unmeasured; default: all)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use WORK/ws-N as an earlier --keep run left it, running only the --stages asked for")
     ap.add_argument("--kinds", default=DEFAULT_KINDS, help=f"template kinds (default {DEFAULT_KINDS}; 'all': every kind)")
     a = ap.parse_args()
+    stages = [s for s in STAGES if s in a.stages.split(",")]
+    unknown = set(a.stages.split(",")) - set(STAGES)
+    if unknown or not stages:
+        ap.error(f"--stages takes a comma-separated list of {', '.join(STAGES)}; not {', '.join(sorted(unknown)) or 'empty'}")
     sizes = [int(s) for s in a.sizes.split(",") if s] or ([2500, 5000, 10000] if a.quick else [2500, 10000, 40000])
     work = pathlib.Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     table = {}
     for n in sizes:
-        table[n] = run_size(a.bin, work, n, a.tokenizer, a.keep, a.kinds)
-        line = "  ".join(f"{s} {table[n][s][0]:.2f}s" for s in STAGES)
+        table[n] = run_size(a.bin, work, n, a.tokenizer, a.keep or a.reuse, a.kinds, stages, a.reuse)
+        line = "  ".join(f"{s} {table[n][s][0]:.2f}s" for s in stages)
         print(f"{n:>6} images: {line}", flush=True)
 
     print(f"\n{'images':<17}" + "".join(f"{n:>32}" for n in sizes) + f"{'growth':>21}")
     print(f"{'stage':<17}" + "".join(f"{'s':>8}{'s/1k':>8}{'cpu/1k':>8}{'MiB':>8}" for _ in sizes)
           + f"{'wall':>7}{'cpu':>7}{'RSS':>7}")
     worst_cpu, worst_wall, worst_rss = (0.0, ""), (0.0, ""), (0.0, "")
-    for stage in STAGES:
+    for stage in stages:
         cells, wall_k, cpu_k, rss_mib = "", [], [], []
         for n in sizes:
             seconds, cpu, rss = table[n][stage]
